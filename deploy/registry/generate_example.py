@@ -1,0 +1,173 @@
+"""Generate the example registry ``wenzhou-bay.yaml`` (deterministic; re-run after edits).
+
+The district: the Wenzhou Bay New Area's zones merged in operation with Longwan District
+(DOMAIN.md). Thresholds are shipped defaults with their source; every one is marked
+``default: true`` and must be replaced by the facility's own design values.
+
+    python deploy/registry/generate_example.py > deploy/registry/wenzhou-bay.yaml
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+import yaml
+
+ZONES = [  # code, English, Chinese, centre lat, centre lon
+    ("BH", "Binhai Park", "滨海园区", 27.875, 120.930),
+    ("OF", "Oufei Reclamation", "瓯飞工程", 27.830, 120.890),
+    ("KG", "Airport New Area", "空港新区", 27.915, 120.850),
+    ("KJ", "Science and Technology City", "科技城", 27.950, 120.780),
+    ("LW", "Longwan", "龙湾区", 27.935, 120.815),
+]
+
+SRC_MANHOLE = ("placeholder: fractions of the 3.0 m manhole depth (DOMAIN.md drainage, "
+               "fill ratio / surcharge / water at cover); replace with design levels")
+SRC_PONDING = ("DOMAIN.md road ponding: 10 cm moderate, 25 cm road closure (Shenyang), "
+               "30 cm cars should not pass, 50 cm impassable (Wujin)")
+SRC_WETWELL = "placeholder: fractions of the wet-well depth; replace with the station's start/alarm levels"
+SRC_DEFLECTION = ("placeholder: 50/70/85/100 % of an assumed 40 mm design deflection; "
+                  "replace with the bridge's design calculation (JT/T 1037-2022)")
+SRC_CRACK = "placeholder around JTG 3362 crack-width limits (0.2-0.3 mm); replace per bridge"
+SRC_TILT = "placeholder: replace with the pier/tower design tilt limits"
+SRC_ACCEL = "placeholder: replace with the bridge's vibration limits"
+SRC_STRAIN = "placeholder: replace with the design strain of the instrumented section"
+SRC_BEARING = "placeholder: replace with the bearing's design displacement"
+SRC_H2S = "GBZ 2.1-2019 H2S MAC 10 mg/m3 (blue); higher levels placeholders"
+SRC_CH4 = "gas-detector practice: first alarm 25 %LEL, second 50 %LEL (GB/T 50493); verify"
+SRC_CO = "GBZ 2.1-2019 CO PC-TWA 20 mg/m3, PC-STEL 30 mg/m3"
+SRC_O2 = "below 19.5 %vol is oxygen-deficient (GBZ); 18 % placeholder for the higher level"
+SRC_QUALITY = "GB/T 31962-2015 grade B limits for sewage discharged into municipal sewers"
+
+
+def t(level: str, raise_at: float, clear_at: float | None, source: str,
+      direction: str = "upper") -> dict[str, Any]:
+    d: dict[str, Any] = {"level": level, "direction": direction, "raise_at": raise_at}
+    if clear_at is not None:
+        d["clear_at"] = clear_at
+    d["source"] = source
+    d["default"] = True
+    return d
+
+
+def sensor(sid: str, metric: str, unit: str, rng: tuple[float, float], interval: float,
+           thresholds: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": sid, "metric": metric, "unit": unit, "range": list(rng),
+                         "interval_s": interval}
+    if thresholds:
+        d["thresholds"] = thresholds
+    return d
+
+
+def manhole(fid: str) -> list[dict[str, Any]]:
+    return [
+        sensor(f"{fid}-L1", "water_level", "m", (0.0, 7.0), 60, [
+            t("blue", 1.8, 1.7, SRC_MANHOLE), t("yellow", 2.25, 2.15, SRC_MANHOLE),
+            t("orange", 2.7, 2.6, SRC_MANHOLE), t("red", 2.95, 2.85, SRC_MANHOLE)]),
+        sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60),
+        sensor(f"{fid}-R1", "rainfall", "mm", (0.0, 50.0), 300),
+    ]
+
+
+def underpass(fid: str) -> list[dict[str, Any]]:
+    return [
+        sensor(f"{fid}-P1", "ponding_depth", "cm", (0.0, 200.0), 60, [
+            t("blue", 10, 8, SRC_PONDING), t("yellow", 25, 22, SRC_PONDING),
+            t("orange", 30, 27, SRC_PONDING), t("red", 50, 45, SRC_PONDING)]),
+        sensor(f"{fid}-R1", "rainfall", "mm", (0.0, 50.0), 300),
+    ]
+
+
+def pump_station(fid: str) -> list[dict[str, Any]]:
+    return [
+        sensor(f"{fid}-W1", "water_level", "m", (0.0, 10.0), 30, [
+            t("yellow", 4.0, 3.8, SRC_WETWELL), t("red", 5.5, 5.2, SRC_WETWELL)]),
+        sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
+        sensor(f"{fid}-I1", "pump_current", "A", (0.0, 400.0), 30),
+    ]
+
+
+def bridge(fid: str) -> list[dict[str, Any]]:
+    return [
+        sensor(f"{fid}-D1", "deflection", "mm", (-100.0, 100.0), 10, [
+            t("blue", 20, 18, SRC_DEFLECTION), t("yellow", 28, 26, SRC_DEFLECTION),
+            t("orange", 34, 32, SRC_DEFLECTION), t("red", 40, 38, SRC_DEFLECTION)]),
+        sensor(f"{fid}-E1", "strain", "µε", (-1500.0, 1500.0), 10, [
+            t("yellow", 400, 380, SRC_STRAIN), t("red", 600, 570, SRC_STRAIN)]),
+        sensor(f"{fid}-C1", "crack_width", "mm", (0.0, 5.0), 600, [
+            t("blue", 0.2, None, SRC_CRACK), t("yellow", 0.3, None, SRC_CRACK),
+            t("red", 0.5, None, SRC_CRACK)]),
+        sensor(f"{fid}-T1", "tilt", "deg", (-5.0, 5.0), 60, [
+            t("yellow", 0.3, 0.28, SRC_TILT), t("red", 0.5, 0.48, SRC_TILT)]),
+        sensor(f"{fid}-A1", "acceleration", "m/s²", (0.0, 20.0), 10, [
+            t("yellow", 1.5, 1.3, SRC_ACCEL), t("red", 3.0, 2.7, SRC_ACCEL)]),
+        sensor(f"{fid}-B1", "bearing_displacement", "mm", (-150.0, 150.0), 60, [
+            t("yellow", 40, 38, SRC_BEARING), t("red", 60, 57, SRC_BEARING)]),
+        sensor(f"{fid}-K1", "temperature", "°C", (-30.0, 70.0), 60),
+    ]
+
+
+def gas_manhole(fid: str) -> list[dict[str, Any]]:
+    return [
+        sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [
+            t("blue", 10, 8, SRC_H2S), t("yellow", 20, 17, SRC_H2S),
+            t("red", 50, 45, SRC_H2S)]),
+        sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [
+            t("yellow", 25, 22, SRC_CH4), t("red", 50, 45, SRC_CH4)]),
+        sensor(f"{fid}-G1", "co", "mg/m³", (0.0, 500.0), 60, [
+            t("blue", 20, 18, SRC_CO), t("yellow", 30, 27, SRC_CO)]),
+        sensor(f"{fid}-O1", "o2", "%vol", (0.0, 30.0), 60, [
+            t("yellow", 19.5, 19.8, SRC_O2, "lower"), t("red", 18.0, 18.5, SRC_O2, "lower")]),
+        sensor(f"{fid}-L1", "water_level", "m", (0.0, 5.0), 60),
+    ]
+
+
+def quality_station(fid: str) -> list[dict[str, Any]]:
+    return [
+        sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 3000.0), 60),
+        sensor(f"{fid}-C1", "cod", "mg/L", (0.0, 3000.0), 300, [
+            t("yellow", 500, 450, SRC_QUALITY)]),
+        sensor(f"{fid}-N1", "nh3n", "mg/L", (0.0, 300.0), 300, [
+            t("yellow", 45, 40, SRC_QUALITY)]),
+        sensor(f"{fid}-P1", "ph", "pH", (0.0, 14.0), 300, [
+            t("yellow", 9.5, 9.3, SRC_QUALITY), t("yellow", 6.5, 6.7, SRC_QUALITY, "lower")]),
+    ]
+
+
+PLAN = [  # prefix, kind, name (en), name (zh), sensors, how many per zone
+    ("DR", "drainage", "manhole", "排水检查井", manhole, 3),
+    ("DU", "drainage", "underpass", "下穿通道", underpass, 1),
+    ("DP", "drainage", "pump station", "排涝泵站", pump_station, 1),
+    ("BR", "bridge", "bridge", "桥梁", bridge, 2),
+    ("SG", "sewage", "sewer manhole (gas)", "污水井", gas_manhole, 2),
+    ("SQ", "sewage", "sewage quality station", "污水水质站", quality_station, 1),
+]
+
+
+def main() -> None:
+    rnd = random.Random(20260701)
+    facilities = []
+    for code, zone_en, zone_zh, lat, lon in ZONES:
+        for prefix, kind, what, what_zh, make, count in PLAN:
+            for n in range(1, count + 1):
+                fid = f"{prefix}-{code}-{n:03d}"
+                facilities.append({
+                    "id": fid, "kind": kind,
+                    "name": f"{zone_en} {what} {n}",
+                    "name_zh": f"{zone_zh}{what_zh}{n}号",
+                    "district": zone_en,
+                    "lat": round(lat + rnd.uniform(-0.02, 0.02), 5),
+                    "lon": round(lon + rnd.uniform(-0.02, 0.02), 5),
+                    "sensors": make(fid),
+                })
+    doc = {"version": 1, "name": "Wenzhou Bay New Area and Longwan (example)",
+           "timezone": "Asia/Shanghai", "facilities": facilities}
+    sys.stdout.write("# Example registry, generated by deploy/registry/generate_example.py.\n"
+                     "# Thresholds marked default: true are placeholders with their source.\n")
+    yaml.safe_dump(doc, sys.stdout, allow_unicode=True, sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Field types shared by the contracts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+# Ids appear in MQTT topics, Kafka keys and InfluxDB tags: keep them to a safe alphabet.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+# Epoch milliseconds later than this are not milliseconds (year 2286): a seconds/µs mix-up.
+_MAX_EPOCH_MS = 10_000_000_000_000
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int):
+        if not 0 <= value < _MAX_EPOCH_MS:
+            raise ValueError(f"epoch milliseconds out of range: {value}")
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from exc
+        if parsed.tzinfo is None:
+            raise ValueError("timestamp needs a UTC offset (e.g. 'Z' or '+08:00')")
+        return parsed.astimezone(UTC)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp needs a UTC offset")
+        return value.astimezone(UTC)
+    raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
+
+
+def _format_timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_parse_timestamp),
+    PlainSerializer(_format_timestamp, return_type=str, when_used="json"),
+]
+"""An aware UTC datetime; accepts RFC 3339 with offset or integer epoch milliseconds."""
+
+
+def to_epoch_ms(value: datetime) -> int:
+    """Milliseconds since the epoch, the precision Lifeline stores."""
+    return int(round(value.timestamp() * 1000))
+
+
+class Contract(BaseModel):
+    """Base of every contract: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")

@@ -1,0 +1,110 @@
+"""Facility kinds, metrics with their canonical units, and the four alarm levels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FacilityKind(StrEnum):
+    """The kinds of municipal facility Lifeline watches (the MQTT topic's ``{kind}``)."""
+
+    DRAINAGE = "drainage"
+    BRIDGE = "bridge"
+    SEWAGE = "sewage"
+
+
+class AlarmLevel(StrEnum):
+    """China's four-colour warning levels, from general (IV) to especially serious (I)."""
+
+    BLUE = "blue"
+    YELLOW = "yellow"
+    ORANGE = "orange"
+    RED = "red"
+
+    @property
+    def severity(self) -> int:
+        """1 for blue … 4 for red; higher is worse."""
+        return _SEVERITY[self]
+
+    @property
+    def grade(self) -> str:
+        """The Roman-numeral grade used in Chinese emergency plans (IV … I)."""
+        return _GRADE[self]
+
+
+_SEVERITY = {AlarmLevel.BLUE: 1, AlarmLevel.YELLOW: 2, AlarmLevel.ORANGE: 3, AlarmLevel.RED: 4}
+_GRADE = {AlarmLevel.BLUE: "IV", AlarmLevel.YELLOW: "III", AlarmLevel.ORANGE: "II",
+          AlarmLevel.RED: "I"}
+
+
+class Metric(StrEnum):
+    """Every quantity a Lifeline sensor may report."""
+
+    # urban drainage
+    RAINFALL = "rainfall"
+    WATER_LEVEL = "water_level"
+    PONDING_DEPTH = "ponding_depth"
+    FLOW = "flow"
+    PUMP_STATE = "pump_state"
+    PUMP_CURRENT = "pump_current"
+    # road bridges
+    DEFLECTION = "deflection"
+    STRAIN = "strain"
+    CRACK_WIDTH = "crack_width"
+    TILT = "tilt"
+    ACCELERATION = "acceleration"
+    TEMPERATURE = "temperature"
+    BEARING_DISPLACEMENT = "bearing_displacement"
+    # sewage network
+    H2S = "h2s"
+    CH4 = "ch4"
+    CO = "co"
+    O2 = "o2"
+    COD = "cod"
+    NH3N = "nh3n"
+    PH = "ph"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricSpec:
+    """What a metric means: its canonical unit and which facility kinds report it."""
+
+    metric: Metric
+    unit: str
+    kinds: frozenset[FacilityKind]
+    description: str
+
+
+_D, _B, _S = FacilityKind.DRAINAGE, FacilityKind.BRIDGE, FacilityKind.SEWAGE
+
+
+def _spec(metric: Metric, unit: str, kinds: set[FacilityKind], description: str) -> MetricSpec:
+    return MetricSpec(metric=metric, unit=unit, kinds=frozenset(kinds), description=description)
+
+
+METRICS: dict[Metric, MetricSpec] = {
+    s.metric: s
+    for s in (
+        _spec(Metric.RAINFALL, "mm", {_D}, "rain fallen during the report interval"),
+        _spec(Metric.WATER_LEVEL, "m", {_D, _S}, "water level above the pipe/manhole invert"),
+        _spec(Metric.PONDING_DEPTH, "cm", {_D}, "water depth on the road surface"),
+        _spec(Metric.FLOW, "L/s", {_D, _S}, "flow rate in the pipe"),
+        _spec(Metric.PUMP_STATE, "state", {_D, _S}, "pump run state: 1 running, 0 stopped"),
+        _spec(Metric.PUMP_CURRENT, "A", {_D, _S}, "pump motor current"),
+        _spec(Metric.DEFLECTION, "mm", {_B}, "vertical deflection of the span"),
+        _spec(Metric.STRAIN, "µε", {_B}, "strain in microstrain"),
+        _spec(Metric.CRACK_WIDTH, "mm", {_B}, "crack width"),
+        _spec(Metric.TILT, "deg", {_B}, "tilt of pier or tower"),
+        _spec(Metric.ACCELERATION, "m/s²", {_B}, "vibration acceleration (RMS of the interval)"),
+        _spec(Metric.TEMPERATURE, "°C", {_B, _D, _S}, "structure or air temperature"),
+        _spec(Metric.BEARING_DISPLACEMENT, "mm", {_B}, "bearing displacement"),
+        _spec(Metric.H2S, "mg/m³", {_S}, "hydrogen sulphide concentration"),
+        _spec(Metric.CH4, "%LEL", {_S}, "methane as percent of lower explosive limit"),
+        _spec(Metric.CO, "mg/m³", {_S}, "carbon monoxide concentration"),
+        _spec(Metric.O2, "%vol", {_S}, "oxygen by volume"),
+        _spec(Metric.COD, "mg/L", {_S}, "chemical oxygen demand"),
+        _spec(Metric.NH3N, "mg/L", {_S}, "ammonia nitrogen"),
+        _spec(Metric.PH, "pH", {_S}, "pH"),
+    )
+}

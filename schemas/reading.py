@@ -1,0 +1,34 @@
+"""Validated readings: the value of Kafka topic ``lifeline.readings`` (key = facility id).
+
+One Kafka event carries one gateway report: Faust's per-event cost dominates, so many
+readings per event is what makes 20k readings/s possible (LOCAL_STACK.md).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from schemas.common import Contract, Identifier, Timestamp
+from schemas.kinds import FacilityKind, Metric
+
+
+class Reading(Contract):
+    """One validated reading, value in the metric's canonical unit, at its event time."""
+
+    sensor: Identifier
+    metric: Metric
+    value: float
+    unit: str
+    ts: Timestamp
+
+
+class ReadingBatch(Contract):
+    """The accepted part of one gateway report."""
+
+    facility_id: Identifier
+    kind: FacilityKind
+    seq: Annotated[int, Field(ge=0)]
+    received_at: Timestamp = Field(description="When ingest received the MQTT message.")
+    readings: Annotated[list[Reading], Field(min_length=1)]

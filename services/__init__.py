@@ -1,0 +1,1 @@
+"""Lifeline's services: ingest, processor, writer, the local stack and the CLI."""

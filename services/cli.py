@@ -1,0 +1,252 @@
+"""``lifeline``: one command-line entry point, one subcommand per service and tool."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.core.settings import (
+    DEFAULT_REGISTRY,
+    MqttSettings,
+    RegistrySettings,
+    _Group,
+    load,
+    state_dir,
+)
+
+app = typer.Typer(help=__doc__ or "", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The local embedded stack: Mosquitto, Tansu (Kafka API), influxd.",
+                        no_args_is_help=True)
+schemas_app = typer.Typer(help="The contracts: export JSON Schemas for device vendors.",
+                          no_args_is_help=True)
+registry_app = typer.Typer(help="The facility registry (YAML).", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(registry_app, name="registry")
+
+
+class SimulatorMqtt(_Group):
+    """The simulator's MQTT account (``LIFELINE_SIMULATOR_MQTT_*``)."""
+
+    model_config = {"env_prefix": "LIFELINE_SIMULATOR_MQTT_", "extra": "ignore", "frozen": True}
+    username: str = "lifeline-simulator"
+    password: str = ""
+
+
+def _fail(text: str, code: int = 1) -> typer.Exit:
+    typer.secho(text, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- stack
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start the stack in the background (state, configs, data and logs in LIFELINE_STATE_DIR,
+    default .lifeline/) and wait until every component is healthy."""
+    from services.core.logging import configure
+    from services.stack.manager import Stack, StackError
+
+    configure("WARNING")
+    t0 = time.monotonic()
+    stack = Stack(state_dir(), daemon=True)
+    try:
+        info = stack.up()
+    except StackError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"stack up in {time.monotonic() - t0:.2f}s: MQTT 127.0.0.1:{info.ports.mqtt}, "
+               f"Kafka 127.0.0.1:{info.ports.kafka}, InfluxDB http://127.0.0.1:{info.ports.influx}")
+    typer.echo(f"state and logs in {stack.state}; connection settings in {stack.state}/stack.env")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show whether each component runs and answers its health check (exit 1 if not)."""
+    from services.stack.manager import Stack, load_info
+
+    info = load_info(state_dir())
+    if info is None:
+        raise _fail(f"no stack has been started in {state_dir()}")
+    status = Stack(state_dir(), info.ports).status()
+    for name, st in status.items():
+        mark = "healthy" if st["healthy"] else ("running, not answering" if st["running"] else "stopped")
+        typer.echo(f"{name:10s} {mark:24s} pid={st['pid']}")
+    if not all(s["healthy"] for s in status.values()):
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop every component of the stack started in LIFELINE_STATE_DIR."""
+    from services.stack.manager import Stack, load_info
+
+    info = load_info(state_dir())
+    stopped = Stack(state_dir(), info.ports if info else None).down()
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("check")
+def stack_check() -> None:
+    """Report missing system packages (exit 1 if any). Install with scripts/bootstrap.sh."""
+    from services.stack.manager import check_dependencies
+
+    missing = check_dependencies()
+    for m in missing:
+        typer.echo(f"missing: {m}")
+    if missing:
+        raise typer.Exit(1)
+    typer.echo("all local-stack dependencies are installed")
+
+
+# --------------------------------------------------------------------------- services
+@app.command()
+def ingest() -> None:
+    """MQTT → Kafka: validate telemetry, forward reports to lifeline.readings, rejects to the DLQ."""
+    from services.core.logging import configure
+    from services.ingest.app import main
+
+    configure(load(RegistrySettings).log_level, service="ingest")
+    main()
+
+
+@app.command()
+def processor() -> None:
+    """Faust alarm engine: lifeline.readings → threshold rules → lifeline.alarms."""
+    from services.processor.app import main
+
+    main()
+
+
+@app.command()
+def writer() -> None:
+    """Faust writer: readings and alarm events → InfluxDB, batched, with backpressure."""
+    from services.writer.app import main
+
+    main()
+
+
+# --------------------------------------------------------------------------- tools
+@app.command()
+def simulate(
+    registry: Annotated[Path, typer.Option(help="Registry YAML.")] = Path(DEFAULT_REGISTRY),
+    duration: Annotated[float, typer.Option(help="Simulated seconds to run (0 = forever).")] = 0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    breach: Annotated[list[str] | None, typer.Option(
+        help="SENSOR or SENSOR=VALUE to hold over its worst threshold (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (reproducible values).")] = 1,
+) -> None:
+    """Publish plausible telemetry for every facility at its sensors' intervals."""
+    from schemas.registry import load_registry
+    from simulators.basic import SteadySimulator
+    from simulators.publisher import Publisher, PublishError
+
+    reg = load_registry(registry)
+    sim = SteadySimulator(reg, seed=seed)
+    for b in breach or []:
+        sid, _, val = b.partition("=")
+        try:
+            v = sim.breach(sid, float(val) if val else None)
+        except KeyError as exc:
+            raise _fail(str(exc)) from exc
+        typer.echo(f"holding {sid} at {v:g}")
+    mqtt = load(MqttSettings)
+    acct = load(SimulatorMqtt)
+    try:
+        pub = Publisher(mqtt.host, mqtt.port, acct.username, acct.password)
+    except PublishError as exc:
+        raise _fail(str(exc)) from exc
+    # Faster than real time starts in the past, so event times never run ahead of now.
+    t = time.time() - (duration if speed > 1 and duration else 0)
+    end = t + duration if duration else float("inf")
+    wall0, sim0 = time.monotonic(), t
+    try:
+        while t < end:
+            for topic, payload in sim.reports(t):
+                pub.publish(topic, payload)
+            t += 1.0
+            lag = (t - sim0) / speed - (time.monotonic() - wall0)
+            if lag > 0:
+                time.sleep(lag)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pub.close()
+    typer.echo(f"published {pub.published} reports ({pub.refused} refused by the broker)")
+
+
+@app.command()
+def run(
+    registry: Annotated[Path, typer.Option(help="Registry YAML.")] = Path(DEFAULT_REGISTRY),
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = Ctrl-C).")] = 0,
+    breach_every: Annotated[float, typer.Option(
+        help="Every N seconds push one sensor over its thresholds for N/2 s (0 = never).")] = 40,
+) -> None:
+    """The main job on the local stack: stack, ingest, processor, writer and the simulator,
+    with readings counted and alarms shown live. Ctrl-C stops everything."""
+    from services.stack.demo import run_demo
+
+    sys.exit(run_demo(registry=registry, duration=duration, breach_every=breach_every))
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="alarms, dlq or readings (or a topic name).")],
+    limit: Annotated[int, typer.Option(help="Stop after N records (0 = follow).")] = 0,
+    timeout: Annotated[float, typer.Option(help="Give up after N s without records.")] = 0,
+) -> None:
+    """Print records of a Kafka topic from the beginning, one JSON per line."""
+    import asyncio
+
+    from services.core import topics
+    from services.core.kafka_tools import read_topic
+    from services.core.settings import KafkaSettings
+
+    name = {"alarms": topics.ALARMS, "dlq": topics.READINGS_DLQ,
+            "readings": topics.READINGS}.get(topic, topic)
+
+    def show(value: bytes) -> None:
+        typer.echo(value.decode(errors="replace"))
+
+    asyncio.run(read_topic(load(KafkaSettings), name, show, limit=limit, idle_timeout=timeout))
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Folder for the JSON Schema files.")] = Path("schemas/json"),
+) -> None:
+    """Write the JSON Schema of every contract (committed under schemas/json/)."""
+    from schemas.export import export_all
+
+    for path in export_all(out):
+        typer.echo(f"wrote {path}")
+
+
+@registry_app.command("check")
+def registry_check(path: Annotated[Path, typer.Argument(help="Registry YAML.")]) -> None:
+    """Validate a registry file and summarise it."""
+    from collections import Counter
+
+    from schemas.registry import RegistryError, load_registry
+
+    try:
+        reg = load_registry(path)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    kinds = Counter(f.kind.value for f in reg.facilities)
+    defaults = sum(1 for f in reg.facilities for s in f.sensors for t in s.thresholds if t.default)
+    typer.echo(json.dumps({"name": reg.name, "facilities": len(reg.facilities),
+                           "sensors": reg.sensor_count, "by_kind": kinds,
+                           "default_thresholds_to_replace": defaults}, ensure_ascii=False))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What every Lifeline service shares: settings, logging, topics, health, Faust wiring."""

@@ -1,0 +1,95 @@
+"""Health and counters, served as JSON over HTTP by every service.
+
+``GET /health`` answers 200 with ``{"status": "ok", …}`` while the service works and 503
+with the reason when a dependency is down; ``GET /counters`` gives processed, rejected
+and lag figures. Ingest serves them with aiohttp directly; Faust services add the same
+pages to Faust's own web server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+
+class Counters:
+    """Monotonic counters and live gauges, safe to bump from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = {}
+        self._gauges: dict[str, Callable[[], float | int]] = {}
+        self.started = time.time()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._values[name] = self._values.get(name, 0) + n
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self._values.get(name, 0)
+
+    def gauge(self, name: str, fn: Callable[[], float | int]) -> None:
+        self._gauges[name] = fn
+
+    def snapshot(self) -> dict[str, float | int]:
+        with self._lock:
+            out: dict[str, float | int] = dict(self._values)
+        for name, fn in self._gauges.items():
+            try:
+                out[name] = fn()
+            except Exception:  # noqa: BLE001 — a gauge must never break the health page
+                out[name] = -1
+        out["uptime_s"] = round(time.time() - self.started, 1)
+        return out
+
+
+class Health:
+    """A service's health: named checks that are either ok or carry a problem text."""
+
+    def __init__(self, service: str, counters: Counters) -> None:
+        self.service = service
+        self.counters = counters
+        self._problems: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def problem(self, check: str, text: str) -> None:
+        with self._lock:
+            self._problems[check] = text
+
+    def ok(self, check: str) -> None:
+        with self._lock:
+            self._problems.pop(check, None)
+
+    def payload(self) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            problems = dict(self._problems)
+        status = "degraded" if problems else "ok"
+        body = {"service": self.service, "status": status, "problems": problems,
+                "counters": self.counters.snapshot()}
+        return (503 if problems else 200), body
+
+
+def aiohttp_routes(health: Health) -> list[web.RouteDef]:
+    async def health_page(_: web.Request) -> web.Response:
+        code, body = health.payload()
+        return web.json_response(body, status=code)
+
+    async def counters_page(_: web.Request) -> web.Response:
+        return web.json_response(health.counters.snapshot())
+
+    return [web.get("/health", health_page), web.get("/counters", counters_page)]
+
+
+async def serve(health: Health, host: str, port: int) -> web.AppRunner:
+    """Start a small aiohttp server with /health and /counters; returns its runner."""
+    app = web.Application()
+    app.add_routes(aiohttp_routes(health))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

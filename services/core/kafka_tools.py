@@ -1,0 +1,63 @@
+"""Reading a Kafka topic from the beginning without a consumer group (tail, demo, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.core.kafka import security_kwargs
+from services.core.settings import KafkaSettings
+
+
+async def read_topic(kafka: KafkaSettings, topic: str, on_value: Callable[[bytes], None], *,
+                     limit: int = 0, idle_timeout: float = 0, from_end: bool = False,
+                     stop: asyncio.Event | None = None) -> int:
+    """Call ``on_value`` for each record of every partition; return how many were read.
+
+    Stops after ``limit`` records, after ``idle_timeout`` seconds without a record, or when
+    ``stop`` is set (0 / None: never).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None,
+                                enable_auto_commit=False, **security_kwargs(kafka))
+    await consumer.start()
+    count = 0
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer.stop()
+            consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None,
+                                        enable_auto_commit=False, **security_kwargs(kafka))
+            await consumer.start()
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_end:
+            await consumer.seek_to_end(*tps)
+        else:
+            await consumer.seek_to_beginning(*tps)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            if stop is not None and stop.is_set():
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            got = False
+            for records in batch.values():
+                for rec in records:
+                    got = True
+                    if rec.value is not None:
+                        on_value(rec.value)
+                    count += 1
+                    if limit and count >= limit:
+                        return count
+            now = loop.time()
+            if got:
+                last = now
+            elif idle_timeout and now - last > idle_timeout:
+                break
+    finally:
+        await consumer.stop()
+    return count

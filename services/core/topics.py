@@ -1,0 +1,8 @@
+"""Kafka topic names (one place; every service imports them from here)."""
+
+READINGS = "lifeline.readings"
+READINGS_DLQ = "lifeline.readings.dlq"
+ALARMS = "lifeline.alarms"
+ACKS = "lifeline.acks"
+
+ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS)

@@ -1,0 +1,218 @@
+"""The ingest bridge: paho-mqtt (its own network thread) → validation → aiokafka.
+
+Delivery: an MQTT message is acknowledged (PUBACK) only after Kafka acknowledged every
+record made from it — the readings batch and/or the dead letter — and acks go out in the
+order messages arrived (MQTT 3.1.1 §4.6). A crash anywhere before the PUBACK makes the
+broker redeliver from the persistent session; duplicates are harmless downstream because
+points are keyed by event time and alarms by deterministic ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from paho.mqtt.enums import CallbackAPIVersion
+
+from schemas.registry import Registry, load_registry
+from schemas.telemetry import TOPIC_FILTER
+from services.core import topics
+from services.core.health import Counters, Health, serve
+from services.core.kafka import producer_kwargs
+from services.core.logging import get_logger
+from services.ingest.config import IngestConfig
+from services.ingest.validate import Outcome, Validator
+
+log = get_logger("lifeline.ingest")
+
+
+@dataclass(slots=True)
+class _Pending:
+    mid: int
+    qos: int
+    generation: int
+    done: bool = False
+
+
+class IngestService:
+    def __init__(self, config: IngestConfig, registry: Registry) -> None:
+        self.cfg = config
+        s = config.ingest
+        self.validator = Validator(registry, max_payload_bytes=s.max_payload_bytes,
+                                   max_future_s=s.max_future_s, max_past_s=s.max_past_s)
+        self.counters = Counters()
+        self.health = Health("ingest", self.counters)
+        self._pending: deque[_Pending] = deque()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counters.gauge("pending_acks", lambda: len(self._pending))
+        self.health.problem("mqtt", "not connected yet")
+        self.health.problem("kafka", "producer not started yet")
+
+    # ------------------------------------------------------------------ MQTT side
+    def _client(self) -> mqtt.Client:
+        m = self.cfg.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.ingest.client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        client.username_pw_set(m.username, m.password.get_secret_value())
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any,
+                    _p: Any) -> None:
+        if reason.is_failure:
+            self.health.problem("mqtt", f"connect refused: {reason}")
+            log.error("mqtt.connect_refused", reason=str(reason))
+            return
+        # Acks owed on an earlier connection must not be sent on this one: the broker
+        # redelivers those messages and their packet ids may be reused.
+        self._generation += 1
+        client.subscribe(TOPIC_FILTER, qos=1)
+        self._connected.set()
+        self.health.ok("mqtt")
+        log.info("mqtt.connected", session_present=bool(flags.session_present),
+                 broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected.clear()
+        self.health.problem("mqtt", f"disconnected: {reason}")
+        log.warning("mqtt.disconnected", reason=str(reason))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        received_at = datetime.now(UTC)
+        entry = _Pending(msg.mid, msg.qos, self._generation)
+        self._pending.append(entry)
+        self.counters.inc("received")
+        try:
+            outcome = self.validator.validate(msg.topic, msg.payload, received_at)
+        except Exception as exc:  # noqa: BLE001 — a validator bug must not stop ingest
+            log.exception("ingest.validator_crashed", topic=msg.topic, error=str(exc))
+            outcome = self._crash_outcome(msg, received_at, exc)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._dispatch, entry, outcome)
+
+    def _crash_outcome(self, msg: mqtt.MQTTMessage, received_at: datetime,
+                       exc: Exception) -> Outcome:
+        from schemas.deadletter import Problem, RejectReason, dead_letter
+
+        problem = Problem(reason=RejectReason.SCHEMA, detail=f"validator error: {exc!r}"[:300])
+        return Outcome(None, None, dead_letter(
+            problems=[problem], service="ingest", source=f"mqtt:{msg.topic}", payload=msg.payload,
+            received_at=received_at, keep_bytes=self.cfg.ingest.max_payload_bytes))
+
+    # ------------------------------------------------------------------ Kafka side
+    def _dispatch(self, entry: _Pending, outcome: Outcome) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(entry, outcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, entry: _Pending, outcome: Outcome) -> None:
+        assert self._producer is not None
+        key = (outcome.facility_id or "").encode()
+        records: list[tuple[str, bytes]] = []
+        if outcome.batch is not None:
+            records.append((topics.READINGS, outcome.batch.model_dump_json().encode()))
+        if outcome.dead_letter is not None:
+            records.append((topics.READINGS_DLQ, outcome.dead_letter.model_dump_json().encode()))
+        delay = 0.2
+        while True:
+            try:
+                futures = [await self._producer.send(t, v, key=key or None) for t, v in records]
+                await asyncio.gather(*futures)
+                break
+            except KafkaError as exc:
+                self.counters.inc("kafka_retries")
+                self.health.problem("kafka", f"produce failed, retrying: {exc!r}")
+                log.warning("kafka.produce_retry", facility_id=outcome.facility_id,
+                            error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.health.ok("kafka")
+        self._count(outcome)
+        entry.done = True
+        self._flush_acks()
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.batch is not None:
+            self.counters.inc("accepted_reports")
+            self.counters.inc("accepted_readings", len(outcome.batch.readings))
+        dl = outcome.dead_letter
+        if dl is not None:
+            self.counters.inc("rejected_messages" if outcome.batch is None else "partial_messages")
+            self.counters.inc(f"rejected.{dl.reason}")
+            log.warning("ingest.rejected", reason=str(dl.reason), source=dl.source,
+                        facility_id=dl.facility_id, detail=dl.detail[:300],
+                        sensor=next((p.sensor for p in dl.problems if p.sensor), None))
+
+    def _flush_acks(self) -> None:
+        while self._pending and self._pending[0].done:
+            e = self._pending.popleft()
+            if e.generation == self._generation and e.qos > 0:
+                self._client_ref.ack(e.mid, e.qos)
+                self.counters.inc("acked")
+
+    # ------------------------------------------------------------------ lifecycle
+    async def _start_producer(self) -> AIOKafkaProducer:
+        delay = 0.5
+        while not self._stopping.is_set():
+            producer = AIOKafkaProducer(**producer_kwargs(self.cfg.kafka, "lifeline-ingest"))
+            try:
+                await producer.start()
+                self.health.ok("kafka")
+                return producer
+            except KafkaError as exc:
+                await producer.stop()
+                self.health.problem("kafka", f"cannot reach {self.cfg.kafka.bootstrap}: {exc!r}")
+                log.warning("kafka.unreachable", bootstrap=self.cfg.kafka.bootstrap,
+                            error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise asyncio.CancelledError
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stopping.set)
+        s = self.cfg.ingest
+        runner = await serve(self.health, s.health_host, s.health_port)
+        self._producer = await self._start_producer()
+        client = self._client_ref = self._client()
+        client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive)
+        client.loop_start()
+        log.info("ingest.started", topic_filter=TOPIC_FILTER, health_port=s.health_port,
+                 kafka=self.cfg.kafka.bootstrap, sensors=self.validator.registry.sensor_count)
+        await self._stopping.wait()
+        log.info("ingest.stopping", pending=len(self._pending))
+        # Give in-flight messages a chance to be acked. No unsubscribe: the persistent
+        # session must keep queueing while ingest is down.
+        deadline = self._loop.time() + s.drain_timeout_s
+        while self._pending and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        client.disconnect()
+        client.loop_stop()
+        await self._producer.stop()
+        await runner.cleanup()
+        log.info("ingest.stopped", counters=self.counters.snapshot())
+
+    _client_ref: mqtt.Client
+
+
+def main() -> None:
+    cfg = IngestConfig()
+    registry = load_registry(cfg.common.registry)
+    asyncio.run(IngestService(cfg, registry).run())

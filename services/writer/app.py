@@ -1,0 +1,146 @@
+"""The writer's Faust wiring: ``lifeline.readings`` and ``lifeline.alarms`` → InfluxDB.
+
+Events are taken in batches (``stream.take``); Faust acknowledges a batch only when the
+agent asks for the next one, i.e. after the sink stored it. While the sink is down the
+agent retries the same batch with backoff, Faust stops fetching once its buffer is full,
+and Kafka retains the rest: backpressure, never a skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from schemas.alarm import AlarmEvent
+from schemas.deadletter import Problem, RejectReason, dead_letter
+from schemas.reading import ReadingBatch
+from schemas.registry import Registry
+from services.core import topics
+from services.core.faust_app import add_health_pages, make_app, register_gauges
+from services.core.health import Counters, Health
+from services.core.logging import get_logger
+from services.writer.config import WriterConfig
+from services.writer.points import PointBuilder
+from services.writer.sinks import Sink, SinkRejected, SinkUnavailable, make_sink
+
+log = get_logger("lifeline.writer")
+
+
+class BatchWriter:
+    """Turns raw Kafka values into points and stores them, retrying until stored."""
+
+    def __init__(self, sink: Sink, counters: Counters, health: Health, retry_max_s: float,
+                 dead_letter_cb: Callable[[bytes, str, RejectReason, str], Any]) -> None:
+        self.sink = sink
+        self.counters = counters
+        self.health = health
+        self.retry_max_s = retry_max_s
+        self.dead_letter = dead_letter_cb
+
+    async def store(self, lines: list[str], what: str) -> None:
+        def _before_sleep(state: Any) -> None:
+            self.counters.inc("sink_retries")
+            exc = state.outcome.exception() if state.outcome else None
+            self.health.problem("sink", f"{self.sink.name} unavailable: {exc}")
+            log.warning("writer.sink_unavailable", sink=self.sink.name, batch=what,
+                        points=len(lines), attempt=state.attempt_number, error=str(exc))
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(SinkUnavailable),
+            wait=wait_exponential(multiplier=0.2, max=self.retry_max_s),
+            before_sleep=_before_sleep, reraise=True,
+        ):
+            with attempt:
+                await self.sink.write(lines)
+        if "sink" in self.health.payload()[1]["problems"]:
+            log.info("writer.sink_recovered", sink=self.sink.name)
+        self.health.ok("sink")
+        self.counters.inc("stored_points", len(lines))
+        self.counters.inc("written_batches")
+
+
+def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
+    app = make_app("writer", cfg.kafka, web_port=cfg.writer.health_port,
+                   web_host=cfg.writer.health_host)
+    counters = Counters()
+    health = Health("writer", counters)
+    points = PointBuilder(registry)
+    sink = make_sink(cfg.influx, cfg.writer.timeout_s)
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")
+
+    readings, alarms, dlq = (raw_topic(t) for t in
+                             (topics.READINGS, topics.ALARMS, topics.READINGS_DLQ))
+
+    async def send_dead_letter(raw: bytes, source: str, reason: RejectReason,
+                               detail: str) -> None:
+        counters.inc("rejected")
+        log.warning("writer.rejected", source=source, reason=str(reason), detail=detail[:300])
+        dl = dead_letter(problems=[Problem(reason=reason, detail=detail[:1000])],
+                         service="writer", source=source, payload=raw,
+                         received_at=datetime.now(UTC), keep_bytes=65536)
+        await dlq.send(value=dl.model_dump_json().encode())
+
+    writer = BatchWriter(sink, counters, health, cfg.writer.retry_max_s, send_dead_letter)
+    n, within = cfg.writer.batch_events, cfg.writer.batch_seconds
+
+    async def store_or_dead_letter(lines: list[str], raws: list[bytes], source: str) -> None:
+        try:
+            await writer.store(lines, source)
+        except SinkRejected as exc:
+            # Some points of the batch were refused: InfluxDB 1.x stores the valid ones of
+            # a partial write, so the batch's raw events go to the DLQ with the reason.
+            for raw in raws:
+                await send_dead_letter(raw, source, RejectReason.SINK_REJECTED, str(exc))
+
+    async def consume(stream: Any, topic: str, to_lines: Callable[[bytes], list[str]],
+                      counter: str) -> None:
+        source = f"kafka:{topic}"
+        async for values in stream.take(n, within=within):
+            lines: list[str] = []
+            raws: list[bytes] = []
+            for raw in values:
+                try:
+                    lines.extend(to_lines(raw))
+                    raws.append(raw)
+                except ValidationError as exc:
+                    await send_dead_letter(raw, source, RejectReason.UNDECODABLE_EVENT, str(exc))
+            await store_or_dead_letter(lines, raws, source)
+            counters.inc(counter, len(values))
+
+    @app.agent(readings)
+    async def store_readings(stream: Any) -> None:
+        await consume(stream, topics.READINGS,
+                      lambda raw: points.readings(ReadingBatch.model_validate_json(raw)),
+                      "processed_events")
+
+    @app.agent(alarms)
+    async def store_alarms(stream: Any) -> None:
+        await consume(stream, topics.ALARMS,
+                      lambda raw: [points.alarm(AlarmEvent.model_validate_json(raw))],
+                      "processed_alarm_events")
+
+    @app.on_before_shutdown.connect
+    async def _close(_app: Any, **_: Any) -> None:
+        await sink.close()
+
+    register_gauges(app, health)
+    add_health_pages(app, health)
+    return app, health
+
+
+def main() -> None:
+    from schemas.registry import load_registry
+    from services.core.faust_app import run_worker
+
+    cfg = WriterConfig()
+    registry = load_registry(cfg.common.registry)
+    app, _ = build(cfg, registry)
+    run_worker(app, loglevel=cfg.common.log_level, service="writer")

@@ -1,0 +1,27 @@
+"""writer settings (``LIFELINE_WRITER_*`` plus Kafka, InfluxDB and registry groups)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.core.settings import InfluxSettings, KafkaSettings, RegistrySettings, _Group, load
+
+
+class WriterSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="LIFELINE_WRITER_", extra="ignore", frozen=True)
+
+    health_host: str = "127.0.0.1"
+    health_port: int = 18083
+    batch_events: int = Field(default=500, ge=1, description="Kafka events per write, at most.")
+    batch_seconds: float = Field(default=0.5, gt=0, description="Longest wait to fill a batch.")
+    retry_max_s: float = Field(default=10.0, gt=0, description="Longest pause between retries.")
+    timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one write.")
+
+
+class WriterConfig:
+    def __init__(self) -> None:
+        self.writer = load(WriterSettings)
+        self.kafka = load(KafkaSettings)
+        self.influx = load(InfluxSettings)
+        self.common = load(RegistrySettings)

@@ -1,0 +1,56 @@
+"""The InfluxDB schema: how readings and alarm events become points.
+
+Measurements and tags (ids and levels are tags, bounded by the registry; values and text
+are fields). Every point's time is the event time in milliseconds, so a replayed or
+duplicated reading overwrites its own point instead of adding one.
+
+- ``reading``     tags facility, sensor, kind, metric, district; fields value (float), seq (int)
+- ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level;
+                  fields alarm_id, event_id, value, threshold, severity, previous_level, message
+"""
+
+from __future__ import annotations
+
+from influxdb_client import Point, WritePrecision
+
+from schemas.alarm import AlarmEvent
+from schemas.common import to_epoch_ms
+from schemas.reading import ReadingBatch
+from schemas.registry import Registry
+
+READING = "reading"
+ALARM_EVENT = "alarm_event"
+
+
+class PointBuilder:
+    def __init__(self, registry: Registry) -> None:
+        self._district = {f.id: f.district for f in registry.facilities}
+
+    def readings(self, batch: ReadingBatch) -> list[str]:
+        district = self._district.get(batch.facility_id, "unknown")
+        out = []
+        for r in batch.readings:
+            p = (Point(READING).tag("facility", batch.facility_id).tag("sensor", r.sensor)
+                 .tag("kind", batch.kind.value).tag("metric", r.metric.value)
+                 .tag("district", district)
+                 .field("value", float(r.value)).field("seq", batch.seq)
+                 .time(to_epoch_ms(r.ts), WritePrecision.MS))
+            out.append(p.to_line_protocol())
+        return out
+
+    def alarm(self, ev: AlarmEvent) -> str:
+        p = (Point(ALARM_EVENT).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
+             .tag("kind", ev.kind.value).tag("metric", ev.metric.value)
+             .tag("district", self._district.get(ev.facility_id, "unknown"))
+             .tag("rule", ev.rule).tag("event", ev.event.value)
+             .tag("level", ev.level.value if ev.level else "none")
+             .field("alarm_id", ev.alarm_id).field("event_id", ev.event_id)
+             .field("value", float(ev.value))
+             .field("severity", ev.level.severity if ev.level else 0)
+             .field("previous_level", ev.previous_level.value if ev.previous_level else "none")
+             .field("message", ev.message)
+             .time(to_epoch_ms(ev.ts), WritePrecision.MS))
+        if ev.threshold is not None:
+            p.field("threshold", float(ev.threshold))
+        line: str = p.to_line_protocol()
+        return line

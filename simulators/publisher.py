@@ -1,0 +1,73 @@
+"""An MQTT publisher with flow control (QoS 1, bounded number of unacknowledged messages)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+class Publisher:
+    def __init__(self, host: str, port: int, username: str, password: str, *,
+                 client_id: str = "lifeline-simulator", max_outstanding: int = 2000,
+                 qos: int = 1) -> None:
+        self.qos = qos
+        self._window = threading.BoundedSemaphore(max_outstanding)
+        self._connected = threading.Event()
+        self.published = 0
+        self.acked = 0
+        self.refused = 0
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set(username, password)
+        c.max_inflight_messages_set(max_outstanding)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *_a: self._connected.clear()
+        c.on_publish = self._on_publish
+        self.client = c
+        self._connect_reason: str | None = None
+        c.connect_async(host, port, keepalive=30)
+        c.loop_start()
+        if not self._connected.wait(10):
+            c.loop_stop()
+            raise PublishError(f"cannot connect to MQTT {host}:{port} as {username}: "
+                               f"{self._connect_reason or 'timeout'}")
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode,
+                    _p: object) -> None:
+        self._connect_reason = str(reason)
+        if not reason.is_failure:
+            self._connected.set()
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, reason: mqtt.ReasonCode,
+                    _p: object) -> None:
+        self.acked += 1
+        if reason.is_failure:
+            self.refused += 1
+        self._window.release()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._window.acquire()
+        info = self.client.publish(topic, payload, qos=self.qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            self._window.release()
+            raise PublishError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        self.published += 1
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every QoS 1 publish was acknowledged by the broker."""
+        deadline = time.monotonic() + timeout
+        while self.acked < self.published and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.acked >= self.published
+
+    def close(self) -> None:
+        self.flush(10)
+        self.client.disconnect()
+        self.client.loop_stop()
