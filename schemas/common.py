@@ -51,7 +51,7 @@ Timestamp = Annotated[
 
 def to_epoch_ms(value: datetime) -> int:
     """Milliseconds since the epoch, the precision Lifeline stores."""
-    return int(round(value.timestamp() * 1000))
+    return round(value.timestamp() * 1000)
 
 
 class Contract(BaseModel):

@@ -55,7 +55,7 @@ _ALIASES: dict[str, str] = {
 
 @lru_cache(maxsize=1)
 def _registry() -> Any:
-    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    ureg: Any = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
     ureg.define("microstrain = [strain] = ustrain")
     ureg.define("lel_percent = [lel]")
     ureg.define("ph_unit = [ph]")

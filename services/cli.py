@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic_settings import SettingsConfigDict
 
 from services.core.settings import (
     DEFAULT_REGISTRY,
@@ -34,7 +35,8 @@ app.add_typer(registry_app, name="registry")
 class SimulatorMqtt(_Group):
     """The simulator's MQTT account (``LIFELINE_SIMULATOR_MQTT_*``)."""
 
-    model_config = {"env_prefix": "LIFELINE_SIMULATOR_MQTT_", "extra": "ignore", "frozen": True}
+    model_config = SettingsConfigDict(env_prefix="LIFELINE_SIMULATOR_MQTT_", extra="ignore",
+                                      frozen=True)
     username: str = "lifeline-simulator"
     password: str = ""
 

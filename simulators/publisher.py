@@ -7,6 +7,7 @@ import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 
 class PublishError(RuntimeError):
@@ -39,13 +40,13 @@ class Publisher:
             raise PublishError(f"cannot connect to MQTT {host}:{port} as {username}: "
                                f"{self._connect_reason or 'timeout'}")
 
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode,
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
                     _p: object) -> None:
         self._connect_reason = str(reason)
         if not reason.is_failure:
             self._connected.set()
 
-    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, reason: mqtt.ReasonCode,
+    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, reason: ReasonCode,
                     _p: object) -> None:
         self.acked += 1
         if reason.is_failure:

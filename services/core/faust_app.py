@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiohttp import web
+from faust.web import Request, Response, View
 
 from services.core.health import Health
 from services.core.logging import configure, logging_config
@@ -48,17 +48,17 @@ def add_health_pages(app: faust.App, health: Health,
     """Serve ``/health`` and ``/counters`` from Faust's web server."""
 
     @app.page("/health")
-    async def _health(_view: Any, _request: Any) -> web.Response:
+    async def _health(view: View, _request: Request) -> Response:
         if refresh is not None:
             refresh()
         code, body = health.payload()
-        return web.json_response(body, status=code)
+        return view.json(body, status=code)
 
     @app.page("/counters")
-    async def _counters(_view: Any, _request: Any) -> web.Response:
+    async def _counters(view: View, _request: Request) -> Response:
         if refresh is not None:
             refresh()
-        return web.json_response(health.counters.snapshot())
+        return view.json(health.counters.snapshot())
 
 
 def consumer_lag(app: faust.App) -> int:

@@ -85,5 +85,5 @@ def load(cls: type[S], **overrides: Any) -> S:
     """Instantiate a settings class: environment first, then ``<state>/stack.env``."""
     env_file = stack_env_file()
     if env_file.exists():
-        return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        return cls(_env_file=env_file, **overrides)
     return cls(**overrides)

@@ -99,8 +99,8 @@ class IngestService:
         self._pending.append(entry)
         self.counters.inc("received")
         try:
-            outcome = self.validator.validate(msg.topic, msg.payload, received_at)
-        except Exception as exc:  # noqa: BLE001 — a validator bug must not stop ingest
+            outcome = self.validator.validate(msg.topic, bytes(msg.payload), received_at)
+        except Exception as exc:
             log.exception("ingest.validator_crashed", topic=msg.topic, error=str(exc))
             outcome = self._crash_outcome(msg, received_at, exc)
         assert self._loop is not None
@@ -112,7 +112,7 @@ class IngestService:
 
         problem = Problem(reason=RejectReason.SCHEMA, detail=f"validator error: {exc!r}"[:300])
         return Outcome(None, None, dead_letter(
-            problems=[problem], service="ingest", source=f"mqtt:{msg.topic}", payload=msg.payload,
+            problems=[problem], service="ingest", source=f"mqtt:{msg.topic}", payload=bytes(msg.payload),
             received_at=received_at, keep_bytes=self.cfg.ingest.max_payload_bytes))
 
     # ------------------------------------------------------------------ Kafka side
@@ -201,7 +201,7 @@ class IngestService:
         # Give in-flight messages a chance to be acked. No unsubscribe: the persistent
         # session must keep queueing while ingest is down.
         deadline = self._loop.time() + s.drain_timeout_s
-        while self._pending and self._loop.time() < deadline:
+        while self._pending and self._loop.time() < deadline:  # noqa: ASYNC110 — polls a thread-fed deque
             await asyncio.sleep(0.05)
         client.disconnect()
         client.loop_stop()

@@ -8,6 +8,7 @@ because ids are deterministic, any event sent twice carries the same ``event_id`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,19 @@ from services.processor.rules import ThresholdEngine
 log = get_logger("lifeline.processor")
 
 
-def build(cfg: ProcessorConfig, registry: Registry) -> tuple[faust.App, Any, Health]:
+@dataclass
+class Processor:
+    """The wired processor; tests reach the agent, topics and table through it."""
+
+    app: faust.App
+    agent: Any
+    alarms: Any
+    dlq: Any
+    state: Any
+    health: Health
+
+
+def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
     app = make_app("processor", cfg.kafka, web_port=cfg.processor.health_port,
                    web_host=cfg.processor.health_host)
     counters = Counters()
@@ -80,7 +93,7 @@ def build(cfg: ProcessorConfig, registry: Registry) -> tuple[faust.App, Any, Hea
     register_gauges(app, health)
     counters.gauge("active_alarm_facilities", lambda: len(state))
     add_health_pages(app, health)
-    return app, evaluate, health
+    return Processor(app, evaluate, alarms, dlq, state, health)
 
 
 def main() -> None:
@@ -89,5 +102,4 @@ def main() -> None:
 
     cfg = ProcessorConfig()
     registry = load_registry(cfg.common.registry)
-    app, _, _ = build(cfg, registry)
-    run_worker(app, loglevel=cfg.common.log_level, service="processor")
+    run_worker(build(cfg, registry).app, loglevel=cfg.common.log_level, service="processor")

@@ -108,12 +108,8 @@ class ThresholdEngine:
                 kind = AlarmEventType.ESCALATED
             else:
                 kind = AlarmEventType.DEESCALATED
-        threshold: float | None
-        if hit is not None:
-            threshold = hit.raise_at
-        else:  # cleared: report the clear point that was passed
-            prev = next(t for t in rule.levels if t.level == current)
-            threshold = prev.clear_value
+        # Cleared means below the least severe level's clear point.
+        threshold = hit.raise_at if hit is not None else rule.levels[0].clear_value
         sign = ">=" if rule.direction is Direction.UPPER else "<="
         if new is None:
             text = (f"{reading.sensor} {reading.metric} back to {reading.value:g} {reading.unit} "

@@ -77,14 +77,15 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
                          lambda b: b and b["counters"].get("assigned_partitions", 0) > 0)
             _say(f"{name} ready — health {p.health_url}")
         influx = env["LIFELINE_INFLUX_URL"]
+        query = "SELECT count(value) FROM reading"
         typer.secho(
             "\nWhere the data is:\n"
             f"  InfluxDB  {influx}  database 'lifeline' (measurements reading, alarm_event)\n"
-            f"    curl -sG {influx}/query --data-urlencode db=lifeline "
-            "--data-urlencode \"q=SELECT count(value) FROM reading\"\n"
+            f"    curl -sG {influx}/query --data-urlencode db=lifeline --data-urlencode 'q={query}'\n"
             f"  Kafka     {env['LIFELINE_KAFKA_BOOTSTRAP']}  topics {', '.join(topics.ALL)}\n"
             f"  MQTT      127.0.0.1:{env['LIFELINE_MQTT_PORT']}  (users in {stack.state}/stack.env)\n"
-            f"  Logs      {stack.logs}\n", fg=typer.colors.CYAN)
+            f"  Logs      {stack.logs}\n"
+            "  Alarms    lifeline tail alarms   (rejects: lifeline tail dlq)\n", fg=typer.colors.CYAN)
 
         kafka = KafkaSettings(bootstrap=env["LIFELINE_KAFKA_BOOTSTRAP"], flavor="tansu")
         stop_async = asyncio.Event()
@@ -148,7 +149,7 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
 async def _follow_alarms(kafka: KafkaSettings, stop: threading.Event,
                          stop_async: asyncio.Event) -> None:
     async def watch() -> None:
-        while not stop.is_set():
+        while not stop.is_set():  # noqa: ASYNC110 — bridges a threading.Event
             await asyncio.sleep(0.2)
         stop_async.set()
 

@@ -8,6 +8,7 @@ recycled pid.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -33,7 +34,7 @@ def spawn(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = Non
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, cwd=cwd,
             start_new_session=daemon,
-            preexec_fn=None if daemon else _die_with_parent,  # noqa: PLW1509 — needed for pdeathsig
+            preexec_fn=None if daemon else _die_with_parent,
         )
 
 
@@ -86,7 +87,5 @@ def terminate(pid: int, *, timeout: float = 10.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from mode.utils.types.signals import BaseSignalT
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -128,7 +129,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                       "processed_alarm_events")
 
     @app.on_before_shutdown.connect
-    async def _close(_app: Any, **_: Any) -> None:
+    async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
         await sink.close()
 
     register_gauges(app, health)

@@ -11,7 +11,8 @@ duplicated reading overwrites its own point instead of adding one.
 
 from __future__ import annotations
 
-from influxdb_client import Point, WritePrecision
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
 
 from schemas.alarm import AlarmEvent
 from schemas.common import to_epoch_ms

@@ -1,0 +1,32 @@
+"""The InfluxDB line protocol the writer produces."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas.alarm import AlarmEvent, AlarmEventType
+from schemas.reading import Reading, ReadingBatch
+from schemas.registry import Registry
+from services.writer.points import PointBuilder
+
+TS = datetime(2026, 7, 1, 8, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_reading_point_uses_event_time_and_tags(registry: Registry) -> None:
+    b = ReadingBatch(facility_id="DR-BH-001", kind="drainage", seq=42, received_at=TS,
+                     readings=[Reading(sensor="DR-BH-001-L1", metric="water_level", value=1.5,
+                                       unit="m", ts=TS)])
+    [line] = PointBuilder(registry).readings(b)
+    assert line == ("reading,district=Binhai\\ Park,facility=DR-BH-001,kind=drainage,"
+                    "metric=water_level,sensor=DR-BH-001-L1 seq=42i,value=1.5 1782892800123")
+
+
+def test_alarm_point_escapes_text(registry: Registry) -> None:
+    ev = AlarmEvent(event_id="e", alarm_id="a", event=AlarmEventType.RAISED, level="red",
+                    previous_level=None, facility_id="DR-BH-001", kind="drainage",
+                    sensor="DR-BH-001-L1", metric="water_level", rule="threshold-upper",
+                    value=3.0, threshold=2.95, unit="m", ts=TS, message='say "hi", ok')
+    line = PointBuilder(registry).alarm(ev)
+    assert line.startswith("alarm_event,district=Binhai\\ Park,event=raised,facility=DR-BH-001,")
+    assert 'message="say \\"hi\\", ok"' in line and "severity=4i" in line
+    assert line.endswith(" 1782892800123")
