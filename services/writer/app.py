@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from mode.utils.types.signals import BaseSignalT
+from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
