@@ -52,11 +52,13 @@ def stack_up() -> None:
     """Start the stack in the background (state, configs, data and logs in LIFELINE_STATE_DIR,
     default .lifeline/) and wait until every component is healthy."""
     from services.core.logging import configure
-    from services.stack.manager import Stack, StackError
+    from services.stack.manager import Ports, Stack, StackError, StackSettings
 
     configure("WARNING")
     t0 = time.monotonic()
-    stack = Stack(state_dir(), daemon=True)
+    settings = StackSettings()
+    stack = Stack(state_dir(), Ports.from_settings(settings), partitions=settings.partitions,
+                  daemon=True)
     try:
         info = stack.up()
     except StackError as exc:

@@ -15,7 +15,14 @@ from schemas.registry import Direction, load_registry
 from services.core import topics
 from services.core.kafka_tools import read_topic
 from services.core.settings import KafkaSettings, state_dir
-from services.stack.manager import Stack, StackError, check_dependencies, free_port
+from services.stack.manager import (
+    Ports,
+    Stack,
+    StackError,
+    StackSettings,
+    check_dependencies,
+    free_port,
+)
 from services.stack.services import SERVICES, ServiceProcess
 from simulators.basic import SteadySimulator
 from simulators.publisher import Publisher
@@ -46,7 +53,8 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
                     + "\nRun: scripts/bootstrap.sh", fg=typer.colors.RED, err=True)
         return 1
     reg = load_registry(registry)
-    stack = Stack(state_dir())
+    settings = StackSettings()
+    stack = Stack(state_dir(), Ports.from_settings(settings), partitions=settings.partitions)
     owned = not stack.running()
     if not owned:
         typer.secho(f"using the stack already running in {stack.state}; "

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from services.core import topics
 from services.core.logging import get_logger
 from services.stack.process import alive, cmdline, spawn, terminate
@@ -36,12 +38,28 @@ class MissingDependency(StackError):
     """A system package or binary the local stack needs is not installed."""
 
 
+class StackSettings(BaseSettings):
+    """Ports of the local stack (``LIFELINE_STACK_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LIFELINE_STACK_", extra="ignore", frozen=True)
+
+    mqtt_port: int = 11883
+    kafka_port: int = 19092
+    influx_port: int = 18086
+    influx_rpc_port: int = 18088
+    partitions: int = 4
+
+
 @dataclass
 class Ports:
     mqtt: int = 11883
     kafka: int = 19092
     influx: int = 18086
     influx_rpc: int = 18088
+
+    @classmethod
+    def from_settings(cls, s: StackSettings) -> Ports:
+        return cls(s.mqtt_port, s.kafka_port, s.influx_port, s.influx_rpc_port)
 
     @classmethod
     def free(cls) -> Ports:
@@ -265,20 +283,8 @@ class Stack:
             raise StackError(f"a stack is already running in {self.state}: {running}; "
                              "run `lifeline stack down` first")
         try:
-            self._start("mosquitto", [find_binary("mosquitto"), "-c", str(self._mosquitto_conf())],
-                        lambda: _tcp_open(self.ports.mqtt), timeout)
-            url = f"tcp://127.0.0.1:{self.ports.kafka}"
-            self._start("tansu", [str(tansu_binary()), "broker", "--listener-url", url,
-                                  "--advertised-listener-url", url,
-                                  "--storage-engine", "memory://tansu/"],
-                        lambda: _tcp_open(self.ports.kafka), timeout)
-            self._create_topics()
-            influx = f"http://127.0.0.1:{self.ports.influx}"
-            self._start("influxd", [find_binary("influxd"), "-config", str(self._influx_conf())],
-                        lambda: _http_status(f"{influx}/ping") == 204, timeout)
-            q = urllib.parse.urlencode({"q": "CREATE DATABASE lifeline"}).encode()
-            if _http_status(f"{influx}/query", data=q) != 200:
-                raise StackError("influxd refused CREATE DATABASE lifeline")
+            for name in self.COMPONENTS:
+                self.start(name, timeout)
         except BaseException:
             self.down()
             raise
@@ -288,6 +294,39 @@ class Stack:
         env_file.touch(mode=0o600)
         env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env().items()))
         return info
+
+    def start(self, name: str, timeout: float = 30.0) -> None:
+        """Start one component and wait until it is healthy (also used to restart one)."""
+        influx = f"http://127.0.0.1:{self.ports.influx}"
+        if name == "mosquitto":
+            argv = [find_binary("mosquitto"), "-c", str(self._mosquitto_conf())]
+            self._start(name, argv, lambda: _tcp_open(self.ports.mqtt), timeout)
+        elif name == "tansu":
+            url = f"tcp://127.0.0.1:{self.ports.kafka}"
+            argv = [str(tansu_binary()), "broker", "--listener-url", url,
+                    "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+            self._start(name, argv, lambda: _tcp_open(self.ports.kafka), timeout)
+            self._create_topics()
+        elif name == "influxd":
+            argv = [find_binary("influxd"), "-config", str(self._influx_conf())]
+            self._start(name, argv, lambda: _http_status(f"{influx}/ping") == 204, timeout)
+            q = urllib.parse.urlencode({"q": "CREATE DATABASE lifeline"}).encode()
+            if _http_status(f"{influx}/query", data=q) != 200:
+                raise StackError("influxd refused CREATE DATABASE lifeline")
+        else:
+            raise StackError(f"unknown component {name!r}; one of {', '.join(self.COMPONENTS)}")
+
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        """Stop one component (``kill=True``: SIGKILL, as a crash)."""
+        proc = self.procs.pop(name, None)
+        pid = proc.pid if proc is not None else self.running().get(name)
+        if pid is not None:
+            if kill:
+                os.kill(pid, 9)
+            terminate(pid)
+        if proc is not None:
+            proc.poll()
+        (self.state / "pids" / f"{name}.pid").unlink(missing_ok=True)
 
     def _start(self, name: str, argv: list[str], ready: Any, timeout: float) -> None:
         t0 = time.monotonic()
@@ -353,19 +392,10 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop every component of this state folder (reverse start order)."""
-        stopped = []
         live = self.running()
+        stopped = [n for n in reversed(self.COMPONENTS) if n in live or n in self.procs]
         for name in reversed(self.COMPONENTS):
-            pid = live.get(name)
-            if pid is None and name in self.procs:
-                pid = self.procs[name].pid
-            if pid is not None:
-                terminate(pid)
-                stopped.append(name)
-            if name in self.procs:
-                self.procs[name].poll()
-            (self.state / "pids" / f"{name}.pid").unlink(missing_ok=True)
-        self.procs.clear()
+            self.stop(name)
         return stopped
 
     def __enter__(self) -> Stack:

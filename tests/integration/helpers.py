@@ -1,0 +1,74 @@
+"""Helpers for tests against the real local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from services.core.kafka_tools import read_topic
+from services.core.settings import KafkaSettings
+from services.stack.manager import Stack
+
+T = TypeVar("T")
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.25,
+             what: str = "condition") -> T:
+    """Poll ``fn`` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached in {timeout}s; last value: {last!r}")
+
+
+def influx_query(stack: Stack, q: str) -> list[dict[str, Any]]:
+    """Run InfluxQL; return the series of the first result (``[]`` when none)."""
+    url = (f"http://127.0.0.1:{stack.ports.influx}/query?"
+           + urllib.parse.urlencode({"db": "lifeline", "q": q, "epoch": "ms"}))
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 — loopback
+        body = json.loads(resp.read())
+    result = body["results"][0]
+    if "error" in result:
+        raise AssertionError(f"InfluxQL error for {q!r}: {result['error']}")
+    series: list[dict[str, Any]] = result.get("series", [])
+    return series
+
+
+def influx_count(stack: Stack, where: str, measurement: str = "reading") -> int:
+    series = influx_query(stack, f"SELECT count(value) FROM {measurement} WHERE {where}")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def topic_records(stack: Stack, topic: str, idle: float = 1.0) -> list[dict[str, Any]]:
+    """Every record of ``topic`` so far, decoded as JSON."""
+    out: list[dict[str, Any]] = []
+    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{stack.ports.kafka}", flavor="tansu")
+    asyncio.run(read_topic(kafka, topic, lambda v: out.append(json.loads(v)),
+                           idle_timeout=idle))
+    return out
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def report(seq: int, ts_ms: int, readings: list[tuple[str, str, float, str]]) -> bytes:
+    return json.dumps({
+        "ts": iso_ms(ts_ms), "seq": seq,
+        "readings": [{"sensor": s, "metric": m, "value": v, "unit": u}
+                     for s, m, v, u in readings]}).encode()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

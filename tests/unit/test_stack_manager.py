@@ -1,0 +1,36 @@
+"""The local stack manager's pure parts: dependency report, generated configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.stack import manager
+from services.stack.manager import Ports, Stack
+
+
+def test_missing_system_packages_are_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manager.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(manager.os, "access", lambda _p, _m: False)
+    missing = manager.check_dependencies()
+    text = "\n".join(missing)
+    assert "mosquitto not found (Debian package mosquitto)" in text
+    assert "influxd not found (Debian package influxdb)" in text
+    assert all("bootstrap.sh" in m for m in missing if "not found" in m)
+
+
+def test_generated_configs_bind_loopback_and_keep_sessions(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, Ports(mqtt=1, kafka=2, influx=3, influx_rpc=4))
+    conf = stack._mosquitto_conf().read_text()
+    assert "listener 1 127.0.0.1" in conf and "allow_anonymous false" in conf
+    assert "persistence true" in conf and "max_queued_messages 2000000" in conf
+    acl = (tmp_path / "mosquitto" / "acl").read_text()
+    assert "topic read lifeline/+/+/telemetry" in acl
+    assert "pattern write lifeline/+/%u/telemetry" in acl
+    influx = stack._influx_conf().read_text()
+    assert 'bind-address = "127.0.0.1:3"' in influx and "reporting-disabled = true" in influx
+    env = stack.env()
+    assert env["LIFELINE_KAFKA_BOOTSTRAP"] == "127.0.0.1:2"
+    assert env["LIFELINE_MQTT_PASSWORD"] != env["LIFELINE_SIMULATOR_MQTT_PASSWORD"]
+    assert (tmp_path / "secrets.json").stat().st_mode & 0o077 == 0
