@@ -1,0 +1,18 @@
+"""Short versions of the benchmarks: they prove the harness and the no-loss property.
+Speed is not asserted here; the figures come from full runs (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from tests.bench.run import bench_ingest, bench_stack
+
+
+def test_ingest_benchmark_smoke() -> None:
+    r = bench_ingest(reports=2000, per_report=10)
+    ing = r["ingest"]
+    assert ing["received"] == 2000 and ing["records_in_kafka"] == 2000 and ing["rejected"] == 0
+    assert ing["readings_per_s"] > 0 and r["baseline_paho_subscriber"]["received"] == 2000
+
+
+def test_stack_benchmark_smoke() -> None:
+    r = bench_stack(runs=1)
+    assert set(r["median_per_component_s"]) == {"mosquitto", "tansu", "influxd"}
