@@ -110,7 +110,6 @@ def _baseline(stack: Stack, payloads: list[tuple[str, bytes]], per: int) -> dict
     """paho QoS 1 subscriber that only counts: the ceiling MQTT + paho allow here."""
     env = stack.env()
     got = 0
-    samples: list[tuple[float, int]] = []
     ready = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-baseline", clean_session=True,
                     protocol=mqtt.MQTTv311)

@@ -35,7 +35,7 @@ def influx_query(stack: Stack, q: str) -> list[dict[str, Any]]:
     """Run InfluxQL; return the series of the first result (``[]`` when none)."""
     url = (f"http://127.0.0.1:{stack.ports.influx}/query?"
            + urllib.parse.urlencode({"db": "lifeline", "q": q, "epoch": "ms"}))
-    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 — loopback
+    with urllib.request.urlopen(url, timeout=10) as resp:
         body = json.loads(resp.read())
     result = body["results"][0]
     if "error" in result:

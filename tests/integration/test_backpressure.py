@@ -22,7 +22,7 @@ def test_writer_holds_data_while_influx_is_down(pipeline: Pipeline,
             publisher.publish(topic, report(seq, t0 + seq * 1000,
                                             [(f"{FAC}-L1", "water_level", 1.0, "m")]))
         assert publisher.flush(20)
-        code, body = wait_for(lambda: (h := writer.health())[0] == 503 and h,
+        _code, body = wait_for(lambda: (h := writer.health())[0] == 503 and h,
                               what="writer reports the outage")
         assert "sink" in body["problems"]
         assert writer.counters()["sink_retries"] >= 1

@@ -4,6 +4,7 @@ writer → InfluxDB."""
 from __future__ import annotations
 
 from services.core import topics
+from simulators.publisher import Publisher
 from tests.integration.conftest import Pipeline
 from tests.integration.helpers import (
     influx_count,
@@ -13,7 +14,6 @@ from tests.integration.helpers import (
     topic_records,
     wait_for,
 )
-from simulators.publisher import Publisher
 
 FAC = "DR-KJ-001"
 TOPIC = f"lifeline/drainage/{FAC}/telemetry"
