@@ -10,7 +10,18 @@ from schemas.alarm import AlarmEvent, AlarmEventType
 from schemas.deadletter import DeadLetter, Problem, RejectReason
 from schemas.kinds import METRICS, AlarmLevel, FacilityKind, Metric, MetricSpec
 from schemas.reading import Reading, ReadingBatch
-from schemas.registry import Facility, Registry, RegistryError, Sensor, Threshold, load_registry
+from schemas.registry import (
+    AlarmPolicy,
+    CompositeRule,
+    Facility,
+    Level,
+    Registry,
+    RegistryError,
+    Rule,
+    Sensor,
+    Signal,
+    load_registry,
+)
 from schemas.telemetry import TelemetryMessage, TelemetryReading
 
 __all__ = [
@@ -18,9 +29,12 @@ __all__ = [
     "AlarmEvent",
     "AlarmEventType",
     "AlarmLevel",
+    "AlarmPolicy",
+    "CompositeRule",
     "DeadLetter",
     "Facility",
     "FacilityKind",
+    "Level",
     "Metric",
     "MetricSpec",
     "Problem",
@@ -29,9 +43,10 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RejectReason",
+    "Rule",
     "Sensor",
+    "Signal",
     "TelemetryMessage",
     "TelemetryReading",
-    "Threshold",
     "load_registry",
 ]

@@ -25,6 +25,14 @@ class AlarmEventType(StrEnum):
     ESCALATED = "escalated"
     DEESCALATED = "deescalated"
     CLEARED = "cleared"
+    FLAPPING = "flapping"  # changing too often: held at its worst level, not paged per change
+    SETTLED = "settled"  # stable again at ``level`` after flapping
+
+
+class AlarmCategory(StrEnum):
+    FACILITY = "facility"  # the facility is at risk (thresholds, rates, windows, composites)
+    SENSOR = "sensor"  # the instrument is faulty (range, stuck, offline): not a facility alarm
+    GATEWAY = "gateway"  # the facility's gateway is offline or losing reports
 
 
 class AlarmEvent(Contract):
@@ -33,16 +41,24 @@ class AlarmEvent(Contract):
     event: AlarmEventType
     level: AlarmLevel | None = Field(description="Level after the transition; null when cleared.")
     previous_level: AlarmLevel | None
+    category: AlarmCategory = AlarmCategory.FACILITY
     facility_id: Identifier
     kind: FacilityKind
-    sensor: Identifier
-    metric: Metric
-    rule: str = Field(description="Rule that produced the alarm, e.g. 'threshold-upper'.")
-    value: float = Field(description="The reading that caused the transition (canonical unit).")
-    threshold: float | None = Field(description="The threshold crossed, canonical unit.")
+    sensor: Identifier = Field(description="The sensor; the facility id for facility-wide alarms "
+                                           "(composite rules, gateway).")
+    metric: Metric | None = Field(description="The sensor's metric; null for facility-wide alarms.")
+    rule: str = Field(description="Rule that produced the alarm, e.g. 'value-upper', "
+                                  "'sum-3600s-upper', 'sensor-stuck', or a composite rule's id.")
+    value: float | None = Field(description="The signal value that caused the transition.")
+    threshold: float | None = Field(description="The threshold crossed (signal's unit).")
     unit: str
     ts: Timestamp = Field(description="Event time: the reading's time, not processing time.")
     message: str
+    silenced: bool = Field(default=False, description="Inside a maintenance window: recorded, "
+                                                      "not paged.")
+    suppressed_by: str | None = Field(default=None, description="alarm_id of the sensor-fault or "
+                                      "gateway alarm that inhibits this one (recorded, not paged).")
+    flapping: bool = Field(default=False, description="The alarm is held because it flaps.")
 
 
 def alarm_id_for(facility_id: str, sensor: str, rule: str, started: datetime) -> str:

@@ -31,6 +31,7 @@ class RejectReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     TIMESTAMP_FUTURE = "timestamp_future"
     TIMESTAMP_PAST = "timestamp_past"
+    LATE = "late"
     UNDECODABLE_EVENT = "undecodable_event"
     SINK_REJECTED = "sink_rejected"
 

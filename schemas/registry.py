@@ -1,19 +1,30 @@
-"""The facility registry: which facilities exist, their sensors, and their thresholds.
+"""The facility registry: facilities, sensors, alarm rules and the alarm policy.
 
-A YAML file validated by these models. Thresholds are data with provenance (``source``);
-defaults are marked ``default: true`` so nobody mistakes a placeholder for a design value.
+A YAML file validated by these models. Every number in a rule is data with provenance
+(``source``); shipped defaults are marked ``default: true`` so nobody mistakes a
+placeholder for a design value. Rule kinds:
+
+- per-sensor :class:`Rule` on a *signal* of the sensor: its value, its rate of change over
+  a window, or an aggregate (sum, mean, min, max, RMS) over an event-time window; four
+  levels with separate raise and clear points; raise/clear durations (time and/or count);
+- per-facility :class:`CompositeRule`: all of several conditions on different sensors;
+- sensor health (always on): out of instrument range, stuck value, sensor offline, gateway
+  offline, gateway sequence gaps — tuned per sensor and by the registry's :class:`AlarmPolicy`;
+- :class:`MaintenanceWindow` per facility, in the registry's time zone.
 """
 
 from __future__ import annotations
 
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from schemas.common import Contract, Identifier
+from schemas.common import Contract, Identifier, Timestamp
 from schemas.kinds import METRICS, AlarmLevel, FacilityKind, Metric
 
 
@@ -26,36 +37,86 @@ class Direction(StrEnum):
     LOWER = "lower"
 
 
-class Threshold(Contract):
-    """One level of a threshold rule, in the metric's canonical unit.
+class Signal(StrEnum):
+    """What a rule looks at: the reading itself or something derived over a window."""
 
-    ``upper``: raised when value >= ``raise_at``, cleared when value < ``clear_at``.
-    ``lower``: raised when value <= ``raise_at``, cleared when value > ``clear_at``.
+    VALUE = "value"
+    RATE = "rate"
+    SUM = "sum"
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    RMS = "rms"
+
+
+Source = Annotated[str, Field(min_length=3, description="Where the number comes from.")]
+Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
+
+
+class Level(Contract):
+    """One level of a rule, in the signal's unit (canonical unit; rate: per ``rate_per_s``).
+
+    upper: raised when signal >= ``raise_at``, held until it falls below ``clear_at``;
+    lower: raised when signal <= ``raise_at``, held until it rises above ``clear_at``.
     ``clear_at`` defaults to ``raise_at`` (no hysteresis).
     """
 
     level: AlarmLevel
-    direction: Direction = Direction.UPPER
     raise_at: float = Field(allow_inf_nan=False)
     clear_at: float | None = Field(default=None, allow_inf_nan=False)
-    source: Annotated[str, Field(min_length=3)] = Field(
-        description="Where the number comes from (standard, design document, or 'placeholder')."
-    )
-    default: bool = Field(
-        default=False, description="True for a shipped default still to be replaced."
-    )
+    source: Source
+    default: bool = Field(default=False, description="A shipped default still to be replaced.")
 
     @property
     def clear_value(self) -> float:
         return self.raise_at if self.clear_at is None else self.clear_at
 
+
+class Rule(Contract):
+    """A level rule on one signal of one sensor."""
+
+    id: Identifier | None = Field(default=None, description="Defaults to signal-window-direction.")
+    signal: Signal = Signal.VALUE
+    window_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    rate_per_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Rate is expressed per this many seconds (60: per minute).")
+    direction: Direction = Direction.UPPER
+    levels: Annotated[list[Level], Field(min_length=1)]
+    raise_after_s: Seconds = 0.0
+    raise_after_count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    clear_after_s: Seconds = 0.0
+    clear_after_count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    description: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.id:
+            return self.id
+        window = f"-{self.window_s:g}s" if self.window_s else ""
+        return f"{self.signal.value}{window}-{self.direction.value}"
+
+    def ordered_levels(self) -> tuple[Level, ...]:
+        return tuple(sorted(self.levels, key=lambda lv: lv.level.severity))
+
     @model_validator(mode="after")
-    def _hysteresis_direction(self) -> Threshold:
-        c = self.clear_value
-        if self.direction is Direction.UPPER and c > self.raise_at:
-            raise ValueError(f"upper threshold: clear_at {c} must be <= raise_at {self.raise_at}")
-        if self.direction is Direction.LOWER and c < self.raise_at:
-            raise ValueError(f"lower threshold: clear_at {c} must be >= raise_at {self.raise_at}")
+    def _check(self) -> Rule:
+        if self.signal is not Signal.VALUE and self.window_s is None:
+            raise ValueError(f"rule {self.key}: signal {self.signal} needs window_s")
+        if self.signal is Signal.VALUE and self.window_s is not None:
+            raise ValueError(f"rule {self.key}: a value rule has no window_s")
+        names = [lv.level for lv in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule {self.key}: duplicate level")
+        values = [lv.raise_at for lv in self.ordered_levels()]
+        upper = self.direction is Direction.UPPER
+        if values != sorted(values, reverse=not upper):
+            raise ValueError(f"rule {self.key}: {self.direction} levels must get stricter with "
+                             f"severity (got {values})")
+        for lv in self.levels:
+            c = lv.clear_value
+            if (upper and c > lv.raise_at) or (not upper and c < lv.raise_at):
+                raise ValueError(f"rule {self.key}: {lv.level} clear_at {c} is on the wrong side "
+                                 f"of raise_at {lv.raise_at} for a {self.direction} rule")
         return self
 
 
@@ -65,36 +126,112 @@ class Sensor(Contract):
     unit: str = Field(description="Must be the metric's canonical unit.")
     range: tuple[float, float] = Field(description="Instrument range [min, max], canonical unit.")
     interval_s: Annotated[float, Field(gt=0, le=86400)] = Field(
-        description="Expected report interval in seconds."
-    )
-    thresholds: list[Threshold] = Field(default_factory=list)
+        description="Expected report interval in seconds.")
+    rules: list[Rule] = Field(default_factory=list)
+    stuck_after_s: Seconds | None = Field(
+        default=None, description="Same value for this long = stuck sensor (None: not checked).")
+    stuck_epsilon: Annotated[float, Field(ge=0)] = 0.0
     description: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Sensor:
         canonical = METRICS[self.metric].unit
         if self.unit != canonical:
-            raise ValueError(
-                f"sensor {self.id}: unit {self.unit!r} is not the canonical unit "
-                f"{canonical!r} of {self.metric}"
-            )
+            raise ValueError(f"sensor {self.id}: unit {self.unit!r} is not the canonical unit "
+                             f"{canonical!r} of {self.metric}")
         lo, hi = self.range
         if not lo < hi:
             raise ValueError(f"sensor {self.id}: range min {lo} must be below max {hi}")
-        for direction in Direction:
-            levels = [t for t in self.thresholds if t.direction is direction]
-            names = [t.level for t in levels]
-            if len(set(names)) != len(names):
-                raise ValueError(f"sensor {self.id}: duplicate {direction} threshold level")
-            ordered = sorted(levels, key=lambda t: t.level.severity)
-            values = [t.raise_at for t in ordered]
-            expect = sorted(values, reverse=direction is Direction.LOWER)
-            if values != expect:
-                raise ValueError(
-                    f"sensor {self.id}: {direction} thresholds must get stricter with level "
-                    f"(got {dict(zip([t.level.value for t in ordered], values, strict=True))})"
-                )
+        keys = [r.key for r in self.rules]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"sensor {self.id}: two rules share the id {keys}")
         return self
+
+    @property
+    def max_window_s(self) -> float:
+        return max((r.window_s or 0.0 for r in self.rules), default=0.0)
+
+
+class Condition(Contract):
+    """One condition of a composite rule: a signal of a sensor compared with a value."""
+
+    sensor: Identifier
+    signal: Signal = Signal.VALUE
+    window_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    rate_per_s: Annotated[float, Field(gt=0)] = 60.0
+    op: Literal[">=", "<="]
+    value: float = Field(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _check(self) -> Condition:
+        if (self.signal is Signal.VALUE) != (self.window_s is None):
+            raise ValueError(f"condition on {self.sensor}: window_s goes with derived signals only")
+        return self
+
+
+class CompositeRule(Contract):
+    """A facility alarm raised while all conditions hold (e.g. heavy rain AND level rising)."""
+
+    id: Identifier
+    level: AlarmLevel
+    all_of: Annotated[list[Condition], Field(min_length=2)]
+    raise_after_s: Seconds = 0.0
+    clear_after_s: Seconds = 0.0
+    source: Source
+    default: bool = False
+    description: str | None = None
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class MaintenanceWindow(Contract):
+    """A silence: alarms inside it are recorded but flagged ``silenced`` (nobody is paged).
+
+    Either daily (``daily_from``/``daily_to`` as local ``HH:MM``, optionally on some
+    ``days``; ``daily_to`` before ``daily_from`` crosses midnight, and ``days`` names the
+    day the window starts) or one-off (``starts``/``ends``, with an offset).
+    """
+
+    reason: Annotated[str, Field(min_length=3)]
+    daily_from: time | None = None
+    daily_to: time | None = None
+    days: list[Weekday] | None = None
+    starts: Timestamp | None = None
+    ends: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MaintenanceWindow:
+        daily = self.daily_from is not None or self.daily_to is not None
+        once = self.starts is not None or self.ends is not None
+        if daily == once:
+            raise ValueError("a maintenance window is either daily (daily_from/daily_to) "
+                             "or one-off (starts/ends)")
+        if daily and (self.daily_from is None or self.daily_to is None):
+            raise ValueError("a daily window needs daily_from and daily_to")
+        if once and (self.starts is None or self.ends is None or self.ends <= self.starts):
+            raise ValueError("a one-off window needs starts before ends")
+        return self
+
+
+class AlarmPolicy(Contract):
+    """Engine-wide settings of the alarm engine (all with defaults)."""
+
+    allowed_lateness_s: Seconds = Field(
+        default=300.0, description="Readings older than a sensor's newest minus this are late "
+                                   "and go to the DLQ.")
+    flap_window_s: Annotated[float, Field(gt=0)] = 900.0
+    flap_max_transitions: Annotated[int, Field(ge=2)] = 6
+    sensor_offline_after_intervals: Annotated[float, Field(gt=1)] = 3.0
+    gateway_offline_after_intervals: Annotated[float, Field(gt=1)] = 3.0
+    gap_clear_reports: Annotated[int, Field(ge=1)] = 10
+    checkpoint_interval_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Working state (windows, debounce) is saved at least this "
+                                  "often per facility, in event time.")
+    sensor_fault_level: AlarmLevel = AlarmLevel.BLUE
+    gateway_offline_level: AlarmLevel = AlarmLevel.YELLOW
+    gap_level: AlarmLevel = AlarmLevel.BLUE
 
 
 class Facility(Contract):
@@ -106,23 +243,45 @@ class Facility(Contract):
     lat: Annotated[float, Field(ge=-90, le=90)]
     lon: Annotated[float, Field(ge=-180, le=180)]
     sensors: Annotated[list[Sensor], Field(min_length=1)]
+    composites: list[CompositeRule] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _metrics_fit_kind(self) -> Facility:
+    def _check(self) -> Facility:
+        ids = {s.id for s in self.sensors}
         for s in self.sensors:
             if self.kind not in METRICS[s.metric].kinds:
                 raise ValueError(f"facility {self.id}: a {self.kind} facility has no {s.metric}")
+        for c in self.composites:
+            for cond in c.all_of:
+                if cond.sensor not in ids:
+                    raise ValueError(f"facility {self.id}: composite {c.id} names unknown "
+                                     f"sensor {cond.sensor}")
         return self
+
+    @property
+    def min_interval_s(self) -> float:
+        return min(s.interval_s for s in self.sensors)
 
 
 class Registry(Contract):
     version: int = 1
     name: str
     timezone: str = "Asia/Shanghai"
+    policy: AlarmPolicy = Field(default_factory=AlarmPolicy)
     facilities: Annotated[list[Facility], Field(min_length=1)]
 
     _by_id: dict[str, Facility] = PrivateAttr(default_factory=dict)
     _sensors: dict[tuple[str, str], Sensor] = PrivateAttr(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> Registry:
@@ -152,9 +311,13 @@ class Registry(Contract):
     def sensor_count(self) -> int:
         return len(self._sensors)
 
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
 
 def load_registry(path: str | Path) -> Registry:
-    """Read and validate a registry YAML file; errors name the file and the field."""
+    """Read and validate a registry file; errors name the file and the field."""
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -166,3 +329,5 @@ def load_registry(path: str | Path) -> Registry:
         return Registry.model_validate(raw)
     except ValidationError as exc:
         raise RegistryError(f"registry {p} is invalid:\n{exc}") from exc
+
+

@@ -242,7 +242,8 @@ def registry_check(path: Annotated[Path, typer.Argument(help="Registry YAML.")])
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     kinds = Counter(f.kind.value for f in reg.facilities)
-    defaults = sum(1 for f in reg.facilities for s in f.sensors for t in s.thresholds if t.default)
+    defaults = sum(1 for f in reg.facilities for s in f.sensors for r in s.rules for lv in r.levels
+                   if lv.default) + sum(1 for f in reg.facilities for c in f.composites if c.default)
     typer.echo(json.dumps({"name": reg.name, "facilities": len(reg.facilities),
                            "sensors": reg.sensor_count, "by_kind": kinds,
                            "default_thresholds_to_replace": defaults}, ensure_ascii=False))

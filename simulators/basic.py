@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from schemas.kinds import Metric
-from schemas.registry import Direction, Facility, Registry, Sensor
+from schemas.registry import Direction, Facility, Registry, Sensor, Signal
 from schemas.telemetry import telemetry_topic
 
 # metric -> (normal mean, noise sd, daily-cycle amplitude), canonical units
@@ -43,18 +43,17 @@ NORMAL: dict[Metric, tuple[float, float, float]] = {
 
 
 def breach_value(sensor: Sensor) -> float:
-    """A value beyond the sensor's most severe threshold (upper preferred), inside its range."""
+    """A value beyond the worst level of the sensor's first value rule, inside its range."""
     lo, hi = sensor.range
     span = hi - lo
-    uppers = [t for t in sensor.thresholds if t.direction is Direction.UPPER]
-    if uppers:
-        worst = max(uppers, key=lambda t: t.level.severity)
-        return min(hi, worst.raise_at + 0.05 * span)
-    lowers = [t for t in sensor.thresholds if t.direction is Direction.LOWER]
-    if lowers:
-        worst = max(lowers, key=lambda t: t.level.severity)
-        return max(lo, worst.raise_at - 0.05 * span)
-    raise ValueError(f"sensor {sensor.id} has no thresholds to breach")
+    rules = [r for r in sensor.rules if r.signal is Signal.VALUE]
+    if not rules:
+        raise ValueError(f"sensor {sensor.id} has no value rule to breach")
+    rule = next((r for r in rules if r.direction is Direction.UPPER), rules[0])
+    worst = rule.ordered_levels()[-1]
+    if rule.direction is Direction.UPPER:
+        return float(min(hi, worst.raise_at + 0.05 * span))
+    return float(max(lo, worst.raise_at - 0.05 * span))
 
 
 @dataclass

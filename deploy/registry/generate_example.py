@@ -42,9 +42,17 @@ SRC_O2 = "below 19.5 %vol is oxygen-deficient (GBZ); 18 % placeholder for the hi
 SRC_QUALITY = "GB/T 31962-2015 grade B limits for sewage discharged into municipal sewers"
 
 
-def t(level: str, raise_at: float, clear_at: float | None, source: str,
-      direction: str = "upper") -> dict[str, Any]:
-    d: dict[str, Any] = {"level": level, "direction": direction, "raise_at": raise_at}
+SRC_RAIN = ("national rainstorm warning signals: blue >=50 mm/12 h, yellow >=50 mm/6 h, "
+            "orange >=50 mm/3 h, red >=100 mm/3 h (DOMAIN.md, secondary copy)")
+SRC_RAIN_1H = "short-duration heavy rain >=20 mm/h (CMA usage; verify)"
+SRC_RISE = "practice: a fast rise during rain warns before any level is reached (DOMAIN.md)"
+SRC_FLOW = "placeholder: design capacity of the pipe; replace with the hydraulic design value"
+SRC_PUMP = "placeholder: rated motor current of the pump; replace with the nameplate value"
+SRC_TEMP = "placeholder: structural temperature outside the design range"
+
+
+def lv(level: str, raise_at: float, clear_at: float | None, source: str) -> dict[str, Any]:
+    d: dict[str, Any] = {"level": level, "raise_at": raise_at}
     if clear_at is not None:
         d["clear_at"] = clear_at
     d["source"] = source
@@ -52,88 +60,167 @@ def t(level: str, raise_at: float, clear_at: float | None, source: str,
     return d
 
 
-def sensor(sid: str, metric: str, unit: str, rng: tuple[float, float], interval: float,
-           thresholds: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    d: dict[str, Any] = {"id": sid, "metric": metric, "unit": unit, "range": list(rng),
-                         "interval_s": interval}
-    if thresholds:
-        d["thresholds"] = thresholds
+def rule(levels: list[dict[str, Any]], *, signal: str = "value", window_s: float | None = None,
+         direction: str = "upper", **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"signal": signal}
+    if window_s is not None:
+        d["window_s"] = window_s
+    d["direction"] = direction
+    d.update(extra)
+    d["levels"] = levels
     return d
 
 
-def manhole(fid: str) -> list[dict[str, Any]]:
-    return [
+def t(level: str, raise_at: float, clear_at: float | None, source: str,
+      direction: str = "upper") -> dict[str, Any]:
+    """A single-level value rule (kept short for the many one-level defaults)."""
+    return rule([lv(level, raise_at, clear_at, source)], direction=direction)
+
+
+def value_rule(levels: list[dict[str, Any]], direction: str = "upper", **extra: Any
+               ) -> dict[str, Any]:
+    return rule(levels, direction=direction, **extra)
+
+
+def sensor(sid: str, metric: str, unit: str, rng: tuple[float, float], interval: float,
+           rules: list[dict[str, Any]] | None = None, stuck_after_s: float | None = None
+           ) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": sid, "metric": metric, "unit": unit, "range": list(rng),
+                         "interval_s": interval}
+    if stuck_after_s is not None:
+        d["stuck_after_s"] = stuck_after_s
+    if rules:
+        d["rules"] = rules
+    return d
+
+
+def rain_gauge(sid: str) -> dict[str, Any]:
+    return sensor(sid, "rainfall", "mm", (0.0, 50.0), 300, [
+        rule([lv("blue", 20, 15, SRC_RAIN_1H)], signal="sum", window_s=3600),
+        rule([lv("orange", 50, 45, SRC_RAIN), lv("red", 100, 90, SRC_RAIN)], signal="sum",
+             window_s=3 * 3600),
+        rule([lv("yellow", 50, 45, SRC_RAIN)], signal="sum", window_s=6 * 3600),
+        rule([lv("blue", 50, 45, SRC_RAIN)], signal="sum", window_s=12 * 3600),
+    ])
+
+
+def manhole(fid: str) -> dict[str, Any]:
+    return {"sensors": [
         sensor(f"{fid}-L1", "water_level", "m", (0.0, 7.0), 60, [
-            t("blue", 1.8, 1.7, SRC_MANHOLE), t("yellow", 2.25, 2.15, SRC_MANHOLE),
-            t("orange", 2.7, 2.6, SRC_MANHOLE), t("red", 2.95, 2.85, SRC_MANHOLE)]),
-        sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60),
-        sensor(f"{fid}-R1", "rainfall", "mm", (0.0, 50.0), 300),
-    ]
+            value_rule([lv("blue", 1.8, 1.7, SRC_MANHOLE), lv("yellow", 2.25, 2.15, SRC_MANHOLE),
+                        lv("orange", 2.7, 2.6, SRC_MANHOLE), lv("red", 2.95, 2.85, SRC_MANHOLE)],
+                       raise_after_count=2),
+            rule([lv("yellow", 0.05, 0.02, SRC_RISE)], signal="rate", window_s=600,
+                 rate_per_s=60),
+        ], stuck_after_s=6 * 3600),
+        sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60,
+               [t("yellow", 4000, 3800, SRC_FLOW)], stuck_after_s=6 * 3600),
+        rain_gauge(f"{fid}-R1"),
+    ], "composites": [{
+        "id": "rain-and-rising", "level": "orange",
+        "all_of": [
+            {"sensor": f"{fid}-R1", "signal": "sum", "window_s": 3600, "op": ">=", "value": 20},
+            {"sensor": f"{fid}-L1", "signal": "rate", "window_s": 600, "op": ">=",
+             "value": 0.05},
+        ],
+        "source": "DOMAIN.md: heavy rain AND level rising fast warns before levels are reached",
+        "default": True}]}
 
 
-def underpass(fid: str) -> list[dict[str, Any]]:
-    return [
-        sensor(f"{fid}-P1", "ponding_depth", "cm", (0.0, 200.0), 60, [
-            t("blue", 10, 8, SRC_PONDING), t("yellow", 25, 22, SRC_PONDING),
-            t("orange", 30, 27, SRC_PONDING), t("red", 50, 45, SRC_PONDING)]),
-        sensor(f"{fid}-R1", "rainfall", "mm", (0.0, 50.0), 300),
-    ]
+def underpass(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        sensor(f"{fid}-P1", "ponding_depth", "cm", (0.0, 200.0), 60, [value_rule([
+            lv("blue", 10, 8, SRC_PONDING), lv("yellow", 25, 22, SRC_PONDING),
+            lv("orange", 30, 27, SRC_PONDING), lv("red", 50, 45, SRC_PONDING)])]),
+        rain_gauge(f"{fid}-R1"),
+    ]}
 
 
-def pump_station(fid: str) -> list[dict[str, Any]]:
-    return [
-        sensor(f"{fid}-W1", "water_level", "m", (0.0, 10.0), 30, [
-            t("yellow", 4.0, 3.8, SRC_WETWELL), t("red", 5.5, 5.2, SRC_WETWELL)]),
+def pump_station(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        sensor(f"{fid}-W1", "water_level", "m", (0.0, 10.0), 30, [value_rule([
+            lv("yellow", 4.0, 3.8, SRC_WETWELL), lv("red", 5.5, 5.2, SRC_WETWELL)])],
+            stuck_after_s=6 * 3600),
         sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
-        sensor(f"{fid}-I1", "pump_current", "A", (0.0, 400.0), 30),
-    ]
+        sensor(f"{fid}-I1", "pump_current", "A", (0.0, 400.0), 30,
+               [t("yellow", 320, 300, SRC_PUMP)]),
+    ], "composites": [{
+        "id": "wet-well-high-pump-off", "level": "red",
+        "all_of": [{"sensor": f"{fid}-W1", "op": ">=", "value": 4.0},
+                   {"sensor": f"{fid}-S1", "op": "<=", "value": 0.5}],
+        "raise_after_s": 60,
+        "source": "DOMAIN.md pump station: pump fault while wet-well level is high",
+        "default": True}]}
 
 
-def bridge(fid: str) -> list[dict[str, Any]]:
-    return [
-        sensor(f"{fid}-D1", "deflection", "mm", (-100.0, 100.0), 10, [
-            t("blue", 20, 18, SRC_DEFLECTION), t("yellow", 28, 26, SRC_DEFLECTION),
-            t("orange", 34, 32, SRC_DEFLECTION), t("red", 40, 38, SRC_DEFLECTION)]),
-        sensor(f"{fid}-E1", "strain", "µε", (-1500.0, 1500.0), 10, [
-            t("yellow", 400, 380, SRC_STRAIN), t("red", 600, 570, SRC_STRAIN)]),
-        sensor(f"{fid}-C1", "crack_width", "mm", (0.0, 5.0), 600, [
-            t("blue", 0.2, None, SRC_CRACK), t("yellow", 0.3, None, SRC_CRACK),
-            t("red", 0.5, None, SRC_CRACK)]),
-        sensor(f"{fid}-T1", "tilt", "deg", (-5.0, 5.0), 60, [
-            t("yellow", 0.3, 0.28, SRC_TILT), t("red", 0.5, 0.48, SRC_TILT)]),
-        sensor(f"{fid}-A1", "acceleration", "m/s²", (0.0, 20.0), 10, [
-            t("yellow", 1.5, 1.3, SRC_ACCEL), t("red", 3.0, 2.7, SRC_ACCEL)]),
-        sensor(f"{fid}-B1", "bearing_displacement", "mm", (-150.0, 150.0), 60, [
-            t("yellow", 40, 38, SRC_BEARING), t("red", 60, 57, SRC_BEARING)]),
-        sensor(f"{fid}-K1", "temperature", "°C", (-30.0, 70.0), 60),
-    ]
+def bridge(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        sensor(f"{fid}-D1", "deflection", "mm", (-100.0, 100.0), 10, [value_rule([
+            lv("blue", 20, 18, SRC_DEFLECTION), lv("yellow", 28, 26, SRC_DEFLECTION),
+            lv("orange", 34, 32, SRC_DEFLECTION), lv("red", 40, 38, SRC_DEFLECTION)],
+            raise_after_count=3)], stuck_after_s=3600),
+        sensor(f"{fid}-E1", "strain", "µε", (-1500.0, 1500.0), 10, [value_rule([
+            lv("yellow", 400, 380, SRC_STRAIN), lv("red", 600, 570, SRC_STRAIN)],
+            raise_after_count=3)], stuck_after_s=3600),
+        sensor(f"{fid}-C1", "crack_width", "mm", (0.0, 5.0), 600, [value_rule([
+            lv("blue", 0.2, None, SRC_CRACK), lv("yellow", 0.3, None, SRC_CRACK),
+            lv("red", 0.5, None, SRC_CRACK)])]),
+        sensor(f"{fid}-T1", "tilt", "deg", (-5.0, 5.0), 60, [value_rule([
+            lv("yellow", 0.3, 0.28, SRC_TILT), lv("red", 0.5, 0.48, SRC_TILT)])]),
+        sensor(f"{fid}-A1", "acceleration", "m/s²", (0.0, 20.0), 10, [rule([
+            lv("yellow", 1.5, 1.3, SRC_ACCEL), lv("red", 3.0, 2.7, SRC_ACCEL)],
+            signal="rms", window_s=60)]),
+        sensor(f"{fid}-B1", "bearing_displacement", "mm", (-150.0, 150.0), 60, [value_rule([
+            lv("yellow", 40, 38, SRC_BEARING), lv("red", 60, 57, SRC_BEARING)])]),
+        sensor(f"{fid}-K1", "temperature", "°C", (-30.0, 70.0), 60,
+               [t("yellow", 60, 55, SRC_TEMP)], stuck_after_s=6 * 3600),
+    ]}
 
 
-def gas_manhole(fid: str) -> list[dict[str, Any]]:
-    return [
-        sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [
-            t("blue", 10, 8, SRC_H2S), t("yellow", 20, 17, SRC_H2S),
-            t("red", 50, 45, SRC_H2S)]),
-        sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [
-            t("yellow", 25, 22, SRC_CH4), t("red", 50, 45, SRC_CH4)]),
-        sensor(f"{fid}-G1", "co", "mg/m³", (0.0, 500.0), 60, [
-            t("blue", 20, 18, SRC_CO), t("yellow", 30, 27, SRC_CO)]),
-        sensor(f"{fid}-O1", "o2", "%vol", (0.0, 30.0), 60, [
-            t("yellow", 19.5, 19.8, SRC_O2, "lower"), t("red", 18.0, 18.5, SRC_O2, "lower")]),
-        sensor(f"{fid}-L1", "water_level", "m", (0.0, 5.0), 60),
-    ]
+def gas_manhole(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [value_rule([
+            lv("blue", 10, 8, SRC_H2S), lv("yellow", 20, 17, SRC_H2S), lv("red", 50, 45, SRC_H2S)])]),
+        sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [value_rule([
+            lv("yellow", 25, 22, SRC_CH4), lv("red", 50, 45, SRC_CH4)])]),
+        sensor(f"{fid}-G1", "co", "mg/m³", (0.0, 500.0), 60, [value_rule([
+            lv("blue", 20, 18, SRC_CO), lv("yellow", 30, 27, SRC_CO)])]),
+        sensor(f"{fid}-O1", "o2", "%vol", (0.0, 30.0), 60, [value_rule([
+            lv("yellow", 19.5, 19.8, SRC_O2), lv("red", 18.0, 18.5, SRC_O2)], "lower")]),
+        sensor(f"{fid}-L1", "water_level", "m", (0.0, 5.0), 60, [value_rule([
+            lv("yellow", 3.5, 3.3, SRC_MANHOLE), lv("red", 4.5, 4.3, SRC_MANHOLE)])],
+            stuck_after_s=6 * 3600),
+    ]}
 
 
-def quality_station(fid: str) -> list[dict[str, Any]]:
-    return [
-        sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 3000.0), 60),
-        sensor(f"{fid}-C1", "cod", "mg/L", (0.0, 3000.0), 300, [
-            t("yellow", 500, 450, SRC_QUALITY)]),
-        sensor(f"{fid}-N1", "nh3n", "mg/L", (0.0, 300.0), 300, [
-            t("yellow", 45, 40, SRC_QUALITY)]),
+def quality_station(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 3000.0), 60, [t("yellow", 2500, 2300, SRC_FLOW)],
+               stuck_after_s=6 * 3600),
+        sensor(f"{fid}-C1", "cod", "mg/L", (0.0, 3000.0), 300, [t("yellow", 500, 450, SRC_QUALITY)]),
+        sensor(f"{fid}-N1", "nh3n", "mg/L", (0.0, 300.0), 300, [t("yellow", 45, 40, SRC_QUALITY)]),
         sensor(f"{fid}-P1", "ph", "pH", (0.0, 14.0), 300, [
             t("yellow", 9.5, 9.3, SRC_QUALITY), t("yellow", 6.5, 6.7, SRC_QUALITY, "lower")]),
-    ]
+    ]}
+
+
+def sewage_pumping_well(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [value_rule([
+            lv("blue", 10, 8, SRC_H2S), lv("yellow", 20, 17, SRC_H2S), lv("red", 50, 45, SRC_H2S)])]),
+        sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [value_rule([
+            lv("yellow", 25, 22, SRC_CH4), lv("red", 50, 45, SRC_CH4)])]),
+        sensor(f"{fid}-W1", "water_level", "m", (0.0, 8.0), 30, [value_rule([
+            lv("yellow", 5.0, 4.8, SRC_WETWELL), lv("red", 6.5, 6.2, SRC_WETWELL)])],
+            stuck_after_s=6 * 3600),
+        sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
+    ], "composites": [{
+        "id": "h2s-high-pump-off", "level": "orange",
+        "all_of": [{"sensor": f"{fid}-H1", "op": ">=", "value": 10},
+                   {"sensor": f"{fid}-S1", "op": "<=", "value": 0.5}],
+        "raise_after_s": 120,
+        "source": "DOMAIN.md: H2S building up in a pumping well whose pump is stopped",
+        "default": True}]}
 
 
 PLAN = [  # prefix, kind, name (en), name (zh), sensors, how many per zone
@@ -143,6 +230,7 @@ PLAN = [  # prefix, kind, name (en), name (zh), sensors, how many per zone
     ("BR", "bridge", "bridge", "桥梁", bridge, 2),
     ("SG", "sewage", "sewer manhole (gas)", "污水井", gas_manhole, 2),
     ("SQ", "sewage", "sewage quality station", "污水水质站", quality_station, 1),
+    ("SP", "sewage", "sewage pumping well", "污水泵井", sewage_pumping_well, 1),
 ]
 
 
@@ -160,10 +248,14 @@ def main() -> None:
                     "district": zone_en,
                     "lat": round(lat + rnd.uniform(-0.02, 0.02), 5),
                     "lon": round(lon + rnd.uniform(-0.02, 0.02), 5),
-                    "sensors": make(fid),
+                    **make(fid),
                 })
     doc = {"version": 1, "name": "Wenzhou Bay New Area and Longwan (example)",
-           "timezone": "Asia/Shanghai", "facilities": facilities}
+           "timezone": "Asia/Shanghai",
+           "policy": {"allowed_lateness_s": 300, "flap_window_s": 900, "flap_max_transitions": 6,
+                      "sensor_offline_after_intervals": 3, "gateway_offline_after_intervals": 3,
+                      "gap_clear_reports": 10, "checkpoint_interval_s": 30},
+           "facilities": facilities}
     sys.stdout.write("# Example registry, generated by deploy/registry/generate_example.py.\n"
                      "# Thresholds marked default: true are placeholders with their source.\n")
     yaml.safe_dump(doc, sys.stdout, allow_unicode=True, sort_keys=False, width=120)

@@ -4,5 +4,6 @@ READINGS = "lifeline.readings"
 READINGS_DLQ = "lifeline.readings.dlq"
 ALARMS = "lifeline.alarms"
 ACKS = "lifeline.acks"
+TICKS = "lifeline.ticks"  # processor-internal: wall-clock ticks per partition
 
-ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS)
+ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS)

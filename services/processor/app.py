@@ -1,43 +1,63 @@
-"""The processor's Faust wiring: ``lifeline.readings`` → rules → ``lifeline.alarms``.
+"""The processor's Faust wiring: ``lifeline.readings`` (+ ticks) → alarm engine →
+``lifeline.alarms``.
 
-Rule state lives in the changelog-backed table ``alarm_state`` (one entry per facility,
-the partition key), written only when an alarm changes. Alarm events are sent before the
-table write and before the offset commit; after a crash the batch is evaluated again and,
-because ids are deterministic, any event sent twice carries the same ``event_id``.
+State: each facility's working state lives in memory while this worker owns its partition
+and is saved to the changelog-backed table ``alarm_state`` (one entry per facility, the
+partition key) on every alarm transition and at least every ``checkpoint_interval_s`` of
+event time. After a crash the entry is restored and Kafka redelivers everything after the
+last committed offset; samples are keyed by event time and alarm ids are deterministic, so
+reprocessing neither double-counts a window nor raises an alarm twice. What a crash can
+cost is bounded: the window contributions and debounce progress between the last
+checkpoint and the last committed offset (at most ``checkpoint_interval_s`` of event time).
+
+Ticks: a timer sends one tick per owned partition to ``lifeline.ticks`` every
+``tick_interval_s``; the agent consumes readings and ticks together, so the wall-clock
+gateway-offline check runs inside the stream and may write the table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
+from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
 
-from schemas.deadletter import Problem, RejectReason, dead_letter
+from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from schemas.reading import ReadingBatch
-from schemas.registry import Registry
+from schemas.registry import Registry, RegistryError, load_registry
 from services.core import topics
 from services.core.faust_app import add_health_pages, make_app, register_gauges
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.processor.config import ProcessorConfig
-from services.processor.rules import ThresholdEngine
+from services.processor.engine import AlarmEngine, FacilityState, Outcome
 
 log = get_logger("lifeline.processor")
 
 
 @dataclass
 class Processor:
-    """The wired processor; tests reach the agent, topics and table through it."""
+    """The wired processor; tests reach the agent, topics, table and engine through it."""
 
     app: faust.App
     agent: Any
     alarms: Any
     dlq: Any
+    ticks: Any
     state: Any
     health: Health
+    engine_ref: list[AlarmEngine]
+    cache: dict[str, FacilityState] = field(default_factory=dict)
+    owner: dict[str, int] = field(default_factory=dict)  # facility -> partition
+
+    @property
+    def engine(self) -> AlarmEngine:
+        return self.engine_ref[0]
 
 
 def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
@@ -45,59 +65,131 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                    web_host=cfg.processor.health_host)
     counters = Counters()
     health = Health("processor", counters)
-    engine = ThresholdEngine(registry)
 
-    readings = app.topic(topics.READINGS, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-    alarms = app.topic(topics.ALARMS, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(topics.READINGS_DLQ, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw")
-    state = app.Table("alarm_state", default=None, key_type=str, value_type=None)
+    def raw(*names: str) -> Any:
+        return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")
 
-    @app.agent(readings)
+    source = raw(topics.READINGS, topics.TICKS)
+    alarms, dlq, ticks = raw(topics.ALARMS), raw(topics.READINGS_DLQ), raw(topics.TICKS)
+    table = app.Table("alarm_state", default=None, key_type=str, value_type=None)
+    proc = Processor(app, None, alarms, dlq, ticks, table, health, [AlarmEngine(registry)])
+
+    def facility_state(fid: str, partition: int) -> FacilityState:
+        fs = proc.cache.get(fid)
+        if fs is None:
+            fs = proc.cache[fid] = FacilityState.from_json(table.get(fid))
+            proc.owner[fid] = partition
+        return fs
+
+    async def publish(fid: str, fs: FacilityState, out: Outcome) -> None:
+        for ev in out.events:
+            await alarms.send(key=fid.encode(), value=ev.model_dump_json().encode())
+            counters.inc(f"alarm_events.{ev.event}")
+            log.info(f"alarm.{ev.event.value}", facility_id=fid, sensor=ev.sensor, rule=ev.rule,
+                     level=ev.level, category=ev.category, alarm_id=ev.alarm_id,
+                     silenced=ev.silenced, suppressed_by=ev.suppressed_by,
+                     event_time=ev.ts.isoformat())
+        if out.save:
+            table[fid] = fs.to_json()
+            counters.inc("state_saves")
+
+    async def reject(key: bytes | None, raw_value: bytes, src: str,
+                     problems: list[Problem]) -> None:
+        counters.inc("rejected")
+        log.warning("processor.rejected", source=src, reason=str(problems[0].reason),
+                    detail=problems[0].detail, facility_id=key.decode(errors="replace") if key
+                    else None)
+        dl: DeadLetter = dead_letter(problems=problems, service="processor", source=src,
+                                     payload=raw_value, received_at=datetime.now(UTC),
+                                     keep_bytes=65536,
+                                     facility_id=key.decode(errors="replace") if key else None)
+        await dlq.send(key=key, value=dl.model_dump_json().encode())
+
+    @app.agent(source)
     async def evaluate(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            raw: bytes = event.value
+            value: bytes = event.value
+            if msg.topic == topics.TICKS:
+                now_ms = int(value)
+                engine = proc.engine
+                for fid, part in list(proc.owner.items()):
+                    if part == msg.partition:
+                        fs = proc.cache[fid]
+                        await publish(fid, fs, engine.tick(fid, fs, now_ms))
+                continue
+            src = f"kafka:{msg.topic}[{msg.partition}]@{msg.offset}"
             try:
-                batch = ReadingBatch.model_validate_json(raw)
+                batch = ReadingBatch.model_validate_json(value)
             except ValidationError as exc:
-                counters.inc("rejected")
-                source = f"kafka:{msg.topic}[{msg.partition}]@{msg.offset}"
-                detail = f"not a ReadingBatch: {exc.errors()[0]['msg']}"[:300]
-                log.warning("processor.rejected", source=source, detail=detail)
-                dl = dead_letter(problems=[Problem(reason=RejectReason.UNDECODABLE_EVENT,
-                                                   detail=detail)],
-                                 service="processor", source=source, payload=raw,
-                                 received_at=datetime.now(UTC), keep_bytes=65536)
-                await dlq.send(key=msg.key, value=dl.model_dump_json().encode())
+                await reject(msg.key, value, src, [Problem(
+                    reason=RejectReason.UNDECODABLE_EVENT,
+                    detail=f"not a ReadingBatch: {exc.errors()[0]['msg']}"[:300])])
                 continue
             fid = batch.facility_id
-            before = state.get(fid)
-            after, events = engine.evaluate(batch, before)
-            for ev in events:
-                await alarms.send(key=fid.encode(), value=ev.model_dump_json().encode())
-                counters.inc(f"alarm_events.{ev.event}")
-                log.info("alarm." + ev.event.value, facility_id=fid, sensor=ev.sensor,
-                         level=ev.level, value=ev.value, alarm_id=ev.alarm_id,
-                         event_time=ev.ts.isoformat())
-            if after is not before:
-                if after is None:
-                    state.pop(fid, None)
-                else:
-                    state[fid] = after
+            fs = facility_state(fid, msg.partition)
+            t0 = time.perf_counter()
+            out = proc.engine.evaluate(batch, fs)
+            counters.inc("engine_us", int((time.perf_counter() - t0) * 1e6))
+            await publish(fid, fs, out)
+            if out.late:
+                counters.inc("late_readings", len(out.late))
+                await reject(msg.key, value, src, out.late)
             counters.inc("processed_batches")
             counters.inc("processed_readings", len(batch.readings))
 
+    proc.agent = evaluate
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(_app: Any, /, *args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
+        revoked: set[Any] = args[0] if args else set()
+        gone = {tp.partition for tp in revoked if tp.topic == topics.READINGS}
+        for fid in [f for f, p in proc.owner.items() if p in gone]:
+            proc.owner.pop(fid, None)
+            proc.cache.pop(fid, None)  # another worker now owns it; reload from the table later
+
+    @app.timer(cfg.processor.tick_interval_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _tick() -> None:
+        consumer = getattr(app, "_consumer", None)
+        if consumer is None:
+            return
+        now = str(int(time.time() * 1000)).encode()
+        for tp in consumer.assignment():
+            if tp.topic == topics.READINGS:
+                await ticks.send(value=now, partition=tp.partition)
+
+    registry_file = Path(cfg.common.registry)
+    mtime = [registry_file.stat().st_mtime if registry_file.exists() else 0.0]
+
+    @app.timer(cfg.processor.reload_check_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _reload() -> None:
+        try:
+            current = registry_file.stat().st_mtime  # noqa: ASYNC240 — one stat every few seconds
+        except OSError:
+            return
+        if current == mtime[0]:
+            return
+        mtime[0] = current
+        try:
+            new = load_registry(registry_file)
+        except RegistryError as exc:
+            health.problem("registry", f"reload refused, keeping the previous rules: {exc}"[:500])
+            log.error("registry.reload_refused", path=str(registry_file), error=str(exc)[:1000])
+            return
+        proc.engine_ref[0] = AlarmEngine(new)
+        health.ok("registry")
+        counters.inc("registry_reloads")
+        log.info("registry.reloaded", path=str(registry_file), facilities=len(new.facilities),
+                 sensors=new.sensor_count)
+
     register_gauges(app, health)
-    counters.gauge("active_alarm_facilities", lambda: len(state))
+    counters.gauge("facilities_in_memory", lambda: len(proc.cache))
     add_health_pages(app, health)
-    return Processor(app, evaluate, alarms, dlq, state, health)
+    return proc
 
 
 def main() -> None:
-    from schemas.registry import load_registry
     from services.core.faust_app import run_worker
 
     cfg = ProcessorConfig()

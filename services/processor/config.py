@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.core.settings import KafkaSettings, RegistrySettings, _Group, load
@@ -13,6 +14,10 @@ class ProcessorSettings(_Group):
 
     health_host: str = "127.0.0.1"
     health_port: int = 18082
+    tick_interval_s: float = Field(default=5.0, gt=0,
+                                   description="How often the gateway-offline check runs.")
+    reload_check_s: float = Field(default=5.0, gt=0,
+                                  description="How often the registry file is checked for changes.")
 
 
 class ProcessorConfig:

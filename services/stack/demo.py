@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from schemas.registry import Direction, load_registry
+from schemas.registry import Direction, Signal, load_registry
 from services.core import topics
 from services.core.kafka_tools import read_topic
 from services.core.settings import KafkaSettings, state_dir
@@ -106,7 +106,8 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
                         env["LIFELINE_SIMULATOR_MQTT_USERNAME"],
                         env["LIFELINE_SIMULATOR_MQTT_PASSWORD"])
         breachable = itertools.cycle([s.id for f in reg.facilities for s in f.sensors
-                                      if any(t.direction is Direction.UPPER for t in s.thresholds)])
+                                      if any(r.signal is Signal.VALUE and r.direction is
+                                             Direction.UPPER for r in s.rules)])
         start = time.monotonic()
         next_status = next_breach = start + 5
         held: tuple[str, float] | None = None

@@ -5,8 +5,9 @@ are fields). Every point's time is the event time in milliseconds, so a replayed
 duplicated reading overwrites its own point instead of adding one.
 
 - ``reading``     tags facility, sensor, kind, metric, district; fields value (float), seq (int)
-- ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level;
-                  fields alarm_id, event_id, value, threshold, severity, previous_level, message
+- ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level, category;
+                  fields alarm_id, event_id, value, threshold, severity, previous_level, message,
+                  silenced, flapping, suppressed_by ("" when not suppressed)
 """
 
 from __future__ import annotations
@@ -41,16 +42,21 @@ class PointBuilder:
 
     def alarm(self, ev: AlarmEvent) -> str:
         p = (Point(ALARM_EVENT).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
-             .tag("kind", ev.kind.value).tag("metric", ev.metric.value)
+             .tag("kind", ev.kind.value)
+             .tag("metric", ev.metric.value if ev.metric else "none")
              .tag("district", self._district.get(ev.facility_id, "unknown"))
              .tag("rule", ev.rule).tag("event", ev.event.value)
              .tag("level", ev.level.value if ev.level else "none")
+             .tag("category", ev.category.value)
              .field("alarm_id", ev.alarm_id).field("event_id", ev.event_id)
-             .field("value", float(ev.value))
+             .field("silenced", ev.silenced).field("flapping", ev.flapping)
+             .field("suppressed_by", ev.suppressed_by or "")
              .field("severity", ev.level.severity if ev.level else 0)
              .field("previous_level", ev.previous_level.value if ev.previous_level else "none")
              .field("message", ev.message)
              .time(to_epoch_ms(ev.ts), WritePrecision.MS))
+        if ev.value is not None:
+            p.field("value", float(ev.value))
         if ev.threshold is not None:
             p.field("threshold", float(ev.threshold))
         line: str = p.to_line_protocol()

@@ -27,6 +27,7 @@ def test_alarm_point_escapes_text(registry: Registry) -> None:
                     sensor="DR-BH-001-L1", metric="water_level", rule="threshold-upper",
                     value=3.0, threshold=2.95, unit="m", ts=TS, message='say "hi", ok')
     line = PointBuilder(registry).alarm(ev)
-    assert line.startswith("alarm_event,district=Binhai\\ Park,event=raised,facility=DR-BH-001,")
+    assert line.startswith("alarm_event,category=facility,district=Binhai\\ Park,event=raised,"
+                           "facility=DR-BH-001,")
     assert 'message="say \\"hi\\", ok"' in line and "severity=4i" in line
     assert line.endswith(" 1782892800123")

@@ -10,26 +10,27 @@ from unittest.mock import patch
 import pytest
 
 from schemas.reading import Reading, ReadingBatch
-from schemas.registry import Registry
 from services.processor.app import build
 from services.processor.config import ProcessorConfig
+from tests.unit.engine_helpers import lv, make_registry, sensor
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+REGISTRY = make_registry(sensor("L", "water_level", {"levels": [
+    lv("blue", 1.8, 1.7), lv("yellow", 2.25, 2.15), lv("red", 2.95, 2.85)]}, rng=(0, 7)))
 
 
 def batch(value: float, minute: int, seq: int) -> bytes:
     ts = T0 + timedelta(minutes=minute)
     return ReadingBatch(
-        facility_id="DR-BH-001", kind="drainage", seq=seq, received_at=ts,
-        readings=[Reading(sensor="DR-BH-001-L1", metric="water_level", value=value, unit="m",
-                          ts=ts)],
+        facility_id="F-1", kind="drainage", seq=seq, received_at=ts,
+        readings=[Reading(sensor="L", metric="water_level", value=value, unit="m", ts=ts)],
     ).model_dump_json().encode()
 
 
 @pytest.fixture
-def processor(registry: Registry, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+def processor(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("LIFELINE_STATE_DIR", str(tmp_path))
-    return build(ProcessorConfig(), registry)
+    return build(ProcessorConfig(), REGISTRY)
 
 
 async def test_agent_raises_escalates_and_clears(processor: Any) -> None:
@@ -41,25 +42,26 @@ async def test_agent_raises_escalates_and_clears(processor: Any) -> None:
     with patch.object(processor.alarms, "send", side_effect=capture):
         async with processor.agent.test_context() as agent:
             for i, v in enumerate([0.8, 1.9, 1.95, 3.0, 2.9, 0.5, 0.6]):
-                await agent.put(batch(v, i, i + 1), key=b"DR-BH-001")
+                await agent.put(batch(v, i, i + 1), key=b"F-1")
     assert [(e["event"], e["level"]) for e in sent] == [
         ("raised", "blue"), ("escalated", "red"), ("cleared", None)]
     assert len({e["alarm_id"] for e in sent}) == 1
-    assert processor.state.get("DR-BH-001") is None
+    saved = processor.state.get("F-1")
+    assert saved["rules"]["L|value-upper"][4] is None  # saved after the clear: nothing emitted
     assert processor.health.counters.get("processed_readings") == 7
 
 
-async def test_agent_keeps_state_between_batches(processor: Any) -> None:
+async def test_agent_saves_state_between_batches(processor: Any) -> None:
     with patch.object(processor.alarms, "send") as send:
         async with processor.agent.test_context() as agent:
-            await agent.put(batch(2.3, 0, 1), key=b"DR-BH-001")
-            held = processor.state.get("DR-BH-001")
-            await agent.put(batch(2.3, 1, 2), key=b"DR-BH-001")
+            await agent.put(batch(2.3, 0, 1), key=b"F-1")
+            held = processor.state.get("F-1")
+            await agent.put(batch(2.3, 1, 2), key=b"F-1")
     assert send.call_count == 1
-    assert held is not None and held["alarms"]["DR-BH-001-L1|threshold-upper"]["level"] == "yellow"
+    assert held["rules"]["L|value-upper"][4] == "yellow"  # emitted level, in the table
 
 
-async def test_agent_dead_letters_an_undecodable_event(processor: Any) -> None:
+async def test_agent_dead_letters_undecodable_and_late_events(processor: Any) -> None:
     dlq: list[dict[str, Any]] = []
 
     async def capture(*, key: Any, value: bytes) -> None:
@@ -68,7 +70,8 @@ async def test_agent_dead_letters_an_undecodable_event(processor: Any) -> None:
     with patch.object(processor.dlq, "send", side_effect=capture), \
             patch.object(processor.alarms, "send") as alarms:
         async with processor.agent.test_context() as agent:
-            await agent.put(b"{not json", key=b"DR-BH-001")
-            await agent.put(batch(3.2, 0, 1), key=b"DR-BH-001")
-    assert [d["reason"] for d in dlq] == ["undecodable_event"]
+            await agent.put(b"{not json", key=b"F-1")
+            await agent.put(batch(3.2, 60, 1), key=b"F-1")
+            await agent.put(batch(1.0, 0, 2), key=b"F-1")  # an hour older than the newest
+    assert [d["reason"] for d in dlq] == ["undecodable_event", "late"]
     assert alarms.call_count == 1  # the good event after the bad one was still evaluated

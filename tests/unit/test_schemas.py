@@ -87,11 +87,23 @@ def test_example_registry_is_realistic(registry: Registry) -> None:
     kinds = {f.kind.value for f in registry.facilities}
     assert kinds == {"drainage", "bridge", "sewage"}
     assert len(registry.facilities) >= 36
+    metrics_with_rules = set()
     for f in registry.facilities:
         assert 27.8 <= f.lat <= 28.0 and 120.7 <= f.lon <= 121.0, f.id
         for s in f.sensors:
-            for t in s.thresholds:
-                assert t.default and len(t.source) > 10, (s.id, t)
+            for r in s.rules:
+                metrics_with_rules.add(s.metric)
+                for lv in r.levels:
+                    assert lv.default and len(lv.source) > 10, (s.id, lv)
+        for c in f.composites:
+            assert c.default and len(c.source) > 10
+    # Every metric that can signal a risk has a default rule (pump_state is context only).
+    from schemas.kinds import Metric
+
+    assert set(Metric) - metrics_with_rules == {Metric.PUMP_STATE}
+    signals = {r.signal.value for f in registry.facilities for s in f.sensors for r in s.rules}
+    assert {"value", "rate", "sum", "rms"} <= signals
+    assert any(f.composites for f in registry.facilities)
 
 
 def _registry_yaml(sensor: str) -> str:
@@ -117,12 +129,19 @@ facilities:
     ("      - {id: S-1, metric: water_level, unit: m, range: [7, 0], interval_s: 60}",
      "range min"),
     ("      - {id: S-1, metric: water_level, unit: m, range: [0, 7], interval_s: 60,\n"
-     "         thresholds: [{level: red, raise_at: 1, source: abc},\n"
-     "                      {level: blue, raise_at: 2, source: abc}]}",
-     "stricter with level"),
+     "         rules: [{levels: [{level: red, raise_at: 1, source: abc},\n"
+     "                           {level: blue, raise_at: 2, source: abc}]}]}",
+     "stricter with severity"),
     ("      - {id: S-1, metric: water_level, unit: m, range: [0, 7], interval_s: 60,\n"
-     "         thresholds: [{level: red, raise_at: 1, clear_at: 2, source: abc}]}",
-     "clear_at"),
+     "         rules: [{levels: [{level: red, raise_at: 1, clear_at: 2, source: abc}]}]}",
+     "wrong side"),
+    ("      - {id: S-1, metric: water_level, unit: m, range: [0, 7], interval_s: 60,\n"
+     "         rules: [{signal: sum, levels: [{level: red, raise_at: 1, source: abc}]}]}",
+     "needs window_s"),
+    ("      - {id: S-1, metric: water_level, unit: m, range: [0, 7], interval_s: 60,\n"
+     "         rules: [{levels: [{level: red, raise_at: 1, source: abc}]},\n"
+     "                 {levels: [{level: blue, raise_at: 1, source: abc}]}]}",
+     "share the id"),
     ("      - {id: S-1, metric: water_level, unit: m, range: [0, 7], interval_s: 60}\n"
      "      - {id: S-1, metric: flow, unit: L/s, range: [0, 7], interval_s: 60}",
      "duplicate sensor id"),
@@ -146,3 +165,43 @@ def test_registry_file_errors(tmp_path: Path) -> None:
 def test_committed_json_schemas_are_current(name: str) -> None:
     committed = (ROOT / "schemas" / "json" / name).read_text(encoding="utf-8")
     assert committed == render(EXPORTS[name]), f"run `lifeline schemas export` ({name})"
+
+
+def test_composite_must_name_known_sensors(tmp_path: Path) -> None:
+    text = _registry_yaml("      - {id: S-1, metric: water_level, unit: m, range: [0, 7], "
+                          "interval_s: 60}") + """    composites:
+      - id: c1
+        level: red
+        source: test
+        all_of: [{sensor: S-1, op: ">=", value: 1}, {sensor: S-9, op: "<=", value: 0}]
+"""
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    with pytest.raises(RegistryError, match="unknown sensor S-9"):
+        load_registry(p)
+
+
+@pytest.mark.parametrize(("window", "ok"), [
+    ({"reason": "night works", "daily_from": "22:00", "daily_to": "02:00"}, True),
+    ({"reason": "works", "starts": "2026-07-01T00:00:00+08:00",
+      "ends": "2026-07-02T00:00:00+08:00"}, True),
+    ({"reason": "works", "daily_from": "22:00"}, False),
+    ({"reason": "works", "daily_from": "22:00", "daily_to": "23:00",
+      "starts": "2026-07-01T00:00:00Z", "ends": "2026-07-02T00:00:00Z"}, False),
+    ({"reason": "works", "starts": "2026-07-02T00:00:00Z", "ends": "2026-07-01T00:00:00Z"}, False),
+])
+def test_maintenance_window_forms(window: dict[str, str], ok: bool) -> None:
+    from schemas.registry import MaintenanceWindow
+
+    if ok:
+        MaintenanceWindow.model_validate(window)
+    else:
+        with pytest.raises(ValidationError):
+            MaintenanceWindow.model_validate(window)
+
+
+def test_registry_rejects_unknown_timezone(registry: Registry) -> None:
+    raw = registry.model_dump(mode="json")
+    raw["timezone"] = "Mars/Olympus"
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        Registry.model_validate(raw)

@@ -1,0 +1,126 @@
+"""One facility's working state and its JSON form (the Faust table value).
+
+Everything the engine needs to continue after a restart is here: each sensor's recent
+samples (only as far back as its longest window), its stuck-value timer, and each rule's
+debounce, flapping and episode state. Saved on every alarm transition and at least every
+``checkpoint_interval_s`` of event time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.processor.engine.signals import Sample
+
+
+class SensorState:
+    __slots__ = ("last_ts", "last_value", "same_since", "samples", "watermark")
+
+    def __init__(self) -> None:
+        self.last_ts: int | None = None  # newest in-order reading (ms)
+        self.last_value: float | None = None
+        self.same_since: int | None = None  # start of the current run of identical values
+        self.samples: list[Sample] = []
+        self.watermark: int = 0  # newest event time seen (ms)
+
+    def to_json(self) -> list[Any]:
+        return [self.last_ts, self.last_value, self.same_since, self.watermark,
+                [[t, v] for t, v in self.samples]]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> SensorState:
+        s = cls()
+        s.last_ts, s.last_value, s.same_since, s.watermark = raw[0], raw[1], raw[2], raw[3]
+        s.samples = [(int(t), float(v)) for t, v in raw[4]]
+        return s
+
+
+class RuleState:
+    """Debounced level, pending change, emitted episode and flapping of one rule."""
+
+    __slots__ = ("alarm_id", "emitted", "flapping", "level", "pending", "pending_count",
+                 "pending_since", "since", "transitions")
+
+    def __init__(self) -> None:
+        self.level: str | None = None  # the rule's debounced level now
+        self.pending: str | None = None  # candidate level waiting for its duration
+        self.pending_since: int = 0
+        self.pending_count: int = 0
+        self.emitted: str | None = None  # level the world was last told (None: no episode)
+        self.alarm_id: str | None = None
+        self.since: int = 0  # event time the episode was raised
+        self.flapping: bool = False
+        self.transitions: list[int] = []  # times of recent level changes (flap detection)
+
+    @property
+    def idle(self) -> bool:
+        return (self.level is None and self.emitted is None and self.pending is None
+                and not self.transitions)
+
+    def to_json(self) -> list[Any]:
+        return [self.level, self.pending, self.pending_since, self.pending_count, self.emitted,
+                self.alarm_id, self.since, self.flapping, self.transitions]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> RuleState:
+        r = cls()
+        (r.level, r.pending, r.pending_since, r.pending_count, r.emitted, r.alarm_id, r.since,
+         r.flapping, r.transitions) = raw
+        return r
+
+
+class FacilityState:
+    __slots__ = ("checkpoint_ts", "first_ts", "gap_ok", "last_received", "last_seq", "latest_ts",
+                 "resumed_ts", "rules", "sensors")
+
+    def __init__(self) -> None:
+        self.sensors: dict[str, SensorState] = {}
+        self.rules: dict[str, RuleState] = {}  # "<sensor or facility>|<rule key>"
+        self.last_seq: int | None = None
+        self.gap_ok: int = 0  # in-order reports since the last gap
+        self.last_received: int = 0  # ingest time of the newest report (wall clock, ms)
+        self.first_ts: int | None = None  # event time of the first report seen
+        self.latest_ts: int = 0  # newest event time of the facility
+        self.checkpoint_ts: int = 0  # latest_ts when last saved
+        self.resumed_ts: int = 0  # event time the gateway came back after an outage
+
+    def sensor(self, sid: str) -> SensorState:
+        s = self.sensors.get(sid)
+        if s is None:
+            s = self.sensors[sid] = SensorState()
+        return s
+
+    def rule(self, key: str) -> RuleState:
+        r = self.rules.get(key)
+        if r is None:
+            r = self.rules[key] = RuleState()
+        return r
+
+    def active(self, key: str) -> RuleState | None:
+        r = self.rules.get(key)
+        return r if r is not None and r.emitted is not None else None
+
+    def active_alarms(self) -> dict[str, RuleState]:
+        return {k: r for k, r in self.rules.items() if r.emitted is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "sensors": {k: s.to_json() for k, s in self.sensors.items()},
+            "rules": {k: r.to_json() for k, r in self.rules.items() if not r.idle},
+            "seq": self.last_seq, "gap_ok": self.gap_ok, "recv": self.last_received,
+            "first": self.first_ts, "latest": self.latest_ts, "ck": self.checkpoint_ts,
+            "resumed": self.resumed_ts,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | None) -> FacilityState:
+        f = cls()
+        if not raw:
+            return f
+        f.sensors = {k: SensorState.from_json(v) for k, v in raw["sensors"].items()}
+        f.rules = {k: RuleState.from_json(v) for k, v in raw["rules"].items()}
+        f.last_seq, f.gap_ok, f.last_received = raw["seq"], raw["gap_ok"], raw["recv"]
+        f.first_ts, f.latest_ts, f.checkpoint_ts = raw["first"], raw["latest"], raw["ck"]
+        f.resumed_ts = raw.get("resumed", 0)
+        return f

@@ -1,0 +1,99 @@
+"""From a rule's instantaneous level to alarm transitions: duration, flapping, episodes.
+
+``candidate`` is what the rule's condition says for one sample. It becomes the rule's
+level only after it held for ``after_s`` of event time and ``after_count`` samples (the
+raise settings when it is more severe, the clear settings otherwise). Each level change is
+then emitted — unless the alarm came and went ``flap_max`` times within ``flap_window``:
+then one ``flapping`` event is emitted, the alarm is held at the worst level seen, and it
+``settles`` once the level has been stable for a whole window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.alarm import AlarmEventType
+from schemas.kinds import AlarmLevel
+from services.processor.engine.state import RuleState
+
+_SEV: dict[str | None, int] = {None: 0, **{lv.value: lv.severity for lv in AlarmLevel}}
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    raise_after_s: float = 0.0
+    raise_after_count: int = 1
+    clear_after_s: float = 0.0
+    clear_after_count: int = 1
+
+
+IMMEDIATE = Timing()
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    event: AlarmEventType
+    level: str | None  # after
+    previous: str | None
+    new_episode: bool
+
+
+def severity(level: str | None) -> int:
+    return _SEV[level]
+
+
+def _change(prev: str | None, new: str | None) -> AlarmEventType:
+    if prev is None:
+        return AlarmEventType.RAISED
+    if new is None:
+        return AlarmEventType.CLEARED
+    return AlarmEventType.ESCALATED if _SEV[new] > _SEV[prev] else AlarmEventType.DEESCALATED
+
+
+def update(rs: RuleState, candidate: str | None, ts: int, timing: Timing, flap_window_ms: int,
+           flap_max: int) -> Transition | None:
+    """Feed one evaluation at event time ``ts`` (ms); return the transition to emit, if any."""
+    changed = False
+    before = rs.level
+    if candidate == rs.level:
+        rs.pending, rs.pending_count = None, 0
+    else:
+        if candidate != rs.pending:
+            rs.pending, rs.pending_since, rs.pending_count = candidate, ts, 0
+        rs.pending_count += 1
+        raising = _SEV[candidate] > _SEV[rs.level]
+        after_ms = (timing.raise_after_s if raising else timing.clear_after_s) * 1000
+        after_n = timing.raise_after_count if raising else timing.clear_after_count
+        if ts - rs.pending_since >= after_ms and rs.pending_count >= after_n:
+            rs.level, rs.pending, rs.pending_count = candidate, None, 0
+            changed = True
+    horizon = ts - flap_window_ms
+    # Flapping is about an alarm coming and going, not about moving between levels.
+    if changed and (rs.level is None) != (before is None):
+        rs.transitions = [*[t for t in rs.transitions if t > horizon][-(flap_max - 1):], ts]
+    elif rs.transitions and rs.transitions[0] <= horizon:
+        rs.transitions = [t for t in rs.transitions if t > horizon]
+
+    if rs.flapping:
+        if changed and _SEV[rs.level] > _SEV[rs.emitted]:
+            rs.emitted = rs.level  # held at the worst level seen while flapping
+        if rs.transitions:
+            return None
+        # Stable for a whole window: settle at the real level.
+        rs.flapping = False
+        prev = rs.emitted
+        if rs.level == prev:
+            return Transition(AlarmEventType.SETTLED, rs.level, prev, False)
+        rs.emitted = rs.level
+        return Transition(_change(prev, rs.level), rs.level, prev, False)
+
+    if not changed:
+        return None
+    prev = rs.emitted
+    if len(rs.transitions) >= flap_max and prev is not None:
+        rs.flapping = True
+        held = rs.level if _SEV[rs.level] > _SEV[prev] else prev
+        rs.emitted = held
+        return Transition(AlarmEventType.FLAPPING, held, prev, False)
+    rs.emitted = rs.level
+    return Transition(_change(prev, rs.level), rs.level, prev, prev is None)
