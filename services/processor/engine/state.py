@@ -38,14 +38,14 @@ class SensorState:
 class RuleState:
     """Debounced level, pending change, emitted episode and flapping of one rule."""
 
-    __slots__ = ("alarm_id", "emitted", "flapping", "level", "pending", "pending_count",
-                 "pending_since", "since", "transitions")
+    __slots__ = ("alarm_id", "down", "emitted", "flapping", "level", "since", "transitions", "up")
 
     def __init__(self) -> None:
         self.level: str | None = None  # the rule's debounced level now
-        self.pending: str | None = None  # candidate level waiting for its duration
-        self.pending_since: int = 0
-        self.pending_count: int = 0
+        # Runs in progress: severity -> (start ms, readings) for "at least this level"; and
+        # (start ms, readings, worst severity seen) for "below the current level".
+        self.up: dict[str, tuple[int, int]] = {}
+        self.down: tuple[int, int, int] | None = None
         self.emitted: str | None = None  # level the world was last told (None: no episode)
         self.alarm_id: str | None = None
         self.since: int = 0  # event time the episode was raised
@@ -54,18 +54,19 @@ class RuleState:
 
     @property
     def idle(self) -> bool:
-        return (self.level is None and self.emitted is None and self.pending is None
-                and not self.transitions)
+        return (self.level is None and self.emitted is None and not self.up
+                and self.down is None and not self.transitions)
 
     def to_json(self) -> list[Any]:
-        return [self.level, self.pending, self.pending_since, self.pending_count, self.emitted,
-                self.alarm_id, self.since, self.flapping, self.transitions]
+        return [self.level, self.up, self.down, None, self.emitted, self.alarm_id, self.since,
+                self.flapping, self.transitions]
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> RuleState:
         r = cls()
-        (r.level, r.pending, r.pending_since, r.pending_count, r.emitted, r.alarm_id, r.since,
-         r.flapping, r.transitions) = raw
+        (r.level, up, down, _, r.emitted, r.alarm_id, r.since, r.flapping, r.transitions) = raw
+        r.up = {k: (int(v[0]), int(v[1])) for k, v in up.items()}
+        r.down = (int(down[0]), int(down[1]), int(down[2])) if down else None
         return r
 
 

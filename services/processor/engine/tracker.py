@@ -50,23 +50,55 @@ def _change(prev: str | None, new: str | None) -> AlarmEventType:
     return AlarmEventType.ESCALATED if _SEV[new] > _SEV[prev] else AlarmEventType.DEESCALATED
 
 
+_LEVEL_BY_SEV: dict[int, str | None] = {0: None, **{lv.severity: lv.value for lv in AlarmLevel}}
+
+
+def _debounce(rs: RuleState, candidate: str | None, ts: int, timing: Timing) -> bool:
+    """Move ``rs.level`` once a change has lasted long enough; True if it moved.
+
+    Raising to level L needs the condition "at least L" to hold for ``raise_after_*``
+    (so a value wavering between yellow and red still raises yellow, then red); lowering
+    needs "below the current level" for ``clear_after_*`` and lands on the most severe
+    level seen during that run (never lower than the data justify).
+    """
+    cur = _SEV[rs.level]
+    cand = _SEV[candidate]
+    for sev in range(cur + 1, 5):
+        key = str(sev)
+        if cand >= sev:
+            since, count = rs.up.get(key, (ts, 0))
+            rs.up[key] = (since, count + 1)
+        else:
+            rs.up.pop(key, None)
+    if cand < cur:
+        since, count, worst = rs.down if rs.down is not None else (ts, 0, 0)
+        rs.down = (since, count + 1, max(worst, cand))
+    else:
+        rs.down = None
+    target = None
+    for sev in range(4, cur, -1):
+        run = rs.up.get(str(sev))
+        if run is not None and ts - run[0] >= timing.raise_after_s * 1000 \
+                and run[1] >= timing.raise_after_count:
+            target = sev
+            break
+    if target is None and rs.down is not None:
+        since, count, worst = rs.down
+        if ts - since >= timing.clear_after_s * 1000 and count >= timing.clear_after_count:
+            target = worst
+    if target is None:
+        return False
+    rs.level = _LEVEL_BY_SEV[target]
+    rs.up = {k: v for k, v in rs.up.items() if int(k) > target}
+    rs.down = None
+    return True
+
+
 def update(rs: RuleState, candidate: str | None, ts: int, timing: Timing, flap_window_ms: int,
            flap_max: int) -> Transition | None:
     """Feed one evaluation at event time ``ts`` (ms); return the transition to emit, if any."""
-    changed = False
     before = rs.level
-    if candidate == rs.level:
-        rs.pending, rs.pending_count = None, 0
-    else:
-        if candidate != rs.pending:
-            rs.pending, rs.pending_since, rs.pending_count = candidate, ts, 0
-        rs.pending_count += 1
-        raising = _SEV[candidate] > _SEV[rs.level]
-        after_ms = (timing.raise_after_s if raising else timing.clear_after_s) * 1000
-        after_n = timing.raise_after_count if raising else timing.clear_after_count
-        if ts - rs.pending_since >= after_ms and rs.pending_count >= after_n:
-            rs.level, rs.pending, rs.pending_count = candidate, None, 0
-            changed = True
+    changed = _debounce(rs, candidate, ts, timing)
     horizon = ts - flap_window_ms
     # Flapping is about an alarm coming and going, not about moving between levels.
     if changed and (rs.level is None) != (before is None):
