@@ -79,13 +79,13 @@ def test_no_alarm_without_a_sustained_breach(rule: dict[str, Any], values: list[
 
 @settings(max_examples=300, deadline=None)
 @given(rules(), st.lists(VALUES, min_size=1, max_size=60))
-def test_every_sustained_breach_raises_exactly_once(rule: dict[str, Any],
+def test_sustained_breach_raises_once_and_sustained_calm_clears(rule: dict[str, Any],
                                                     values: list[float]) -> None:
     f, per_reading = run(rule, values)
     lowest = min(lv_["raise_at"] for lv_ in rule["levels"])
     lowest_clear = min(lv_["clear_at"] for lv_ in rule["levels"])
-    a = rule["raise_after_count"]
-    run_len = 0
+    a, c = rule["raise_after_count"], rule["clear_after_count"]
+    run_len = below = 0
     active = False
     raises_in_run = 0
     for v, events in zip(values, per_reading, strict=True):
@@ -94,6 +94,9 @@ def test_every_sustained_breach_raises_exactly_once(rule: dict[str, Any],
         run_len = run_len + 1 if v >= lowest else 0
         if run_len >= a:
             assert active, f"breach held for {run_len} readings (needs {a}) but no alarm"
+        below = below + 1 if v < lowest_clear else 0
+        if below >= c:
+            assert not active, f"clear condition held for {below} readings (needs {c}) but active"
         # While nothing could clear it, an episode raises at most once.
         if v < lowest_clear:
             raises_in_run = 0
