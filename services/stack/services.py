@@ -35,10 +35,11 @@ def get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
 class ServiceProcess:
     """One Lifeline service run as ``python -m services.cli NAME`` with a given env."""
 
-    def __init__(self, name: str, env: Mapping[str, str], logs: Path, health_port: int) -> None:
+    def __init__(self, name: str, env: Mapping[str, str], logs: Path, health_port: int,
+                 instance: str = "") -> None:
         self.name = name
         self.env = {**os.environ, **env, HEALTH_PORT_ENV[name]: str(health_port)}
-        self.log = logs / f"{name}.log"
+        self.log = logs / f"{name}{instance}.log"
         self.health_port = health_port
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from services.stack.manager import Ports, Stack, check_dependencies, free_port
 from services.stack.services import SERVICES, ServiceProcess
@@ -52,11 +54,46 @@ class Pipeline:
         self.services[name].wait_ready(90, ready=None if name == "ingest" else faust_ready)
 
 
+TEST_FACILITIES = [
+    # Reports every second: its gateway counts as offline after 3 s of silence.
+    {"id": "TEST-GW-1", "kind": "drainage", "name": "gateway test", "district": "test",
+     "lat": 27.9, "lon": 120.8,
+     "sensors": [{"id": "TEST-GW-1-L1", "metric": "water_level", "unit": "m", "range": [0, 7],
+                  "interval_s": 1}]},
+    # Its rule is edited by the reload test.
+    {"id": "TEST-RL-1", "kind": "drainage", "name": "reload test", "district": "test",
+     "lat": 27.9, "lon": 120.8,
+     "sensors": [{"id": "TEST-RL-1-L1", "metric": "water_level", "unit": "m", "range": [0, 7],
+                  "interval_s": 3600,
+                  "rules": [{"levels": [{"level": "blue", "raise_at": 2.0, "source": "test"}]}]}]},
+]
+
+
+def write_registry(path: Path, extra: list[dict[str, Any]]) -> None:
+    doc = yaml.safe_load(EXAMPLE_REGISTRY.read_text(encoding="utf-8"))
+    doc["facilities"].extend(extra)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    tmp.replace(path)  # atomic: the processor never reads half a file
+
+
 @pytest.fixture(scope="session")
-def pipeline(stack: Stack) -> Iterator[Pipeline]:
-    env = {**stack.env(), "LIFELINE_REGISTRY": str(EXAMPLE_REGISTRY),
-           "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1"}
-    procs = {n: ServiceProcess(n, env, stack.logs, free_port()) for n in SERVICES}
+def registry_file(stack: Stack) -> Path:
+    path = stack.state / "registry.yaml"
+    write_registry(path, TEST_FACILITIES)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pipeline_env(stack: Stack, registry_file: Path) -> dict[str, str]:
+    return {**stack.env(), "LIFELINE_REGISTRY": str(registry_file),
+            "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
+            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_PROCESSOR_RELOAD_CHECK_S": "1"}
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
+    procs = {n: ServiceProcess(n, pipeline_env, stack.logs, free_port()) for n in SERVICES}
     p = Pipeline(stack, procs)
     for svc in procs.values():
         svc.start()

@@ -51,7 +51,8 @@ def test_kill_and_restart_mid_stream(pipeline: Pipeline, publisher: Publisher,
     assert sorted(s["values"][0][1] for s in per_sensor) == [N, N]  # duplicates overwrote
 
     def alarm_events() -> list[dict[str, object]]:
-        return [a for a in topic_records(stack, topics.ALARMS) if a["facility_id"] == fac]
+        return [a for a in topic_records(stack, topics.ALARMS)
+                if a["facility_id"] == fac and a["rule"] == "value-upper"]
 
     events = wait_for(lambda: (a := alarm_events()) and any(e["event"] == "cleared" for e in a)
                       and a, timeout=60, what="the episode cleared")
@@ -59,6 +60,7 @@ def test_kill_and_restart_mid_stream(pipeline: Pipeline, publisher: Publisher,
     assert sorted(distinct.values(), key=str) == sorted([("raised", "red"), ("cleared", None)],
                                                         key=str), events
     stored = wait_for(lambda: influx_query(
-        stack, f"SELECT count(alarm_id) FROM alarm_event WHERE facility='{fac}' GROUP BY event"),
+        stack, f"SELECT count(alarm_id) FROM alarm_event WHERE facility='{fac}' "
+               "AND rule='value-upper' GROUP BY event"),
         what="alarm events stored")
     assert {s["tags"]["event"]: s["values"][0][1] for s in stored} == {"raised": 1, "cleared": 1}
