@@ -120,6 +120,9 @@ class Rule(Contract):
         return self
 
 
+_SHARED_RULES: dict[str, Rule] = {}
+
+
 class Sensor(Contract):
     id: Identifier
     metric: Metric
@@ -132,6 +135,13 @@ class Sensor(Contract):
         default=None, description="Same value for this long = stuck sensor (None: not checked).")
     stuck_epsilon: Annotated[float, Field(ge=0)] = 0.0
     description: str | None = None
+
+    @field_validator("rules", mode="after")
+    @classmethod
+    def _share(cls, rules: list[Rule]) -> list[Rule]:
+        # Most sensors carry their metric's default rules: keep one (immutable) Rule per
+        # distinct rule, so 100,000 sensors do not hold 100,000 copies of the same levels.
+        return [_SHARED_RULES.setdefault(r.model_dump_json(), r) for r in rules]
 
     @model_validator(mode="after")
     def _check(self) -> Sensor:
@@ -301,6 +311,7 @@ class Registry(Contract):
         self._by_id = {f.id: f for f in self.facilities}
         self._sensors = {(f.id, s.id): s for f in self.facilities for s in f.sensors}
 
+
     def facility(self, facility_id: str) -> Facility | None:
         return self._by_id.get(facility_id)
 
@@ -317,14 +328,27 @@ class Registry(Contract):
 
 
 def load_registry(path: str | Path) -> Registry:
-    """Read and validate a registry file; errors name the file and the field."""
+    """Read and validate a registry file (YAML, or JSON when it ends in ``.json``); errors
+    name the file and the field."""
     p = Path(path)
+    _SHARED_RULES.clear()  # only rules of the registry being loaded are shared
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_bytes()
     except OSError as exc:
         raise RegistryError(f"cannot read registry {p}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"registry {p} is not valid YAML: {exc}") from exc
+    if p.suffix == ".json":
+        # Province-sized registries: pydantic parses JSON itself (no intermediate Python
+        # objects), ~50x faster than YAML and in a fraction of the memory.
+        try:
+            return Registry.model_validate_json(text)
+        except ValidationError as exc:
+            raise RegistryError(f"registry {p} is invalid:\n{exc}") from exc
+    else:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            raw = yaml.load(text.decode("utf-8"), Loader=loader)  # noqa: S506 — a safe loader
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"registry {p} is not valid YAML: {exc}") from exc
     try:
         return Registry.model_validate(raw)
     except ValidationError as exc:

@@ -17,6 +17,7 @@ gateway-offline check runs inside the stream and may write the table.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -194,4 +195,16 @@ def main() -> None:
 
     cfg = ProcessorConfig()
     registry = load_registry(cfg.common.registry)
-    run_worker(build(cfg, registry).app, loglevel=cfg.common.log_level, service="processor")
+    app = build(cfg, registry).app
+    release_free_memory()
+    run_worker(app, loglevel=cfg.common.log_level, service="processor")
+
+
+def release_free_memory() -> None:
+    """Return the memory freed after parsing a large registry to the OS (glibc)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -81,7 +81,7 @@ def test_no_alarm_without_a_sustained_breach(rule: dict[str, Any], values: list[
 @given(rules(), st.lists(VALUES, min_size=1, max_size=60))
 def test_sustained_breach_raises_once_and_sustained_calm_clears(rule: dict[str, Any],
                                                     values: list[float]) -> None:
-    f, per_reading = run(rule, values)
+    _f, per_reading = run(rule, values)
     lowest = min(lv_["raise_at"] for lv_ in rule["levels"])
     lowest_clear = min(lv_["clear_at"] for lv_ in rule["levels"])
     a, c = rule["raise_after_count"], rule["clear_after_count"]

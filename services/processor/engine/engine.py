@@ -60,10 +60,35 @@ def level_for(levels: tuple[Level, ...], direction: Direction, value: float,
 
 
 @dataclass(frozen=True, slots=True)
+class _RuleSpec:
+    """What the engine needs of a rule; shared by every sensor that carries the rule."""
+
+    rule: Rule
+    levels: tuple[Level, ...]  # least to most severe
+    timing: Timing
+    derived: bool  # not the plain value
+
+
+@dataclass(frozen=True, slots=True)
 class _SensorPlan:
     sensor: Sensor
-    rules: tuple[tuple[Rule, tuple[Level, ...], Timing], ...]
+    rules: tuple[tuple[str, _RuleSpec], ...]  # ("<sensor>|<rule key>", spec)
     keep_ms: int  # how far back samples are needed (longest window of any rule/condition)
+    lo: float
+    hi: float
+    oor_key: str
+
+
+_SPECS: dict[int, _RuleSpec] = {}
+
+
+def _spec(r: Rule) -> _RuleSpec:
+    spec = _SPECS.get(id(r))
+    if spec is None or spec.rule is not r:
+        spec = _SPECS[id(r)] = _RuleSpec(r, r.ordered_levels(), Timing(
+            r.raise_after_s, r.raise_after_count, r.clear_after_s, r.clear_after_count),
+            r.signal is not Signal.VALUE)
+    return spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +127,10 @@ class AlarmEngine:
         keys = {f"{f.id}|{GATEWAY_OFFLINE}", f"{f.id}|{SEQ_GAP}"}
         keys |= {f"{f.id}|{c.id}" for c in f.composites}
         for s in f.sensors:
-            rules = tuple((r, r.ordered_levels(), Timing(r.raise_after_s, r.raise_after_count,
-                                                         r.clear_after_s, r.clear_after_count))
-                          for r in s.rules)
+            rules = tuple((f"{s.id}|{r.key}", _spec(r)) for r in s.rules)
             keep = int(windows[s.id] * 1000) if windows[s.id] else 0
-            sensors[s.id] = _SensorPlan(s, rules, keep)
+            sensors[s.id] = _SensorPlan(s, rules, keep, s.range[0], s.range[1],
+                                        f"{s.id}|{OUT_OF_RANGE}")
             keys |= {f"{s.id}|{r.key}" for r in s.rules} | {f"{s.id}|{k}" for k in FAULTS}
         return _FacilityPlan(f, sensors, tuple(f.composites),
                              {k: tuple(v) for k, v in by_sensor.items()}, frozenset(keys))
@@ -145,41 +169,55 @@ class AlarmEngine:
             ss.watermark = max(ss.watermark, ts)
             fs.latest_ts = max(fs.latest_ts, ts)
             in_order = ss.last_ts is None or ts >= ss.last_ts
-            lo, hi = sp.sensor.range
-            bad = not lo <= r.value <= hi
-            if in_order:
-                level = p.sensor_fault_level.value if bad else None
-                self._apply(plan, fs, f"{r.sensor}|{OUT_OF_RANGE}", level, ts, IMMEDIATE, out,
-                            sensor=sp.sensor, value=r.value, threshold=hi if r.value > hi else lo,
-                            category=AlarmCategory.SENSOR,
-                            text=f"{r.sensor} reads {r.value:g} {r.unit}, outside its instrument "
+            value = r.value
+            bad = not sp.lo <= value <= sp.hi
+            if in_order and (bad or sp.oor_key in fs.rules):
+                hi, lo = sp.hi, sp.lo
+                self._apply(plan, fs, sp.oor_key, p.sensor_fault_level.value if bad else None, ts,
+                            IMMEDIATE, out, sensor=sp.sensor, value=value,
+                            threshold=hi if value > hi else lo, category=AlarmCategory.SENSOR,
+                            text=f"{r.sensor} reads {value:g} {r.unit}, outside its instrument "
                                  f"range [{lo:g}, {hi:g}]" if bad else
                                  f"{r.sensor} back inside its instrument range")
             if bad:
                 continue  # a faulty value must not feed windows or facility rules
             if sp.keep_ms:
-                signals.insert(ss.samples, ts, r.value)
+                signals.insert(ss.samples, ts, value)
             if not in_order:
                 continue  # windows updated; levels are decided by the newest reading
-            self._stuck(plan, fs, sp, ss, ts, r.value, out)
-            ss.last_ts, ss.last_value = ts, r.value
+            if sp.sensor.stuck_after_s is not None:
+                self._stuck(plan, fs, sp, ss, ts, value, out)
+            ss.last_ts, ss.last_value = ts, value
             if sp.keep_ms:
                 signals.trim(ss.samples, ts - sp.keep_ms)
-            else:
-                ss.samples = [(ts, r.value)]
-            if fs.active(f"{r.sensor}|{SENSOR_OFFLINE}") is not None:
+            elif ss.samples:
+                ss.samples = []  # value rules read last_value; nothing to keep
+            touched.add(r.sensor)
+            rules = fs.rules
+            if f"{r.sensor}|{SENSOR_OFFLINE}" in rules:
                 self._apply(plan, fs, f"{r.sensor}|{SENSOR_OFFLINE}", None, ts, IMMEDIATE, out,
                             sensor=sp.sensor, value=None, threshold=None,
                             category=AlarmCategory.SENSOR, text=f"{r.sensor} reports again")
-            for rule, levels, timing in sp.rules:
-                value = signals.compute(ss.samples, rule.signal, rule.window_s, rule.rate_per_s, ts)
-                rs = fs.rule(f"{r.sensor}|{rule.key}")
-                hit = None if value is None else level_for(levels, rule.direction, value, rs.level)
-                self._apply(plan, fs, f"{r.sensor}|{rule.key}", hit.level.value if hit else None,
-                            ts, timing, out, sensor=sp.sensor, value=value,
-                            threshold=self._threshold(rule, levels, hit),
-                            text=self._rule_text(sp.sensor, rule, value, hit))
-            touched.add(r.sensor)
+            for key, rp in sp.rules:
+                rule = rp.rule
+                sig: float | None = value
+                if rp.derived:
+                    sig = signals.compute(ss.samples, rule.signal, rule.window_s,
+                                          rule.rate_per_s, ts)
+                rs = rules.get(key)
+                hit = None if sig is None else level_for(rp.levels, rule.direction, sig,
+                                                         rs.level if rs is not None else None)
+                if rs is None:
+                    if hit is None:
+                        continue  # the hot path: calm and nothing remembered
+                    rs = fs.rule(key)
+                t = tracker.update(rs, hit.level.value if hit else None, ts, rp.timing,
+                                   int(p.flap_window_s * 1000), p.flap_max_transitions)
+                if t is not None:
+                    self._emit(plan, fs, key, rs, t, ts, out, sensor=sp.sensor, value=sig,
+                               threshold=self._threshold(rp.levels, hit),
+                               category=AlarmCategory.FACILITY,
+                               text=self._rule_text(sp.sensor, rule, sig, hit))
 
         for comp in {c.id: c for s in touched for c in plan.by_sensor.get(s, ())}.values():
             self._composite(plan, fs, comp, fs.latest_ts, out)
@@ -246,14 +284,13 @@ class AlarmEngine:
     def _stuck(self, plan: _FacilityPlan, fs: FacilityState, sp: _SensorPlan, ss: SensorState,
                ts: int, value: float, out: Outcome) -> None:
         s = sp.sensor
-        if s.stuck_after_s is None:
-            return
+        assert s.stuck_after_s is not None
         same = ss.last_value is not None and abs(value - ss.last_value) <= s.stuck_epsilon
         if not same or ss.same_since is None:
             ss.same_since = ts
         stuck = same and ts - ss.same_since >= s.stuck_after_s * 1000
         key = f"{s.id}|{STUCK}"
-        if stuck or fs.active(key) is not None:
+        if stuck or key in fs.rules:
             self._apply(plan, fs, key, self.policy.sensor_fault_level.value if stuck else None, ts,
                         IMMEDIATE, out, sensor=s, value=value, threshold=s.stuck_after_s,
                         category=AlarmCategory.SENSOR,
@@ -264,6 +301,9 @@ class AlarmEngine:
     def _sensor_offline(self, plan: _FacilityPlan, fs: FacilityState, now: int,
                         out: Outcome) -> None:
         """Event-time deadman: the gateway reports, but this sensor has been missing."""
+        if now < fs.offline_check_ts:
+            return
+        fs.offline_check_ts = now + int(plan.facility.min_interval_s * 1000)
         factor = self.policy.sensor_offline_after_intervals
         for sid, sp in plan.sensors.items():
             ss = fs.sensors.get(sid)
@@ -288,7 +328,8 @@ class AlarmEngine:
             return False
         if now - ss.last_ts > self.policy.sensor_offline_after_intervals * sp.sensor.interval_s * 1000:
             return False  # stale: unknown, not true
-        v = signals.compute(ss.samples, c.signal, c.window_s, c.rate_per_s, ss.last_ts)
+        v = ss.last_value if c.signal is Signal.VALUE else signals.compute(
+            ss.samples, c.signal, c.window_s, c.rate_per_s, ss.last_ts)
         if v is None:
             return False
         return v >= c.value if c.op == ">=" else v <= c.value
@@ -386,7 +427,7 @@ class AlarmEngine:
         return {1.0: "s", 60.0: "min", 3600.0: "h"}.get(per, f"{per:g}s")
 
     @staticmethod
-    def _threshold(rule: Rule, levels: tuple[Level, ...], hit: Level | None) -> float:
+    def _threshold(levels: tuple[Level, ...], hit: Level | None) -> float:
         return hit.raise_at if hit is not None else levels[0].clear_value
 
     @staticmethod

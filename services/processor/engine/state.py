@@ -45,7 +45,7 @@ class RuleState:
         # Runs in progress: severity -> (start ms, readings) for "at least this level"; and
         # (start ms, readings, worst severity seen) for "below the current level".
         self.up: dict[str, tuple[int, int]] = {}
-        self.down: tuple[int, int, int] | None = None
+        self.down: dict[str, tuple[int, int, int]] = {}
         self.emitted: str | None = None  # level the world was last told (None: no episode)
         self.alarm_id: str | None = None
         self.since: int = 0  # event time the episode was raised
@@ -55,7 +55,7 @@ class RuleState:
     @property
     def idle(self) -> bool:
         return (self.level is None and self.emitted is None and not self.up
-                and self.down is None and not self.transitions)
+                and not self.down and not self.transitions)
 
     def to_json(self) -> list[Any]:
         return [self.level, self.up, self.down, None, self.emitted, self.alarm_id, self.since,
@@ -66,13 +66,13 @@ class RuleState:
         r = cls()
         (r.level, up, down, _, r.emitted, r.alarm_id, r.since, r.flapping, r.transitions) = raw
         r.up = {k: (int(v[0]), int(v[1])) for k, v in up.items()}
-        r.down = (int(down[0]), int(down[1]), int(down[2])) if down else None
+        r.down = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in (down or {}).items()}
         return r
 
 
 class FacilityState:
     __slots__ = ("checkpoint_ts", "first_ts", "gap_ok", "last_received", "last_seq", "latest_ts",
-                 "resumed_ts", "rules", "sensors")
+                 "offline_check_ts", "resumed_ts", "rules", "sensors")
 
     def __init__(self) -> None:
         self.sensors: dict[str, SensorState] = {}
@@ -84,6 +84,7 @@ class FacilityState:
         self.latest_ts: int = 0  # newest event time of the facility
         self.checkpoint_ts: int = 0  # latest_ts when last saved
         self.resumed_ts: int = 0  # event time the gateway came back after an outage
+        self.offline_check_ts: int = 0  # next sensor-offline check (memory only)
 
     def sensor(self, sid: str) -> SensorState:
         s = self.sensors.get(sid)

@@ -58,8 +58,9 @@ def _debounce(rs: RuleState, candidate: str | None, ts: int, timing: Timing) -> 
 
     Raising to level L needs the condition "at least L" to hold for ``raise_after_*``
     (so a value wavering between yellow and red still raises yellow, then red); lowering
-    needs "below the current level" for ``clear_after_*`` and lands on the most severe
-    level seen during that run (never lower than the data justify).
+    below level L needs "below L" for ``clear_after_*`` and lands on the most severe level
+    seen during that run (never lower than the data justify). Runs are kept per level, so
+    a step down does not restart the count for the next one.
     """
     cur = _SEV[rs.level]
     cand = _SEV[candidate]
@@ -70,11 +71,13 @@ def _debounce(rs: RuleState, candidate: str | None, ts: int, timing: Timing) -> 
             rs.up[key] = (since, count + 1)
         else:
             rs.up.pop(key, None)
-    if cand < cur:
-        since, count, worst = rs.down if rs.down is not None else (ts, 0, 0)
-        rs.down = (since, count + 1, max(worst, cand))
-    else:
-        rs.down = None
+    for sev in range(1, 5):
+        key = str(sev)
+        if sev <= cur and cand < sev:
+            since, count, worst = rs.down.get(key, (ts, 0, 0))
+            rs.down[key] = (since, count + 1, max(worst, cand))
+        else:
+            rs.down.pop(key, None)
     target = None
     for sev in range(4, cur, -1):
         run = rs.up.get(str(sev))
@@ -82,15 +85,18 @@ def _debounce(rs: RuleState, candidate: str | None, ts: int, timing: Timing) -> 
                 and run[1] >= timing.raise_after_count:
             target = sev
             break
-    if target is None and rs.down is not None:
-        since, count, worst = rs.down
-        if ts - since >= timing.clear_after_s * 1000 and count >= timing.clear_after_count:
-            target = worst
+    if target is None:
+        for sev in range(1, cur + 1):
+            down = rs.down.get(str(sev))
+            if down is not None and ts - down[0] >= timing.clear_after_s * 1000 \
+                    and down[1] >= timing.clear_after_count:
+                target = down[2]
+                break
     if target is None:
         return False
     rs.level = _LEVEL_BY_SEV[target]
     rs.up = {k: v for k, v in rs.up.items() if int(k) > target}
-    rs.down = None
+    rs.down = {k: v for k, v in rs.down.items() if int(k) <= target}
     return True
 
 
