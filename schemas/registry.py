@@ -237,8 +237,9 @@ class AlarmPolicy(Contract):
     gateway_offline_after_intervals: Annotated[float, Field(gt=1)] = 3.0
     gap_clear_reports: Annotated[int, Field(ge=1)] = 10
     checkpoint_interval_s: Annotated[float, Field(gt=0)] = Field(
-        default=30.0, description="Working state (windows, debounce) is saved at least this "
-                                  "often per facility, in event time.")
+        default=60.0, description="Working state (windows, debounce) is saved at least this "
+                                  "often per facility, in event time (spread over 50-100 %% of "
+                                  "it by facility); also the most a crash can lose of it.")
     sensor_fault_level: AlarmLevel = AlarmLevel.BLUE
     gateway_offline_level: AlarmLevel = AlarmLevel.YELLOW
     gap_level: AlarmLevel = AlarmLevel.BLUE

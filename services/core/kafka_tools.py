@@ -20,7 +20,8 @@ async def read_topic(kafka: KafkaSettings, topic: str, on_value: Callable[[bytes
     ``stop`` is set (0 / None: never).
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None,
-                                enable_auto_commit=False, **security_kwargs(kafka))
+                                enable_auto_commit=False, fetch_max_wait_ms=100,
+                                **security_kwargs(kafka))
     await consumer.start()
     count = 0
     try:
@@ -28,7 +29,8 @@ async def read_topic(kafka: KafkaSettings, topic: str, on_value: Callable[[bytes
         if not parts:
             await consumer.stop()
             consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None,
-                                        enable_auto_commit=False, **security_kwargs(kafka))
+                                        enable_auto_commit=False, fetch_max_wait_ms=100,
+                                        **security_kwargs(kafka))
             await consumer.start()
             await consumer.topics()
             parts = consumer.partitions_for_topic(topic) or set()

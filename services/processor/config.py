@@ -16,6 +16,9 @@ class ProcessorSettings(_Group):
     health_port: int = 18082
     tick_interval_s: float = Field(default=5.0, gt=0,
                                    description="How often the gateway-offline check runs.")
+    max_lag_for_ticks: int = Field(
+        default=200, ge=0, description="Gateway-offline checks wait while this many readings "
+                                       "events or more are still unprocessed on a partition.")
     reload_check_s: float = Field(default=5.0, gt=0,
                                   description="How often the registry file is checked for changes.")
 

@@ -313,5 +313,8 @@ def test_state_is_saved_on_transitions_and_checkpoints() -> None:
     assert [o.save for o in f.outcomes] == [True, False, False]  # first checkpoint at start
     f.series("L", [3.0], start_s=180)
     assert f.outcomes[-1].save  # transition
-    f.series("L", [3.0] * 6, start_s=240)
-    assert [o.save for o in f.outcomes[-6:]].count(True) == 1  # one checkpoint in 5 minutes
+    f.series("L", [3.0] * 10, start_s=240)
+    # Periodic saves come every 150-300 s (50-100 % of the interval, spread by facility).
+    saves = [240 + 60 * i for i, o in enumerate(f.outcomes[-10:]) if o.save]
+    assert 1 <= len(saves) <= 4
+    assert all(b - a >= 150 for a, b in zip([180, *saves], saves, strict=False))

@@ -46,7 +46,7 @@ async def test_agent_raises_escalates_and_clears(processor: Any) -> None:
     assert [(e["event"], e["level"]) for e in sent] == [
         ("raised", "blue"), ("escalated", "red"), ("cleared", None)]
     assert len({e["alarm_id"] for e in sent}) == 1
-    saved = processor.state.get("F-1")
+    saved = json.loads(processor.state.get("F-1"))
     assert saved["rules"]["L|value-upper"][4] is None  # saved after the clear: nothing emitted
     assert processor.health.counters.get("processed_readings") == 7
 
@@ -55,7 +55,7 @@ async def test_agent_saves_state_between_batches(processor: Any) -> None:
     with patch.object(processor.alarms, "send") as send:
         async with processor.agent.test_context() as agent:
             await agent.put(batch(2.3, 0, 1), key=b"F-1")
-            held = processor.state.get("F-1")
+            held = json.loads(processor.state.get("F-1"))
             await agent.put(batch(2.3, 1, 2), key=b"F-1")
     assert send.call_count == 1
     assert held["rules"]["L|value-upper"][4] == "yellow"  # emitted level, in the table
