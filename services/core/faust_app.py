@@ -18,7 +18,6 @@ from services.core.health import Health
 from services.core.logging import configure, logging_config
 from services.core.settings import KafkaSettings, state_dir
 
-
 TANSU_FETCH_MAX_WAIT_MS = 50
 
 
