@@ -26,6 +26,7 @@ integration: setup
 ## Full benchmarks (minutes); results go to docs/benchmarks.md by hand, with the machine.
 bench: setup
 	.venv/bin/python -m tests.bench.run all
+	.venv/bin/python -m tests.bench.processor
 
 clean:
 	rm -rf .lifeline .venv .mypy_cache .ruff_cache .pytest_cache
