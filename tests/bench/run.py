@@ -67,7 +67,8 @@ def bench_registry(path: Path, facilities: int, per_facility: int) -> list[tuple
             "lon": 120.8,
             "sensors": [{"id": s, "metric": "water_level", "unit": "m", "range": [0, 7],
                          "interval_s": 10,
-                         "thresholds": [{"level": "red", "raise_at": 6.5, "source": "bench"}]}
+                         "rules": [{"levels": [{"level": "red", "raise_at": 6.5,
+                                                "source": "bench"}]}]}
                         for s in sensors]})
     path.write_text(yaml.safe_dump(doc))
     return facs

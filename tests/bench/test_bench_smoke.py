@@ -16,3 +16,13 @@ def test_ingest_benchmark_smoke() -> None:
 def test_stack_benchmark_smoke() -> None:
     r = bench_stack(runs=1)
     assert set(r["median_per_component_s"]) == {"mosquitto", "tansu", "influxd"}
+
+
+def test_processor_benchmark_smoke() -> None:
+    from tests.bench.processor import bench
+
+    r = bench(facilities=200, events=1000, latency_seconds=4, rate=200)
+    assert r["sensors"] == 2000 and r["throughput"]["readings_per_s"] > 0
+    lat = r["latency_report_to_alarm"]
+    assert lat["alarms_timed"] == lat["reports"] // 100  # every breach became an alarm
+    assert r["memory"]["facilities_in_memory"] == 200
