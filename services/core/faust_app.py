@@ -87,13 +87,16 @@ def add_health_pages(app: faust.App, health: Health,
         return view.json(health.counters.snapshot())
 
 
-def consumer_lag(app: faust.App) -> int:
-    """Records not yet committed across this worker's assigned partitions."""
+def consumer_lag(app: faust.App, source_topics: tuple[str, ...]) -> int:
+    """Records of the source topics not yet committed on this worker's partitions
+    (changelog and internal topics are not work waiting to be done)."""
     consumer = getattr(app, "_consumer", None)
     if consumer is None:
         return 0
     lag = 0
     for tp in consumer.assignment():
+        if tp.topic not in source_topics:
+            continue
         high = consumer.highwater(tp)
         committed = consumer._committed_offset.get(tp)  # Faust keeps no public accessor
         if high is not None:
@@ -101,14 +104,14 @@ def consumer_lag(app: faust.App) -> int:
     return lag
 
 
-def register_gauges(app: faust.App, health: Health) -> None:
+def register_gauges(app: faust.App, health: Health, source_topics: tuple[str, ...]) -> None:
     """Lag and partition assignment on the health page (assigned > 0 means joined)."""
 
     def assigned() -> int:
         consumer = getattr(app, "_consumer", None)
         return len(consumer.assignment()) if consumer is not None else 0
 
-    health.counters.gauge("lag", lambda: consumer_lag(app))
+    health.counters.gauge("lag", lambda: consumer_lag(app, source_topics))
     health.counters.gauge("assigned_partitions", assigned)
 
 

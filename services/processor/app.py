@@ -207,7 +207,7 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
         log.info("registry.reloaded", path=str(registry_file), facilities=len(new.facilities),
                  sensors=new.sensor_count)
 
-    register_gauges(app, health)
+    register_gauges(app, health, (topics.READINGS,))
     counters.gauge("facilities_in_memory", lambda: len(proc.cache))
     add_health_pages(app, health)
     return proc

@@ -105,9 +105,11 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
         pub = Publisher("127.0.0.1", int(env["LIFELINE_MQTT_PORT"]),
                         env["LIFELINE_SIMULATOR_MQTT_USERNAME"],
                         env["LIFELINE_SIMULATOR_MQTT_PASSWORD"])
-        breachable = itertools.cycle([s.id for f in reg.facilities for s in f.sensors
-                                      if any(r.signal is Signal.VALUE and r.direction is
-                                             Direction.UPPER for r in s.rules)])
+        # Sensors whose value rule raises on one reading, so a short push shows an alarm.
+        breachable = itertools.cycle([
+            s.id for f in reg.facilities for s in f.sensors
+            if any(r.signal is Signal.VALUE and r.direction is Direction.UPPER
+                   and r.raise_after_count == 1 and r.raise_after_s == 0 for r in s.rules)])
         start = time.monotonic()
         next_status = next_breach = start + 5
         held: tuple[str, float] | None = None

@@ -132,7 +132,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
         await sink.close()
 
-    register_gauges(app, health)
+    register_gauges(app, health, (topics.READINGS, topics.ALARMS))
     add_health_pages(app, health)
     return app, health
 
