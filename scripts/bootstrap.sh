@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb)
+# victoria-metrics: a real server for the InfluxDB v2 write API in the tests (LOCAL_STACK.md).
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

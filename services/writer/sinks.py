@@ -7,7 +7,7 @@ the database refuses for good (the writer dead-letters those with the database's
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -71,9 +71,52 @@ class InfluxV1Sink:
             self._session = None
 
 
+class InfluxV2Sink:
+    """InfluxDB 2.x ``/api/v2/write`` through ``influxdb-client`` (token, org, bucket)."""
+
+    name = "influxdb-v2"
+
+    def __init__(self, settings: InfluxSettings, timeout_s: float = 10.0) -> None:
+        if not settings.bucket or not settings.org:
+            raise ValueError("LIFELINE_INFLUX_API=v2 needs LIFELINE_INFLUX_ORG and "
+                             "LIFELINE_INFLUX_BUCKET (and usually LIFELINE_INFLUX_TOKEN)")
+        self.url = settings.url
+        self.org = settings.org
+        self.bucket = settings.bucket
+        self.token = settings.token.get_secret_value() if settings.token else ""
+        self.timeout_ms = int(timeout_s * 1000)
+        self._client: Any = None
+
+    async def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+        from influxdb_client.domain.write_precision import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        if self._client is None:
+            self._client = InfluxDBClientAsync(url=self.url, token=self.token, org=self.org,
+                                               timeout=self.timeout_ms)
+        try:
+            await self._client.write_api().write(bucket=self.bucket, org=self.org,
+                                                 record="\n".join(lines),
+                                                 write_precision=WritePrecision.MS)
+        except ApiException as exc:
+            text = f"{self.name} answered HTTP {exc.status}: {str(exc.body)[:500]}"
+            if exc.status in (400, 422):
+                raise SinkRejected(text) from exc
+            raise SinkUnavailable(text) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SinkUnavailable(f"{self.name} at {self.url}: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
 def make_sink(settings: InfluxSettings, timeout_s: float = 10.0) -> Sink:
+    """The sink chosen by ``LIFELINE_INFLUX_API``: v1 (local default) or v2 (production)."""
     if settings.api == "v1":
         return InfluxV1Sink(settings, timeout_s)
-    raise NotImplementedError(
-        "LIFELINE_INFLUX_API=v2 (influxdb-client) is not built yet; see issue 5"
-    )
+    return InfluxV2Sink(settings, timeout_s)
