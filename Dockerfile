@@ -1,0 +1,27 @@
+# Lifeline's services (ingest, processor, writer): one image, the command picks the service.
+# The install step is the project's own: the same constraints.txt and pip command as
+# scripts/bootstrap.sh (tests/unit/test_deploy.py checks they stay the same).
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY schemas ./schemas
+COPY services ./services
+COPY simulators ./simulators
+RUN python -m venv /opt/lifeline \
+ && /opt/lifeline/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt .
+
+FROM python:3.11-slim-bookworm
+RUN useradd --system --uid 10001 --home-dir /app --create-home lifeline
+COPY --from=build /opt/lifeline /opt/lifeline
+COPY deploy/registry /app/deploy/registry
+WORKDIR /app
+USER lifeline
+ENV PATH=/opt/lifeline/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    LIFELINE_STATE_DIR=/app/state \
+    LIFELINE_REGISTRY=/app/deploy/registry/wenzhou-bay.yaml
+# Each service serves GET /health on its LIFELINE_<SERVICE>_HEALTH_PORT (0.0.0.0 in compose).
+HEALTHCHECK --interval=15s --timeout=3s --start-period=40s --retries=3 \
+  CMD python -c "import os,sys,urllib.request; p=os.environ.get('HEALTH_PORT','8080'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{p}/health', timeout=2).status == 200 else 1)"
+ENTRYPOINT ["lifeline"]
+CMD ["--help"]
