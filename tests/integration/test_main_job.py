@@ -1,0 +1,36 @@
+"""`lifeline run` — the README's main job — as a person runs it: its own stack, services and
+simulator, readings counted and alarms shown, and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from services.stack.manager import free_port
+from services.stack.process import alive
+
+
+def test_lifeline_run_shows_readings_and_alarms_and_cleans_up(tmp_path: Path) -> None:
+    env = {**os.environ, "LIFELINE_STATE_DIR": str(tmp_path / "state"),
+           "LIFELINE_STACK_MQTT_PORT": str(free_port()),
+           "LIFELINE_STACK_KAFKA_PORT": str(free_port()),
+           "LIFELINE_STACK_INFLUX_PORT": str(free_port()),
+           "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port())}
+    out = subprocess.run([sys.executable, "-m", "services.cli", "run", "--duration", "30",
+                          "--breach-every", "10"], env=env, capture_output=True, text=True,
+                         timeout=240, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "Where the data is:" in text and "curl -sG http://127.0.0.1:" in text
+    assert "ALARM raised" in text and "ALARM cleared" in text, text[-3000:]
+    last_status = [line for line in text.splitlines() if "published" in line][-1]
+    assert "rejected 0" in last_status and "writer stored 0 points" not in last_status
+    assert "stopped." in text
+    pids = [int(p.read_text().split()[0]) for p in (tmp_path / "state" / "pids").glob("*.pid")]
+    assert pids == []  # pid files removed by the clean stop
+    # and no stack component of this state folder survives
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True,
+                               text=True, check=False).stdout.split()
+    assert not [p for p in leftovers if alive(int(p))], leftovers
