@@ -88,7 +88,8 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
         query = "SELECT count(value) FROM reading"
         typer.secho(
             "\nWhere the data is:\n"
-            f"  InfluxDB  {influx}  database 'lifeline' (measurements reading, alarm_event)\n"
+            f"  InfluxDB  {influx}  database 'lifeline': reading (raw, 30 d), long.reading_1m, "
+            "long.alarm_event, long.alarm_state\n"
             f"    curl -sG {influx}/query --data-urlencode db=lifeline --data-urlencode 'q={query}'\n"
             f"  Kafka     {env['LIFELINE_KAFKA_BOOTSTRAP']}  topics {', '.join(topics.ALL)}\n"
             f"  MQTT      127.0.0.1:{env['LIFELINE_MQTT_PORT']}  (users in {stack.state}/stack.env)\n"

@@ -8,10 +8,12 @@ and Kafka retains the rest: backpressure, never a skip.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import faust
 from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
@@ -28,6 +30,7 @@ from services.core.logging import get_logger
 from services.writer.config import WriterConfig
 from services.writer.points import PointBuilder
 from services.writer.sinks import Sink, SinkRejected, SinkUnavailable, make_sink
+from services.writer.storage import StorageSetupError, ensure_layout
 
 log = get_logger("lifeline.writer")
 
@@ -43,7 +46,7 @@ class BatchWriter:
         self.retry_max_s = retry_max_s
         self.dead_letter = dead_letter_cb
 
-    async def store(self, lines: list[str], what: str) -> None:
+    async def store(self, lines: list[str], what: str, long_term: bool = False) -> None:
         def _before_sleep(state: Any) -> None:
             self.counters.inc("sink_retries")
             exc = state.outcome.exception() if state.outcome else None
@@ -57,7 +60,7 @@ class BatchWriter:
             before_sleep=_before_sleep, reraise=True,
         ):
             with attempt:
-                await self.sink.write(lines)
+                await self.sink.write(lines, long_term=long_term)
         if "sink" in self.health.payload()[1]["problems"]:
             log.info("writer.sink_recovered", sink=self.sink.name)
         self.health.ok("sink")
@@ -92,9 +95,10 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     writer = BatchWriter(sink, counters, health, cfg.writer.retry_max_s, send_dead_letter)
     n, within = cfg.writer.batch_events, cfg.writer.batch_seconds
 
-    async def store_or_dead_letter(lines: list[str], raws: list[bytes], source: str) -> None:
+    async def store_or_dead_letter(lines: list[str], raws: list[bytes], source: str,
+                                   long_term: bool) -> None:
         try:
-            await writer.store(lines, source)
+            await writer.store(lines, source, long_term)
         except SinkRejected as exc:
             # Some points of the batch were refused: InfluxDB 1.x stores the valid ones of
             # a partial write, so the batch's raw events go to the DLQ with the reason.
@@ -102,8 +106,10 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                 await send_dead_letter(raw, source, RejectReason.SINK_REJECTED, str(exc))
 
     async def consume(stream: Any, topic: str, to_lines: Callable[[bytes], list[str]],
-                      counter: str) -> None:
+                      counter: str, long_term: bool = False) -> None:
         source = f"kafka:{topic}"
+        # Nothing is written before the retention policies exist (it would land in autogen).
+        await storage_ready.wait()
         async for values in stream.take(n, within=within):
             lines: list[str] = []
             raws: list[bytes] = []
@@ -113,7 +119,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                     raws.append(raw)
                 except ValidationError as exc:
                     await send_dead_letter(raw, source, RejectReason.UNDECODABLE_EVENT, str(exc))
-            await store_or_dead_letter(lines, raws, source)
+            await store_or_dead_letter(lines, raws, source, long_term)
             counters.inc(counter, len(values))
 
     @app.agent(readings)
@@ -124,13 +130,38 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
 
     @app.agent(alarms)
     async def store_alarms(stream: Any) -> None:
-        await consume(stream, topics.ALARMS,
-                      lambda raw: [points.alarm(AlarmEvent.model_validate_json(raw))],
-                      "processed_alarm_events")
+        def alarm_lines(raw: bytes) -> list[str]:
+            ev = AlarmEvent.model_validate_json(raw)
+            return [points.alarm(ev), points.alarm_state(ev)]
+
+        await consume(stream, topics.ALARMS, alarm_lines, "processed_alarm_events",
+                      long_term=True)
 
     @app.on_before_shutdown.connect
     async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
         await sink.close()
+
+    storage_ready = asyncio.Event()
+    health.problem("storage", "retention policies and continuous query not set up yet")
+    if cfg.influx.api != "v1":
+        storage_ready.set()
+        health.ok("storage")
+    else:
+        @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
+        async def _layout() -> None:
+            w = cfg.writer
+            async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10)):
+                with attempt:
+                    try:
+                        await ensure_layout(cfg.influx, raw_retention=w.raw_retention,
+                                            long_retention=w.long_retention,
+                                            cq_every=w.cq_resample_every,
+                                            cq_for=w.cq_resample_for)
+                    except (OSError, aiohttp.ClientError, StorageSetupError) as exc:
+                        health.problem("storage", f"retention/CQ setup pending: {exc}")
+                        raise
+            health.ok("storage")
+            storage_ready.set()
 
     register_gauges(app, health, (topics.READINGS, topics.ALARMS))
     add_health_pages(app, health)

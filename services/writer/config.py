@@ -17,6 +17,14 @@ class WriterSettings(_Group):
     batch_seconds: float = Field(default=0.5, gt=0, description="Longest wait to fill a batch.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest pause between retries.")
     timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one write.")
+    raw_retention: str = Field(default="30d", pattern=r"^(INF|\d+[hdw])$",
+                               description="How long raw readings are kept (InfluxDB 1.x).")
+    long_retention: str = Field(default="INF", pattern=r"^(INF|\d+[hdw])$",
+                                description="How long 1-minute aggregates and alarms are kept.")
+    cq_resample_every: str = Field(default="1m", pattern=r"^\d+[smh]$",
+                                   description="How often the 1-minute aggregation runs.")
+    cq_resample_for: str = Field(default="5m", pattern=r"^\d+[smh]$",
+                                 description="How far back each run recomputes (late data).")
 
 
 class WriterConfig:

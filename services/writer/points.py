@@ -8,6 +8,14 @@ duplicated reading overwrites its own point instead of adding one.
 - ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level, category;
                   fields alarm_id, event_id, value, threshold, severity, previous_level, message,
                   silenced, flapping, suppressed_by ("" when not suppressed)
+- ``alarm_state`` tags facility, sensor, rule, category, kind, district; fields alarm_id,
+                  active, level, severity (0 when cleared), event, message, silenced,
+                  suppressed, flapping — ``last()`` per series is the alarm's current state
+- ``reading_1m`` (retention policy ``long``) mean, min, max per reading series and minute,
+                  computed by the database (services/writer/storage.py)
+
+Sensor health is the ``alarm_event``/``alarm_state`` series with category ``sensor`` or
+``gateway`` (offline, stuck, out of range, sequence gaps).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from schemas.registry import Registry
 
 READING = "reading"
 ALARM_EVENT = "alarm_event"
+ALARM_STATE = "alarm_state"
 
 
 class PointBuilder:
@@ -59,5 +68,23 @@ class PointBuilder:
             p.field("value", float(ev.value))
         if ev.threshold is not None:
             p.field("threshold", float(ev.threshold))
+        line: str = p.to_line_protocol()
+        return line
+
+    def alarm_state(self, ev: AlarmEvent) -> str:
+        """The alarm's state after this event: ``last()`` per series is the current state
+        (the active-alarm tables read ``severity > 0``)."""
+        active = ev.level is not None
+        p = (Point(ALARM_STATE).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
+             .tag("rule", ev.rule).tag("category", ev.category.value)
+             .tag("kind", ev.kind.value)
+             .tag("district", self._district.get(ev.facility_id, "unknown"))
+             .field("alarm_id", ev.alarm_id).field("active", active)
+             .field("level", ev.level.value if ev.level else "none")
+             .field("severity", ev.level.severity if ev.level else 0)
+             .field("event", ev.event.value).field("message", ev.message)
+             .field("silenced", ev.silenced).field("suppressed", ev.suppressed_by is not None)
+             .field("flapping", ev.flapping)
+             .time(to_epoch_ms(ev.ts), WritePrecision.MS))
         line: str = p.to_line_protocol()
         return line

@@ -29,7 +29,9 @@ class SinkRejected(SinkError):
 class Sink(Protocol):
     name: str
 
-    async def write(self, lines: list[str]) -> None: ...
+    async def write(self, lines: list[str], *, long_term: bool = False) -> None:
+        """Store the lines; ``long_term`` ones (alarms) outlive the raw retention."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -48,14 +50,15 @@ class InfluxV1Sink:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def write(self, lines: list[str]) -> None:
+    async def write(self, lines: list[str], *, long_term: bool = False) -> None:
         if not lines:
             return
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         body = ("\n".join(lines)).encode()
+        params = {**self.params, "rp": "long"} if long_term else self.params
         try:
-            async with self._session.post(self.url, params=self.params, data=body) as resp:
+            async with self._session.post(self.url, params=params, data=body) as resp:
                 if resp.status == 204:
                     return
                 text = (await resp.text())[:500]
@@ -87,7 +90,8 @@ class InfluxV2Sink:
         self.timeout_ms = int(timeout_s * 1000)
         self._client: Any = None
 
-    async def write(self, lines: list[str]) -> None:
+    async def write(self, lines: list[str], *, long_term: bool = False) -> None:
+        # One bucket on 2.x; its retention and downsampling task are the bucket's settings.
         if not lines:
             return
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync

@@ -36,6 +36,11 @@ def faust_ready(body: object) -> bool:
     return isinstance(body, dict) and body["counters"].get("assigned_partitions", 0) > 0
 
 
+def writer_ready(body: object) -> bool:
+    """Joined and the storage layout (retention policies, continuous query) is in place."""
+    return faust_ready(body) and isinstance(body, dict) and "storage" not in body["problems"]
+
+
 @dataclass
 class Pipeline:
     stack: Stack
@@ -51,7 +56,8 @@ class Pipeline:
         self.wait_ready(name)
 
     def wait_ready(self, name: str) -> None:
-        self.services[name].wait_ready(90, ready=None if name == "ingest" else faust_ready)
+        ready = {"ingest": None, "processor": faust_ready, "writer": writer_ready}[name]
+        self.services[name].wait_ready(90, ready=ready)
 
 
 TEST_FACILITIES = [
@@ -88,7 +94,8 @@ def registry_file(stack: Stack) -> Path:
 def pipeline_env(stack: Stack, registry_file: Path) -> dict[str, str]:
     return {**stack.env(), "LIFELINE_REGISTRY": str(registry_file),
             "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
-            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_PROCESSOR_RELOAD_CHECK_S": "1"}
+            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_PROCESSOR_RELOAD_CHECK_S": "1",
+            "LIFELINE_WRITER_CQ_RESAMPLE_EVERY": "2s"}
 
 
 @pytest.fixture(scope="session")

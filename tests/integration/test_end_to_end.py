@@ -46,7 +46,7 @@ def test_reading_stored_at_its_own_time_and_alarm_lifecycle(pipeline: Pipeline,
     assert events[0]["ts"].endswith("Z") and events[0]["value"] == 3.2
 
     rows = wait_for(lambda: influx_query(
-        stack, f"SELECT alarm_id, level, event FROM alarm_event WHERE facility='{FAC}' "
+        stack, f"SELECT alarm_id, level, event FROM long.alarm_event WHERE facility='{FAC}' "
                "AND rule='value-upper'"),
         what="alarm events in InfluxDB")
     values = rows[0]["values"]

@@ -60,7 +60,7 @@ def test_kill_and_restart_mid_stream(pipeline: Pipeline, publisher: Publisher,
     assert sorted(distinct.values(), key=str) == sorted([("raised", "red"), ("cleared", None)],
                                                         key=str), events
     stored = wait_for(lambda: influx_query(
-        stack, f"SELECT count(alarm_id) FROM alarm_event WHERE facility='{fac}' "
+        stack, f"SELECT count(alarm_id) FROM long.alarm_event WHERE facility='{fac}' "
                "AND rule='value-upper' GROUP BY event"),
         what="alarm events stored")
     assert {s["tags"]["event"]: s["values"][0][1] for s in stored} == {"raised": 1, "cleared": 1}
