@@ -94,6 +94,15 @@ def sensor(sid: str, metric: str, unit: str, rng: tuple[float, float], interval:
     return d
 
 
+def pump_off(fid: str, cid: str, level: str, high_sensor: str, high: float, after_s: float,
+             source: str) -> dict[str, Any]:
+    """Composite: a sensor high while the facility's pump (S1) is stopped."""
+    return {"id": cid, "level": level,
+            "all_of": [{"sensor": high_sensor, "op": ">=", "value": high},
+                       {"sensor": f"{fid}-S1", "op": "<=", "value": 0.5}],
+            "raise_after_s": after_s, "source": source, "default": True}
+
+
 def rain_gauge(sid: str) -> dict[str, Any]:
     return sensor(sid, "rainfall", "mm", (0.0, 50.0), 300, [
         rule([lv("blue", 20, 15, SRC_RAIN_1H)], signal="sum", window_s=3600),
@@ -144,13 +153,8 @@ def pump_station(fid: str) -> dict[str, Any]:
         sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
         sensor(f"{fid}-I1", "pump_current", "A", (0.0, 400.0), 30,
                [t("yellow", 320, 300, SRC_PUMP)]),
-    ], "composites": [{
-        "id": "wet-well-high-pump-off", "level": "red",
-        "all_of": [{"sensor": f"{fid}-W1", "op": ">=", "value": 4.0},
-                   {"sensor": f"{fid}-S1", "op": "<=", "value": 0.5}],
-        "raise_after_s": 60,
-        "source": "DOMAIN.md pump station: pump fault while wet-well level is high",
-        "default": True}]}
+    ], "composites": [pump_off(fid, "wet-well-high-pump-off", "red", f"{fid}-W1", 4.0, 60,
+                               "DOMAIN.md pump station: pump fault while wet-well level is high")]}
 
 
 def bridge(fid: str) -> dict[str, Any]:
@@ -214,13 +218,9 @@ def sewage_pumping_well(fid: str) -> dict[str, Any]:
             lv("yellow", 5.0, 4.8, SRC_WETWELL), lv("red", 6.5, 6.2, SRC_WETWELL)])],
             stuck_after_s=6 * 3600),
         sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
-    ], "composites": [{
-        "id": "h2s-high-pump-off", "level": "orange",
-        "all_of": [{"sensor": f"{fid}-H1", "op": ">=", "value": 10},
-                   {"sensor": f"{fid}-S1", "op": "<=", "value": 0.5}],
-        "raise_after_s": 120,
-        "source": "DOMAIN.md: H2S building up in a pumping well whose pump is stopped",
-        "default": True}]}
+    ], "composites": [pump_off(fid, "h2s-high-pump-off", "orange", f"{fid}-H1", 10, 120,
+                               "DOMAIN.md: H2S building up in a pumping well whose pump is "
+                               "stopped")]}
 
 
 PLAN = [  # prefix, kind, name (en), name (zh), sensors, how many per zone

@@ -72,3 +72,16 @@ def report(seq: int, ts_ms: int, readings: list[tuple[str, str, float, str]]) ->
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def isolated_stack_env(state: str) -> dict[str, str]:
+    """Environment for a `lifeline` command with its own state folder and free ports."""
+    import os
+
+    from services.stack.manager import free_port
+
+    return {**os.environ, "LIFELINE_STATE_DIR": state,
+            "LIFELINE_STACK_MQTT_PORT": str(free_port()),
+            "LIFELINE_STACK_KAFKA_PORT": str(free_port()),
+            "LIFELINE_STACK_INFLUX_PORT": str(free_port()),
+            "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port())}

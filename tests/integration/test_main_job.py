@@ -3,21 +3,16 @@ simulator, readings counted and alarms shown, and nothing left running afterward
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from services.stack.manager import free_port
 from services.stack.process import alive
+from tests.integration.helpers import isolated_stack_env
 
 
 def test_lifeline_run_shows_readings_and_alarms_and_cleans_up(tmp_path: Path) -> None:
-    env = {**os.environ, "LIFELINE_STATE_DIR": str(tmp_path / "state"),
-           "LIFELINE_STACK_MQTT_PORT": str(free_port()),
-           "LIFELINE_STACK_KAFKA_PORT": str(free_port()),
-           "LIFELINE_STACK_INFLUX_PORT": str(free_port()),
-           "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port())}
+    env = isolated_stack_env(str(tmp_path / "state"))
     out = subprocess.run([sys.executable, "-m", "services.cli", "run", "--duration", "30",
                           "--breach-every", "10"], env=env, capture_output=True, text=True,
                          timeout=240, check=False)

@@ -3,13 +3,12 @@ health, a clean stop that leaves no process behind."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from services.stack.manager import free_port
 from services.stack.process import alive
+from tests.integration.helpers import isolated_stack_env
 
 
 def lifeline(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -18,11 +17,7 @@ def lifeline(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
 
 
 def test_stack_up_status_down(tmp_path: Path) -> None:
-    env = {**os.environ, "LIFELINE_STATE_DIR": str(tmp_path / "state"),
-           "LIFELINE_STACK_MQTT_PORT": str(free_port()),
-           "LIFELINE_STACK_KAFKA_PORT": str(free_port()),
-           "LIFELINE_STACK_INFLUX_PORT": str(free_port()),
-           "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port())}
+    env = isolated_stack_env(str(tmp_path / "state"))
     up = lifeline(["stack", "up"], env)
     assert up.returncode == 0, up.stderr
     assert "stack up in" in up.stdout
