@@ -104,6 +104,18 @@ def consumer_lag(app: faust.App, source_topics: tuple[str, ...]) -> int:
     return lag
 
 
+def report_health(app: faust.App, health: Health, every_s: float) -> None:
+    """Publish the service's counters to ``lifeline.health`` every ``every_s`` seconds."""
+    from services.core import topics
+    from services.core.health import health_record
+
+    target = app.topic(topics.HEALTH, value_type=bytes, value_serializer="raw")
+
+    @app.timer(every_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _report() -> None:
+        await target.send(value=health_record(health))
+
+
 def register_gauges(app: faust.App, health: Health, source_topics: tuple[str, ...]) -> None:
     """Lag and partition assignment on the health page (assigned > 0 means joined)."""
 

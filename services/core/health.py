@@ -8,6 +8,9 @@ pages to Faust's own web server.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +75,19 @@ class Health:
         body = {"service": self.service, "status": status, "problems": problems,
                 "counters": self.counters.snapshot()}
         return (503 if problems else 200), body
+
+
+def instance_id() -> str:
+    """This process, as named in pipeline-health records (host and pid)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def health_record(health: Health) -> bytes:
+    """The service's status and counters as one ``lifeline.health`` record."""
+    _code, body = health.payload()
+    return json.dumps({"service": health.service, "instance": instance_id(),
+                       "ts": int(time.time() * 1000), "status": body["status"],
+                       "counters": body["counters"]}).encode()
 
 
 def aiohttp_routes(health: Health) -> list[web.RouteDef]:

@@ -76,6 +76,8 @@ class RegistrySettings(_Group):
 
     registry: Path = Path(DEFAULT_REGISTRY)
     log_level: str = "INFO"
+    health_report_s: float = Field(default=10.0, gt=0, description=(
+        "How often each service publishes its counters to lifeline.health."))
 
 
 S = TypeVar("S", bound=BaseSettings)

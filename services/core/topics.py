@@ -5,5 +5,6 @@ READINGS_DLQ = "lifeline.readings.dlq"
 ALARMS = "lifeline.alarms"
 ACKS = "lifeline.acks"
 TICKS = "lifeline.ticks"  # processor-internal: wall-clock ticks per partition
+HEALTH = "lifeline.health"  # every service's counters, every few seconds (pipeline health)
 
-ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS)
+ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS, HEALTH)

@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from schemas.registry import Registry, load_registry
 from schemas.telemetry import TOPIC_FILTER
 from services.core import topics
-from services.core.health import Counters, Health, serve
+from services.core.health import Counters, Health, health_record, serve
 from services.core.kafka import producer_kwargs
 from services.core.logging import get_logger
 from services.ingest.config import IngestConfig
@@ -166,6 +166,16 @@ class IngestService:
                 self._client_ref.ack(e.mid, e.qos)
                 self.counters.inc("acked")
 
+    async def _report_health(self) -> None:
+        """Publish this service's counters to lifeline.health (pipeline health)."""
+        while True:
+            await asyncio.sleep(self.cfg.common.health_report_s)
+            assert self._producer is not None
+            try:
+                await self._producer.send(topics.HEALTH, health_record(self.health))
+            except KafkaError as exc:
+                log.warning("health.report_failed", error=repr(exc))
+
     # ------------------------------------------------------------------ lifecycle
     async def _start_producer(self) -> AIOKafkaProducer:
         delay = 0.5
@@ -196,7 +206,9 @@ class IngestService:
         client.loop_start()
         log.info("ingest.started", topic_filter=TOPIC_FILTER, health_port=s.health_port,
                  kafka=self.cfg.kafka.bootstrap, sensors=self.validator.registry.sensor_count)
+        reporter = asyncio.create_task(self._report_health())
         await self._stopping.wait()
+        reporter.cancel()
         log.info("ingest.stopping", pending=len(self._pending))
         # Give in-flight messages a chance to be acked. No unsubscribe: the persistent
         # session must keep queueing while ingest is down.

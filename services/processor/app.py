@@ -33,7 +33,7 @@ from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry, RegistryError, load_registry
 from services.core import topics
-from services.core.faust_app import add_health_pages, make_app, register_gauges
+from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.processor.config import ProcessorConfig
@@ -208,6 +208,7 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                  sensors=new.sensor_count)
 
     register_gauges(app, health, (topics.READINGS,))
+    report_health(app, health, cfg.common.health_report_s)
     counters.gauge("facilities_in_memory", lambda: len(proc.cache))
     add_health_pages(app, health)
     return proc

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import faust
 from mode.types.signals import BaseSignalT
-from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from schemas.alarm import AlarmEvent
@@ -24,7 +23,7 @@ from schemas.deadletter import Problem, RejectReason, dead_letter
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
 from services.core import topics
-from services.core.faust_app import add_health_pages, make_app, register_gauges
+from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.writer.config import WriterConfig
@@ -80,8 +79,8 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
 
-    readings, alarms, dlq = (raw_topic(t) for t in
-                             (topics.READINGS, topics.ALARMS, topics.READINGS_DLQ))
+    readings, alarms, dlq, pipeline = (raw_topic(t) for t in (
+        topics.READINGS, topics.ALARMS, topics.READINGS_DLQ, topics.HEALTH))
 
     async def send_dead_letter(raw: bytes, source: str, reason: RejectReason,
                                detail: str) -> None:
@@ -117,7 +116,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                 try:
                     lines.extend(to_lines(raw))
                     raws.append(raw)
-                except ValidationError as exc:
+                except ValueError as exc:  # pydantic's ValidationError is a ValueError too
                     await send_dead_letter(raw, source, RejectReason.UNDECODABLE_EVENT, str(exc))
             await store_or_dead_letter(lines, raws, source, long_term)
             counters.inc(counter, len(values))
@@ -127,6 +126,11 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
         await consume(stream, topics.READINGS,
                       lambda raw: points.readings(ReadingBatch.model_validate_json(raw)),
                       "processed_events")
+
+    @app.agent(pipeline)
+    async def store_pipeline_health(stream: Any) -> None:
+        await consume(stream, topics.HEALTH, lambda raw: [points.pipeline(raw)],
+                      "processed_health_records")
 
     @app.agent(alarms)
     async def store_alarms(stream: Any) -> None:
@@ -164,6 +168,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
             storage_ready.set()
 
     register_gauges(app, health, (topics.READINGS, topics.ALARMS))
+    report_health(app, health, cfg.common.health_report_s)
     add_health_pages(app, health)
     return app, health
 

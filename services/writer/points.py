@@ -11,6 +11,9 @@ duplicated reading overwrites its own point instead of adding one.
 - ``alarm_state`` tags facility, sensor, rule, category, kind, district; fields alarm_id,
                   active, level, severity (0 when cleared), event, message, silenced,
                   suppressed, flapping — ``last()`` per series is the alarm's current state
+- ``pipeline``    tags service, instance; fields healthy and every numeric counter of the
+                  service (accepted_readings, rejected_messages, processed_readings, lag,
+                  stored_points, sink_retries, …), from ``lifeline.health`` every 10 s
 - ``reading_1m`` (retention policy ``long``) mean, min, max per reading series and minute,
                   computed by the database (services/writer/storage.py)
 
@@ -19,6 +22,8 @@ Sensor health is the ``alarm_event``/``alarm_state`` series with category ``sens
 """
 
 from __future__ import annotations
+
+import json
 
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
@@ -31,6 +36,7 @@ from schemas.registry import Registry
 READING = "reading"
 ALARM_EVENT = "alarm_event"
 ALARM_STATE = "alarm_state"
+PIPELINE = "pipeline"
 
 
 class PointBuilder:
@@ -68,6 +74,23 @@ class PointBuilder:
             p.field("value", float(ev.value))
         if ev.threshold is not None:
             p.field("threshold", float(ev.threshold))
+        line: str = p.to_line_protocol()
+        return line
+
+    @staticmethod
+    def pipeline(raw: bytes) -> str:
+        """One ``lifeline.health`` record as a ``pipeline`` point (numeric counters only)."""
+        try:
+            rec = json.loads(raw)
+            p = (Point(PIPELINE).tag("service", str(rec["service"]))
+                 .tag("instance", str(rec["instance"]))
+                 .field("healthy", rec["status"] == "ok")
+                 .time(int(rec["ts"]), WritePrecision.MS))
+            for name, value in rec["counters"].items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    p.field(str(name), float(value))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a pipeline health record: {exc!r}") from exc
         line: str = p.to_line_protocol()
         return line
 

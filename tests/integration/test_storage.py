@@ -58,3 +58,21 @@ def test_alarms_are_kept_long_term_with_their_current_state(pipeline: Pipeline,
     events = influx_query(stack, f"SELECT count(alarm_id) FROM long.alarm_event "
                                  f"WHERE facility='{FAC}' AND rule='value-upper' GROUP BY event")
     assert {s["tags"]["event"]: s["values"][0][1] for s in events} == {"raised": 1, "cleared": 1}
+
+
+def test_pipeline_health_of_every_service_is_stored(pipeline: Pipeline) -> None:
+    stack = pipeline.stack
+
+    def latest() -> dict[str, dict[str, object]]:
+        out = {}
+        for s in influx_query(stack, "SELECT last(healthy) AS healthy FROM pipeline "
+                                     "GROUP BY service"):
+            out[s["tags"]["service"]] = dict(zip(s["columns"], s["values"][0], strict=True))
+        return out
+
+    got = wait_for(lambda: (x := latest()) and {"ingest", "processor", "writer"} <= set(x) and x,
+                   timeout=60, what="pipeline health from every service")
+    assert all(v["healthy"] is True for v in got.values())
+    fields = influx_query(stack, "SHOW FIELD KEYS FROM pipeline")[0]["values"]
+    names = {f[0] for f in fields}
+    assert {"accepted_readings", "processed_readings", "stored_points", "lag"} <= names

@@ -158,3 +158,11 @@ def test_kubernetes_manifests_are_valid() -> None:
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     assert config["LIFELINE_KAFKA_FLAVOR"] == "kafka" and config["LIFELINE_INFLUX_API"] == "v2"
     assert not any("PASSWORD" in k or "TOKEN" in k for k in config), "secrets belong in a Secret"
+
+
+def test_compose_creates_every_lifeline_topic() -> None:
+    from services.core import topics
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    for t in topics.ALL:
+        assert t in text, f"kafka-init does not create {t}"
