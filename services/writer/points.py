@@ -39,11 +39,43 @@ ALARM_STATE = "alarm_state"
 PIPELINE = "pipeline"
 
 
+# The same escapes as influxdb-client's Point for tag keys and values.
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t",
+                              "\r": r"\r"})
+
+
+def _tag(value: str) -> str:
+    return value.translate(_TAG_ESCAPES)
+
+
+def _float(value: float) -> str:
+    # influxdb-client writes floats with repr(); integral floats lose their ".0", which
+    # line protocol still reads as a float (an integer would need the "i" suffix).
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
 class PointBuilder:
     def __init__(self, registry: Registry) -> None:
         self._district = {f.id: f.district for f in registry.facilities}
 
     def readings(self, batch: ReadingBatch) -> list[str]:
+        """Line protocol of a batch's readings.
+
+        The hot path of the writer, formatted here rather than with influxdb-client's
+        ``Point`` (measured: ~9 µs per point with ``Point``, under 2 µs here); a unit test
+        checks both produce the same line for every kind of value.
+        """
+        fid = _tag(batch.facility_id)
+        head = (f"{READING},district={_tag(self._district.get(batch.facility_id, 'unknown'))},"
+                f"facility={fid},kind={batch.kind.value},")
+        seq = batch.seq
+        return [f"{head}metric={r.metric.value},sensor={_tag(r.sensor)} "
+                f"seq={seq}i,value={_float(r.value)} {to_epoch_ms(r.ts)}"
+                for r in batch.readings]
+
+    def readings_with_point(self, batch: ReadingBatch) -> list[str]:
+        """The same lines built with influxdb-client's ``Point`` (the reference)."""
         district = self._district.get(batch.facility_id, "unknown")
         out = []
         for r in batch.readings:

@@ -26,3 +26,11 @@ def test_processor_benchmark_smoke() -> None:
     lat = r["latency_report_to_alarm"]
     assert lat["alarms_timed"] == lat["reports"] // 100  # every breach became an alarm
     assert r["memory"]["facilities_in_memory"] == 200
+
+
+def test_writer_benchmark_smoke() -> None:
+    from tests.bench.writer import bench
+
+    r = bench(events=500, facilities=100)
+    assert r["stored"] == r["points"] == 5000  # every point of the backlog stored
+    assert r["baseline_raw_http_5000_point_batches"]["points"] == 5000

@@ -31,3 +31,23 @@ def test_alarm_point_escapes_text(registry: Registry) -> None:
                            "facility=DR-BH-001,")
     assert 'message="say \\"hi\\", ok"' in line and "severity=4i" in line
     assert line.endswith(" 1782892800123")
+
+
+def test_fast_reading_lines_equal_influxdb_client_points(registry: Registry) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    builder = PointBuilder(registry)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 2**62),
+           st.integers(0, 4_000_000_000_000), st.sampled_from(
+               [*[f.id for f in registry.facilities][:8], "UNKNOWN-1"]))
+    def check(value: float, seq: int, ts_ms: int, fid: str) -> None:
+        ts = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+        b = ReadingBatch(facility_id=fid, kind="drainage", seq=seq, received_at=ts,
+                         readings=[Reading(sensor="S.1-x", metric="water_level", value=value,
+                                           unit="m", ts=ts)])
+        assert builder.readings(b) == builder.readings_with_point(b)
+
+    check()
