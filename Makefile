@@ -27,6 +27,7 @@ integration: setup
 bench: setup
 	.venv/bin/python -m tests.bench.run all
 	.venv/bin/python -m tests.bench.processor
+	.venv/bin/python -m tests.bench.writer
 
 clean:
 	rm -rf .lifeline .venv .mypy_cache .ruff_cache .pytest_cache
