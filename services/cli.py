@@ -29,7 +29,10 @@ schemas_app = typer.Typer(help="The contracts: export JSON Schemas for device ve
 registry_app = typer.Typer(help="The facility registry (YAML).", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
+grafana_app = typer.Typer(help="Grafana dashboards generated from the registry.",
+                          no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+app.add_typer(grafana_app, name="grafana")
 
 
 class SimulatorMqtt(_Group):
@@ -227,6 +230,20 @@ def schemas_export(
     from schemas.export import export_all
 
     for path in export_all(out):
+        typer.echo(f"wrote {path}")
+
+
+@grafana_app.command("generate")
+def grafana_generate(
+    registry: Annotated[Path, typer.Option(help="Registry YAML/JSON.")] = Path(DEFAULT_REGISTRY),
+    out: Annotated[Path, typer.Option(help="Folder for the dashboards.")] = Path(
+        "grafana/dashboards"),
+) -> None:
+    """Write the dashboards (JSON, committed under grafana/dashboards/) for the registry."""
+    from schemas.registry import load_registry
+    from services.dashboards.generate import write
+
+    for path in write(load_registry(registry), out):
         typer.echo(f"wrote {path}")
 
 

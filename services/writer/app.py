@@ -148,8 +148,11 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     storage_ready = asyncio.Event()
     health.problem("storage", "retention policies and continuous query not set up yet")
     if cfg.influx.api != "v1":
-        storage_ready.set()
-        health.ok("storage")
+        @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
+        async def _facilities() -> None:
+            await writer.store(points.facilities(), "registry", long_term=True)
+            health.ok("storage")
+            storage_ready.set()
     else:
         @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
         async def _layout() -> None:
@@ -165,6 +168,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                         health.problem("storage", f"retention/CQ setup pending: {exc}")
                         raise
             health.ok("storage")
+            await writer.store(points.facilities(), "registry", long_term=True)
             storage_ready.set()
 
     register_gauges(app, health, (topics.READINGS, topics.ALARMS))

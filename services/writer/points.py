@@ -14,6 +14,8 @@ duplicated reading overwrites its own point instead of adding one.
 - ``pipeline``    tags service, instance; fields healthy and every numeric counter of the
                   service (accepted_readings, rejected_messages, processed_readings, lag,
                   stored_points, sink_retries, …), from ``lifeline.health`` every 10 s
+- ``facility``    (``long``) tags facility, kind, district; fields lat, lon, name, name_zh,
+                  sensors — the registry, written by the writer at start (time 0)
 - ``reading_1m`` (retention policy ``long``) mean, min, max per reading series and minute,
                   computed by the database (services/writer/storage.py)
 
@@ -37,6 +39,7 @@ READING = "reading"
 ALARM_EVENT = "alarm_event"
 ALARM_STATE = "alarm_state"
 PIPELINE = "pipeline"
+FACILITY = "facility"
 
 
 # The same escapes as influxdb-client's Point for tag keys and values.
@@ -57,7 +60,20 @@ def _float(value: float) -> str:
 
 class PointBuilder:
     def __init__(self, registry: Registry) -> None:
+        self.registry = registry
         self._district = {f.id: f.district for f in registry.facilities}
+
+    def facilities(self) -> list[str]:
+        """One ``facility`` point per registered facility (coordinates and names for the
+        overview map), at a fixed time so rewriting them at every start overwrites."""
+        out = []
+        for f in self.registry.facilities:
+            p = (Point(FACILITY).tag("facility", f.id).tag("kind", f.kind.value)
+                 .tag("district", f.district).field("lat", f.lat).field("lon", f.lon)
+                 .field("name", f.name).field("name_zh", f.name_zh or f.name)
+                 .field("sensors", len(f.sensors)).time(0, WritePrecision.MS))
+            out.append(p.to_line_protocol())
+        return out
 
     def readings(self, batch: ReadingBatch) -> list[str]:
         """Line protocol of a batch's readings.

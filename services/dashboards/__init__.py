@@ -1,0 +1,1 @@
+"""Grafana dashboards generated from the registry (thresholds and facilities stay in sync)."""

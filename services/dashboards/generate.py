@@ -1,0 +1,250 @@
+"""Generate Lifeline's Grafana dashboards (JSON model) from the registry.
+
+Every query is InfluxQL against the datasource uid ``lifeline-influx`` (InfluxDB 1.x
+directly, 2.x through the DBRP mapping). Thresholds come from the registry's rules, so the
+bands drawn are the levels the alarm engine uses. Titles are Chinese and English.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from schemas.kinds import METRICS, FacilityKind, Metric
+from schemas.registry import Direction, Registry, Signal
+
+DATASOURCE = {"type": "influxdb", "uid": "lifeline-influx"}
+LEVEL_COLOURS = {"blue": "blue", "yellow": "yellow", "orange": "orange", "red": "red"}
+ZH = {
+    Metric.RAINFALL: "降雨量", Metric.WATER_LEVEL: "水位", Metric.PONDING_DEPTH: "积水深度",
+    Metric.FLOW: "流量", Metric.PUMP_STATE: "泵运行状态", Metric.PUMP_CURRENT: "泵电流",
+    Metric.DEFLECTION: "挠度", Metric.STRAIN: "应变", Metric.CRACK_WIDTH: "裂缝宽度",
+    Metric.TILT: "倾斜", Metric.ACCELERATION: "加速度", Metric.TEMPERATURE: "温度",
+    Metric.BEARING_DISPLACEMENT: "支座位移", Metric.H2S: "硫化氢", Metric.CH4: "甲烷",
+    Metric.CO: "一氧化碳", Metric.O2: "氧气", Metric.COD: "化学需氧量", Metric.NH3N: "氨氮",
+    Metric.PH: "酸碱度",
+}
+KIND_TITLES = {FacilityKind.DRAINAGE: ("城市排水", "Urban drainage"),
+               FacilityKind.BRIDGE: ("道路桥梁", "Road bridges"),
+               FacilityKind.SEWAGE: ("污水管网", "Sewage network")}
+
+# Current state of every alarm: the last alarm_state point of each series.
+STATE = ('SELECT last("severity") AS "severity", last("level") AS "level", '
+         'last("message") AS "message", last("alarm_id") AS "alarm_id" '
+         'FROM "long"."alarm_state" WHERE "category" {cat} AND "district" =~ /^$district$/ '
+         'GROUP BY "facility", "sensor", "rule", "kind", "category"')
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def _target(query: str, fmt: str = "time_series", ref: str = "A") -> dict[str, Any]:
+    return {"refId": ref, "datasource": DATASOURCE, "rawQuery": True, "query": query,
+            "resultFormat": fmt}
+
+
+def _panel(ids: _Ids, kind: str, title: str, grid: tuple[int, int, int, int],
+           targets: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    x, y, w, h = grid
+    return {"id": ids(), "type": kind, "title": title, "datasource": DATASOURCE,
+            "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets, **extra}
+
+
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+            "query": query, "refresh": 2, "includeAll": True, "multi": True,
+            "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "sort": 1}
+
+
+def _dashboard(uid: str, title: str, panels: list[dict[str, Any]],
+               variables: list[dict[str, Any]], annotate: bool = True) -> dict[str, Any]:
+    annotations = []
+    if annotate:
+        annotations.append({
+            "name": "告警 Alarms", "datasource": DATASOURCE, "enable": True,
+            "iconColor": "red",
+            "query": ('SELECT "message" FROM "long"."alarm_event" WHERE '
+                      '"facility" =~ /^$facility$/ AND $timeFilter'),
+            "textColumn": "message", "tagsColumn": "level"})
+    return {"uid": uid, "title": title, "tags": ["lifeline"], "timezone": "browser",
+            "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"},
+            "templating": {"list": variables}, "annotations": {"list": annotations},
+            "panels": panels}
+
+
+def thresholds(registry: Registry, metric: Metric) -> dict[str, Any]:
+    """Threshold steps of the metric's first value rule in the registry (upper or lower)."""
+    for f in registry.facilities:
+        for s in f.sensors:
+            if s.metric is not metric:
+                continue
+            for r in s.rules:
+                if r.signal is Signal.VALUE:
+                    levels = r.ordered_levels()
+                    if r.direction is Direction.UPPER:
+                        steps = [{"color": "green", "value": None}] + [
+                            {"color": LEVEL_COLOURS[lv.level.value], "value": lv.raise_at}
+                            for lv in levels]
+                    else:
+                        steps = [{"color": LEVEL_COLOURS[lv.level.value], "value": None}
+                                 for lv in levels[-1:]] + [
+                            {"color": LEVEL_COLOURS[lv.level.value], "value": up.raise_at}
+                            for lv, up in zip(levels[-2::-1], levels[::-1], strict=False)] + [
+                            {"color": "green", "value": levels[0].raise_at}]
+                    return {"mode": "absolute", "steps": steps}
+    return {"mode": "absolute", "steps": [{"color": "green", "value": None}]}
+
+
+def _common_variables(kind: FacilityKind | None) -> list[dict[str, Any]]:
+    where = f" WHERE \"kind\" = '{kind.value}'" if kind else ""
+    and_kind = f" AND \"kind\" = '{kind.value}'" if kind else ""
+    return [
+        _variable("district", "片区 District",
+                  f'SHOW TAG VALUES FROM "long"."facility" WITH KEY = "district"{where}'),
+        _variable("facility", "设施 Facility",
+                  'SHOW TAG VALUES FROM "long"."facility" WITH KEY = "facility" '
+                  f'WHERE "district" =~ /^$district$/{and_kind}'),
+        _variable("sensor", "传感器 Sensor",
+                  'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor" '
+                  'WHERE "facility" =~ /^$facility$/'),
+    ]
+
+
+def overview(registry: Registry) -> dict[str, Any]:
+    ids = _Ids()
+    facility_state = ('SELECT max("severity") AS "severity" FROM (' + STATE.format(
+        cat="= 'facility'") + ') GROUP BY "facility"')
+    panels = [
+        _panel(ids, "geomap", "设施状态地图 Facility state map", (0, 0, 14, 14), [
+            _target('SELECT last("lat") AS "lat", last("lon") AS "lon", last("name_zh") AS '
+                    '"name" FROM "long"."facility" WHERE "district" =~ /^$district$/ '
+                    'GROUP BY "facility", "kind"', "table", "A"),
+            _target(facility_state, "table", "B")],
+            transformations=[{"id": "merge", "options": {}}],
+            options={"view": {"id": "coords", "lat": 27.9, "lon": 120.85, "zoom": 11},
+                     "layers": [{"type": "markers", "name": "设施 Facilities",
+                                 "location": {"mode": "coords", "latitude": "lat",
+                                              "longitude": "lon"},
+                                 "config": {"color": {"field": "severity"},
+                                            "showLegend": True}}]},
+            fieldConfig={"defaults": {"thresholds": {"mode": "absolute", "steps": [
+                {"color": "green", "value": None}, {"color": "blue", "value": 1},
+                {"color": "yellow", "value": 2}, {"color": "orange", "value": 3},
+                {"color": "red", "value": 4}]}}, "overrides": []}),
+        _panel(ids, "bargauge", "按级别的活动告警 Active alarms by level", (14, 0, 10, 7), [
+            _target('SELECT "severity", "level" FROM (' + STATE.format(cat="= 'facility'")
+                    + ') WHERE "severity" > 0', "table")],
+            transformations=[{"id": "groupBy", "options": {"fields": {
+                "level": {"aggregations": [], "operation": "groupby"},
+                "severity": {"aggregations": ["count"], "operation": "aggregate"}}}}]),
+        _panel(ids, "bargauge", "按设施类型的活动告警 Active alarms by kind", (14, 7, 10, 7), [
+            _target('SELECT "severity" FROM (' + STATE.format(cat="= 'facility'")
+                    + ') WHERE "severity" > 0 GROUP BY "kind"', "table")],
+            transformations=[{"id": "groupBy", "options": {"fields": {
+                "kind": {"aggregations": [], "operation": "groupby"},
+                "severity": {"aggregations": ["count"], "operation": "aggregate"}}}}]),
+        _panel(ids, "table", "活动告警 Active alarms", (0, 14, 24, 10), [
+            _target('SELECT "level", "severity", "message", "alarm_id" FROM ('
+                    + STATE.format(cat="= 'facility'") + ') WHERE "severity" > 0', "table")]),
+        _panel(ids, "table", "传感器与网关健康 Sensor and gateway health", (0, 24, 24, 8), [
+            _target('SELECT "level", "message", "alarm_id" FROM ('
+                    + STATE.format(cat="!= 'facility'") + ') WHERE "severity" > 0',
+                    "table")]),
+    ]
+    variables = _common_variables(None)[:1]
+    return _dashboard("lifeline-overview", "城市生命线总览 District overview", panels, variables,
+                      annotate=False)
+
+
+def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
+    ids = _Ids()
+    zh, en = KIND_TITLES[kind]
+    panels = []
+    metrics = [m for m, spec in METRICS.items() if kind in spec.kinds
+               and any(s.metric is m for f in registry.facilities if f.kind is kind
+                       for s in f.sensors)]
+    for i, metric in enumerate(metrics):
+        unit = METRICS[metric].unit
+        agg = "sum" if metric is Metric.RAINFALL else "mean"
+        panel_type = "barchart" if metric is Metric.RAINFALL else "timeseries"
+        query = (f'SELECT {agg}("value") FROM "reading" WHERE "kind" = \'{kind.value}\' '
+                 f"AND \"metric\" = '{metric.value}' AND \"facility\" =~ /^$facility$/ "
+                 'AND "sensor" =~ /^$sensor$/ AND $timeFilter '
+                 'GROUP BY time($__interval), "sensor" fill(none)')
+        panels.append(_panel(
+            ids, "timeseries" if panel_type == "barchart" else panel_type,
+            f"{ZH[metric]} {metric.value.replace('_', ' ').capitalize()} ({unit})",
+            ((i % 2) * 12, (i // 2) * 8, 12, 8), [_target(query)],
+            fieldConfig={"defaults": {
+                "unit": unit, "thresholds": thresholds(registry, metric),
+                "custom": {"thresholdsStyle": {"mode": "area"},
+                           "drawStyle": "bars" if metric is Metric.RAINFALL else "line"}},
+                "overrides": []}))
+    return _dashboard(f"lifeline-{kind.value}", f"{zh} {en}", panels, _common_variables(kind))
+
+
+def pipeline() -> dict[str, Any]:
+    ids = _Ids()
+
+    def rate(service: str, counter: str) -> str:
+        return (f'SELECT non_negative_derivative(last("{counter}"), 1s) FROM "pipeline" '
+                f"WHERE \"service\" = '{service}' AND $timeFilter "
+                'GROUP BY time($__interval), "instance" fill(none)')
+
+    panels = [
+        _panel(ids, "timeseries", "吞吐量 Throughput (readings/s)", (0, 0, 12, 8), [
+            _target(rate("ingest", "accepted_readings"), ref="A"),
+            _target(rate("processor", "processed_readings"), ref="B"),
+            _target(rate("writer", "stored_points"), ref="C")]),
+        _panel(ids, "timeseries", "积压 Consumer lag (events)", (12, 0, 12, 8), [
+            _target('SELECT last("lag") FROM "pipeline" WHERE $timeFilter '
+                    'GROUP BY time($__interval), "service", "instance" fill(none)')]),
+        _panel(ids, "timeseries", "拒收 Rejected / dead-lettered per s", (0, 8, 12, 8), [
+            _target(rate("ingest", "rejected_messages"), ref="A")]),
+        _panel(ids, "stat", "服务健康 Service health", (12, 8, 12, 8), [
+            _target('SELECT last("healthy") FROM "pipeline" WHERE $timeFilter '
+                    'GROUP BY "service"')]),
+    ]
+    return _dashboard("lifeline-pipeline", "数据管道健康 Pipeline health", panels, [],
+                      annotate=False)
+
+
+def dashboards(registry: Registry) -> dict[str, dict[str, Any]]:
+    out = {"overview.json": overview(registry), "pipeline.json": pipeline()}
+    for kind in FacilityKind:
+        out[f"{kind.value}.json"] = kind_dashboard(registry, kind)
+    return out
+
+
+def render(board: dict[str, Any]) -> str:
+    return json.dumps(board, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write(registry: Registry, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, board in dashboards(registry).items():
+        path = folder / name
+        path.write_text(render(board), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every InfluxQL query of a dashboard: (where, query)."""
+    for p in board["panels"]:
+        for t in p["targets"]:
+            yield f"{board['uid']}/{p['title']}/{t['refId']}", t["query"]
+    for v in board["templating"]["list"]:
+        yield f"{board['uid']}/variable {v['name']}", v["query"]
+    for a in board["annotations"]["list"]:
+        yield f"{board['uid']}/annotation {a['name']}", a["query"]
