@@ -22,9 +22,11 @@ from aiohttp import web
 class Counters:
     """Monotonic counters and live gauges, safe to bump from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *names: str) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, int] = {}
+        # Named counters exist from the start (at 0), so dashboards see them before the
+        # first event of their kind.
+        self._values: dict[str, int] = dict.fromkeys(names, 0)
         self._gauges: dict[str, Callable[[], float | int]] = {}
         self.started = time.time()
 

@@ -48,7 +48,9 @@ class IngestService:
         s = config.ingest
         self.validator = Validator(registry, max_payload_bytes=s.max_payload_bytes,
                                    max_future_s=s.max_future_s, max_past_s=s.max_past_s)
-        self.counters = Counters()
+        self.counters = Counters("received", "accepted_reports", "accepted_readings",
+                                 "rejected_messages", "partial_messages", "acked",
+                                 "kafka_retries")
         self.health = Health("ingest", self.counters)
         self._pending: deque[_Pending] = deque()
         self._generation = 0

@@ -66,7 +66,8 @@ class Processor:
 def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
     app = make_app("processor", cfg.kafka, web_port=cfg.processor.health_port,
                    web_host=cfg.processor.health_host)
-    counters = Counters()
+    counters = Counters("processed_batches", "processed_readings", "rejected", "late_readings",
+                        "state_saves")
     health = Health("processor", counters)
 
     def raw(*names: str) -> Any:

@@ -70,7 +70,8 @@ class BatchWriter:
 def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     app = make_app("writer", cfg.kafka, web_port=cfg.writer.health_port,
                    web_host=cfg.writer.health_host)
-    counters = Counters()
+    counters = Counters("processed_events", "processed_alarm_events", "stored_points",
+                        "written_batches", "sink_retries", "rejected")
     health = Health("writer", counters)
     points = PointBuilder(registry)
     sink = make_sink(cfg.influx, cfg.writer.timeout_s)

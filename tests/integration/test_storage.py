@@ -47,7 +47,8 @@ def test_alarms_are_kept_long_term_with_their_current_state(pipeline: Pipeline,
         publisher.publish(topic, report(100 + i, t0 + i * 1000,
                                         [(f"{FAC}-L1", "water_level", v, "m")]))
     active = (f"SELECT * FROM (SELECT last(severity) AS severity, last(level) AS level "
-              f"FROM long.alarm_state WHERE facility='{FAC}' GROUP BY facility, sensor, rule) "
+              f"FROM long.alarm_state WHERE facility='{FAC}' AND category='facility' "
+              "GROUP BY facility, sensor, rule) "
               "WHERE severity > 0")
     rows = wait_for(lambda: influx_query(stack, active), what="active alarm state")
     cols = rows[0]["columns"]
