@@ -247,6 +247,32 @@ def grafana_generate(
         typer.echo(f"wrote {path}")
 
 
+@grafana_app.command("provision")
+def grafana_provision(
+    url: Annotated[str, typer.Option(help="Grafana base URL, e.g. http://grafana:3000")],
+    token: Annotated[str, typer.Option(envvar="LIFELINE_GRAFANA_TOKEN",
+                                       help="Grafana service-account token (env: "
+                                            "LIFELINE_GRAFANA_TOKEN).")],
+    influx_url: Annotated[str, typer.Option(help="InfluxDB URL as Grafana reaches it.")],
+    influx_token: Annotated[str, typer.Option(envvar="LIFELINE_INFLUX_TOKEN",
+                                              help="InfluxDB token for the datasource "
+                                                   "(env: LIFELINE_INFLUX_TOKEN).")] = "",
+    registry: Annotated[Path, typer.Option(help="Registry YAML/JSON.")] = Path(DEFAULT_REGISTRY),
+) -> None:
+    """Create or update the datasource, folder and dashboards in an existing Grafana
+    (idempotent: a second run changes nothing)."""
+    from schemas.registry import load_registry
+    from services.dashboards.provision import ProvisionError, provision
+
+    try:
+        report = provision(url, token, load_registry(registry), influx_url=influx_url,
+                           influx_token=influx_token)
+    except ProvisionError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps({"created": report.created, "updated": report.updated,
+                           "unchanged": report.unchanged}, ensure_ascii=False))
+
+
 @registry_app.command("check")
 def registry_check(path: Annotated[Path, typer.Argument(help="Registry YAML.")]) -> None:
     """Validate a registry file and summarise it."""
