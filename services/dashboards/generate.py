@@ -180,9 +180,17 @@ def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
                  f"AND \"metric\" = '{metric.value}' AND \"facility\" =~ /^$facility$/ "
                  'AND "sensor" =~ /^$sensor$/ AND $timeFilter '
                  'GROUP BY time($__interval), "sensor" fill(none)')
+        if metric is Metric.ACCELERATION:
+            # The alarm engine judges vibration by RMS: show the same quantity.
+            query = ('SELECT sqrt(mean("sq")) AS "rms" FROM (SELECT "value" * "value" AS "sq" '
+                     f"FROM \"reading\" WHERE \"kind\" = '{kind.value}' AND \"metric\" = "
+                     f"'{metric.value}' AND \"facility\" =~ /^$facility$/ AND \"sensor\" =~ "
+                     '/^$sensor$/ AND $timeFilter GROUP BY "sensor") '
+                     'WHERE $timeFilter GROUP BY time($__interval), "sensor" fill(none)')
         panels.append(_panel(
             ids, "timeseries" if panel_type == "barchart" else panel_type,
-            f"{ZH[metric]} {metric.value.replace('_', ' ').capitalize()} ({unit})",
+            f"{ZH[metric]} {metric.value.replace('_', ' ').capitalize()}"
+            f"{' RMS' if metric is Metric.ACCELERATION else ''} ({unit})",
             ((i % 2) * 12, (i // 2) * 8, 12, 8), [_target(query)],
             fieldConfig={"defaults": {
                 "unit": unit, "thresholds": thresholds(registry, metric),
