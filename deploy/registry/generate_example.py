@@ -181,12 +181,19 @@ def bridge(fid: str) -> dict[str, Any]:
     ]}
 
 
-def gas_manhole(fid: str) -> dict[str, Any]:
-    return {"sensors": [
+def gas_sensors(fid: str) -> list[dict[str, Any]]:
+    """H2S and CH4 detectors, as installed in sewer manholes and pumping wells."""
+    return [
         sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [value_rule([
             lv("blue", 10, 8, SRC_H2S), lv("yellow", 20, 17, SRC_H2S), lv("red", 50, 45, SRC_H2S)])]),
         sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [value_rule([
             lv("yellow", 25, 22, SRC_CH4), lv("red", 50, 45, SRC_CH4)])]),
+    ]
+
+
+def gas_manhole(fid: str) -> dict[str, Any]:
+    return {"sensors": [
+        *gas_sensors(fid),
         sensor(f"{fid}-G1", "co", "mg/m³", (0.0, 500.0), 60, [value_rule([
             lv("blue", 20, 18, SRC_CO), lv("yellow", 30, 27, SRC_CO)])]),
         sensor(f"{fid}-O1", "o2", "%vol", (0.0, 30.0), 60, [value_rule([
@@ -210,10 +217,7 @@ def quality_station(fid: str) -> dict[str, Any]:
 
 def sewage_pumping_well(fid: str) -> dict[str, Any]:
     return {"sensors": [
-        sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [value_rule([
-            lv("blue", 10, 8, SRC_H2S), lv("yellow", 20, 17, SRC_H2S), lv("red", 50, 45, SRC_H2S)])]),
-        sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [value_rule([
-            lv("yellow", 25, 22, SRC_CH4), lv("red", 50, 45, SRC_CH4)])]),
+        *gas_sensors(fid),
         sensor(f"{fid}-W1", "water_level", "m", (0.0, 8.0), 30, [value_rule([
             lv("yellow", 5.0, 4.8, SRC_WETWELL), lv("red", 6.5, 6.2, SRC_WETWELL)])],
             stuck_after_s=6 * 3600),

@@ -119,6 +119,17 @@ def _common_variables(kind: FacilityKind | None) -> list[dict[str, Any]]:
     ]
 
 
+def _active_count(ids: _Ids, title: str, grid: tuple[int, int, int, int], by: str,
+                  extra_field: str, group_by: str) -> dict[str, Any]:
+    """Bar gauge counting active facility alarms per ``by`` (a Grafana groupBy)."""
+    return _panel(ids, "bargauge", title, grid, [
+        _target(f'SELECT "severity"{extra_field} FROM (' + STATE.format(cat="= 'facility'")
+                + f') WHERE "severity" > 0{group_by}', "table")],
+        transformations=[{"id": "groupBy", "options": {"fields": {
+            by: {"aggregations": [], "operation": "groupby"},
+            "severity": {"aggregations": ["count"], "operation": "aggregate"}}}}])
+
+
 def overview(registry: Registry) -> dict[str, Any]:
     ids = _Ids()
     facility_state = ('SELECT max("severity") AS "severity" FROM (' + STATE.format(
@@ -140,18 +151,10 @@ def overview(registry: Registry) -> dict[str, Any]:
                 {"color": "green", "value": None}, {"color": "blue", "value": 1},
                 {"color": "yellow", "value": 2}, {"color": "orange", "value": 3},
                 {"color": "red", "value": 4}]}}, "overrides": []}),
-        _panel(ids, "bargauge", "按级别的活动告警 Active alarms by level", (14, 0, 10, 7), [
-            _target('SELECT "severity", "level" FROM (' + STATE.format(cat="= 'facility'")
-                    + ') WHERE "severity" > 0', "table")],
-            transformations=[{"id": "groupBy", "options": {"fields": {
-                "level": {"aggregations": [], "operation": "groupby"},
-                "severity": {"aggregations": ["count"], "operation": "aggregate"}}}}]),
-        _panel(ids, "bargauge", "按设施类型的活动告警 Active alarms by kind", (14, 7, 10, 7), [
-            _target('SELECT "severity" FROM (' + STATE.format(cat="= 'facility'")
-                    + ') WHERE "severity" > 0 GROUP BY "kind"', "table")],
-            transformations=[{"id": "groupBy", "options": {"fields": {
-                "kind": {"aggregations": [], "operation": "groupby"},
-                "severity": {"aggregations": ["count"], "operation": "aggregate"}}}}]),
+        _active_count(ids, "按级别的活动告警 Active alarms by level", (14, 0, 10, 7), "level",
+                      ', "level"', ""),
+        _active_count(ids, "按设施类型的活动告警 Active alarms by kind", (14, 7, 10, 7), "kind",
+                      "", ' GROUP BY "kind"'),
         _panel(ids, "table", "活动告警 Active alarms", (0, 14, 24, 10), [
             _target('SELECT "level", "severity", "message", "alarm_id" FROM ('
                     + STATE.format(cat="= 'facility'") + ') WHERE "severity" > 0', "table")]),
