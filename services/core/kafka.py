@@ -48,6 +48,7 @@ def faust_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
         "processing_guarantee": "at_least_once",
         "topic_partitions": kafka.partitions,
         "topic_replication_factor": kafka.replication,
+        "broker_credentials": None,
     }
     if kafka.flavor == "tansu":
         kw.update(
