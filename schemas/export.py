@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from schemas.alarm import AlarmEvent
 from schemas.deadletter import DeadLetter
+from schemas.oncall import AckRequest, OnCallConfig, OnCallRecord
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
 from schemas.telemetry import TelemetryMessage
@@ -19,6 +20,9 @@ EXPORTS: dict[str, type[BaseModel]] = {
     "alarm-event.schema.json": AlarmEvent,
     "dead-letter.schema.json": DeadLetter,
     "registry.schema.json": Registry,
+    "oncall.schema.json": OnCallConfig,
+    "ack-request.schema.json": AckRequest,
+    "oncall-record.schema.json": OnCallRecord,
 }
 
 

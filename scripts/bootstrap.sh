@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # victoria-metrics: a real server for the InfluxDB v2 write API in the tests (LOCAL_STACK.md).
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics)
+# chromium + chromium-driver: the acknowledgement page is tested in headless Chromium.
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -33,6 +33,9 @@ grafana_app = typer.Typer(help="Grafana dashboards generated from the registry."
                           no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 app.add_typer(grafana_app, name="grafana")
+oncall_app = typer.Typer(help="On-call: rotas, acknowledgements, the audit trail.",
+                         no_args_is_help=True)
+app.add_typer(oncall_app, name="oncall")
 
 
 class SimulatorMqtt(_Group):
@@ -137,6 +140,14 @@ def writer() -> None:
     main()
 
 
+@app.command()
+def notifier() -> None:
+    """Faust notifier: lifeline.alarms → routing, rotas, escalation → channels; acks stop it."""
+    from services.notifier.app import main
+
+    main()
+
+
 # --------------------------------------------------------------------------- tools
 @app.command()
 def simulate(
@@ -192,12 +203,16 @@ def run(
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = Ctrl-C).")] = 0,
     breach_every: Annotated[float, typer.Option(
         help="Every N seconds push one sensor over its thresholds for N/2 s (0 = never).")] = 40,
+    oncall: Annotated[Path, typer.Option(help="On-call YAML (its channels are replaced by a "
+                                              "local receiver that prints the pages).")] = Path(
+        "deploy/oncall/wenzhou-bay.yaml"),
 ) -> None:
-    """The main job on the local stack: stack, ingest, processor, writer and the simulator,
-    with readings counted and alarms shown live. Ctrl-C stops everything."""
+    """The main job on the local stack: stack, ingest, processor, writer, notifier and the
+    simulator, with readings counted, alarms and pages shown live. Ctrl-C stops everything."""
     from services.stack.demo import run_demo
 
-    sys.exit(run_demo(registry=registry, duration=duration, breach_every=breach_every))
+    sys.exit(run_demo(registry=registry, duration=duration, breach_every=breach_every,
+                      oncall=oncall))
 
 
 @app.command()
@@ -290,6 +305,105 @@ def registry_check(path: Annotated[Path, typer.Argument(help="Registry YAML.")])
     typer.echo(json.dumps({"name": reg.name, "facilities": len(reg.facilities),
                            "sensors": reg.sensor_count, "by_kind": kinds,
                            "default_thresholds_to_replace": defaults}, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------- on-call
+def _oncall_file(path: Path | None) -> Path:
+    from services.notifier.config import NotifierSettings
+
+    return path or load(NotifierSettings).oncall
+
+
+@oncall_app.command("check")
+def oncall_check(
+    path: Annotated[Path | None, typer.Argument(help="On-call YAML (default: "
+                                                     "LIFELINE_NOTIFIER_ONCALL).")] = None,
+) -> None:
+    """Validate an on-call file and summarise it."""
+    from schemas.oncall import OnCallError, load_oncall
+
+    try:
+        cfg = load_oncall(_oncall_file(path))
+    except OnCallError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps({"people": len(cfg.people), "teams": [t.id for t in cfg.teams],
+                           "channels": [c.id for c in cfg.channels], "routes": len(cfg.routes)},
+                          ensure_ascii=False))
+
+
+@oncall_app.command("who")
+def oncall_who(
+    at: Annotated[str | None, typer.Option(help="An instant (ISO 8601 with offset); "
+                                                "default now.")] = None,
+    hours: Annotated[float, typer.Option(help="Also list the handovers of the next N hours.")] = 0,
+    path: Annotated[Path | None, typer.Option("--oncall", help="On-call YAML.")] = None,
+) -> None:
+    """Who is on duty, per team (one JSON line per team)."""
+    from datetime import UTC, datetime
+
+    from schemas.oncall import OnCallError, load_oncall
+    from services.notifier.tools import who
+
+    try:
+        cfg = load_oncall(_oncall_file(path))
+        when = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    except (OnCallError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    if when.tzinfo is None:
+        raise _fail("--at needs a UTC offset, e.g. 2026-11-26T21:00:00+08:00")
+    for row in who(cfg, when, hours):
+        typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@oncall_app.command("ack")
+def oncall_ack(
+    alarm_id: Annotated[str, typer.Argument(help="The alarm's id (alarm_id).")],
+    by: Annotated[str, typer.Option(help="Who acknowledges (a person id or name).")],
+    comment: Annotated[str, typer.Option(help="What is being done.")] = "",
+    resolve: Annotated[bool, typer.Option(help="Resolve rather than acknowledge.")] = False,
+    facility: Annotated[str | None, typer.Option(help="The alarm's facility (looked up in "
+                                                      "InfluxDB when omitted).")] = None,
+) -> None:
+    """Acknowledge (or resolve) an alarm: its escalation stops."""
+    import asyncio
+
+    from schemas.oncall import AckAction
+    from services.core.influxql import QueryError
+    from services.core.settings import InfluxSettings, KafkaSettings
+    from services.notifier.tools import find_facility, send_ack
+
+    if facility is None:
+        try:
+            facility = asyncio.run(find_facility(load(InfluxSettings), alarm_id))
+        except QueryError as exc:
+            raise _fail(f"cannot look the alarm up: {exc}; pass --facility") from exc
+        if facility is None:
+            raise _fail(f"alarm {alarm_id} is not in InfluxDB; pass --facility")
+    req = asyncio.run(send_ack(load(KafkaSettings), alarm_id, facility, by, comment,
+                               AckAction.RESOLVE if resolve else AckAction.ACKNOWLEDGE))
+    typer.echo(req.model_dump_json())
+
+
+@oncall_app.command("history")
+def oncall_history(
+    alarm_id: Annotated[str, typer.Argument(help="The alarm's id (alarm_id).")],
+    days: Annotated[int, typer.Option(help="How far back to look.")] = 90,
+) -> None:
+    """The audit trail of one alarm: notifications, attempts, acks, escalation steps."""
+    import asyncio
+
+    from services.core.influxql import QueryError
+    from services.core.settings import InfluxSettings
+    from services.notifier.tools import history
+
+    try:
+        rows = asyncio.run(history(load(InfluxSettings), alarm_id, days))
+    except QueryError as exc:
+        raise _fail(str(exc)) from exc
+    if not rows:
+        raise _fail(f"no on-call records for alarm {alarm_id}")
+    for row in rows:
+        typer.echo(json.dumps(row, ensure_ascii=False))
 
 
 def main() -> None:

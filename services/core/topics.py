@@ -6,5 +6,7 @@ ALARMS = "lifeline.alarms"
 ACKS = "lifeline.acks"
 TICKS = "lifeline.ticks"  # processor-internal: wall-clock ticks per partition
 HEALTH = "lifeline.health"  # every service's counters, every few seconds (pipeline health)
+ONCALL = "lifeline.oncall"  # on-call audit trail: notifications, attempts, acks, escalations
+ONCALL_TICKS = "lifeline.oncall.ticks"  # notifier-internal: wall-clock ticks per partition
 
-ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS, HEALTH)
+ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS, HEALTH, ONCALL, ONCALL_TICKS)

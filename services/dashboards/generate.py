@@ -32,7 +32,9 @@ KIND_TITLES = {FacilityKind.DRAINAGE: ("城市排水", "Urban drainage"),
 
 # Current state of every alarm: the last alarm_state point of each series.
 STATE = ('SELECT last("severity") AS "severity", last("level") AS "level", '
-         'last("message") AS "message", last("alarm_id") AS "alarm_id" '
+         'last("message") AS "message", last("alarm_id") AS "alarm_id", '
+         'last("since") AS "since", last("acked_by") AS "acked_by", '
+         'last("acked_at") AS "acked_at" '
          'FROM "long"."alarm_state" WHERE "category" {cat} AND "district" =~ /^$district$/ '
          'GROUP BY "facility", "sensor", "rule", "kind", "category"')
 
@@ -156,10 +158,11 @@ def overview(registry: Registry) -> dict[str, Any]:
         _active_count(ids, "按设施类型的活动告警 Active alarms by kind", (14, 7, 10, 7), "kind",
                       "", ' GROUP BY "kind"'),
         _panel(ids, "table", "活动告警 Active alarms", (0, 14, 24, 10), [
-            _target('SELECT "level", "severity", "message", "alarm_id" FROM ('
-                    + STATE.format(cat="= 'facility'") + ') WHERE "severity" > 0', "table")]),
+            _target('SELECT "level", "severity", "since", "message", "acked_by", "acked_at", '
+                    '"alarm_id" FROM (' + STATE.format(cat="= 'facility'")
+                    + ') WHERE "severity" > 0', "table")]),
         _panel(ids, "table", "传感器与网关健康 Sensor and gateway health", (0, 24, 24, 8), [
-            _target('SELECT "level", "message", "alarm_id" FROM ('
+            _target('SELECT "level", "since", "message", "acked_by", "alarm_id" FROM ('
                     + STATE.format(cat="!= 'facility'") + ') WHERE "severity" > 0',
                     "table")]),
     ]

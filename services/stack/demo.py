@@ -43,7 +43,64 @@ def _show_alarm(raw: bytes) -> None:
          fg=colour, bold=ev["event"] != "cleared")
 
 
-def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
+def demo_oncall(source: Path, target: Path, receiver_url: str) -> Path:
+    """The shipped on-call file (real teams, rotas, routes) with every channel replaced by
+    a webhook to the demo's console receiver: pages are shown, nobody's phone rings."""
+    import yaml
+
+    doc = yaml.safe_load(source.read_text(encoding="utf-8"))
+    doc["channels"] = [{"id": c["id"], "type": "webhook", "url": receiver_url}
+                       for c in doc["channels"]]
+    target.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return target
+
+
+class ConsoleReceiver:
+    """A local webhook endpoint that prints every page it receives (the demo's phone)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/page"
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def page(request: web.Request) -> web.Response:
+            body = await request.json()
+            self.received += 1
+            for a in body.get("alarms", []):
+                lv = a.get("level") or "cleared"
+                _say(f"PAGE  → {body.get('person')} [{a.get('notification')}] {lv} "
+                     f"{a['facility_id']} {a['sensor']} {a['rule']}", fg=typer.colors.CYAN,
+                     bold=True)
+                if a.get("ack_url") and a.get("notification") != "cleared":
+                    _say(f"      acknowledge: {a['ack_url']}", dim=True)
+            return web.Response(status=204)
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_post("/page", page)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(serve())
+
+
+def run_demo(*, registry: Path, duration: float, breach_every: float,
+             oncall: Path = Path("deploy/oncall/wenzhou-bay.yaml")) -> int:
     from services.core.logging import configure
 
     configure("WARNING")
@@ -73,6 +130,14 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
         return 1
     env = {**stack.env(), "LIFELINE_REGISTRY": str(registry.resolve())}
     procs = {n: ServiceProcess(n, env, stack.logs, free_port()) for n in SERVICES}
+    phone = ConsoleReceiver()
+    phone.start()
+    notifier_port = free_port()
+    procs["notifier"] = ServiceProcess("notifier", {
+        **env, "LIFELINE_NOTIFIER_ONCALL": str(demo_oncall(oncall, stack.state / "oncall.yaml",
+                                                           phone.url)),
+        "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{notifier_port}"},
+        stack.logs, notifier_port)
     stop = threading.Event()
     pub: Publisher | None = None
     try:
@@ -94,7 +159,9 @@ def run_demo(*, registry: Path, duration: float, breach_every: float) -> int:
             f"  Kafka     {env['LIFELINE_KAFKA_BOOTSTRAP']}  topics {', '.join(topics.ALL)}\n"
             f"  MQTT      127.0.0.1:{env['LIFELINE_MQTT_PORT']}  (users in {stack.state}/stack.env)\n"
             f"  Logs      {stack.logs}\n"
-            "  Alarms    lifeline tail alarms   (rejects: lifeline tail dlq)\n", fg=typer.colors.CYAN)
+            "  Alarms    lifeline tail alarms   (rejects: lifeline tail dlq)\n"
+            f"  On-call   pages are printed here (PAGE →); teams and rotas from {oncall}: "
+            "lifeline oncall who\n", fg=typer.colors.CYAN)
 
         kafka = KafkaSettings(bootstrap=env["LIFELINE_KAFKA_BOOTSTRAP"], flavor="tansu")
         stop_async = asyncio.Event()
@@ -172,10 +239,12 @@ async def _follow_alarms(kafka: KafkaSettings, stop: threading.Event,
 
 def _status(pub: Publisher, procs: dict[str, ServiceProcess]) -> None:
     i, p, w = (procs[n].counters() for n in SERVICES)
+    n = procs["notifier"].counters() if "notifier" in procs else {}
     _say(f"published {pub.published} reports | ingest accepted {i.get('accepted_readings', 0)} "
          f"readings, rejected {i.get('rejected_messages', 0)} | processor evaluated "
          f"{p.get('processed_readings', 0)} (lag {p.get('lag', 0)}) | writer stored "
-         f"{w.get('stored_points', 0)} points (lag {w.get('lag', 0)})", dim=True)
+         f"{w.get('stored_points', 0)} points (lag {w.get('lag', 0)}) | notifier sent "
+         f"{n.get('messages_sent', 0)} messages", dim=True)
 
 
 __all__ = ["run_demo"]

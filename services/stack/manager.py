@@ -188,6 +188,15 @@ class Stack:
         path.write_text(json.dumps(data))
         return data
 
+    def _link_secret(self) -> str:
+        """The local notifier's secret for signing acknowledgement links (made once)."""
+        path = self.state / "link-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         """Connection settings for services and tools, as LIFELINE_* variables."""
         s = self._secrets()
@@ -205,6 +214,7 @@ class Stack:
             "LIFELINE_INFLUX_API": "v1",
             "LIFELINE_INFLUX_URL": f"http://127.0.0.1:{self.ports.influx}",
             "LIFELINE_INFLUX_DATABASE": "lifeline",
+            "LIFELINE_NOTIFIER_LINK_SECRET": self._link_secret(),
         }
 
     # ---------------------------------------------------------------- configs

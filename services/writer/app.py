@@ -1,4 +1,5 @@
-"""The writer's Faust wiring: ``lifeline.readings`` and ``lifeline.alarms`` → InfluxDB.
+"""The writer's Faust wiring: readings, alarm events, pipeline health and the on-call
+audit trail (``lifeline.oncall``) → InfluxDB.
 
 Events are taken in batches (``stream.take``); Faust acknowledges a batch only when the
 agent asks for the next one, i.e. after the sink stored it. While the sink is down the
@@ -20,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from schemas.alarm import AlarmEvent
 from schemas.deadletter import Problem, RejectReason, dead_letter
+from schemas.oncall import OnCallRecord
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
 from services.core import topics
@@ -45,7 +47,8 @@ class BatchWriter:
         self.retry_max_s = retry_max_s
         self.dead_letter = dead_letter_cb
 
-    async def store(self, lines: list[str], what: str, long_term: bool = False) -> None:
+    async def store(self, lines: list[str], what: str, long_term: bool = False,
+                    precision: str = "ms") -> None:
         def _before_sleep(state: Any) -> None:
             self.counters.inc("sink_retries")
             exc = state.outcome.exception() if state.outcome else None
@@ -59,7 +62,7 @@ class BatchWriter:
             before_sleep=_before_sleep, reraise=True,
         ):
             with attempt:
-                await self.sink.write(lines, long_term=long_term)
+                await self.sink.write(lines, long_term=long_term, precision=precision)
         if "sink" in self.health.payload()[1]["problems"]:
             log.info("writer.sink_recovered", sink=self.sink.name)
         self.health.ok("sink")
@@ -80,8 +83,8 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
 
-    readings, alarms, dlq, pipeline = (raw_topic(t) for t in (
-        topics.READINGS, topics.ALARMS, topics.READINGS_DLQ, topics.HEALTH))
+    readings, alarms, dlq, pipeline, oncall = (raw_topic(t) for t in (
+        topics.READINGS, topics.ALARMS, topics.READINGS_DLQ, topics.HEALTH, topics.ONCALL))
 
     async def send_dead_letter(raw: bytes, source: str, reason: RejectReason,
                                detail: str) -> None:
@@ -96,9 +99,11 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     n, within = cfg.writer.batch_events, cfg.writer.batch_seconds
 
     async def store_or_dead_letter(lines: list[str], raws: list[bytes], source: str,
-                                   long_term: bool) -> None:
+                                   long_term: bool, precision: str = "ms") -> None:
+        if not lines:
+            return
         try:
-            await writer.store(lines, source, long_term)
+            await writer.store(lines, source, long_term, precision)
         except SinkRejected as exc:
             # Some points of the batch were refused: InfluxDB 1.x stores the valid ones of
             # a partial write, so the batch's raw events go to the DLQ with the reason.
@@ -141,6 +146,27 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
 
         await consume(stream, topics.ALARMS, alarm_lines, "processed_alarm_events",
                       long_term=True)
+
+    @app.agent(oncall)
+    async def store_oncall(stream: Any) -> None:
+        source = f"kafka:{topics.ONCALL}"
+        await storage_ready.wait()
+        async for values in stream.take(n, within=within):
+            audit: list[str] = []
+            acks: list[str] = []
+            for raw in values:
+                try:
+                    rec = OnCallRecord.model_validate_json(raw)
+                except ValueError as exc:
+                    await send_dead_letter(raw, source, RejectReason.UNDECODABLE_EVENT, str(exc))
+                    continue
+                audit.append(points.oncall(rec))
+                ack = points.ack_state(rec)
+                if ack is not None:
+                    acks.append(ack)
+            await store_or_dead_letter(audit, values, source, True, "ns")
+            await store_or_dead_letter(acks, values, source, True)
+            counters.inc("processed_oncall_records", len(values))
 
     @app.on_before_shutdown.connect
     async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:

@@ -10,7 +10,16 @@ duplicated reading overwrites its own point instead of adding one.
                   silenced, flapping, suppressed_by ("" when not suppressed)
 - ``alarm_state`` tags facility, sensor, rule, category, kind, district; fields alarm_id,
                   active, level, severity (0 when cleared), event, message, silenced,
-                  suppressed, flapping — ``last()`` per series is the alarm's current state
+                  suppressed, flapping, since (written when raised), acked_by/acked_at/
+                  ack_comment/resolved ("" reset when the alarm is raised or escalated; set
+                  by acknowledgements from lifeline.oncall) — ``last()`` per
+                  series is the alarm's current state
+- ``oncall``      (``long``) the on-call audit trail: tags facility, sensor, kind, type,
+                  team, channel, level; fields alarm_id, record_id, notification_id, person,
+                  notification (page/repeat/cleared), step, repeat, ok, detail. Nanosecond
+                  time: the record's wall-clock ms plus a sub-ms offset from its id, so
+                  records of one ms do not overwrite each other and a redelivered record
+                  overwrites itself
 - ``pipeline``    tags service, instance; fields healthy and every numeric counter of the
                   service (accepted_readings, rejected_messages, processed_readings, lag,
                   stored_points, sink_retries, …), from ``lifeline.health`` every 10 s
@@ -30,8 +39,9 @@ import json
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from schemas.alarm import AlarmEvent
+from schemas.alarm import AlarmEvent, AlarmEventType
 from schemas.common import to_epoch_ms
+from schemas.oncall import OnCallRecord, RecordType
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
 
@@ -40,6 +50,7 @@ ALARM_EVENT = "alarm_event"
 ALARM_STATE = "alarm_state"
 PIPELINE = "pipeline"
 FACILITY = "facility"
+ONCALL = "oncall"
 
 
 # The same escapes as influxdb-client's Point for tag keys and values.
@@ -157,5 +168,49 @@ class PointBuilder:
              .field("silenced", ev.silenced).field("suppressed", ev.suppressed_by is not None)
              .field("flapping", ev.flapping)
              .time(to_epoch_ms(ev.ts), WritePrecision.MS))
+        if ev.event is AlarmEventType.RAISED:
+            p.field("since", ev.ts.isoformat(timespec="seconds"))
+        if ev.event in (AlarmEventType.RAISED, AlarmEventType.ESCALATED):
+            # A new episode or a worse level is not acknowledged (yet): the notifier
+            # re-pages a worse level, so an older acknowledgement no longer holds.
+            p.field("acked_by", "").field("acked_at", "").field("ack_comment", "")
+        line: str = p.to_line_protocol()
+        return line
+
+    @staticmethod
+    def oncall(rec: OnCallRecord) -> str:
+        """The record as an ``oncall`` point (nanosecond precision)."""
+        offset = int(rec.record_id.replace("-", "")[:8], 16) % 1_000_000
+        p = (Point(ONCALL).tag("facility", rec.facility_id).tag("sensor", rec.sensor or "none")
+             .tag("kind", rec.facility_kind.value if rec.facility_kind else "none")
+             .tag("type", rec.type.value).tag("team", rec.team or "none")
+             .tag("channel", rec.channel or "none")
+             .tag("level", rec.level.value if rec.level else "none")
+             .field("alarm_id", rec.alarm_id).field("record_id", rec.record_id)
+             .field("notification_id", rec.notification_id or "")
+             .field("person", rec.person or "").field("notification", rec.kind or "")
+             .field("detail", rec.detail)
+             .time(to_epoch_ms(rec.ts) * 1_000_000 + offset, WritePrecision.NS))
+        if rec.step is not None:
+            p.field("step", rec.step)
+        if rec.repeat is not None:
+            p.field("repeat", rec.repeat)
+        if rec.ok is not None:
+            p.field("ok", rec.ok)
+        line: str = p.to_line_protocol()
+        return line
+
+    def ack_state(self, rec: OnCallRecord) -> str | None:
+        """``alarm_state`` fields for an acknowledgement (None for other records)."""
+        if rec.type not in (RecordType.ACKNOWLEDGED, RecordType.RESOLVED) or not rec.sensor:
+            return None
+        p = (Point(ALARM_STATE).tag("facility", rec.facility_id).tag("sensor", rec.sensor)
+             .tag("rule", rec.rule or "none").tag("category", rec.category or "facility")
+             .tag("kind", rec.facility_kind.value if rec.facility_kind else "none")
+             .tag("district", self._district.get(rec.facility_id, "unknown"))
+             .field("acked_by", rec.person or "").field("acked_at", rec.ts.isoformat())
+             .field("ack_comment", rec.detail[:500]).field("resolved",
+                                                           rec.type is RecordType.RESOLVED)
+             .time(to_epoch_ms(rec.state_ts or rec.ts), WritePrecision.MS))
         line: str = p.to_line_protocol()
         return line

@@ -29,8 +29,10 @@ class SinkRejected(SinkError):
 class Sink(Protocol):
     name: str
 
-    async def write(self, lines: list[str], *, long_term: bool = False) -> None:
-        """Store the lines; ``long_term`` ones (alarms) outlive the raw retention."""
+    async def write(self, lines: list[str], *, long_term: bool = False,
+                    precision: str = "ms") -> None:
+        """Store the lines; ``long_term`` ones (alarms) outlive the raw retention;
+        ``precision`` of their timestamps: "ms" (default) or "ns" (the audit trail)."""
         ...
 
     async def close(self) -> None: ...
@@ -50,13 +52,16 @@ class InfluxV1Sink:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def write(self, lines: list[str], *, long_term: bool = False) -> None:
+    async def write(self, lines: list[str], *, long_term: bool = False,
+                    precision: str = "ms") -> None:
         if not lines:
             return
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         body = ("\n".join(lines)).encode()
         params = {**self.params, "rp": "long"} if long_term else self.params
+        if precision != "ms":
+            params = {**params, "precision": precision}
         try:
             async with self._session.post(self.url, params=params, data=body) as resp:
                 if resp.status == 204:
@@ -90,7 +95,8 @@ class InfluxV2Sink:
         self.timeout_ms = int(timeout_s * 1000)
         self._client: Any = None
 
-    async def write(self, lines: list[str], *, long_term: bool = False) -> None:
+    async def write(self, lines: list[str], *, long_term: bool = False,
+                    precision: str = "ms") -> None:
         # One bucket on 2.x; its retention and downsampling task are the bucket's settings.
         if not lines:
             return
@@ -104,7 +110,8 @@ class InfluxV2Sink:
         try:
             await self._client.write_api().write(bucket=self.bucket, org=self.org,
                                                  record="\n".join(lines),
-                                                 write_precision=WritePrecision.MS)
+                                                 write_precision=WritePrecision.NS if precision == "ns"
+                                                 else WritePrecision.MS)
         except ApiException as exc:
             text = f"{self.name} answered HTTP {exc.status}: {str(exc.body)[:500]}"
             if exc.status in (400, 422):

@@ -20,6 +20,8 @@ def test_lifeline_run_shows_readings_and_alarms_and_cleans_up(tmp_path: Path) ->
     assert out.returncode == 0, text[-3000:]
     assert "Where the data is:" in text and "curl -sG http://127.0.0.1:" in text
     assert "ALARM raised" in text and "ALARM cleared" in text, text[-3000:]
+    # The notifier paged the person on duty through the local receiver, with a link.
+    assert "PAGE  → " in text and "acknowledge: http://127.0.0.1:" in text, text[-3000:]
     last_status = [line for line in text.splitlines() if "published" in line][-1]
     assert "rejected 0" in last_status and "writer stored 0 points" not in last_status
     assert "stopped." in text

@@ -82,7 +82,8 @@ def test_images_pinned_volumes_named_health_checked(compose: dict[str, Any]) -> 
         image = svc.get("image", "")
         assert re.search(r":\d+(\.\d+)+", image), f"{name}: image {image!r} is not pinned"
         if svc.get("restart") != "no":
-            assert "healthcheck" in svc or name in ("ingest", "processor", "writer"), name
+            assert "healthcheck" in svc or name in ("ingest", "processor", "writer",
+                                                   "notifier"), name
     stateful = {"mosquitto": "/mosquitto/data", "kafka": "/var/lib/kafka/data",
                 "influxdb": "/var/lib/influxdb2", "grafana": "/var/lib/grafana"}
     for name, path in stateful.items():
@@ -104,7 +105,7 @@ def _production_env(compose: dict[str, Any], service: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("service", ["ingest", "processor", "writer"])
+@pytest.mark.parametrize("service", ["ingest", "processor", "writer", "notifier"])
 def test_compose_selects_the_production_paths(compose: dict[str, Any], service: str,
                                               monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
@@ -130,6 +131,16 @@ def test_compose_selects_the_production_paths(compose: dict[str, Any], service: 
     faust_app.make_app(f"deploy-test-{service}", kafka, web_port=8080)
     assert patched == []
     assert isinstance(make_sink(InfluxSettings()), InfluxV2Sink)
+    if service == "notifier":
+        from schemas.oncall import load_oncall
+        from services.notifier.config import NotifierSettings
+
+        ns = NotifierSettings()
+        assert ns.public_url.startswith("https://") and ns.health_port == 8080
+        assert len(ns.link_secret.get_secret_value()) >= 16
+        channel_vars = {c.token_env or "" for c in load_oncall(ROOT / ns.oncall).channels} | {
+            c.secret_env or "" for c in load_oncall(ROOT / ns.oncall).channels}
+        assert channel_vars - {""} <= set(compose["services"]["notifier"]["environment"])
 
 
 def test_dockerfile_installs_like_the_project() -> None:

@@ -1,0 +1,344 @@
+"""On-call: who is called for which alarm, how, and what happened.
+
+Three contracts live here:
+
+- :class:`OnCallConfig` — a YAML file (``LIFELINE_ONCALL``) validated by these models:
+  people and their contacts, channels, teams with rotas and escalation chains, and the
+  routes from alarms to teams. Like the registry, it is data with provenance, not code.
+- :class:`AckRequest` — the value of Kafka topic ``lifeline.acks`` (key = facility id):
+  someone acknowledged or resolved an alarm, from the acknowledgement page or the CLI.
+- :class:`OnCallRecord` — the value of ``lifeline.oncall`` (key = facility id): the audit
+  trail. Every notification, delivery attempt, acknowledgement and escalation step.
+
+Rotas follow the layered model of the on-call tools operators know: a team has one or
+more layers; a layer hands over between its members every ``shift_hours`` from its
+``handover`` instant and may be restricted to a daily local-time window (a night layer
+``20:00``–``08:00`` crosses midnight); where several layers are active, the later one
+wins; an override (holiday cover, a swap) beats every layer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from schemas.common import Contract, Identifier, Timestamp
+from schemas.kinds import AlarmLevel, FacilityKind
+
+_NAMESPACE = uuid.UUID("2c7d0c5e-6a7f-4a53-9d1b-0c0b9d6f3a11")
+
+
+class OnCallError(ValueError):
+    """The on-call file is missing, not YAML, or violates the schema."""
+
+
+Category = Literal["facility", "sensor", "gateway"]
+ALL_CATEGORIES: tuple[Category, ...] = ("facility", "sensor", "gateway")
+
+
+class ChannelType(StrEnum):
+    WEBHOOK = "webhook"  # generic JSON, HMAC-SHA256 signed
+    DINGTALK = "dingtalk"  # DingTalk custom group robot (optionally in signed mode)
+    WECOM = "wecom"  # WeCom (企业微信) group robot
+    EMAIL = "email"  # SMTP
+    SMS = "sms"  # an SMS gateway over HTTP (JSON POST)
+
+
+class Channel(Contract):
+    """One way of reaching people. Secrets are never in this file: ``secret_env`` names the
+    environment variable that holds the channel's secret (robot token/key, HMAC secret,
+    SMTP password, SMS API key)."""
+
+    id: Identifier
+    type: ChannelType
+    url: str | None = Field(default=None, description="Endpoint (webhook, robots, SMS gateway). "
+                            "Robots: the URL without the access token / key.")
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
+                                   description="Environment variable holding the secret.")
+    token_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
+                                  description="Robots: variable holding the access token "
+                                              "(DingTalk) or key (WeCom); SMS: API key.")
+    # e-mail
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    sender: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Channel:
+        if self.type is ChannelType.EMAIL:
+            if not self.smtp_host or not self.sender:
+                raise ValueError(f"channel {self.id}: e-mail needs smtp_host and sender")
+        elif not self.url:
+            raise ValueError(f"channel {self.id}: a {self.type} channel needs url")
+        if self.type in (ChannelType.DINGTALK, ChannelType.WECOM) and not self.token_env:
+            raise ValueError(f"channel {self.id}: a robot needs token_env")
+        return self
+
+
+class Person(Contract):
+    id: Identifier
+    name: str
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9]{5,15}$")
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    wecom_user: str | None = None
+
+
+class RotaLayer(Contract):
+    """Members take turns of ``shift_hours``, the first from ``handover`` on."""
+
+    name: str
+    members: Annotated[list[Identifier], Field(min_length=1)]
+    handover: Timestamp = Field(description="An instant at which members[0]'s turn starts.")
+    shift_hours: Annotated[float, Field(gt=0, le=24 * 28)] = 24.0
+    daily_from: time | None = Field(default=None, description="Local time the layer applies "
+                                    "from each day (with daily_to; may cross midnight).")
+    daily_to: time | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RotaLayer:
+        if (self.daily_from is None) != (self.daily_to is None):
+            raise ValueError(f"layer {self.name}: daily_from and daily_to go together")
+        return self
+
+
+class Override(Contract):
+    person: Identifier
+    starts: Timestamp
+    ends: Timestamp
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Override:
+        if self.ends <= self.starts:
+            raise ValueError("an override needs starts before ends")
+        return self
+
+
+class Step(Contract):
+    """One step of an escalation chain.
+
+    ``notify``: ``on_duty`` (the team's person on duty), ``person:ID``, or ``team:ID``
+    (that team's person on duty). The message goes out on the first of ``channels`` that
+    delivers (the others are fall-backs). Unacknowledged after ``wait_s``, the step is
+    repeated ``repeat`` times, then the chain moves on; the last step repeats every
+    ``wait_s`` until someone acknowledges — nobody is left unpaged.
+    """
+
+    notify: Annotated[str, Field(pattern=r"^(on_duty|person:[A-Za-z0-9_.\-]+|team:[A-Za-z0-9_.\-]+)$")]
+    channels: Annotated[list[Identifier], Field(min_length=1)]
+    wait_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    repeat: Annotated[int, Field(ge=0, le=10)] = 0
+
+
+class Team(Contract):
+    id: Identifier
+    name: str
+    name_zh: str | None = None
+    layers: Annotated[list[RotaLayer], Field(min_length=1)]
+    overrides: list[Override] = Field(default_factory=list)
+    escalation: Annotated[list[Step], Field(min_length=1)]
+    start_step: dict[AlarmLevel, int] = Field(
+        default_factory=dict, description="A level may start the chain at a later step "
+                                          "(0-based), e.g. red: 1 pages the section chief at once.")
+
+    def first_step(self, level: AlarmLevel | None) -> int:
+        if level is None:
+            return 0
+        return min(self.start_step.get(level, 0), len(self.escalation) - 1)
+
+
+class Match(Contract):
+    """All given fields must match (an empty match matches everything)."""
+
+    district: list[str] | None = None
+    kind: list[FacilityKind] | None = None
+    facility: list[Identifier] | None = None
+    category: list[Category] | None = None
+    min_level: AlarmLevel | None = None
+
+
+class Route(Contract):
+    match: Match = Field(default_factory=Match)
+    team: Identifier
+    continue_: bool = Field(default=False, alias="continue",
+                            description="Also try the routes after this one.")
+
+
+class Grouping(Contract):
+    """Alarm storms: a recipient gets at most ``burst`` messages at once per ``window_s``;
+    what comes after waits for the window and goes out as one message listing it all."""
+
+    window_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=30.0, description="The grouping window (0: no grouping).")
+    burst: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, description="Messages a recipient may get at once within one window "
+                               "(separate incidents seconds apart are not held back).")
+    max_listed: Annotated[int, Field(ge=1, le=500)] = 20
+
+
+class OnCallConfig(Contract):
+    version: int = 1
+    timezone: str = "Asia/Shanghai"
+    people: Annotated[list[Person], Field(min_length=1)]
+    channels: Annotated[list[Channel], Field(min_length=1)]
+    teams: Annotated[list[Team], Field(min_length=1)]
+    routes: Annotated[list[Route], Field(min_length=1)]
+    grouping: Grouping = Field(default_factory=Grouping)
+    page_categories: list[Category] = Field(
+        default_factory=lambda: list(ALL_CATEGORIES),
+        description="Alarm categories that page anyone (the others are only recorded).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _refs(self) -> OnCallConfig:
+        people = {p.id for p in self.people}
+        channels = {c.id for c in self.channels}
+        teams = {t.id for t in self.teams}
+        for name, ids in (("person", [p.id for p in self.people]),
+                          ("channel", [c.id for c in self.channels]),
+                          ("team", [t.id for t in self.teams])):
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"duplicate {name} ids: {sorted(dup)}")
+        for t in self.teams:
+            for layer in t.layers:
+                for m in layer.members:
+                    if m not in people:
+                        raise ValueError(f"team {t.id}, layer {layer.name}: unknown person {m}")
+            for o in t.overrides:
+                if o.person not in people:
+                    raise ValueError(f"team {t.id}: override for unknown person {o.person}")
+            for i, s in enumerate(t.escalation):
+                for c in s.channels:
+                    if c not in channels:
+                        raise ValueError(f"team {t.id}, step {i}: unknown channel {c}")
+                what, _, ref = s.notify.partition(":")
+                if what == "person" and ref not in people:
+                    raise ValueError(f"team {t.id}, step {i}: unknown person {ref}")
+                if what == "team" and ref not in teams:
+                    raise ValueError(f"team {t.id}, step {i}: unknown team {ref}")
+            for level, step in t.start_step.items():
+                if not 0 <= step < len(t.escalation):
+                    raise ValueError(f"team {t.id}: start_step for {level} is {step}, the chain "
+                                     f"has {len(t.escalation)} steps")
+        for r in self.routes:
+            if r.team not in teams:
+                raise ValueError(f"route to unknown team {r.team}")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def person(self, pid: str) -> Person:
+        return next(p for p in self.people if p.id == pid)
+
+    def team(self, tid: str) -> Team:
+        return next(t for t in self.teams if t.id == tid)
+
+    def channel(self, cid: str) -> Channel:
+        return next(c for c in self.channels if c.id == cid)
+
+
+def load_oncall(path: str | Path) -> OnCallConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OnCallError(f"cannot read on-call file {p}: {exc}") from exc
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 — a safe loader
+    except yaml.YAMLError as exc:
+        raise OnCallError(f"{p}: not valid YAML: {exc}") from exc
+    try:
+        return OnCallConfig.model_validate(data)
+    except ValidationError as exc:
+        raise OnCallError(f"{p}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- messages on Kafka
+
+
+class AckAction(StrEnum):
+    ACKNOWLEDGE = "acknowledge"  # "I am on it": the escalation stops
+    RESOLVE = "resolve"  # "handled": the escalation stops and the episode is closed for paging
+
+
+class AckRequest(Contract):
+    """Someone answered. Key on ``lifeline.acks``: the facility id."""
+
+    alarm_id: str
+    facility_id: Identifier
+    action: AckAction = AckAction.ACKNOWLEDGE
+    by: Annotated[str, Field(min_length=1, max_length=100)]
+    comment: Annotated[str, Field(max_length=2000)] = ""
+    via: Literal["link", "cli", "api"] = "link"
+    token_id: str | None = Field(default=None, description="The link's id (replays refused).")
+    ts: Timestamp
+
+
+class RecordType(StrEnum):
+    NOTIFICATION = "notification"  # decided: who, which step, which alarms
+    ATTEMPT = "attempt"  # one try on one channel, with its outcome
+    DELIVERED = "delivered"  # the notification reached a channel
+    FAILED = "failed"  # every channel of the step failed
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"  # moved to the next step (or repeated the step)
+    STOPPED = "stopped"  # escalation over: acknowledged, resolved or cleared
+    IGNORED = "ignored"  # an ack that changed nothing (duplicate, replayed, unknown alarm)
+    UNROUTED = "unrouted"  # no route matched: nobody could be paged (also a health problem)
+
+
+class OnCallRecord(Contract):
+    """One line of the audit trail. Key on ``lifeline.oncall``: the facility id."""
+
+    record_id: str
+    type: RecordType
+    ts: Timestamp = Field(description="Wall-clock time of the record.")
+    alarm_id: str
+    facility_id: Identifier
+    notification_id: str | None = None
+    sensor: str | None = Field(default=None, description="The alarm's sensor (or facility).")
+    rule: str | None = None
+    category: Category | None = None
+    facility_kind: FacilityKind | None = None
+    kind: Literal["page", "repeat", "cleared", "update"] | None = None
+    team: str | None = None
+    step: int | None = None
+    repeat: int | None = None
+    person: str | None = None
+    channel: str | None = None
+    level: AlarmLevel | None = None
+    ok: bool | None = None
+    detail: str = ""
+    state_ts: Timestamp | None = Field(default=None, description="Acks: the time at which the "
+                                       "acknowledgement is written beside the alarm's state.")
+
+
+def notification_id_for(alarm_id: str, kind: str, step: int, repeat: int) -> str:
+    """Deterministic: the same episode, step and repeat always give the same id."""
+    return str(uuid.uuid5(_NAMESPACE, f"{alarm_id}|{kind}|{step}|{repeat}"))
+
+
+def record_id_for(*parts: object) -> str:
+    return str(uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts)))
+

@@ -1,0 +1,1 @@
+"""notifier: routing, rotas, escalation, channels and the acknowledgement page."""

@@ -1,0 +1,208 @@
+"""Delivery: grouping, retries with backoff, channel fall-back, and an audit record for
+every attempt.
+
+Grouping: a recipient (person and channel list) gets up to ``grouping.burst`` messages at
+once within ``grouping.window_s`` — latency matters most for the first pages of
+incidents, and separate incidents seconds apart are not held back; notifications beyond
+that are collected and sent as one message when the window allows. An alarm storm
+therefore costs a recipient at most ``burst`` messages plus one per window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from schemas.oncall import OnCallConfig, OnCallRecord, RecordType, record_id_for
+from services.core.health import Counters
+from services.core.logging import get_logger
+from services.notifier.channels import ChannelError, Senders
+from services.notifier.escalation import Notification, alarm_fields
+from services.notifier.links import AckLink, Signer
+from services.notifier.messages import Item, render
+
+log = get_logger("lifeline.notifier.delivery")
+
+Emit = Callable[[OnCallRecord], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+
+@dataclass
+class _Group:
+    sent: deque[float] = field(default_factory=deque)  # when recent messages went out
+    buffer: list[Notification] = field(default_factory=list)
+    flush: asyncio.Task[None] | None = None
+
+
+class Deliverer:
+    def __init__(self, cfg: OnCallConfig, senders: Senders, signer: Signer, public_url: str,
+                 emit: Emit, counters: Counters, retry: RetryPolicy | None = None,
+                 max_parallel: int = 32) -> None:
+        self.cfg = cfg
+        self.senders = senders
+        self.signer = signer
+        self.public_url = public_url.rstrip("/")
+        self.emit = emit
+        self.counters = counters
+        self.retry = retry or RetryPolicy()
+        self._groups: dict[tuple[str, tuple[str, ...]], _Group] = {}
+        self._known: set[str] = set()
+        self._known_order: deque[str] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._limit = asyncio.Semaphore(max_parallel)
+        self.latencies: deque[float] = deque(maxlen=1000)  # created → delivered, seconds
+
+    def ack_url(self, n: Notification) -> str:
+        token = self.signer.sign(AckLink(n.alarm_id, n.facility_id, n.person, n.notification_id))
+        return f"{self.public_url}/ack/{token}"
+
+    def _remember(self, nid: str) -> bool:
+        if nid in self._known:
+            return False
+        self._known.add(nid)
+        self._known_order.append(nid)
+        while len(self._known_order) > 50_000:
+            self._known.discard(self._known_order.popleft())
+        return True
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Typically Kafka gone at shutdown: the notification stays pending in the
+            # table and is sent again by whichever worker resumes the partition.
+            self.counters.inc("delivery_errors")
+            log.error("notifier.delivery_error", error=repr(task.exception())[:300])
+
+    def submit(self, n: Notification) -> None:
+        """Hand a notification over (never blocks; duplicates of a known id are dropped)."""
+        if not self._remember(n.notification_id):
+            self.counters.inc("duplicates_dropped")
+            return
+        key = (n.person, tuple(n.channels))
+        g = self._groups.setdefault(key, _Group())
+        now = time.monotonic()
+        window, burst = self.cfg.grouping.window_s, self.cfg.grouping.burst
+        while g.sent and now - g.sent[0] >= window:
+            g.sent.popleft()
+        if window <= 0 or (len(g.sent) < burst and not g.buffer):
+            g.sent.append(now)
+            self._spawn(self._send([n]))
+            return
+        g.buffer.append(n)
+        if g.flush is None:
+            g.flush = self._spawn(self._flush_later(g, g.sent[0] + window - now))
+
+    async def _flush_later(self, g: _Group, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+        items, g.buffer = g.buffer, []
+        g.flush = None
+        g.sent.append(time.monotonic())
+        if items:
+            self.counters.inc("grouped_messages")
+            await self._send(items)
+
+    def drop(self, keep: Callable[[Notification], bool]) -> int:
+        """Forget buffered notifications ``keep`` rejects (partitions moved to another worker)."""
+        dropped = 0
+        for g in self._groups.values():
+            kept = [n for n in g.buffer if keep(n)]
+            for n in g.buffer:
+                if not keep(n):
+                    self._known.discard(n.notification_id)
+                    dropped += 1
+            g.buffer = kept
+        return dropped
+
+    async def drain(self, within_s: float = 10.0) -> None:
+        """Wait for everything handed over to be sent (tests, shutdown)."""
+        deadline = time.monotonic() + within_s
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+
+    def _record(self, type_: RecordType, n: Notification, *parts: object, **fields: object
+                ) -> OnCallRecord:
+        return OnCallRecord(record_id=record_id_for(type_, n.notification_id, *parts),
+                            type=type_, ts=datetime.now(UTC), alarm_id=n.alarm_id,
+                            facility_id=n.facility_id, notification_id=n.notification_id,
+                            kind=n.kind, team=n.team or None, step=n.step, repeat=n.repeat,
+                            person=n.person, **alarm_fields(n.alarm),
+                            **fields)
+
+    async def _send(self, items: list[Notification]) -> None:
+        async with self._limit:
+            await self._send_now(items)
+
+    async def _send_now(self, items: list[Notification]) -> None:
+        first = items[0]
+        person = self.cfg.person(first.person)
+        msg = render([Item(n.notification_id, n.kind, n.alarm_id, n.alarm, self.ack_url(n))
+                      for n in items],
+                     person.id, self.cfg.zone, self.cfg.grouping.max_listed)
+        failures: list[str] = []
+        for cid in first.channels:
+            channel = self.cfg.channel(cid)
+            attempt_no = 0
+            try:
+                async for attempt in AsyncRetrying(
+                        stop=stop_after_attempt(self.retry.attempts),
+                        wait=wait_exponential(min=self.retry.backoff_min_s,
+                                              max=self.retry.backoff_max_s),
+                        retry=retry_if_exception(lambda e: isinstance(e, ChannelError)
+                                                 and e.retryable),
+                        reraise=True):
+                    with attempt:
+                        attempt_no += 1
+                        try:
+                            how = await self.senders.send(channel, person, msg)
+                        except ChannelError as exc:
+                            self.counters.inc(f"attempts_failed.{cid}")
+                            log.warning("notifier.attempt_failed", channel=cid, person=person.id,
+                                        attempt=attempt_no, error=str(exc),
+                                        facility_id=first.facility_id, alarm_id=first.alarm_id)
+                            for n in items:
+                                await self.emit(self._record(RecordType.ATTEMPT, n, cid,
+                                                             attempt_no, channel=cid, ok=False,
+                                                             detail=str(exc)[:300]))
+                            raise
+            except ChannelError as exc:
+                failures.append(f"{cid}: {exc}")
+                continue
+            now = time.time()
+            for n in items:
+                self.latencies.append(now - n.created_ms / 1000)
+                await self.emit(self._record(RecordType.ATTEMPT, n, cid, attempt_no, channel=cid,
+                                             ok=True, detail=how))
+                await self.emit(self._record(RecordType.DELIVERED, n, channel=cid, ok=True,
+                                             detail=f"{how}; {len(items)} alarm(s) in message"))
+            self.counters.inc(f"delivered.{cid}")
+            self.counters.inc("messages_sent")
+            self.counters.inc("notifications_delivered", len(items))
+            log.info("notifier.delivered", channel=cid, person=person.id, alarms=len(items),
+                     facility_id=first.facility_id, alarm_id=first.alarm_id,
+                     fallback=len(failures) > 0)
+            return
+        self.counters.inc("notifications_failed", len(items))
+        log.error("notifier.undeliverable", person=person.id, channels=first.channels,
+                  facility_id=first.facility_id, alarm_id=first.alarm_id,
+                  errors="; ".join(failures)[:500])
+        for n in items:
+            await self.emit(self._record(RecordType.FAILED, n, ok=False,
+                                         detail="; ".join(failures)[:500]))

@@ -1,0 +1,88 @@
+"""What a notification says: one text for one alarm or a grouped storm, in Chinese and
+English, with an acknowledgement link per alarm."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schemas.kinds import AlarmLevel
+
+LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
+KIND_ZH = {"drainage": "排水", "bridge": "桥梁", "sewage": "污水"}
+TITLE = {"page": "告警 Alarm", "repeat": "未确认告警 Unacknowledged alarm",
+         "cleared": "告警解除 Cleared", "update": "告警更新 Update"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One alarm in a message."""
+
+    notification_id: str
+    kind: str
+    alarm_id: str
+    alarm: dict[str, Any]
+    ack_url: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    text: str  # plain text (SMS, e-mail body)
+    markdown: str  # robots
+    items: list[Item]
+    person: str
+
+    @property
+    def delivery_id(self) -> str:
+        """Derived from the notifications it carries: the same message, the same id."""
+        ids = "|".join(sorted(i.notification_id for i in self.items))
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "lifeline:" + ids))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": "lifeline.notification", "delivery_id": self.delivery_id,
+                "title": self.title, "text": self.text, "person": self.person,
+                "alarms": [{**i.alarm, "notification_id": i.notification_id,
+                            "notification": i.kind, "alarm_id": i.alarm_id,
+                            "ack_url": i.ack_url} for i in self.items]}
+
+
+def _level(alarm: dict[str, Any]) -> str:
+    lv = alarm.get("level")
+    if not lv:
+        return "已解除 cleared"
+    return f"{LEVEL_ZH.get(lv, lv)} {AlarmLevel(lv).grade}级 {lv.upper()}"
+
+
+def _line(item: Item, zone: ZoneInfo) -> str:
+    a = item.alarm
+    when = datetime.fromisoformat(a["ts"]).astimezone(zone).strftime("%m-%d %H:%M:%S")
+    value = "" if a.get("value") is None else f" {a['value']:g} {a.get('unit', '')}".rstrip()
+    limit = "" if a.get("threshold") is None else f" (≥/≤ {a['threshold']:g})"
+    kind = KIND_ZH.get(a["kind"], a["kind"])
+    return (f"[{_level(a)}] {kind} {a['facility_id']} {a['sensor']} {a['rule']}{value}{limit} "
+            f"@ {when}")
+
+
+def render(items: list[Item], person: str, zone: ZoneInfo, max_listed: int = 20) -> Message:
+    kinds = {i.kind for i in items}
+    head = TITLE[items[0].kind] if len(kinds) == 1 else TITLE["update"]
+    title = (f"Lifeline {head}: {items[0].alarm['facility_id']}" if len(items) == 1
+             else f"Lifeline {head}: {len(items)} 条 alarms")
+    shown = items[:max_listed]
+    more = len(items) - len(shown)
+    text_lines = [title]
+    md_lines = [f"### {title}"]
+    for i in shown:
+        line = _line(i, zone)
+        msg = i.alarm.get("message", "")
+        text_lines.append(f"- {line}\n  {msg}" + (f"\n  确认 Ack: {i.ack_url}" if i.ack_url else ""))
+        md_lines.append(f"- **{line}**  \n  {msg}" + (f"  \n  [确认 Acknowledge]({i.ack_url})"
+                                                      if i.ack_url else ""))
+    if more:
+        text_lines.append(f"… 另有 {more} 条 and {more} more")
+        md_lines.append(f"… 另有 {more} 条 and {more} more")
+    return Message(title, "\n".join(text_lines), "\n".join(md_lines), items, person)

@@ -1,0 +1,73 @@
+"""What ``lifeline oncall`` does: who is on duty, acknowledge from the command line, and
+the audit trail of one alarm."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.oncall import AckAction, AckRequest, OnCallConfig
+from services.core import topics
+from services.core.influxql import query, quote_str
+from services.core.kafka import producer_kwargs
+from services.core.settings import InfluxSettings, KafkaSettings
+from services.notifier.rota import on_duty, schedule
+
+
+def who(cfg: OnCallConfig, at: datetime, hours: float = 0) -> list[dict[str, Any]]:
+    """Per team: who is on duty at ``at`` and, with ``hours``, the handovers that follow."""
+    out = []
+    for team in cfg.teams:
+        person = on_duty(team, at, cfg.zone)
+        row: dict[str, Any] = {"team": team.id, "name": team.name_zh or team.name,
+                               "on_duty": person,
+                               "on_duty_name": cfg.person(person).name if person else None}
+        if hours > 0:
+            row["schedule"] = [
+                {"from": sh.starts.astimezone(cfg.zone).isoformat(timespec="minutes"),
+                 "to": sh.ends.astimezone(cfg.zone).isoformat(timespec="minutes"),
+                 "person": sh.person}
+                for sh in schedule(team, at, at + timedelta(hours=hours), cfg.zone)]
+        out.append(row)
+    return out
+
+
+async def find_facility(influx: InfluxSettings, alarm_id: str) -> str | None:
+    q = ('SELECT "alarm_id", "facility" FROM "long"."alarm_event" '  # noqa: S608 — quoted literal
+         f'WHERE "alarm_id" = {quote_str(alarm_id)} LIMIT 1')
+    series = await query(influx, q)
+    if not series:
+        return None
+    cols = series[0]["columns"]
+    return str(series[0]["values"][0][cols.index("facility")])
+
+
+async def send_ack(kafka: KafkaSettings, alarm_id: str, facility_id: str, by: str,
+                   comment: str, action: AckAction) -> AckRequest:
+    req = AckRequest(alarm_id=alarm_id, facility_id=facility_id, action=action, by=by,
+                     comment=comment, via="cli", ts=datetime.now(UTC))
+    producer = AIOKafkaProducer(**producer_kwargs(kafka, "lifeline-oncall-cli"))
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.ACKS, req.model_dump_json().encode(),
+                                     key=facility_id.encode())
+    finally:
+        await producer.stop()
+    return req
+
+
+async def history(influx: InfluxSettings, alarm_id: str, days: int = 90) -> list[dict[str, Any]]:
+    """Every audit record of the alarm, oldest first (from InfluxDB's ``oncall``)."""
+    q = (f'SELECT * FROM "long"."oncall" WHERE "alarm_id" = {quote_str(alarm_id)} '  # noqa: S608 — quoted literal
+         f"AND time > now() - {int(days)}d ORDER BY time ASC")
+    rows = []
+    for s in await query(influx, q):
+        cols = s["columns"]
+        for v in s["values"]:
+            rec = {c: x for c, x in zip(cols, v, strict=True) if x is not None}
+            rec["time"] = datetime.fromtimestamp(rec["time"] / 1000, UTC).isoformat(
+                timespec="milliseconds")
+            rows.append(rec)
+    return rows

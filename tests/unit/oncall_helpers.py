@@ -1,0 +1,67 @@
+"""A small on-call configuration and alarm events for the notifier's tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType, alarm_id_for, event_id_for
+from schemas.kinds import AlarmLevel, FacilityKind, Metric
+from schemas.oncall import OnCallConfig
+
+T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
+
+
+def config(channels: list[dict[str, Any]] | None = None, *, window_s: float = 30.0,
+           wait_s: float = 60.0, **extra: Any) -> OnCallConfig:
+    data: dict[str, Any] = {
+        "people": [
+            {"id": "ann", "name": "Ann", "phone": "13800000001", "email": "ann@example.org",
+             "wecom_user": "Ann"},
+            {"id": "bob", "name": "Bob", "phone": "13800000002", "email": "bob@example.org"},
+            {"id": "chief", "name": "Chief", "phone": "13800000009", "email": "chief@example.org"},
+            {"id": "boss", "name": "Boss", "phone": "13800000010", "email": "boss@example.org"},
+        ],
+        "channels": channels or [{"id": "hook", "type": "webhook", "url": "http://127.0.0.1:9/x"}],
+        "teams": [
+            {"id": "duty", "name": "Duty",
+             "layers": [{"name": "daily", "members": ["ann", "bob"],
+                         "handover": "2026-07-01T08:00:00+08:00", "shift_hours": 24}],
+             "escalation": [
+                 {"notify": "on_duty", "channels": ["hook"], "wait_s": wait_s, "repeat": 1},
+                 {"notify": "person:chief", "channels": ["hook"], "wait_s": wait_s},
+                 {"notify": "person:boss", "channels": ["hook"], "wait_s": wait_s}],
+             "start_step": {"red": 1}},
+            {"id": "maint", "name": "Maintenance",
+             "layers": [{"name": "w", "members": ["bob"], "handover": "2026-07-01T08:00:00+08:00",
+                         "shift_hours": 168}],
+             "escalation": [{"notify": "on_duty", "channels": ["hook"], "wait_s": wait_s}]},
+        ],
+        "routes": [{"match": {"category": ["sensor", "gateway"]}, "team": "maint"},
+                   {"match": {}, "team": "duty"}],
+        "grouping": {"window_s": window_s},
+        **extra,
+    }
+    return OnCallConfig.model_validate(data)
+
+
+def alarm(event: str = "raised", level: str | None = "yellow", *, fid: str = "F-1",
+          sensor: str = "lvl", rule: str = "value-upper", started: datetime = T0,
+          at: datetime | None = None, category: str = "facility", **extra: Any) -> AlarmEvent:
+    aid = alarm_id_for(fid, sensor, rule, started)
+    ts = at or started
+    lv = AlarmLevel(level) if level else None
+    return AlarmEvent(
+        event_id=event_id_for(aid, AlarmEventType(event), lv, ts), alarm_id=aid,
+        event=AlarmEventType(event), level=lv, previous_level=None,
+        category=AlarmCategory(category), facility_id=fid, kind=FacilityKind.DRAINAGE,
+        sensor=sensor, metric=Metric.WATER_LEVEL, rule=rule, value=2.5, threshold=2.0, unit="m",
+        ts=ts, message=f"{sensor} {event}", **extra)
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def later(seconds: float, base: datetime = T0) -> int:
+    return ms(base + timedelta(seconds=seconds))
