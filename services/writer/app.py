@@ -22,7 +22,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from schemas.alarm import AlarmEvent
 from schemas.deadletter import Problem, RejectReason, dead_letter
 from schemas.oncall import OnCallRecord
-from schemas.reading import ReadingBatch
 from schemas.registry import Registry
 from services.core import topics
 from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
@@ -130,7 +129,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     @app.agent(readings)
     async def store_readings(stream: Any) -> None:
         await consume(stream, topics.READINGS,
-                      lambda raw: points.readings(ReadingBatch.model_validate_json(raw)),
+                      points.readings_raw,
                       "processed_events")
 
     @app.agent(pipeline)

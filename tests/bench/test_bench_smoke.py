@@ -34,3 +34,11 @@ def test_writer_benchmark_smoke() -> None:
     r = bench(events=500, facilities=100)
     assert r["stored"] == r["points"] == 5000  # every point of the backlog stored
     assert r["baseline_raw_http_5000_point_batches"]["points"] == 5000
+
+
+def test_notifier_benchmark_smoke() -> None:
+    from tests.bench.notifier import bench
+
+    r = bench(alarms=20, rate=10)
+    assert r["received"] == 20 and r["rejected_by_receiver"] == 0  # every alarm, signed
+    assert r["latency_s"]["p99"] > 0

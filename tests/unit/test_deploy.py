@@ -158,7 +158,7 @@ def test_kubernetes_manifests_are_valid() -> None:
     docs = [d for d in yaml.safe_load_all((ROOT / "deploy/kubernetes/lifeline.yaml").read_text())
             if d]
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("Deployment") == 3 and "ConfigMap" in kinds
+    assert kinds.count("Deployment") == 4 and "ConfigMap" in kinds
     for d in docs:
         kubernetes_validate.validate(d, "1.30.0", strict=True)
         if d["kind"] == "Deployment":

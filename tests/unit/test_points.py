@@ -51,3 +51,60 @@ def test_fast_reading_lines_equal_influxdb_client_points(registry: Registry) -> 
         assert builder.readings(b) == builder.readings_with_point(b)
 
     check()
+
+
+def test_raw_fast_path_equals_the_validated_path(registry: Registry) -> None:
+    """The writer's hot path (json + checks) gives exactly the lines of the strict path."""
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    builder = PointBuilder(registry)
+    ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,20}\Z")
+    stamp = st.one_of(
+        st.integers(0, 9_999_999_999_999),
+        st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),
+                     timezones=st.just(UTC)).map(lambda d: d.isoformat()))
+    reading = st.fixed_dictionaries({
+        "sensor": ids, "metric": st.sampled_from(["water_level", "flow", "h2s"]),
+        "value": st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                           st.integers(-10**6, 10**6)),
+        "unit": st.just("m"), "ts": stamp})
+
+    @settings(max_examples=300, deadline=None)
+    @given(fid=ids, seq=st.integers(0, 2**40), readings=st.lists(reading, min_size=1,
+                                                                  max_size=5))
+    def check(fid: str, seq: int, readings: list[dict[str, object]]) -> None:
+        raw = json.dumps({"facility_id": fid, "kind": "drainage", "seq": seq,
+                          "received_at": TS.isoformat(), "readings": readings}).encode()
+        assert builder.readings_raw(raw) == builder.readings(ReadingBatch.model_validate_json(raw))
+
+    check()
+
+
+def test_raw_path_refuses_what_the_contract_refuses(registry: Registry) -> None:
+    import json
+
+    import pytest
+    from pydantic import ValidationError
+
+    builder = PointBuilder(registry)
+    good = {"facility_id": "F-1", "kind": "drainage", "seq": 1, "received_at": TS.isoformat(),
+            "readings": [{"sensor": "S-1", "metric": "flow", "value": 1.0, "unit": "L/s",
+                          "ts": TS.isoformat()}]}
+    bad = [
+        {**good, "facility_id": "bad id,with=tag"},
+        {**good, "kind": "airport"},
+        {**good, "seq": -1},
+        {**good, "readings": []},
+        {**good, "extra": 1},
+        {**good, "readings": [{**good["readings"][0], "ts": "2026-07-01T08:00:00"}]},  # no offset
+        {**good, "readings": [{**good["readings"][0], "value": [1.0]}]},
+        {**good, "readings": [{**good["readings"][0], "metric": "speed"}]},
+    ]
+    for doc in bad:
+        with pytest.raises(ValidationError):
+            builder.readings_raw(json.dumps(doc).encode())
+    with pytest.raises(ValidationError, match="Invalid JSON"):  # not JSON at all
+        builder.readings_raw(b"{not json")
