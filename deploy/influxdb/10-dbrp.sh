@@ -1,8 +1,39 @@
 #!/bin/bash
-# Runs once at InfluxDB 2.x initial setup: map database "lifeline" (InfluxQL, which Grafana
-# and Lifeline's dashboards use) to the bucket.
+# Runs once at InfluxDB 2.x initial setup (docker-entrypoint-initdb.d). Makes 2.x look like
+# the layout Lifeline sets up itself on 1.x (docs/decisions/0007-storage-layout.md):
+# - bucket "$DOCKER_INFLUXDB_INIT_BUCKET" (raw readings, retention INFLUX_RETENTION) and
+#   bucket "${DOCKER_INFLUXDB_INIT_BUCKET}_long" (alarms, on-call trail, 1-minute aggregates;
+#   kept forever) — the writer's LIFELINE_INFLUX_BUCKET / LIFELINE_INFLUX_LONG_BUCKET;
+# - DBRP mappings so InfluxQL (Grafana, Lifeline's reads) finds them as database
+#   "lifeline", retention policies "raw" (default) and "long";
+# - the task "lifeline-reading-1m": mean/min/max per series and minute into
+#   long.reading_1m, re-computing the last 5 minutes every minute (the 1.x continuous query).
 set -euo pipefail
-bucket_id=$(influx bucket list --org "$DOCKER_INFLUXDB_INIT_ORG" \
-  --name "$DOCKER_INFLUXDB_INIT_BUCKET" --hide-headers | cut -f 1)
-influx v1 dbrp create --org "$DOCKER_INFLUXDB_INIT_ORG" --bucket-id "$bucket_id" \
-  --db lifeline --rp autogen --default
+org="$DOCKER_INFLUXDB_INIT_ORG"
+raw="$DOCKER_INFLUXDB_INIT_BUCKET"
+long="${raw}_long"
+
+influx bucket create --org "$org" --name "$long" --retention 0
+raw_id=$(influx bucket list --org "$org" --name "$raw" --hide-headers | cut -f 1)
+long_id=$(influx bucket list --org "$org" --name "$long" --hide-headers | cut -f 1)
+influx v1 dbrp create --org "$org" --bucket-id "$raw_id" --db lifeline --rp raw --default
+influx v1 dbrp create --org "$org" --bucket-id "$long_id" --db lifeline --rp long
+
+task=$(mktemp)
+cat > "$task" <<FLUX
+option task = {name: "lifeline-reading-1m", every: 1m, offset: 10s}
+
+data = from(bucket: "${raw}")
+    |> range(start: -5m)
+    |> filter(fn: (r) => r._measurement == "reading" and r._field == "value")
+
+agg = (fn, name) => data
+    |> aggregateWindow(every: 1m, fn: fn, createEmpty: false, timeSrc: "_start")
+    |> set(key: "_field", value: name)
+
+union(tables: [agg(fn: mean, name: "mean"), agg(fn: min, name: "min"), agg(fn: max, name: "max")])
+    |> set(key: "_measurement", value: "reading_1m")
+    |> to(bucket: "${long}", org: "${org}")
+FLUX
+influx task create --org "$org" --file "$task"
+rm -f "$task"

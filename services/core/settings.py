@@ -69,6 +69,13 @@ class InfluxSettings(_Group):
     token: SecretStr | None = None
     org: str | None = None
     bucket: str | None = None
+    long_bucket: str | None = Field(default=None, description=(
+        "InfluxDB 2.x bucket for alarms, the on-call trail and 1-minute aggregates "
+        "(InfluxQL retention policy 'long'); default: <bucket>_long."))
+
+    @property
+    def long_bucket_name(self) -> str:
+        return self.long_bucket or f"{self.bucket}_long"
 
 
 class RegistrySettings(_Group):

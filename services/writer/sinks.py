@@ -91,13 +91,17 @@ class InfluxV2Sink:
         self.url = settings.url
         self.org = settings.org
         self.bucket = settings.bucket
+        self.long_bucket = settings.long_bucket_name
         self.token = settings.token.get_secret_value() if settings.token else ""
         self.timeout_ms = int(timeout_s * 1000)
         self._client: Any = None
 
     async def write(self, lines: list[str], *, long_term: bool = False,
                     precision: str = "ms") -> None:
-        # One bucket on 2.x; its retention and downsampling task are the bucket's settings.
+        # Two buckets on 2.x, as the two retention policies on 1.x: raw readings in
+        # ``bucket`` (its retention is the bucket's), the rest in ``long_bucket``; both are
+        # mapped for InfluxQL by deploy/influxdb/10-dbrp.sh, which also creates the
+        # 1-minute downsampling task.
         if not lines:
             return
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
@@ -108,7 +112,8 @@ class InfluxV2Sink:
             self._client = InfluxDBClientAsync(url=self.url, token=self.token, org=self.org,
                                                timeout=self.timeout_ms)
         try:
-            await self._client.write_api().write(bucket=self.bucket, org=self.org,
+            await self._client.write_api().write(bucket=self.long_bucket if long_term
+                                                 else self.bucket, org=self.org,
                                                  record="\n".join(lines),
                                                  write_precision=WritePrecision.NS if precision == "ns"
                                                  else WritePrecision.MS)

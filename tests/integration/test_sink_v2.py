@@ -117,3 +117,32 @@ async def aiohttp_v2() -> Any:
 def test_v2_needs_org_and_bucket() -> None:
     with pytest.raises(ValueError, match="LIFELINE_INFLUX_ORG"):
         make_sink(InfluxSettings(api="v2", url="http://127.0.0.1:1"))
+
+
+async def test_v2_writes_long_term_points_to_the_long_bucket() -> None:
+    """Raw readings go to the bucket, alarms and the on-call trail to <bucket>_long — the
+    two buckets deploy/influxdb/10-dbrp.sh maps to retention policies raw and long."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str, str]] = []
+
+    async def write(request: web.Request) -> web.Response:
+        seen.append((request.query["bucket"], request.query["precision"], await request.text()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/write", write)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        sink = make_sink(settings(f"http://127.0.0.1:{port}"))
+        await sink.write(["reading,facility=f value=1 1"])
+        await sink.write(["alarm_event,facility=f severity=1i 1"], long_term=True)
+        await sink.write(["oncall,facility=f ok=true 1000001"], long_term=True, precision="ns")
+        await sink.close()
+    finally:
+        await runner.cleanup()
+    assert [(b, p) for b, p, _ in seen] == [("lifeline", "ms"), ("lifeline_long", "ms"),
+                                            ("lifeline_long", "ns")]

@@ -177,3 +177,41 @@ def test_compose_creates_every_lifeline_topic() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     for t in topics.ALL:
         assert t in text, f"kafka-init does not create {t}"
+
+
+def test_influxdb2_setup_maps_both_buckets_and_creates_the_downsampling_task(
+        tmp_path: Path) -> None:
+    """Runs deploy/influxdb/10-dbrp.sh with a stand-in ``influx`` CLI that records each call
+    (no InfluxDB 2 server can run here): both buckets mapped to the retention policies the
+    dashboards query, and a task equivalent to the 1.x continuous query."""
+    import stat
+    import subprocess
+
+    log = tmp_path / "calls"
+    fake = tmp_path / "influx"
+    fake.write_text(f"""#!/bin/bash
+echo "$*" >> {log}
+for ((i=1; i<=$#; i++)); do
+  if [ "${{!i}}" = "--file" ]; then j=$((i+1)); cp "${{!j}}" {tmp_path}/task.flux; fi
+done
+if [ "$1 $2" = "bucket list" ]; then printf 'id-%s\\tname\\n' "$6"; fi
+""")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "DOCKER_INFLUXDB_INIT_ORG": "district",
+           "DOCKER_INFLUXDB_INIT_BUCKET": "lifeline"}
+    subprocess.run(["bash", str(ROOT / "deploy/influxdb/10-dbrp.sh")], env=env, check=True,
+                   capture_output=True)
+    calls = log.read_text().splitlines()
+    assert "bucket create --org district --name lifeline_long --retention 0" in calls
+    assert ("v1 dbrp create --org district --bucket-id id-lifeline --db lifeline --rp raw "
+            "--default") in calls
+    assert "v1 dbrp create --org district --bucket-id id-lifeline_long --db lifeline --rp long" \
+        in calls
+    flux = (tmp_path / "task.flux").read_text()
+    from services.writer.storage import continuous_query
+
+    cq = continuous_query("lifeline", "1m", "5m")
+    for fn in ("mean", "min", "max"):  # the same aggregates as the 1.x continuous query
+        assert f'{fn}("value") AS "{fn}"' in cq and f'agg(fn: {fn}, name: "{fn}")' in flux
+    assert 'from(bucket: "lifeline")' in flux and 'to(bucket: "lifeline_long"' in flux
+    assert '"reading_1m"' in flux and "range(start: -5m)" in flux and "every: 1m" in flux
