@@ -135,6 +135,10 @@ class Sensor(Contract):
         default=None, description="Same value for this long = stuck sensor (None: not checked).")
     stuck_epsilon: Annotated[float, Field(ge=0)] = 0.0
     description: str | None = None
+    pipe_diameter_m: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        default=None, description="Water level in a pipe or at its manhole: the pipe's "
+                                  "internal diameter D; readings then also carry the fill "
+                                  "ratio h/D (above 1: surcharged).")
 
     @field_validator("rules", mode="after")
     @classmethod
@@ -152,6 +156,8 @@ class Sensor(Contract):
         lo, hi = self.range
         if not lo < hi:
             raise ValueError(f"sensor {self.id}: range min {lo} must be below max {hi}")
+        if self.pipe_diameter_m is not None and self.metric is not Metric.WATER_LEVEL:
+            raise ValueError(f"sensor {self.id}: pipe_diameter_m applies to water levels only")
         keys = [r.key for r in self.rules]
         if len(set(keys)) != len(keys):
             raise ValueError(f"sensor {self.id}: two rules share the id {keys}")

@@ -114,14 +114,17 @@ def rain_gauge(sid: str) -> dict[str, Any]:
 
 
 def manhole(fid: str) -> dict[str, Any]:
-    return {"sensors": [
-        sensor(f"{fid}-L1", "water_level", "m", (0.0, 7.0), 60, [
+    diameter_m = (0.8, 1.0, 1.2, 1.5)[int(fid[-3:]) % 4]
+    level = sensor(f"{fid}-L1", "water_level", "m", (0.0, 7.0), 60, [
             value_rule([lv("blue", 1.8, 1.7, SRC_MANHOLE), lv("yellow", 2.25, 2.15, SRC_MANHOLE),
                         lv("orange", 2.7, 2.6, SRC_MANHOLE), lv("red", 2.95, 2.85, SRC_MANHOLE)],
                        raise_after_count=2),
             rule([lv("yellow", 0.05, 0.02, SRC_RISE)], signal="rate", window_s=600,
                  rate_per_s=60),
-        ], stuck_after_s=6 * 3600),
+        ], stuck_after_s=6 * 3600)
+    level["pipe_diameter_m"] = diameter_m  # placeholder of the right size for a trunk sewer
+    return {"sensors": [
+        level,
         sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60,
                [t("yellow", 4000, 3800, SRC_FLOW)], stuck_after_s=6 * 3600),
         rain_gauge(f"{fid}-R1"),

@@ -39,6 +39,13 @@ STATE = ('SELECT last("severity") AS "severity", last("level") AS "level", '
          'GROUP BY "facility", "sensor", "rule", "kind", "category"')
 
 
+# The overview's 30-day trend: the database's hourly rollup per district (not per sensor),
+# so a month of 10,000 sensors stays a small query (docs/benchmarks.md).
+DISTRICT_TREND = ('SELECT max("max") AS "max" FROM "long"."district_1h" WHERE "metric" = '
+                  '\'water_level\' AND "district" =~ /^$district$/ AND $timeFilter '
+                  'GROUP BY time($__interval), "district" fill(none)')
+
+
 class _Ids:
     def __init__(self) -> None:
         self.n = 0
@@ -165,6 +172,10 @@ def overview(registry: Registry) -> dict[str, Any]:
             _target('SELECT "level", "since", "message", "acked_by", "alarm_id" FROM ('
                     + STATE.format(cat="!= 'facility'") + ') WHERE "severity" > 0',
                     "table")]),
+        _panel(ids, "timeseries", "30 天趋势：各片区最高水位 30-day trend: highest water level "
+                                  "by district (hourly)", (0, 32, 24, 8),
+               [_target(DISTRICT_TREND)], timeFrom="30d", interval="1h",
+               fieldConfig={"defaults": {"unit": "m"}, "overrides": []}),
     ]
     variables = _common_variables(None)[:1]
     return _dashboard("lifeline-overview", "城市生命线总览 District overview", panels, variables,
@@ -193,16 +204,45 @@ def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
                      f"'{metric.value}' AND \"facility\" =~ /^$facility$/ AND \"sensor\" =~ "
                      '/^$sensor$/ AND $timeFilter GROUP BY "sensor") '
                      'WHERE $timeFilter GROUP BY time($__interval), "sensor" fill(none)')
+        targets = [_target(query)]
+        if kind is FacilityKind.SEWAGE and metric in (Metric.FLOW, Metric.WATER_LEVEL):
+            # The usual value at this hour (services/writer/baseline.py), dashed beside it.
+            targets.append(_target(query.replace('mean("value")', 'mean("baseline") AS '
+                                                 '"baseline"'), ref="B"))
         panels.append(_panel(
             ids, "timeseries" if panel_type == "barchart" else panel_type,
             f"{ZH[metric]} {metric.value.replace('_', ' ').capitalize()}"
-            f"{' RMS' if metric is Metric.ACCELERATION else ''} ({unit})",
-            ((i % 2) * 12, (i // 2) * 8, 12, 8), [_target(query)],
+            f"{' RMS' if metric is Metric.ACCELERATION else ''} ({unit})"
+            f"{' — 日变化基线 with diurnal baseline' if len(targets) > 1 else ''}",
+            ((i % 2) * 12, (i // 2) * 8, 12, 8), targets,
             fieldConfig={"defaults": {
                 "unit": unit, "thresholds": thresholds(registry, metric),
                 "custom": {"thresholdsStyle": {"mode": "area"},
                            "drawStyle": "bars" if metric is Metric.RAINFALL else "line"}},
-                "overrides": []}))
+                "overrides": [{"matcher": {"id": "byFrameRefID", "options": "B"},
+                               "properties": [{"id": "custom.lineStyle",
+                                               "value": {"fill": "dash", "dash": [10, 10]}}]}]
+                if len(targets) > 1 else []}))
+    if kind is FacilityKind.DRAINAGE and any(s.pipe_diameter_m for f in registry.facilities
+                                             for s in f.sensors):
+        n = len(panels)
+        panels.append(_panel(
+            ids, "timeseries", "充满度 Fill ratio h/D (pipes)",
+            ((n % 2) * 12, (n // 2) * 8, 12, 8),
+            [_target('SELECT mean("fill") FROM "reading" WHERE "kind" = \'drainage\' AND '
+                     '"metric" = \'water_level\' AND "facility" =~ /^$facility$/ AND '
+                     '"sensor" =~ /^$sensor$/ AND $timeFilter '
+                     'GROUP BY time($__interval), "sensor" fill(none)')],
+            description="Water level over the pipe's diameter (registry pipe_diameter_m). "
+                        "Bands: 0.75 — the upper design maximum fill ratio for sewers in "
+                        "GB 50014 (0.55-0.75 by diameter; storm sewers are designed full); "
+                        "1.0 — the pipe runs full (surcharge). Defaults to be confirmed "
+                        "per pipe.",
+            fieldConfig={"defaults": {"unit": "percentunit", "thresholds": {
+                "mode": "absolute", "steps": [{"color": "green", "value": None},
+                                              {"color": "yellow", "value": 0.75},
+                                              {"color": "orange", "value": 1.0}]},
+                "custom": {"thresholdsStyle": {"mode": "area"}}}, "overrides": []}))
     return _dashboard(f"lifeline-{kind.value}", f"{zh} {en}", panels, _common_variables(kind))
 
 

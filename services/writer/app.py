@@ -27,6 +27,7 @@ from services.core import topics
 from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
+from services.writer.baseline import DiurnalBaseline
 from services.writer.config import WriterConfig
 from services.writer.points import PointBuilder
 from services.writer.sinks import Sink, SinkRejected, SinkUnavailable, make_sink
@@ -75,7 +76,8 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     counters = Counters("processed_events", "processed_alarm_events", "stored_points",
                         "written_batches", "sink_retries", "rejected")
     health = Health("writer", counters)
-    points = PointBuilder(registry)
+    baseline = DiurnalBaseline(registry, cfg.writer.baseline_warmup_h)
+    points = PointBuilder(registry, baseline)
     sink = make_sink(cfg.influx, cfg.writer.timeout_s)
 
     def raw_topic(name: str) -> Any:
@@ -171,6 +173,23 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
         await sink.close()
 
+    async def restore_baseline() -> None:
+        """Seven days of the database's hourly means rebuild the diurnal profiles."""
+        from services.core.influxql import QueryError, query
+
+        q = ('SELECT mean("mean") AS "mean" FROM "long"."reading_1h" WHERE "kind" = '
+             "'sewage' AND (\"metric\" = 'flow' OR \"metric\" = 'water_level') AND "
+             'time > now() - 7d GROUP BY time(1h), "facility", "sensor" fill(none)')
+        try:
+            series = await query(cfg.influx, q, timeout_s=30)
+        except QueryError as exc:
+            log.warning("writer.baseline_not_restored", error=str(exc)[:300])
+            return
+        restored = baseline.bootstrap(
+            (s["tags"]["facility"], s["tags"]["sensor"], int(t), v)
+            for s in series for t, v in s["values"])
+        log.info("writer.baseline_restored", sensors=restored)
+
     storage_ready = asyncio.Event()
     health.problem("storage", "retention policies and continuous query not set up yet")
     if cfg.influx.api != "v1":
@@ -178,6 +197,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
         async def _facilities() -> None:
             await writer.store(points.facilities(), "registry", long_term=True)
             health.ok("storage")
+            await restore_baseline()
             storage_ready.set()
     else:
         @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
@@ -189,12 +209,14 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                         await ensure_layout(cfg.influx, raw_retention=w.raw_retention,
                                             long_retention=w.long_retention,
                                             cq_every=w.cq_resample_every,
-                                            cq_for=w.cq_resample_for)
+                                            cq_for=w.cq_resample_for,
+                                            hourly_every=w.cq_hourly_every)
                     except (OSError, aiohttp.ClientError, StorageSetupError) as exc:
                         health.problem("storage", f"retention/CQ setup pending: {exc}")
                         raise
             health.ok("storage")
             await writer.store(points.facilities(), "registry", long_term=True)
+            await restore_baseline()
             storage_ready.set()
 
     register_gauges(app, health, (topics.READINGS, topics.ALARMS))

@@ -25,6 +25,12 @@ class WriterSettings(_Group):
                                    description="How often the 1-minute aggregation runs.")
     cq_resample_for: str = Field(default="5m", pattern=r"^\d+[smh]$",
                                  description="How far back each run recomputes (late data).")
+    baseline_warmup_h: float = Field(default=1.0, ge=0, description=(
+        "Hours of readings an hour-of-day slot needs before sewage readings carry its "
+        "diurnal baseline."))
+    cq_hourly_every: str = Field(default="10m", pattern=r"^\d+[smh]$",
+                                 description="How often the hourly aggregates are recomputed "
+                                             "(over the last 2 hours).")
 
 
 class WriterConfig:

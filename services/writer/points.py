@@ -4,7 +4,10 @@ Measurements and tags (ids and levels are tags, bounded by the registry; values 
 are fields). Every point's time is the event time in milliseconds, so a replayed or
 duplicated reading overwrites its own point instead of adding one.
 
-- ``reading``     tags facility, sensor, kind, metric, district; fields value (float), seq (int)
+- ``reading``     tags facility, sensor, kind, metric, district; fields value (float), seq (int),
+                  fill (h/D, water levels of sensors with ``pipe_diameter_m``), baseline
+                  (sewage flow and level: the usual value at that local hour, see
+                  services/writer/baseline.py)
 - ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level, category;
                   fields alarm_id, event_id, value, threshold, severity, previous_level, message,
                   silenced, flapping, suppressed_by ("" when not suppressed)
@@ -48,6 +51,7 @@ from schemas.kinds import FacilityKind, Metric
 from schemas.oncall import OnCallRecord, RecordType
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
+from services.writer.baseline import DiurnalBaseline
 
 READING = "reading"
 ALARM_EVENT = "alarm_event"
@@ -83,6 +87,11 @@ def _epoch_ms(ts: object) -> int:
     raise ValueError("not a timestamp")
 
 
+def _fill(value: float, diameter: float | None) -> str:
+    """``fill=<h/D>,`` for a water level in a pipe of known diameter (fields sort first)."""
+    return f"fill={_float(value / diameter)}," if diameter else ""
+
+
 def _float(value: float) -> str:
     # influxdb-client writes floats with repr(); integral floats lose their ".0", which
     # line protocol still reads as a float (an integer would need the "i" suffix).
@@ -91,9 +100,13 @@ def _float(value: float) -> str:
 
 
 class PointBuilder:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, baseline: DiurnalBaseline | None = None) -> None:
         self.registry = registry
+        self.baseline = baseline
         self._district = {f.id: f.district for f in registry.facilities}
+        # Water levels in pipes also carry the fill ratio h/D (the drainage dashboard).
+        self._diameter = {(f.id, s.id): s.pipe_diameter_m for f in registry.facilities
+                          for s in f.sensors if s.pipe_diameter_m}
 
     def facilities(self) -> list[str]:
         """One ``facility`` point per registered facility (coordinates and names for the
@@ -118,9 +131,21 @@ class PointBuilder:
         head = (f"{READING},district={_tag(self._district.get(batch.facility_id, 'unknown'))},"
                 f"facility={fid},kind={batch.kind.value},")
         seq = batch.seq
+        diameter = self._diameter
+        fid = batch.facility_id
         return [f"{head}metric={r.metric.value},sensor={_tag(r.sensor)} "
+                f"{self._baseline(fid, r.sensor, to_epoch_ms(r.ts), r.value)}"
+                f"{_fill(r.value, diameter.get((fid, r.sensor)))}"
                 f"seq={seq}i,value={_float(r.value)} {to_epoch_ms(r.ts)}"
                 for r in batch.readings]
+
+    def _baseline(self, fid: str, sensor: str, ts_ms: int, value: float) -> str:
+        """``baseline=<usual value at this hour>,`` for sewage flow and level (sorted first)."""
+        b = self.baseline
+        if b is None or not b.watches(fid, sensor):
+            return ""
+        usual = b.update(fid, sensor, ts_ms, float(value))
+        return "" if usual is None else f"baseline={_float(usual)},"
 
     def readings_raw(self, raw: bytes) -> list[str]:
         """Line protocol straight from a ``lifeline.readings`` value — the writer's hot path.
@@ -142,16 +167,20 @@ class PointBuilder:
                 raise ValueError("not plain")
             head = (f"{READING},district={_tag(self._district.get(fid, 'unknown'))},"
                     f"facility={_tag(fid)},kind={kind},")
-            out = []
+            checked = []
             for r in d["readings"]:
                 sensor, metric, value, ts = r["sensor"], r["metric"], r["value"], r["ts"]
                 if (type(sensor) is not str or not _ID.fullmatch(sensor) or metric not in _METRICS
                         or type(value) not in (float, int) or not math.isfinite(value)
                         or len(r) != 5 or type(r["unit"]) is not str):
                     raise ValueError("not plain")
-                out.append(f"{head}metric={metric},sensor={_tag(sensor)} "
-                           f"seq={seq}i,value={_float(value)} {_epoch_ms(ts)}")
-            return out
+                checked.append((sensor, metric, value, _epoch_ms(ts)))
+            # Only now, with the whole event checked, anything is learned or built.
+            return [f"{head}metric={metric},sensor={_tag(sensor)} "
+                    f"{self._baseline(fid, sensor, t_ms, value)}"
+                    f"{_fill(value, self._diameter.get((fid, sensor)))}"
+                    f"seq={seq}i,value={_float(value)} {t_ms}"
+                    for sensor, metric, value, t_ms in checked]
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             return self.readings(ReadingBatch.model_validate_json(raw))
 
@@ -165,6 +194,9 @@ class PointBuilder:
                  .tag("district", district)
                  .field("value", float(r.value)).field("seq", batch.seq)
                  .time(to_epoch_ms(r.ts), WritePrecision.MS))
+            d = self._diameter.get((batch.facility_id, r.sensor))
+            if d:
+                p.field("fill", float(r.value) / d)
             out.append(p.to_line_protocol())
         return out
 

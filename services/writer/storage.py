@@ -5,7 +5,9 @@
   aggregates of readings and every alarm event / alarm state;
 - continuous query ``reading_1m``: mean/min/max per series and minute into
   ``long.reading_1m``, computed by the database itself, re-run over the last
-  ``cq_resample_for`` so late readings are folded in.
+  ``cq_resample_for`` so late readings are folded in;
+- continuous queries ``reading_1h`` (per series) and ``district_1h`` (per district, kind,
+  metric) from the 1-minute aggregates: what month-long dashboard ranges read.
 
 InfluxDB 2.x has buckets and tasks instead; with ``LIFELINE_INFLUX_API=v2`` this setup is
 not run (see docs/decisions/0007-storage-layout.md).
@@ -25,6 +27,26 @@ RAW, LONG = "raw", "long"
 
 class StorageSetupError(RuntimeError):
     pass
+
+
+HOURLY = {
+    # name: (source measurement, select, group by) — both from the 1-minute aggregates, so
+    # neither waits for the other.
+    "reading_1h": ("reading_1m", 'mean("mean") AS "mean", min("min") AS "min", '
+                   'max("max") AS "max"', "*"),
+    "district_1h": ("reading_1m", 'max("max") AS "max", min("min") AS "min", '
+                    'mean("mean") AS "mean"', '"district", "kind", "metric"'),
+}
+
+
+def hourly_queries(db: str, every: str) -> dict[str, str]:
+    """Hourly tiers for long ranges: per series (``reading_1h``) and per district, kind and
+    metric (``district_1h``, what the overview's 30-day trend reads). Recomputed every
+    ``every`` over the last two hours."""
+    return {name: (f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" RESAMPLE EVERY {every} FOR 2h '
+                   f'BEGIN SELECT {select} INTO "{db}"."{LONG}"."{name}" '
+                   f'FROM "{db}"."{LONG}"."{source}" GROUP BY time(1h), {group} END')
+            for name, (source, select, group) in HOURLY.items()}
 
 
 def continuous_query(db: str, every: str, span: str) -> str:
@@ -56,7 +78,7 @@ def _error(body: dict[str, object]) -> str | None:
 
 
 async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention: str,
-                        cq_every: str, cq_for: str) -> None:
+                        cq_every: str, cq_for: str, hourly_every: str = "10m") -> None:
     """Create or update the database, retention policies and continuous query."""
     db = s.database
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
@@ -74,5 +96,9 @@ async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention
         body = await _query(session, s, continuous_query(db, cq_every, cq_for))
         if err := _error(body):
             raise StorageSetupError(f"continuous query reading_1m: {err}")
+        for name, cq in hourly_queries(db, hourly_every).items():
+            await _query(session, s, f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')
+            if err := _error(await _query(session, s, cq)):
+                raise StorageSetupError(f"continuous query {name}: {err}")
     log.info("storage.layout_ready", database=db, raw_retention=raw_retention,
              long_retention=long_retention)

@@ -18,7 +18,7 @@ def test_retention_policies_and_continuous_query(pipeline: Pipeline) -> None:
     assert rps["long"][1] == "0s"  # kept forever
     cqs = influx_query(stack, "SHOW CONTINUOUS QUERIES")
     names = [row[0] for s in cqs if s["name"] == "lifeline" for row in s.get("values", [])]
-    assert "reading_1m" in names
+    assert {"reading_1m", "reading_1h", "district_1h"} <= set(names)
 
 
 def test_database_downsamples_readings_to_one_minute(pipeline: Pipeline,

@@ -18,7 +18,9 @@ def test_reading_point_uses_event_time_and_tags(registry: Registry) -> None:
                                        unit="m", ts=TS)])
     [line] = PointBuilder(registry).readings(b)
     assert line == ("reading,district=Binhai\\ Park,facility=DR-BH-001,kind=drainage,"
-                    "metric=water_level,sensor=DR-BH-001-L1 seq=42i,value=1.5 1782892800123")
+                    "metric=water_level,sensor=DR-BH-001-L1 fill=1.5,seq=42i,value=1.5 "
+                    "1782892800123")  # a 1.0 m pipe: fill ratio h/D beside the level
+    assert PointBuilder(registry).readings_with_point(b) == [line]
 
 
 def test_alarm_point_escapes_text(registry: Registry) -> None:
