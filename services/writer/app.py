@@ -1,5 +1,7 @@
-"""The writer's Faust wiring: readings, alarm events, pipeline health and the on-call
-audit trail (``lifeline.oncall``) → InfluxDB.
+"""The writer: readings, alarm events, pipeline health and the on-call audit trail
+(``lifeline.oncall``) → InfluxDB. Readings go through a plain consumer group
+(services/writer/readings.py: Faust's per-event cost was the writer's bottleneck); the
+other, much smaller streams are Faust agents.
 
 Events are taken in batches (``stream.take``); Faust acknowledges a batch only when the
 agent asks for the next one, i.e. after the sink stored it. While the sink is down the
@@ -16,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import faust
+from aiokafka.errors import KafkaError
 from mode.types.signals import BaseSignalT
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -30,6 +33,7 @@ from services.core.logging import get_logger
 from services.writer.baseline import DiurnalBaseline
 from services.writer.config import WriterConfig
 from services.writer.points import PointBuilder
+from services.writer.readings import ReadingsConsumer
 from services.writer.sinks import Sink, SinkRejected, SinkUnavailable, make_sink
 from services.writer.storage import StorageSetupError, ensure_layout
 
@@ -84,8 +88,8 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")
 
-    readings, alarms, dlq, pipeline, oncall = (raw_topic(t) for t in (
-        topics.READINGS, topics.ALARMS, topics.READINGS_DLQ, topics.HEALTH, topics.ONCALL))
+    alarms, dlq, pipeline, oncall = (raw_topic(t) for t in (
+        topics.ALARMS, topics.READINGS_DLQ, topics.HEALTH, topics.ONCALL))
 
     async def send_dead_letter(raw: bytes, source: str, reason: RejectReason,
                                detail: str) -> None:
@@ -128,11 +132,24 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
             await store_or_dead_letter(lines, raws, source, long_term)
             counters.inc(counter, len(values))
 
-    @app.agent(readings)
-    async def store_readings(stream: Any) -> None:
-        await consume(stream, topics.READINGS,
-                      points.readings_raw,
-                      "processed_events")
+    async def store_readings(lines: list[str], raws: list[bytes], source: str) -> None:
+        await store_or_dead_letter(lines, raws, source, False)
+
+    readings = ReadingsConsumer(cfg.kafka, points.readings_raw, store_readings,
+                                send_dead_letter, counters, n, within)
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
+    async def _readings() -> None:
+        # Nothing is written before the retention policies exist (it would land in autogen).
+        await storage_ready.wait()
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10)):
+            with attempt:
+                try:
+                    await readings.run()
+                except KafkaError as exc:
+                    health.problem("kafka", f"readings consumer: {exc!r}"[:300])
+                    log.error("writer.readings_consumer_failed", error=repr(exc)[:300])
+                    raise
 
     @app.agent(pipeline)
     async def store_pipeline_health(stream: Any) -> None:
@@ -171,6 +188,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
 
     @app.on_before_shutdown.connect
     async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
+        readings.stopping.set()
         await sink.close()
 
     async def restore_baseline() -> None:
@@ -219,7 +237,10 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
             await restore_baseline()
             storage_ready.set()
 
-    register_gauges(app, health, (topics.READINGS, topics.ALARMS))
+    register_gauges(app, health, (topics.ALARMS, topics.ONCALL))
+    faust_lag = counters._gauges["lag"]
+    counters.gauge("lag", lambda: int(faust_lag()) + readings.lag())
+    counters.gauge("readings_partitions", readings.assigned)
     report_health(app, health, cfg.common.health_report_s)
     add_health_pages(app, health)
     return app, health

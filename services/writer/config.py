@@ -13,7 +13,7 @@ class WriterSettings(_Group):
 
     health_host: str = "127.0.0.1"
     health_port: int = 18083
-    batch_events: int = Field(default=500, ge=1, description="Kafka events per write, at most.")
+    batch_events: int = Field(default=2000, ge=1, description="Kafka events per write, at most.")
     batch_seconds: float = Field(default=0.5, gt=0, description="Longest wait to fill a batch.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest pause between retries.")
     timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one write.")

@@ -42,3 +42,13 @@ def test_notifier_benchmark_smoke() -> None:
     r = bench(alarms=20, rate=10)
     assert r["received"] == 20 and r["rejected_by_receiver"] == 0  # every alarm, signed
     assert r["latency_s"]["p99"] > 0
+
+
+def test_query_benchmark_smoke() -> None:
+    from tests.bench.query import bench
+
+    r = bench(sensors=50, days=2, runs=1)
+    assert r["loaded"]["points"] == 50 * 48
+    # The rollup answers the same rows as the per-sensor aggregation it replaces.
+    rollup, direct = r["panel_on_district_rollup"], r["same_panel_on_per_sensor_hourly"]
+    assert rollup["series_rows"] == direct["series_rows"] > 0

@@ -1,6 +1,6 @@
 """Writer benchmark: points/s from Kafka into InfluxDB 1.x beside a raw-HTTP baseline.
 
-    .venv/bin/python -m tests.bench.writer [--events 20000]
+    .venv/bin/python -m tests.bench.writer [--events 30000] [--batch-events 2000]
 
 - Baseline (same run, same influxd): pre-built line protocol posted in 5,000-point batches
   over HTTP with aiohttp — the ceiling of the database on this machine.
@@ -40,7 +40,7 @@ async def baseline(url: str, lines: list[str], batch: int = 5000) -> dict[str, A
     return {"points": len(lines), "seconds": round(dt, 2), "points_per_s": round(len(lines) / dt)}
 
 
-def bench(events: int = 20000, facilities: int = 2000, batch_events: int = 500
+def bench(events: int = 30000, facilities: int = 2000, batch_events: int = 2000
           ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -117,8 +117,8 @@ def bench(events: int = 20000, facilities: int = 2000, batch_events: int = 500
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--events", type=int, default=20000)
-    ap.add_argument("--batch-events", type=int, default=500)
+    ap.add_argument("--events", type=int, default=30000)
+    ap.add_argument("--batch-events", type=int, default=2000)
     a = ap.parse_args()
     print(json.dumps(bench(a.events, batch_events=a.batch_events), indent=2))
 

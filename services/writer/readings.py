@@ -1,0 +1,142 @@
+"""The writer's readings path: ``lifeline.readings`` → InfluxDB through a plain aiokafka
+consumer group, batch by batch.
+
+Why not a Faust agent like the writer's other streams: readings are the bulk of the
+traffic, and Faust's per-event stream machinery cost about 120 µs of CPU per event here —
+more than parsing and formatting the event's ten points — so the writer reached only a
+third of the database's own write rate (docs/benchmarks.md). Storing readings needs none
+of Faust's features (no table, no state), only a consumer group and commits.
+
+Guarantees are the same: offsets are committed only after the sink stored the batch
+(at-least-once; points are keyed by event time, so a replay overwrites), a sink that is
+down is retried with backoff while Kafka retains the rest (backpressure, never a skip),
+and an event that cannot be decoded goes to the dead-letter topic with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.deadletter import RejectReason
+from services.core import topics
+from services.core.health import Counters
+from services.core.kafka import security_kwargs
+from services.core.logging import get_logger
+from services.core.settings import KafkaSettings
+
+log = get_logger("lifeline.writer.readings")
+
+Store = Callable[[list[str], list[bytes], str], Awaitable[None]]
+DeadLetter = Callable[[bytes, str, RejectReason, str], Awaitable[None]]
+
+
+def consumer_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap,
+        "group_id": "lifeline-writer-readings",
+        "client_id": "lifeline-writer-readings",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 4 << 20,
+        # While InfluxDB is down the loop retries one batch without polling: that is
+        # backpressure, not a dead consumer.
+        "max_poll_interval_ms": 24 * 3600 * 1000,
+        **security_kwargs(kafka),
+    }
+    if kafka.flavor == "tansu":
+        # The same workarounds as the Faust apps (services/core/kafka.py): Tansu holds
+        # JoinGroup for half the session timeout and every fetch for its full max wait.
+        kw.update(session_timeout_ms=6000, heartbeat_interval_ms=1500, fetch_max_wait_ms=50)
+    return kw
+
+
+class ReadingsConsumer:
+    def __init__(self, kafka: KafkaSettings, to_lines: Callable[[bytes], list[str]],
+                 store: Store, dead_letter: DeadLetter, counters: Counters,
+                 batch_events: int, batch_seconds: float) -> None:
+        self.kafka = kafka
+        self.to_lines = to_lines
+        self.store = store
+        self.dead_letter = dead_letter
+        self.counters = counters
+        self.batch_events = batch_events
+        self.batch_ms = int(batch_seconds * 1000)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.stopping = asyncio.Event()
+        self.positions: dict[TopicPartition, int] = {}  # next offset to store, per partition
+
+    def lag(self) -> int:
+        """Records of the assigned partitions not stored yet (as far as fetched metadata
+        tells: the highwater is refreshed with every fetch)."""
+        c = self.consumer
+        if c is None:
+            return 0
+        total = 0
+        for tp in c.assignment():
+            high, pos = c.highwater(tp), self.positions.get(tp)
+            if high is not None and pos is not None:
+                total += max(0, int(high) - pos)
+        return total
+
+    def assigned(self) -> int:
+        return len(self.consumer.assignment()) if self.consumer is not None else 0
+
+    async def run(self) -> None:
+        """Fetch and convert the next batch while the previous one is being written: two
+        batches in flight at most, offsets committed strictly in order after each write."""
+        c = self.consumer = AIOKafkaConsumer(topics.READINGS, **consumer_kwargs(self.kafka))
+        await c.start()
+        in_flight: tuple[asyncio.Task[None], dict[TopicPartition, int], int] | None = None
+        try:
+            while not self.stopping.is_set():
+                batch = await c.getmany(timeout_ms=self.batch_ms, max_records=self.batch_events)
+                if not batch:
+                    if in_flight is not None:
+                        await self._finish(c, *in_flight)
+                        in_flight = None
+                    continue
+                lines: list[str] = []
+                raws: list[bytes] = []
+                offsets: dict[TopicPartition, int] = {}
+                for tp, records in batch.items():
+                    for rec in records:
+                        value = rec.value or b""
+                        try:
+                            lines.extend(self.to_lines(value))
+                            raws.append(value)
+                        except ValueError as exc:  # pydantic's ValidationError included
+                            await self.dead_letter(
+                                value, f"kafka:{tp.topic}[{tp.partition}]@{rec.offset}",
+                                RejectReason.UNDECODABLE_EVENT, str(exc))
+                    offsets[tp] = records[-1].offset + 1
+                if in_flight is not None:
+                    await self._finish(c, *in_flight)
+                write = asyncio.ensure_future(self.store(lines, raws,
+                                                         f"kafka:{topics.READINGS}"))
+                in_flight = (write, offsets, sum(len(r) for r in batch.values()))
+            if in_flight is not None:
+                await self._finish(c, *in_flight)
+                in_flight = None
+        finally:
+            if in_flight is not None:
+                in_flight[0].cancel()  # not committed: re-read after the restart
+            self.consumer = None
+            await c.stop()
+
+    async def _finish(self, c: AIOKafkaConsumer, write: asyncio.Task[None],
+                      offsets: dict[TopicPartition, int], events: int) -> None:
+        await write  # retries until stored (backpressure); raises only on shutdown
+        try:
+            await c.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance took the partitions away: their new owner re-reads from the
+            # last commit and overwrites the same points (event time).
+            self.counters.inc("commit_failures")
+            log.warning("writer.commit_failed", error=repr(exc)[:300])
+        self.positions.update(offsets)
+        self.counters.inc("processed_events", events)
