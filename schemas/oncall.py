@@ -70,6 +70,10 @@ class Channel(Contract):
     smtp_port: int = 587
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     smtp_username: str | None = None
+    smtp_ca_file: str | None = Field(default=None, description="PEM file of the CA that "
+                                     "signed the SMTP server's certificate (a private CA); "
+                                     "default: the system's CAs. Certificates are always "
+                                     "verified.")
     sender: str | None = None
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 

@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # victoria-metrics: a real server for the InfluxDB v2 write API in the tests (LOCAL_STACK.md).
-# chromium + chromium-driver: the acknowledgement page is tested in headless Chromium.
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver)
+# chromium + chromium-driver: the acknowledgement page is tested in headless Chromium;
+# openssl makes the test certificates (SMTP over TLS).
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver
+              openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

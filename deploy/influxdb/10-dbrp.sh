@@ -36,4 +36,28 @@ union(tables: [agg(fn: mean, name: "mean"), agg(fn: min, name: "min"), agg(fn: m
     |> to(bucket: "${long}", org: "${org}")
 FLUX
 influx task create --org "$org" --file "$task"
+
+# The hourly rollups month-long panels read (the 1.x continuous queries reading_1h and
+# district_1h): from the 1-minute aggregates, every 10 minutes over the last 2 hours.
+hourly() {  # name, group columns (Flux array)
+  cat > "$task" <<FLUX
+option task = {name: "lifeline-$1", every: 10m, offset: 1m}
+
+data = from(bucket: "${long}")
+    |> range(start: -2h)
+    |> filter(fn: (r) => r._measurement == "reading_1m")
+    |> group(columns: $2)
+
+agg = (field, fn) => data
+    |> filter(fn: (r) => r._field == field)
+    |> aggregateWindow(every: 1h, fn: fn, createEmpty: false, timeSrc: "_start")
+
+union(tables: [agg(field: "mean", fn: mean), agg(field: "min", fn: min), agg(field: "max", fn: max)])
+    |> set(key: "_measurement", value: "$1")
+    |> to(bucket: "${long}", org: "${org}")
+FLUX
+  influx task create --org "$org" --file "$task"
+}
+hourly reading_1h '["_measurement", "_field", "facility", "sensor", "kind", "metric", "district"]'
+hourly district_1h '["_measurement", "_field", "district", "kind", "metric"]'
 rm -f "$task"

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -173,12 +174,19 @@ class Senders:
         em["X-Lifeline-Delivery"] = msg.delivery_id
         em.set_content(msg.text)
         password = self._secret(channel.secret_env, channel, "SMTP password")
+        tls = None
+        if channel.smtp_security != "none":
+            try:
+                tls = ssl.create_default_context(cafile=channel.smtp_ca_file)
+            except OSError as exc:
+                raise ChannelError(f"smtp {channel.smtp_host}: CA file: {exc}",
+                                   retryable=False) from exc
         try:
             await aiosmtplib.send(
                 em, hostname=channel.smtp_host, port=channel.smtp_port,
                 username=channel.smtp_username, password=password,
                 use_tls=channel.smtp_security == "tls",
-                start_tls=channel.smtp_security == "starttls",
+                start_tls=channel.smtp_security == "starttls", tls_context=tls,
                 timeout=channel.timeout_s)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise ChannelError(f"smtp {channel.smtp_host}: authentication failed: {exc.code}",

@@ -192,7 +192,7 @@ def test_influxdb2_setup_maps_both_buckets_and_creates_the_downsampling_task(
     fake.write_text(f"""#!/bin/bash
 echo "$*" >> {log}
 for ((i=1; i<=$#; i++)); do
-  if [ "${{!i}}" = "--file" ]; then j=$((i+1)); cp "${{!j}}" {tmp_path}/task.flux; fi
+  if [ "${{!i}}" = "--file" ]; then j=$((i+1)); cat "${{!j}}" >> {tmp_path}/task.flux; fi
 done
 if [ "$1 $2" = "bucket list" ]; then printf 'id-%s\\tname\\n' "$6"; fi
 """)
@@ -215,3 +215,7 @@ if [ "$1 $2" = "bucket list" ]; then printf 'id-%s\\tname\\n' "$6"; fi
         assert f'{fn}("value") AS "{fn}"' in cq and f'agg(fn: {fn}, name: "{fn}")' in flux
     assert 'from(bucket: "lifeline")' in flux and 'to(bucket: "lifeline_long"' in flux
     assert '"reading_1m"' in flux and "range(start: -5m)" in flux and "every: 1m" in flux
+    assert sum(c.startswith("task create") for c in calls) == 3
+    for name in ("reading_1h", "district_1h"):  # the hourly continuous queries' twins
+        assert f'name: "lifeline-{name}"' in flux and f'value: "{name}")' in flux
+    assert 'group(columns: ["_measurement", "_field", "district", "kind", "metric"])' in flux

@@ -254,3 +254,49 @@ async def test_the_same_notification_is_sent_once(receiver: Receiver) -> None:
         h.d.submit(note(1, ["hook"]))  # requeued after a restart while in flight
         await h.d.drain()
     assert len(receiver.received) == 1
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (openssl, installed by bootstrap.sh)."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_email_over_tls_with_a_verified_certificate(
+        receiver: Receiver, certificate: tuple[str, str], security: str) -> None:
+    import ssl
+
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    sink = SmtpSink()
+    port = free_port()
+    if security == "starttls":
+        ctl = Controller(sink, hostname="127.0.0.1", port=port, authenticator=_auth,
+                         tls_context=server_ctx, require_starttls=True, auth_required=True)
+    else:
+        # aiosmtpd does not see implicit TLS as TLS for AUTH: the socket is TLS from the start.
+        ctl = Controller(sink, hostname="127.0.0.1", port=port, authenticator=_auth,
+                         ssl_context=server_ctx, auth_required=True, auth_require_tls=False)
+    ctl.start()
+    try:
+        mail = {**channels(receiver, port)[-1], "smtp_security": security}
+        for ca, delivered in ((cert, True), (None, False)):  # unknown CA: refused
+            cfg = with_steps(config([*channels(receiver)[:-1], {**mail, "smtp_ca_file": ca}]),
+                             ["mail"])
+            async with aiohttp.ClientSession() as s:
+                h = Harness(cfg, s, RetryPolicy(1, 0.01, 0.01))
+                h.d.submit(note(1 if delivered else 2, ["mail"]))
+                await h.d.drain()
+            assert (h.types()[-1][0] == "delivered") is delivered, h.records[-1].detail
+    finally:
+        ctl.stop()
+    assert len(sink.messages) == 1

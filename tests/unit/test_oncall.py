@@ -288,3 +288,35 @@ def test_restored_state_continues_exactly() -> None:
         # The notifications not yet delivered are still pending after the restore.
         assert {n.notification_id for n in restored.fs.pending()} == {
             n.notification_id for n in ref.fs.pending()}
+
+
+def test_ack_page_shows_the_alarm_its_readings_and_escapes_everything() -> None:
+    from zoneinfo import ZoneInfo
+
+    from services.notifier.links import AckLink, LinkError, Signer
+    from services.notifier.web import SECURITY_HEADERS, alarm_page
+
+    link = AckLink("a-1", "F-1", "ann", "n-1")
+    alarm_ = {"facility_id": "F-1", "kind": "drainage", "district": "d", "sensor": "L1",
+              "metric": "water_level", "rule": "value-upper", "level": "red", "value": 3.1,
+              "threshold": 2.95, "unit": "m", "message": "<script>alert(1)</script>",
+              "ts": "2026-07-01T02:00:00+00:00"}
+    readings = [(f"2026-07-01 01:{m:02d}:00", 2.0 + m / 60) for m in range(60)]
+    html_ = alarm_page(link, "tok", alarm_, {"status": "", "open": True}, readings,
+                       ZoneInfo("Asia/Shanghai"))
+    assert "<script>" not in html_ and "&lt;script&gt;" in html_
+    assert "2026-07-01 10:00:00" in html_  # local time
+    assert "<svg" in html_ and "polyline" in html_  # the recent readings, drawn
+    assert 'action="/ack/tok"' in html_ and 'id="acknowledge"' in html_
+    closed = alarm_page(link, "tok", alarm_, {"status": "已处理 Resolved by ann",
+                                              "open": False}, [], ZoneInfo("UTC"))
+    assert 'id="acknowledge"' not in closed and "Resolved by ann" in closed
+    assert "frame-ancestors 'none'" in SECURITY_HEADERS["Content-Security-Policy"]
+    signer = Signer("x" * 32, 60)
+    token = signer.sign(link)
+    assert signer.verify(token) == link
+    with pytest.raises(LinkError) as err:
+        Signer("y" * 32, 60).verify(token)  # another server's secret
+    assert err.value.status == 403
+    with pytest.raises(ValueError, match="16 characters"):
+        Signer("short", 60)
