@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic_settings import SettingsConfigDict
@@ -19,6 +19,11 @@ from services.core.settings import (
     load,
     state_dir,
 )
+
+if TYPE_CHECKING:
+    from schemas.alarm import AlarmEvent
+    from schemas.registry import Registry
+    from simulators.publisher import Publisher
 
 app = typer.Typer(help=__doc__ or "", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -149,21 +154,59 @@ def notifier() -> None:
 
 
 # --------------------------------------------------------------------------- tools
+def _speed(text: str) -> float:
+    try:
+        value = float(text.lower().rstrip("x"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"not a speed: {text!r} (e.g. 60x)") from exc
+    if value <= 0:
+        raise typer.BadParameter("the speed must be positive")
+    return value
+
+
 @app.command()
 def simulate(
     registry: Annotated[Path, typer.Option(help="Registry YAML.")] = Path(DEFAULT_REGISTRY),
-    duration: Annotated[float, typer.Option(help="Simulated seconds to run (0 = forever).")] = 0,
-    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    scenario: Annotated[str | None, typer.Option(
+        help="A scenario name (simulators/scenarios/NAME.yaml) or file: facility physics, "
+             "weather, incidents and faults with ground truth.")] = None,
+    duration: Annotated[float, typer.Option(help="Simulated seconds to run (0 = forever; a "
+                                                 "scenario has its own).")] = 0,
+    speed: Annotated[str, typer.Option(help="Simulated seconds per real second, e.g. 60x.")
+                     ] = "1x",
+    scale: Annotated[int, typer.Option(help="Copies of every facility (load tests); the "
+                                            "services need the same registry: `lifeline "
+                                            "registry scale`.")] = 1,
+    truth: Annotated[Path | None, typer.Option(help="Scenario: write the ground truth here "
+                                                    "(for `lifeline score`).")] = None,
+    t0: Annotated[float | None, typer.Option(help="Scenario: epoch second of its start "
+                                                  "(default: so that it ends now).")] = None,
     breach: Annotated[list[str] | None, typer.Option(
         help="SENSOR or SENSOR=VALUE to hold over its worst threshold (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible values).")] = 1,
 ) -> None:
-    """Publish plausible telemetry for every facility at its sensors' intervals."""
+    """Publish telemetry over MQTT: plausible steady values for every facility, or a
+    scenario's physics with incidents and faults (``--scenario``)."""
     from schemas.registry import load_registry
-    from simulators.basic import SteadySimulator
     from simulators.publisher import Publisher, PublishError
 
     reg = load_registry(registry)
+    if scale > 1:
+        from simulators.scale import scale_registry
+
+        reg = scale_registry(reg, scale)
+    pace = _speed(speed)
+    mqtt = load(MqttSettings)
+    acct = load(SimulatorMqtt)
+    try:
+        pub = Publisher(mqtt.host, mqtt.port, acct.username, acct.password)
+    except PublishError as exc:
+        raise _fail(str(exc)) from exc
+    if scenario is not None:
+        _simulate_scenario(reg, scenario, pace, pub, truth, t0)
+        return
+    from simulators.basic import SteadySimulator
+
     sim = SteadySimulator(reg, seed=seed)
     for b in breach or []:
         sid, _, val = b.partition("=")
@@ -172,14 +215,8 @@ def simulate(
         except KeyError as exc:
             raise _fail(str(exc)) from exc
         typer.echo(f"holding {sid} at {v:g}")
-    mqtt = load(MqttSettings)
-    acct = load(SimulatorMqtt)
-    try:
-        pub = Publisher(mqtt.host, mqtt.port, acct.username, acct.password)
-    except PublishError as exc:
-        raise _fail(str(exc)) from exc
     # Faster than real time starts in the past, so event times never run ahead of now.
-    t = time.time() - (duration if speed > 1 and duration else 0)
+    t = time.time() - (duration if pace > 1 and duration else 0)
     end = t + duration if duration else float("inf")
     wall0, sim0 = time.monotonic(), t
     try:
@@ -187,14 +224,136 @@ def simulate(
             for topic, payload in sim.reports(t):
                 pub.publish(topic, payload)
             t += 1.0
-            lag = (t - sim0) / speed - (time.monotonic() - wall0)
+            lag = (t - sim0) / pace - (time.monotonic() - wall0)
             if lag > 0:
                 time.sleep(lag)
     except KeyboardInterrupt:
         pass
     finally:
+        pub.flush(30)
         pub.close()
-    typer.echo(f"published {pub.published} reports ({pub.refused} refused by the broker)")
+    typer.echo(f"published {pub.published} reports")
+
+
+def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
+                       truth: Path | None, t0: float | None) -> None:
+    from zoneinfo import ZoneInfo
+
+    from schemas.scenario import ScenarioError, load_scenario
+    from simulators.scenario import ScenarioRun, scenario_path, start_epoch
+
+    try:
+        sc = load_scenario(scenario_path(name))
+    except ScenarioError as exc:
+        raise _fail(str(exc)) from exc
+    if t0 is None:
+        # Event times must never run ahead of the wall clock (ingest refuses the future):
+        # the scenario starts in the past so that its end is reached just as it is published.
+        latest = time.time() - sc.duration_s * (1 - 1 / pace)
+        t0 = start_epoch(latest, sc.start_local, ZoneInfo(reg.timezone))
+    run = ScenarioRun(reg, sc, t0=t0, keep_truth=truth is not None)
+    typer.echo(f"scenario {sc.name}: {len(run.gateways)} facilities, {run.sensor_count} "
+               f"sensors, {sc.duration_s / 3600:.1f} h at {pace:g}x from "
+               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0))}")
+    wall0 = time.monotonic()
+    try:
+        for t, topic, payload in run.reports():
+            ahead = t / pace - (time.monotonic() - wall0)
+            if ahead > 0.05:
+                time.sleep(ahead)
+            pub.publish(topic, payload)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pub.flush(60)
+        pub.close()
+    if truth is not None:
+        truth.parent.mkdir(parents=True, exist_ok=True)
+        truth.write_text(json.dumps(run.truth_document()))
+    typer.echo(f"published {run.reports_sent} reports, {run.readings_sent} readings in "
+               f"{time.monotonic() - wall0:.1f}s" + (f"; ground truth in {truth}" if truth
+                                                     else ""))
+
+
+@app.command()
+def score(
+    scenario: Annotated[str, typer.Option(help="The scenario's name or file.")],
+    truth: Annotated[Path, typer.Option(help="The ground truth `simulate --truth` wrote.")],
+    source: Annotated[str, typer.Option("--from", help="Where the alarms are: kafka "
+                                                       "(lifeline.alarms) or influx.")] = "kafka",
+    out: Annotated[Path | None, typer.Option(help="Folder for report.json and the plots "
+                                                  "(default: <state>/score/<scenario>).")
+                   ] = None,
+    idle: Annotated[float, typer.Option(help="Kafka: stop after N s without records.")] = 3.0,
+) -> None:
+    """Score the alarm engine against a scenario's ground truth: detection per incident
+    and delay, false alarms per 1,000 sensor-hours, sensor faults reported as facility
+    alarms. Prints a table, writes report.json and one PNG per incident; exit 1 if the
+    scenario's expectations are not met."""
+    from schemas.registry import load_registry
+    from schemas.scenario import ScenarioError, load_scenario
+    from simulators.plot import plot_incidents
+    from simulators.scenario import scenario_path
+    from simulators.scoring import score as score_alarms
+
+    try:
+        sc = load_scenario(scenario_path(scenario))
+        doc = json.loads(truth.read_text())
+    except (ScenarioError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    reg = load_registry(load(RegistrySettings).registry)
+    alarms = _alarms_from(source, float(doc["t0"]), idle)
+    result = score_alarms(sc, float(doc["t0"]), int(doc["sensors"]), alarms,
+                          {f.id: f.district for f in reg.facilities}, set(doc["facilities"]))
+    folder = out or state_dir() / "score" / sc.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(result.as_dict(), indent=2))
+    plots = plot_incidents(sc, reg, doc, alarms, folder)
+    typer.echo(result.table())
+    typer.echo(f"report: {folder / 'report.json'}; plots: {len(plots)} in {folder}")
+    if not result.passed(sc):
+        raise typer.Exit(1)
+
+
+def _alarms_from(source: str, t0: float, idle: float) -> list[AlarmEvent]:
+    import asyncio
+
+    from schemas.alarm import AlarmEvent
+
+    if source == "kafka":
+        from services.core import topics
+        from services.core.kafka_tools import read_topic
+        from services.core.settings import KafkaSettings
+
+        raw: list[bytes] = []
+        asyncio.run(read_topic(load(KafkaSettings), topics.ALARMS, raw.append,
+                               idle_timeout=idle))
+        return [AlarmEvent.model_validate_json(r) for r in raw]
+    if source != "influx":
+        raise _fail(f"--from must be kafka or influx, not {source!r}")
+    from services.core.influxql import QueryError, query
+    from services.core.settings import InfluxSettings
+
+    q = f'SELECT * FROM "long"."alarm_event" WHERE time >= {int(t0 * 1000)}ms'  # noqa: S608 — a number
+    try:
+        series = asyncio.run(query(load(InfluxSettings), q, timeout_s=60))
+    except QueryError as exc:
+        raise _fail(str(exc)) from exc
+    out = []
+    for s in series:
+        cols = s["columns"]
+        for row in s["values"]:
+            r = dict(zip(cols, row, strict=True))
+            out.append(AlarmEvent(
+                event_id=r["event_id"], alarm_id=r["alarm_id"], event=r["event"],
+                level=None if r["level"] == "none" else r["level"],
+                previous_level=None if r["previous_level"] == "none" else r["previous_level"],
+                category=r["category"], facility_id=r["facility"], kind=r["kind"],
+                sensor=r["sensor"], metric=None if r["metric"] == "none" else r["metric"],
+                rule=r["rule"], value=r.get("value"), threshold=r.get("threshold"), unit="",
+                ts=int(r["time"]), message=r["message"], silenced=bool(r["silenced"]),
+                suppressed_by=r["suppressed_by"] or None, flapping=bool(r["flapping"])))
+    return out
 
 
 @app.command()
@@ -286,6 +445,26 @@ def grafana_provision(
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps({"created": report.created, "updated": report.updated,
                            "unchanged": report.unchanged}, ensure_ascii=False))
+
+
+@registry_app.command("scale")
+def registry_scale(
+    path: Annotated[Path, typer.Argument(help="Registry YAML/JSON.")],
+    factor: Annotated[int, typer.Option(help="Copies of every facility (1 = unchanged).")],
+    out: Annotated[Path, typer.Option(help="The scaled registry (JSON loads fastest).")],
+) -> None:
+    """Write a registry with FACTOR copies of every facility (for load tests: point
+    LIFELINE_REGISTRY of every service at it and run `lifeline simulate --scale FACTOR`)."""
+    from schemas.registry import RegistryError, load_registry
+    from simulators.scale import scale_registry
+
+    try:
+        reg = scale_registry(load_registry(path), factor)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    out.write_text(reg.model_dump_json(exclude_none=True))
+    typer.echo(json.dumps({"facilities": len(reg.facilities), "sensors": reg.sensor_count,
+                           "out": str(out)}))
 
 
 @registry_app.command("check")

@@ -1,0 +1,196 @@
+"""Run a scenario: the facility models on a timeline, faults applied, gateway reports out.
+
+``ScenarioRun.reports()`` yields ``(t, topic, payload)`` in simulated order; the caller
+paces them (``lifeline simulate --scenario … --speed 600x``) or feeds them straight into
+the alarm engine (``offline_alarms``, for calibration and fast tests). Ground truth — what
+each sensor really measured, what was reported, and every incident and fault — is kept
+for the facilities the scenario watches, for scoring and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schemas.kinds import FacilityKind
+from schemas.registry import Facility, Registry
+from schemas.scenario import Fault, FaultKind, Scenario
+from schemas.telemetry import telemetry_topic
+from simulators.facilities import DrainageModel, Env, Model, model_for
+from simulators.weather import Weather
+
+STEP_S = 10.0  # the shortest reporting interval of the registry's sensors
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def scenario_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    return p if p.suffix in (".yaml", ".yml") else SCENARIOS / f"{name_or_path}.yaml"
+
+
+def select(registry: Registry, selectors: list[str]) -> list[Facility]:
+    if not selectors:
+        return list(registry.facilities)
+    out = []
+    for f in registry.facilities:
+        for s in selectors:
+            what, _, ref = s.partition(":")
+            if (s == f.id or (what == "kind" and f.kind.value == ref)
+                    or (what == "district" and f.district == ref)
+                    or f.id.startswith(s + "-X")):  # a scaled copy of a selected facility
+                out.append(f)
+                break
+    return out
+
+
+def start_epoch(latest: float, start_local: str, zone: ZoneInfo) -> float:
+    """The last instant not after ``latest`` whose local time of day is ``start_local``."""
+    hh, mm = (int(x) for x in start_local.split(":"))
+    local = datetime.fromtimestamp(latest, zone)
+    t = local.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    if t > local:
+        t -= timedelta(days=1)
+    return t.timestamp()
+
+
+@dataclass
+class _Gateway:
+    facility: Facility
+    model: Model
+    seq: int = 0
+    next_due: dict[str, float] = field(default_factory=dict)
+    frozen: dict[str, float] = field(default_factory=dict)
+    held: tuple[str, bytes] | None = None
+
+
+class ScenarioRun:
+    def __init__(self, registry: Registry, scenario: Scenario, *, t0: float,
+                 keep_truth: bool = True) -> None:
+        self.registry = registry
+        self.scenario = scenario
+        self.t0 = t0
+        self.zone = ZoneInfo(registry.timezone)
+        rnd = random.Random(scenario.seed)
+        self.rnd = rnd
+        self.weather = Weather(scenario.storms)
+        self.gateways = [_Gateway(f, model_for(f, random.Random(rnd.random())))
+                         for f in sorted(select(registry, scenario.facilities),
+                                         key=lambda f: f.id)]
+        self.by_id = {g.facility.id: g for g in self.gateways}
+        watched = {e.facility for s in scenario.storms for e in s.expect}
+        watched |= {e.facility for i in scenario.incidents for e in i.expect}
+        watched |= {i.facility for i in scenario.incidents} | {f.facility for f in
+                                                               scenario.faults}
+        self.truth: dict[str, list[tuple[float, float, float | None]]] = {}
+        self.keep = watched if keep_truth else set()
+        self.faults: dict[str, list[Fault]] = {}
+        for flt in scenario.faults:
+            self.faults.setdefault(flt.facility, []).append(flt)
+        self.reports_sent = 0
+        self.readings_sent = 0
+
+    @property
+    def sensor_count(self) -> int:
+        return sum(len(g.facility.sensors) for g in self.gateways)
+
+    def _upstream(self, g: _Gateway, t: float) -> float:
+        f = g.facility
+        if f.kind is not FacilityKind.DRAINAGE or not f.id.startswith("DR-"):
+            return 0.0
+        n = int(f.id.split("-")[2])
+        up = self.by_id.get(f"DR-{f.id.split('-')[1]}-{n - 1:03d}")
+        if up is None or not isinstance(up.model, DrainageModel):
+            return 0.0
+        return up.model.delayed_storm_flow(t)
+
+    def _env(self, g: _Gateway, t: float) -> Env:
+        f = g.facility
+        incidents = [(i, (t - i.start_s) / i.duration_s) for i in self.scenario.incidents
+                     if i.facility == f.id and i.start_s <= t < i.start_s + i.duration_s]
+        epoch = self.t0 + t
+        local = datetime.fromtimestamp(epoch, self.zone)
+        hour = local.hour + local.minute / 60 + local.second / 3600
+        return Env(t, hour, self.weather.rain(f.district, t), incidents,
+                   self._upstream(g, t))
+
+    def _active(self, fid: str, t: float) -> list[Fault]:
+        return [x for x in self.faults.get(fid, ()) if x.start_s <= t < x.start_s + x.duration_s]
+
+    def reports(self) -> Iterator[tuple[float, str, bytes]]:
+        """Every gateway report of the scenario in simulated time order."""
+        t = 0.0
+        end = self.scenario.duration_s
+        while t < end:
+            for g in self.gateways:
+                env = self._env(g, t)
+                g.model.advance(env, STEP_S)
+                yield from self._report(g, env, t)
+            t += STEP_S
+
+    def _report(self, g: _Gateway, env: Env, t: float) -> Iterator[tuple[float, str, bytes]]:
+        due = [s for s in g.facility.sensors if g.next_due.get(s.id, 0.0) <= t]
+        if not due:
+            return
+        faults = self._active(g.facility.id, t)
+        kinds = {f.kind for f in faults}
+        keep = g.facility.id in self.keep
+        readings = []
+        for s in due:
+            g.next_due[s.id] = t + s.interval_s
+            true = float(g.model.value(s, env))
+            lo, hi = s.range
+            true = min(hi, max(lo, true))
+            value: float | None = true
+            for f in faults:
+                if f.sensor != s.id:
+                    continue
+                if f.kind is FaultKind.DROPOUT:
+                    value = None
+                elif f.kind is FaultKind.STUCK:
+                    value = g.frozen.setdefault(s.id, true)
+                elif f.kind is FaultKind.SPIKE:
+                    # An absurd value now and then: beyond the instrument's range.
+                    if int((t - f.start_s) // 600) != int((t - s.interval_s - f.start_s) // 600):
+                        value = hi + f.magnitude * (hi - lo)
+                elif f.kind is FaultKind.DRIFT:
+                    value = true + f.magnitude * (hi - lo) * (t - f.start_s) / f.duration_s
+            if keep:
+                self.truth.setdefault(f"{g.facility.id}/{s.id}", []).append(
+                    (t, round(true, 4), None if value is None else round(value, 4)))
+            if value is not None:
+                readings.append({"sensor": s.id, "metric": s.metric.value,
+                                 "value": round(value, 4), "unit": s.unit})
+        if FaultKind.GATEWAY_OFFLINE in kinds or not readings:
+            return
+        g.seq += 1
+        skew = sum(f.magnitude for f in faults if f.kind is FaultKind.CLOCK_SKEW)
+        ts = datetime.fromtimestamp(self.t0 + t + skew, UTC).isoformat(timespec="milliseconds")
+        body = json.dumps({"ts": ts.replace("+00:00", "Z"), "seq": g.seq,
+                           "readings": readings}).encode()
+        topic = telemetry_topic(g.facility.kind.value, g.facility.id)
+        self.reports_sent += 1
+        self.readings_sent += len(readings)
+        if FaultKind.OUT_OF_ORDER in kinds:
+            if g.held is None:
+                g.held = (topic, body)  # sent after the next report
+                return
+            yield t, topic, body
+            yield t, g.held[0], g.held[1]
+            g.held = None
+            return
+        yield t, topic, body
+        if FaultKind.DUPLICATE in kinds:
+            yield t, topic, body
+
+    def truth_document(self) -> dict[str, Any]:
+        return {"scenario": self.scenario.model_dump(mode="json"), "t0": self.t0,
+                "sensors": self.sensor_count, "facilities": [g.facility.id for g in
+                                                              self.gateways],
+                "reports": self.reports_sent, "readings": self.readings_sent,
+                "truth": self.truth}

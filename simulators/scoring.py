@@ -1,0 +1,169 @@
+"""How well the alarm engine saw what happened: the scenario's ground truth against the
+alarm events Lifeline produced.
+
+- per expectation of every storm and incident: detected (a *facility* alarm on that
+  facility — and sensor, if named — at the stated level or worse, raised or escalated
+  between the start and ``within_s`` after it), and the detection delay;
+- false alarms: facility alarms raised that no storm or incident explains (an alarm on a
+  facility in a storm's district or an incident's facility, between its start and its end
+  plus ``GRACE_S``, is explained), per 1,000 sensor-hours;
+- sensor faults misreported: facility alarms on a sensor (or facility, for gateway faults)
+  while a fault was injected there, that nothing real explains — the engine should have
+  called them sensor or gateway faults.
+
+Times are event times: alarm ``ts`` against the scenario's ``t0`` + offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
+from schemas.scenario import Expect, Scenario
+
+GRACE_S = 3600.0  # after a storm or incident ends, its alarms may take this long to clear
+RAISING = (AlarmEventType.RAISED, AlarmEventType.ESCALATED, AlarmEventType.FLAPPING)
+
+
+@dataclass
+class ExpectScore:
+    source: str
+    facility: str
+    sensor: str | None
+    level: str
+    within_s: float
+    detected: bool
+    delay_s: float | None
+    alarm_rule: str | None = None
+
+
+@dataclass
+class Score:
+    scenario: str
+    sensors: int
+    hours: float
+    expectations: list[ExpectScore] = field(default_factory=list)
+    facility_alarms: int = 0
+    false_alarms: list[dict[str, Any]] = field(default_factory=list)
+    faults_as_facility_alarms: list[dict[str, Any]] = field(default_factory=list)
+    sensor_or_gateway_alarms: int = 0
+
+    @property
+    def detected(self) -> int:
+        return sum(e.detected for e in self.expectations)
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """False facility alarms per 1,000 sensor-hours."""
+        sensor_hours = self.sensors * self.hours
+        return 1000 * len(self.false_alarms) / sensor_hours if sensor_hours else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(detected=self.detected, expected=len(self.expectations),
+                 false_alarms_per_1000_sensor_hours=round(self.false_alarm_rate, 3))
+        return d
+
+    def passed(self, scenario: Scenario) -> bool:
+        return (self.detected == len(self.expectations) and not self.faults_as_facility_alarms
+                and (not scenario.expect_no_alarms or self.facility_alarms == 0)
+                and self.false_alarm_rate <= scenario.max_false_alarms_per_1000_sensor_hours)
+
+    def table(self) -> str:
+        lines = [f"scenario {self.scenario}: {self.sensors} sensors, {self.hours:.1f} h",
+                 f"{'source':<28} {'facility':<14} {'sensor':<16} {'level':<7} "
+                 f"{'within':>7} {'result':<9} {'delay':>7}"]
+        for e in self.expectations:
+            result = "detected" if e.detected else "MISSED"
+            delay = f"{e.delay_s:.0f}s" if e.delay_s is not None else "-"
+            lines.append(f"{e.source:<28} {e.facility:<14} {e.sensor or '*':<16} {e.level:<7} "
+                         f"{e.within_s:>6.0f}s {result:<9} {delay:>7}")
+        lines.append(f"incidents detected: {self.detected}/{len(self.expectations)}; facility "
+                     f"alarms raised: {self.facility_alarms}; false alarms: "
+                     f"{len(self.false_alarms)} ({self.false_alarm_rate:.3f} per 1,000 "
+                     f"sensor-hours); sensor faults reported as facility alarms: "
+                     f"{len(self.faults_as_facility_alarms)}; sensor/gateway alarms: "
+                     f"{self.sensor_or_gateway_alarms}")
+        return "\n".join(lines)
+
+
+def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
+          districts: dict[str, str], facilities: set[str] | None = None) -> Score:
+    """Score ``alarms`` (any order, duplicates allowed) against the scenario's truth;
+    ``districts`` maps facility ids to districts (the registry's), for storms."""
+    end = t0 + scenario.duration_s + GRACE_S
+    seen: set[str] = set()
+    mine: list[tuple[float, AlarmEvent]] = []
+    for ev in alarms:
+        t = ev.ts.timestamp()
+        if ev.event_id in seen or not t0 <= t <= end:
+            continue
+        if facilities is not None and ev.facility_id not in facilities:
+            continue
+        seen.add(ev.event_id)
+        mine.append((t - t0, ev))
+    mine.sort(key=lambda x: x[0])
+    s = Score(scenario.name, sensors, scenario.duration_s / 3600)
+    facility_alarms = [(t, ev) for t, ev in mine if ev.category is AlarmCategory.FACILITY
+                       and ev.event in RAISING and ev.level is not None]
+    s.sensor_or_gateway_alarms = len({ev.alarm_id for _, ev in mine
+                                      if ev.category is not AlarmCategory.FACILITY})
+    s.facility_alarms = len({ev.alarm_id for _, ev in facility_alarms})
+
+    def check(source: str, start: float, e: Expect) -> None:
+        hit = next(((t, ev) for t, ev in facility_alarms
+                    if ev.facility_id == e.facility and (e.sensor is None or ev.sensor == e.sensor)
+                    and ev.level is not None and ev.level.severity >= e.level.severity
+                    and start <= t <= start + e.within_s), None)
+        s.expectations.append(ExpectScore(
+            source, e.facility, e.sensor, e.level.value, e.within_s, hit is not None,
+            None if hit is None else round(hit[0] - start, 1),
+            None if hit is None else hit[1].rule))
+
+    explained: list[tuple[set[str] | None, str | None, float, float]] = []
+    for st in scenario.storms:
+        for e in st.expect:
+            check(st.name, st.start_s, e)
+        explained.append((None, "|".join(sorted(st.districts)), st.start_s,
+                          st.start_s + st.duration_s + GRACE_S))
+    for inc in scenario.incidents:
+        for e in inc.expect:
+            check(inc.name, inc.start_s, e)
+        explained.append(({inc.facility}, None, inc.start_s,
+                          inc.start_s + inc.duration_s + GRACE_S))
+
+    def is_explained(t: float, ev: AlarmEvent, district: str | None) -> bool:
+        for facs, storm_districts, a, b in explained:
+            if not a <= t <= b:
+                continue
+            if facs is not None and ev.facility_id in facs:
+                return True
+            if (storm_districts is not None and district is not None
+                    and district in storm_districts.split("|")):
+                return True
+        return False
+
+    first: dict[str, tuple[float, AlarmEvent]] = {}
+    for t, ev in facility_alarms:
+        first.setdefault(ev.alarm_id, (t, ev))
+    for t, ev in first.values():
+        district = districts.get(_base(ev.facility_id))
+        if is_explained(t, ev, district):
+            continue
+        row = {"t_s": round(t, 1), "facility": ev.facility_id, "sensor": ev.sensor,
+               "rule": ev.rule, "level": ev.level.value if ev.level else None}
+        faulty = [f for f in scenario.faults if f.facility == _base(ev.facility_id)
+                  and (f.sensor is None or f.sensor == ev.sensor or ev.sensor == ev.facility_id)
+                  and f.start_s <= t <= f.start_s + f.duration_s + GRACE_S]
+        if faulty:
+            s.faults_as_facility_alarms.append({**row, "fault": faulty[0].kind.value})
+        else:
+            s.false_alarms.append(row)
+    return s
+
+
+def _base(facility: str) -> str:
+    """A scaled copy's original facility id (``X-1-X003`` → ``X-1``)."""
+    head, sep, tail = facility.rpartition("-X")
+    return head if sep and tail.isdigit() else facility
