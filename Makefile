@@ -28,6 +28,9 @@ bench: setup
 	.venv/bin/python -m tests.bench.run all
 	.venv/bin/python -m tests.bench.processor
 	.venv/bin/python -m tests.bench.writer
+	.venv/bin/python -m tests.bench.notifier
+	.venv/bin/python -m tests.bench.query
+	.venv/bin/python -m tests.bench.simulator
 
 clean:
 	rm -rf .lifeline .venv .mypy_cache .ruff_cache .pytest_cache

@@ -52,3 +52,10 @@ def test_query_benchmark_smoke() -> None:
     # The rollup answers the same rows as the per-sensor aggregation it replaces.
     rollup, direct = r["panel_on_district_rollup"], r["same_panel_on_per_sensor_hourly"]
     assert rollup["series_rows"] == direct["series_rows"] > 0
+
+
+def test_simulator_benchmark_smoke() -> None:
+    from tests.bench.simulator import bench
+
+    r = bench(scale=2, hours=0.25)
+    assert r["sensors"] == 460 and r["readings"] > 0 and r["readings_per_cpu_s"] > 0
