@@ -34,6 +34,7 @@ class RejectReason(StrEnum):
     LATE = "late"
     UNDECODABLE_EVENT = "undecodable_event"
     SINK_REJECTED = "sink_rejected"
+    RATE_LIMITED = "rate_limited"
 
 
 class Problem(Contract):

@@ -38,6 +38,8 @@ grafana_app = typer.Typer(help="Grafana dashboards generated from the registry."
                           no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 app.add_typer(grafana_app, name="grafana")
+mqtt_app = typer.Typer(help="MQTT broker accounts and ACLs.", no_args_is_help=True)
+app.add_typer(mqtt_app, name="mqtt")
 oncall_app = typer.Typer(help="On-call: rotas, acknowledgements, the audit trail.",
                          no_args_is_help=True)
 app.add_typer(oncall_app, name="oncall")
@@ -177,8 +179,9 @@ def simulate(
     scale: Annotated[int, typer.Option(help="Copies of every facility (load tests); the "
                                             "services need the same registry: `lifeline "
                                             "registry scale`.")] = 1,
-    truth: Annotated[Path | None, typer.Option(help="Scenario: write the ground truth here "
-                                                    "(for `lifeline score`).")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Scenario: where to write the ground "
+                                                    "truth for `lifeline score` (default: "
+                                                    "<state>/truth/<scenario>.json).")] = None,
     t0: Annotated[float | None, typer.Option(help="Scenario: epoch second of its start "
                                                   "(default: so that it ends now).")] = None,
     breach: Annotated[list[str] | None, typer.Option(
@@ -203,7 +206,7 @@ def simulate(
     except PublishError as exc:
         raise _fail(str(exc)) from exc
     if scenario is not None:
-        _simulate_scenario(reg, scenario, pace, pub, truth, t0)
+        _simulate_scenario(reg, scenario, pace, pub, truth or _truth_file(scenario), t0)
         return
     from simulators.basic import SteadySimulator
 
@@ -233,6 +236,10 @@ def simulate(
         pub.flush(30)
         pub.close()
     typer.echo(f"published {pub.published} reports")
+
+
+def _truth_file(scenario: str) -> Path:
+    return state_dir() / "truth" / f"{Path(scenario).stem}.json"
 
 
 def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
@@ -278,7 +285,9 @@ def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
 @app.command()
 def score(
     scenario: Annotated[str, typer.Option(help="The scenario's name or file.")],
-    truth: Annotated[Path, typer.Option(help="The ground truth `simulate --truth` wrote.")],
+    truth: Annotated[Path | None, typer.Option(
+        help="The ground truth `simulate` wrote (default: <state>/truth/<scenario>.json).")
+    ] = None,
     source: Annotated[str, typer.Option("--from", help="Where the alarms are: kafka "
                                                        "(lifeline.alarms) or influx.")] = "kafka",
     out: Annotated[Path | None, typer.Option(help="Folder for report.json and the plots "
@@ -298,7 +307,7 @@ def score(
 
     try:
         sc = load_scenario(scenario_path(scenario))
-        doc = json.loads(truth.read_text())
+        doc = json.loads((truth or _truth_file(scenario)).read_text())
     except (ScenarioError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     reg = load_registry(load(RegistrySettings).registry)
@@ -445,6 +454,37 @@ def grafana_provision(
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps({"created": report.created, "updated": report.updated,
                            "unchanged": report.unchanged}, ensure_ascii=False))
+
+
+@mqtt_app.command("accounts")
+def mqtt_accounts(
+    out: Annotated[Path, typer.Option(help="Folder for passwd, acl and gateways.csv.")],
+    registry: Annotated[Path, typer.Option(help="Registry YAML/JSON.")] = Path(DEFAULT_REGISTRY),
+    ingest_user: Annotated[str, typer.Option(help="Ingest's account.")] = "lifeline-ingest",
+    ingest_password: Annotated[str, typer.Option(
+        envvar="MQTT_INGEST_PASSWORD", help="Ingest's password (env: MQTT_INGEST_PASSWORD).")
+    ] = "",
+    simulator: Annotated[bool, typer.Option(help="Also the simulator account (tests, "
+                                                 "demos; not in production).")] = False,
+    simulator_password: Annotated[str, typer.Option(envvar="MQTT_SIMULATOR_PASSWORD")] = "",
+) -> None:
+    """Mosquitto password file and ACL from the registry: one account per gateway
+    (username = facility id) allowed to publish only its own facility's topic; the
+    gateways' passwords go to gateways.csv (0600) for provisioning, kept across runs."""
+    from schemas.registry import load_registry
+    from services.stack.manager import find_binary
+    from services.stack.mqtt_accounts import write_accounts
+
+    if len(ingest_password) < 12 or (simulator and len(simulator_password) < 12):
+        raise _fail("set MQTT_INGEST_PASSWORD (and MQTT_SIMULATOR_PASSWORD with --simulator), "
+                    "12 characters or more")
+    accounts = write_accounts(out, load_registry(registry),
+                              ingest=(ingest_user, ingest_password),
+                              simulator=("lifeline-simulator", simulator_password)
+                              if simulator else None,
+                              mosquitto_passwd=find_binary("mosquitto_passwd"))
+    typer.echo(json.dumps({"gateways": len(accounts), "passwd": str(out / "passwd"),
+                           "acl": str(out / "acl"), "credentials": str(out / "gateways.csv")}))
 
 
 @registry_app.command("scale")

@@ -6,7 +6,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 
@@ -17,16 +17,21 @@ class PublishError(RuntimeError):
 class Publisher:
     def __init__(self, host: str, port: int, username: str, password: str, *,
                  client_id: str = "lifeline-simulator", max_outstanding: int = 2000,
-                 qos: int = 1) -> None:
+                 qos: int = 1, ca_file: str | None = None,
+                 protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311
+                 ) -> None:
         self.qos = qos
         self._window = threading.BoundedSemaphore(max_outstanding)
         self._connected = threading.Event()
         self.published = 0
         self.acked = 0
         self.refused = 0
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                        clean_session=None if protocol is MQTTProtocolVersion.MQTTv5 else True,
+                        protocol=protocol)
         c.username_pw_set(username, password)
+        if ca_file is not None:  # TLS, the broker's certificate verified against this CA
+            c.tls_set(ca_certs=ca_file)
         c.max_inflight_messages_set(max_outstanding)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *_a: self._connected.clear()

@@ -56,6 +56,13 @@ class MqttSettings(_Group):
     username: str = "lifeline-ingest"
     password: SecretStr = SecretStr("")
     keepalive: int = Field(default=30, ge=5)
+    tls: bool = Field(default=False, description="Connect with TLS (production: port 8883).")
+    ca_file: Path | None = Field(default=None, description="CA of the broker's certificate "
+                                 "(default: the system's CAs). The certificate is always "
+                                 "verified, host name included.")
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual "
+                                   "TLS), with key_file.")
+    key_file: Path | None = None
 
 
 class InfluxSettings(_Group):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from services.core.health import Counters, Health, health_record, serve
 from services.core.kafka import producer_kwargs
 from services.core.logging import get_logger
 from services.ingest.config import IngestConfig
+from services.ingest.ratelimit import GatewayLimiter, gateway_of
 from services.ingest.validate import Outcome, Validator
 
 log = get_logger("lifeline.ingest")
@@ -52,6 +54,8 @@ class IngestService:
                                  "rejected_messages", "partial_messages", "acked",
                                  "kafka_retries")
         self.health = Health("ingest", self.counters)
+        self.limiter = GatewayLimiter(s.gateway_rate_per_s, s.gateway_burst)
+        self._limited: dict[str, list[float]] = {}  # gateway -> [dropped since record, at]
         self._pending: deque[_Pending] = deque()
         self._generation = 0
         self._connected = threading.Event()
@@ -69,6 +73,13 @@ class IngestService:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.ingest.client_id,
                              clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         client.username_pw_set(m.username, m.password.get_secret_value())
+        if m.tls:
+            import ssl
+
+            client.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None,
+                           certfile=str(m.cert_file) if m.cert_file else None,
+                           keyfile=str(m.key_file) if m.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -100,6 +111,13 @@ class IngestService:
         entry = _Pending(msg.mid, msg.qos, self._generation)
         self._pending.append(entry)
         self.counters.inc("received")
+        gateway = gateway_of(msg.topic)
+        now = time.monotonic()
+        if not self.limiter.allow(gateway, now):
+            outcome = self._rate_limited(msg, gateway, received_at, now)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._dispatch, entry, outcome)
+            return
         try:
             outcome = self.validator.validate(msg.topic, bytes(msg.payload), received_at)
         except Exception as exc:
@@ -107,6 +125,28 @@ class IngestService:
             outcome = self._crash_outcome(msg, received_at, exc)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._dispatch, entry, outcome)
+
+    def _rate_limited(self, msg: mqtt.MQTTMessage, gateway: str, received_at: datetime,
+                      now: float) -> Outcome:
+        """Over its rate: one dead letter per gateway and second carries the count of the
+        messages dropped since the previous one (a flood is recorded without becoming
+        a flood of dead letters); the rest are counted and acknowledged."""
+        from schemas.deadletter import Problem, RejectReason, dead_letter
+
+        self.counters.inc("rate_limited")
+        state = self._limited.setdefault(gateway, [0.0, -1e9])
+        state[0] += 1
+        if now - state[1] < 1.0:
+            return Outcome(None, None, None)
+        dropped, state[0], state[1] = int(state[0]), 0.0, now
+        detail = (f"gateway {gateway} over its rate ({self.cfg.ingest.gateway_rate_per_s:g} "
+                  f"msg/s, burst {self.cfg.ingest.gateway_burst:g}): {dropped} message(s) "
+                  "refused since the last record")
+        return Outcome(gateway, None, dead_letter(
+            problems=[Problem(reason=RejectReason.RATE_LIMITED, detail=detail)],
+            service="ingest", source=f"mqtt:{msg.topic}", payload=bytes(msg.payload),
+            received_at=received_at, keep_bytes=self.cfg.ingest.max_payload_bytes,
+            facility_id=gateway))
 
     def _crash_outcome(self, msg: mqtt.MQTTMessage, received_at: datetime,
                        exc: Exception) -> Outcome:

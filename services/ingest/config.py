@@ -18,6 +18,10 @@ class IngestSettings(_Group):
                                 description="Readings further ahead of ingest's clock are refused.")
     max_past_s: float = Field(default=7 * 86400.0, gt=0,
                               description="Readings older than this are refused.")
+    gateway_rate_per_s: float = Field(default=20.0, gt=0, description=(
+        "Messages per second one gateway (facility) may send on average."))
+    gateway_burst: float = Field(default=1000.0, ge=1, description=(
+        "Messages one gateway may send at once (a store-and-forward backlog after an outage)."))
     health_host: str = "127.0.0.1"
     health_port: int = 18081
     drain_timeout_s: float = 10.0

@@ -76,7 +76,10 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     stack.up()
     env = {**os.environ, **stack.env(), "LIFELINE_REGISTRY": str(EXAMPLE_REGISTRY),
            "LIFELINE_INGEST_MAX_FUTURE_S": str(12 * 86400),
-           "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "2", "LIFELINE_LOG_LEVEL": "WARNING"}
+           "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "2", "LIFELINE_LOG_LEVEL": "WARNING",
+           # Faster than real time is a flood by design: no per-gateway limit here.
+           "LIFELINE_INGEST_GATEWAY_RATE_PER_S": "1000000",
+           "LIFELINE_INGEST_GATEWAY_BURST": "1000000"}
     ingest = ServiceProcess("ingest", env, stack.logs, free_port())
     processor = ServiceProcess("processor", env, stack.logs, free_port())
     ingest.start()

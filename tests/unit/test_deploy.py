@@ -219,3 +219,49 @@ if [ "$1 $2" = "bucket list" ]; then printf 'id-%s\\tname\\n' "$6"; fi
     for name in ("reading_1h", "district_1h"):  # the hourly continuous queries' twins
         assert f'name: "lifeline-{name}"' in flux and f'value: "{name}")' in flux
     assert 'group(columns: ["_measurement", "_field", "district", "kind", "metric"])' in flux
+
+
+@pytest.mark.parametrize("with_accounts_and_certs", [False, True])
+def test_mosquitto_entrypoint_builds_the_broker_configuration(
+        tmp_path: Path, with_accounts_and_certs: bool) -> None:
+    """deploy/mosquitto/entrypoint.sh with its paths moved under tmp_path and stand-ins for
+    mosquitto_passwd and mosquitto (no Docker engine here to run the image itself)."""
+    import shutil
+    import stat
+    import subprocess
+
+    cfg, data = tmp_path / "config", tmp_path / "data"
+    cfg.mkdir()
+    data.mkdir()
+    shutil.copy(ROOT / "deploy/mosquitto/mosquitto.conf", cfg / "mosquitto.conf")
+    shutil.copy(ROOT / "deploy/mosquitto/acl", cfg / "acl")
+    if with_accounts_and_certs:
+        (cfg / "accounts").mkdir()
+        (cfg / "accounts" / "passwd").write_text("DR-BH-001:$7$hash\n")
+        (cfg / "accounts" / "acl").write_text("user DR-BH-001\ntopic write x\n")
+        (cfg / "certs").mkdir()
+        for f in ("ca.crt", "server.crt", "server.key"):
+            (cfg / "certs" / f).write_text("pem")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name, body in (("mosquitto_passwd", f'echo "$*" >> {tmp_path}/passwd-calls\n'),
+                       ("mosquitto", f'echo "$*" > {tmp_path}/ran\n'),
+                       ("chown", "true\n")):
+        (bin_ / name).write_text("#!/bin/sh\n" + body)
+        (bin_ / name).chmod(0o755 | stat.S_IEXEC)
+    script = (ROOT / "deploy/mosquitto/entrypoint.sh").read_text().replace(
+        "/mosquitto/config", str(cfg)).replace("/mosquitto/data", str(data))
+    (tmp_path / "entry.sh").write_text(script)
+    subprocess.run(["sh", str(tmp_path / "entry.sh")], check=True, capture_output=True,
+                   env={"PATH": f"{bin_}:/usr/bin:/bin", "MQTT_INGEST_PASSWORD": "i" * 16,
+                        "MQTT_SIMULATOR_PASSWORD": "s" * 16})
+    conf = (data / "mosquitto.conf").read_text()
+    assert (tmp_path / "ran").read_text().strip() == f"-c {data / 'mosquitto.conf'}"
+    if with_accounts_and_certs:
+        assert f"acl_file {cfg}/accounts/acl" in conf and "listener 8883" in conf
+        assert (data / "passwd").read_text() == "DR-BH-001:$7$hash\n"
+        assert not (tmp_path / "passwd-calls").exists()
+    else:
+        assert f"acl_file {cfg}/acl" in conf and "listener 8883" not in conf
+        assert "lifeline-ingest" in (tmp_path / "passwd-calls").read_text()
+    assert "allow_anonymous false" in conf and "per_listener_settings false" in conf
