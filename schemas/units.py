@@ -8,6 +8,8 @@ state) are defined here as their own dimensions, so they convert only to themsel
 
 from __future__ import annotations
 
+import re
+import tokenize
 from functools import lru_cache
 from typing import Any
 
@@ -63,12 +65,20 @@ def _registry() -> Any:
     return ureg
 
 
+# What a unit written by a device can look like; anything else never reaches pint's parser
+# (found by fuzzing: ")" made pint's tokenizer raise; long hostile strings cost CPU).
+_UNIT_SYNTAX = re.compile(r"^[A-Za-z0-9µμ°℃%²³/*^.·\- ]{1,24}$")
+
+
 def _parse(unit: str) -> Any:
     expr = _ALIASES.get(unit, unit)
+    if unit not in _ALIASES and not _UNIT_SYNTAX.fullmatch(unit):
+        raise UnitError(f"unknown unit {unit[:40]!r}")
     try:
         return _registry().Quantity(1.0, expr).units
-    except (pint.errors.PintError, AttributeError, TypeError, ValueError,
-            SyntaxError, AssertionError, KeyError) as exc:
+    except (pint.errors.PintError, AttributeError, TypeError, ValueError, SyntaxError,
+            AssertionError, KeyError, IndexError, ArithmeticError, RecursionError,
+            tokenize.TokenError) as exc:
         raise UnitError(f"unknown unit {unit!r}") from exc
 
 
@@ -85,7 +95,7 @@ def conversion(unit: str, canonical: str) -> tuple[float, float]:
     try:
         zero = float(ureg.Quantity(0.0, src).to(dst).magnitude)
         one = float(ureg.Quantity(1.0, src).to(dst).magnitude)
-    except pint.errors.PintError as exc:
+    except (pint.errors.PintError, ArithmeticError, TypeError, ValueError) as exc:
         raise UnitError(f"unit {unit!r} cannot be converted to {canonical!r}") from exc
     return (one - zero, zero)
 

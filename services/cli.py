@@ -384,6 +384,32 @@ def run(
 
 
 @app.command()
+def bench(
+    sensors: Annotated[int, typer.Option(help="Sensors (10 per gateway).")] = 20000,
+    interval: Annotated[float, typer.Option(help="Seconds between a gateway's reports.")] = 10,
+    duration: Annotated[float, typer.Option(help="Seconds of sustained load.")] = 60,
+    out: Annotated[Path | None, typer.Option(help="Write the full result (JSON) here.")] = None,
+) -> None:
+    """The whole local stack under sustained load: rates accepted/evaluated/stored,
+    publish→alarm/stored/notification latency, lag, CPU and memory per component, loss,
+    beside a plain MQTT→aiokafka baseline measured in the same run (docs/benchmarks.md)."""
+    import tempfile
+
+    from services.core.logging import configure
+    from services.stack.loadbench import run_bench
+
+    configure("WARNING")
+    with tempfile.TemporaryDirectory(prefix="lifeline-bench-") as tmp:
+        result = run_bench(sensors=sensors, interval_s=interval, duration_s=duration,
+                           state=Path(tmp))
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.write_text(text)
+    summary = {k: v for k, v in result.items() if k != "samples"}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="alarms, dlq or readings (or a topic name).")],
     limit: Annotated[int, typer.Option(help="Stop after N records (0 = follow).")] = 0,

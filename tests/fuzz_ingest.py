@@ -58,11 +58,30 @@ reading = st.fixed_dictionaries(
 report = st.fixed_dictionaries({}, optional={
     "ts": timestamps, "seq": st.one_of(st.integers(-5, 2**70), json_leaf),
     "readings": st.one_of(st.lists(reading, max_size=8), json_any), "extra": json_any})
+def _mutate(path: tuple[str, ...], value: object) -> bytes:
+    doc = json.loads(json.dumps(GOOD))
+    target = doc
+    for key in path[:-1]:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    if isinstance(target, list):
+        target[int(path[-1])] = value
+    else:
+        target[path[-1]] = value
+    return json.dumps(doc, allow_nan=True).encode()
+
+
+# A valid report with one field made hostile: partial acceptance and per-reading reasons.
+FIELDS = [("ts",), ("seq",), ("readings",), ("readings", "0"),
+          *[("readings", i, k) for i in ("0", "1") for k in ("sensor", "metric", "value",
+                                                            "unit", "ts")]]
+mutated = st.builds(_mutate, st.sampled_from(FIELDS), st.one_of(json_leaf, timestamps,
+                                                                 json_any))
 topics = st.one_of(st.just(GOOD_TOPIC), st.sampled_from([
     "lifeline/bridge/DR-BH-001/telemetry", "lifeline/drainage/NOPE/telemetry",
     "lifeline/drainage/DR-BH-001/status", "lifeline//DR-BH-001/telemetry", "#", ""]),
     st.text(max_size=80))
-payloads = st.one_of(report.map(lambda d: json.dumps(d, allow_nan=True).encode()),
+payloads = st.one_of(mutated, mutated,
+                     report.map(lambda d: json.dumps(d, allow_nan=True).encode()),
                      json_any.map(lambda d: json.dumps(d, allow_nan=True).encode()),
                      st.binary(max_size=300),
                      st.integers(60_000, 200_000).map(lambda n: b'{"ts":"' + b"x" * n + b'"}'))
@@ -92,7 +111,7 @@ def run(examples: int) -> dict[str, Any]:
 
     @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(topic=topics, payload=payloads)
+    @given(topic=st.one_of(st.just(GOOD_TOPIC), topics), payload=payloads)
     def fuzz(topic: str, payload: bytes) -> None:
         kind = check(validator, registry, topic, payload)
         seen[kind] = seen.get(kind, 0) + 1

@@ -3,6 +3,8 @@ Speed is not asserted here; the figures come from full runs (docs/benchmarks.md)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.bench.run import bench_ingest, bench_stack
 
 
@@ -59,3 +61,19 @@ def test_simulator_benchmark_smoke() -> None:
 
     r = bench(scale=2, hours=0.25)
     assert r["sensors"] == 460 and r["readings"] > 0 and r["readings_per_cpu_s"] > 0
+
+
+def test_load_benchmark_smoke(tmp_path: Path) -> None:
+    """`lifeline bench` for 30 s at 300 readings/s: nothing lost, lag bounded, every
+    latency path measured — not a speed figure."""
+    from services.stack.loadbench import run_bench
+
+    r = run_bench(sensors=3000, interval_s=10, duration_s=30, state=tmp_path,
+                  baseline_reports=2000)
+    assert r["lost_reports"] == 0 and r["ingest"]["rejected_messages"] == 0
+    assert r["processor"]["processed_readings"] == r["ingest"]["accepted_readings"]
+    assert r["writer"]["processed_events"] == r["ingest"]["accepted_reports"]
+    assert max(r["max_lag"].values()) < 2000
+    for path in ("alarm", "stored", "notification"):
+        assert r[f"latency_publish_to_{path}"]["samples"] >= 10, path
+    assert r["baseline_plain_mqtt_aiokafka"]["reports"] == 2000
