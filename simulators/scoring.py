@@ -11,6 +11,9 @@ alarm events Lifeline produced.
   while a fault was injected there, that nothing real explains — the engine should have
   called them sensor or gateway faults.
 
+Facility alarms the engine itself inhibited (``suppressed_by`` a sensor or gateway fault:
+recorded, paged to nobody) or silenced (maintenance) are counted apart, not as reported.
+
 Times are event times: alarm ``ts`` against the scenario's ``t0`` + offsets.
 """
 
@@ -48,6 +51,7 @@ class Score:
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     faults_as_facility_alarms: list[dict[str, Any]] = field(default_factory=list)
     sensor_or_gateway_alarms: int = 0
+    inhibited: int = 0
 
     @property
     def detected(self) -> int:
@@ -85,6 +89,10 @@ class Score:
                      f"sensor-hours); sensor faults reported as facility alarms: "
                      f"{len(self.faults_as_facility_alarms)}; sensor/gateway alarms: "
                      f"{self.sensor_or_gateway_alarms}")
+        for row in self.false_alarms[:20]:
+            lines.append(f"  false alarm: {row}")
+        for row in self.faults_as_facility_alarms[:20]:
+            lines.append(f"  fault reported as facility alarm: {row}")
         return "\n".join(lines)
 
 
@@ -105,8 +113,12 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
         mine.append((t - t0, ev))
     mine.sort(key=lambda x: x[0])
     s = Score(scenario.name, sensors, scenario.duration_s / 3600)
+    # Inhibited alarms (a sensor or gateway fault explains them; recorded, paged to
+    # nobody) and silenced ones (maintenance) are not reported as facility alarms.
     facility_alarms = [(t, ev) for t, ev in mine if ev.category is AlarmCategory.FACILITY
-                       and ev.event in RAISING and ev.level is not None]
+                       and ev.event in RAISING and ev.level is not None
+                       and ev.suppressed_by is None and not ev.silenced]
+    s.inhibited = len({ev.alarm_id for _, ev in mine if ev.suppressed_by is not None})
     s.sensor_or_gateway_alarms = len({ev.alarm_id for _, ev in mine
                                       if ev.category is not AlarmCategory.FACILITY})
     s.facility_alarms = len({ev.alarm_id for _, ev in facility_alarms})
