@@ -57,6 +57,9 @@ class Processor:
     cache: dict[str, FacilityState] = field(default_factory=dict)
     owner: dict[str, int] = field(default_factory=dict)  # facility -> partition
     position: dict[int, int] = field(default_factory=dict)  # readings partition -> offset done
+    # readings partition -> how far behind the wall clock its stream is being processed
+    # (now - received_at of the last report processed), ms
+    delay: dict[int, int] = field(default_factory=dict)
 
     @property
     def engine(self) -> AlarmEngine:
@@ -136,7 +139,10 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                     # every gateway as silent. Judge silence only once caught up.
                     counters.inc("ticks_skipped_behind")
                     continue
-                now_ms = int(value)
+                # Silence is judged on the partition's own clock: a gateway is offline when
+                # it is silent compared with the reports being processed now, so a worker
+                # running behind (overload, catching up) does not declare everyone offline.
+                now_ms = int(value) - proc.delay.get(msg.partition, 0)
                 engine = proc.engine
                 for fid, part in list(proc.owner.items()):
                     if part == msg.partition:
@@ -152,6 +158,8 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                     detail=f"not a ReadingBatch: {exc.errors()[0]['msg']}"[:300])])
                 continue
             proc.position[msg.partition] = msg.offset
+            proc.delay[msg.partition] = max(0, int(time.time() * 1000)
+                                            - int(batch.received_at.timestamp() * 1000))
             fid = batch.facility_id
             fs = facility_state(fid, msg.partition)
             t0 = time.perf_counter()

@@ -378,8 +378,11 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
                                                  "accepted_readings", "rejected_messages",
                                                  "rate_limited")},
             "processor": {k: p.get(k, 0) for k in ("processed_readings", "rejected",
-                                                    "late_readings")},
-            "writer": {k: w.get(k, 0) for k in ("processed_events", "stored_points")},
+                                                    "late_readings")}
+            | {"alarm_events": {k.split(".", 1)[1]: v for k, v in p.items()
+                                if k.startswith("alarm_events.")}},
+            "writer": {k: w.get(k, 0) for k in ("processed_events", "stored_points",
+                                                 "rejected", "sink_retries")},
             "notifier": {k: nt.get(k, 0) for k in ("alarm_events", "messages_sent")},
             "lost_reports": pub.published - i.get("accepted_reports", 0)
             - i.get("rejected_messages", 0),
