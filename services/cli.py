@@ -401,7 +401,7 @@ def bench(
     configure("WARNING")
     with tempfile.TemporaryDirectory(prefix="lifeline-bench-") as tmp:
         result = run_bench(sensors=sensors, interval_s=interval, duration_s=duration,
-                           state=Path(tmp))
+                           state=Path(tmp), keep_logs=out.with_suffix(".logs") if out else None)
     text = json.dumps(result, indent=2)
     if out is not None:
         out.write_text(text)

@@ -127,6 +127,23 @@ def register_gauges(app: faust.App, health: Health, source_topics: tuple[str, ..
     health.counters.gauge("assigned_partitions", assigned)
 
 
+def partition_ticks(app: faust.App, ticks: Any, source_topic: str, every_s: float) -> None:
+    """Every ``every_s``, send the wall clock (epoch ms) to ``ticks`` on each partition of
+    ``source_topic`` this worker owns: wall-clock checks then run inside the stream (where
+    tables may be written), on the worker that owns the partition."""
+    import time
+
+    @app.timer(every_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _tick() -> None:
+        consumer = getattr(app, "_consumer", None)
+        if consumer is None:
+            return
+        now = str(int(time.time() * 1000)).encode()
+        for tp in consumer.assignment():
+            if tp.topic == source_topic:
+                await ticks.send(value=now, partition=tp.partition)
+
+
 def run_worker(app: faust.App, *, loglevel: str = "INFO", service: str) -> None:
     """Run a Faust worker in this process until SIGTERM/SIGINT (blocks)."""
     import mode.loop

@@ -34,14 +34,20 @@ from schemas.alarm import AlarmEvent
 from schemas.oncall import AckAction, AckRequest, OnCallConfig, OnCallRecord, RecordType
 from schemas.registry import Registry
 from services.core import topics
-from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
+from services.core.faust_app import (
+    add_health_pages,
+    make_app,
+    partition_ticks,
+    register_gauges,
+    report_health,
+)
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.notifier.channels import Senders
 from services.notifier.config import NotifierConfig
 from services.notifier.delivery import Deliverer, RetryPolicy
 from services.notifier.escalation import Escalator, FacilityOnCall, Outcome
-from services.notifier.links import LinkError, Signer
+from services.notifier.links import AckLink, LinkError, Signer
 from services.notifier.web import SECURITY_HEADERS, alarm_page, message_page, recent_readings
 
 log = get_logger("lifeline.notifier")
@@ -186,15 +192,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         if holder:
             holder[0].drop(lambda note: note.facility_id in n.cache)
 
-    @app.timer(s.tick_interval_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
-    async def _tick() -> None:
-        consumer = getattr(app, "_consumer", None)
-        if consumer is None:
-            return
-        now = str(int(time.time() * 1000)).encode()
-        for tp in consumer.assignment():
-            if tp.topic == topics.ALARMS:
-                await ticks.send(value=now, partition=tp.partition)
+    partition_ticks(app, ticks, topics.ALARMS, s.tick_interval_s)
 
     def local_episode(link_alarm: str, fid: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         fs = n.cache.get(fid)
@@ -217,13 +215,19 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
 
     @app.page("/ack/{token}")
     class AckPage(View):
-        async def get(self, request: Request, token: str) -> Response:
+        def refused(self, token: str) -> AckLink | Response:
+            """The link, or the page that refuses it (forged: 403, expired: 410)."""
             try:
-                link = signer.verify(token)
+                return signer.verify(token)
             except LinkError as exc:
                 counters.inc("links_refused")
                 return self.html(message_page("链接无效 Link refused", str(exc), "refused"),
                                  status=exc.status, headers=dict(SECURITY_HEADERS))
+
+        async def get(self, request: Request, token: str) -> Response:
+            link = self.refused(token)
+            if not isinstance(link, AckLink):
+                return link
             alarm, st = local_episode(link.alarm_id, link.facility_id)
             if link.token_id in n.used_links or link.token_id in st.get("used", []):
                 st = {**st, "open": False, "status": st.get("status") or "链接已使用 Link used"}
@@ -234,12 +238,9 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
                              headers=dict(SECURITY_HEADERS))
 
         async def post(self, request: Request, token: str) -> Response:
-            try:
-                link = signer.verify(token)
-            except LinkError as exc:
-                counters.inc("links_refused")
-                return self.html(message_page("链接无效 Link refused", str(exc), "refused"),
-                                 status=exc.status, headers=dict(SECURITY_HEADERS))
+            link = self.refused(token)
+            if not isinstance(link, AckLink):
+                return link
             _, st = local_episode(link.alarm_id, link.facility_id)
             if link.token_id in n.used_links or link.token_id in st.get("used", []):
                 counters.inc("links_replayed")

@@ -33,7 +33,13 @@ from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry, RegistryError, load_registry
 from services.core import topics
-from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
+from services.core.faust_app import (
+    add_health_pages,
+    make_app,
+    partition_ticks,
+    register_gauges,
+    report_health,
+)
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.processor.config import ProcessorConfig
@@ -182,15 +188,7 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
             proc.owner.pop(fid, None)
             proc.cache.pop(fid, None)  # another worker now owns it; reload from the table later
 
-    @app.timer(cfg.processor.tick_interval_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
-    async def _tick() -> None:
-        consumer = getattr(app, "_consumer", None)
-        if consumer is None:
-            return
-        now = str(int(time.time() * 1000)).encode()
-        for tp in consumer.assignment():
-            if tp.topic == topics.READINGS:
-                await ticks.send(value=now, partition=tp.partition)
+    partition_ticks(app, ticks, topics.READINGS, cfg.processor.tick_interval_s)
 
     registry_file = Path(cfg.common.registry)
     mtime = [registry_file.stat().st_mtime if registry_file.exists() else 0.0]

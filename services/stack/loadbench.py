@@ -167,7 +167,7 @@ async def _baseline(stack: Stack, reports: list[tuple[str, bytes]]) -> dict[str,
 
 
 def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path,
-              baseline_reports: int = 20000) -> dict[str, Any]:
+              baseline_reports: int = 20000, keep_logs: Path | None = None) -> dict[str, Any]:
     from aiohttp import web
 
     gateways = max(1, sensors // 10)
@@ -238,6 +238,10 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
         for p in procs.values():
             p.stop()
         stack.down()
+        if keep_logs is not None:
+            import shutil
+
+            shutil.copytree(stack.logs, keep_logs, dirs_exist_ok=True)
     result["latency_publish_to_alarm"] = probe.latencies(probe.alarm)
     result["latency_publish_to_stored"] = probe.latencies(probe.stored)
     result["latency_publish_to_notification"] = probe.latencies(probe.notified)
@@ -346,6 +350,11 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
                 last_cpu[name] = cpu
             row["lag"] = {x: procs[x].counters().get("lag", 0) for x in ("processor",
                                                                             "writer")}
+            ic = procs["ingest"].counters()
+            row["ingest"]["received"] = ic.get("received")
+            row["ingest"]["accepted_reports"] = ic.get("accepted_reports")
+            row["ingest"]["pending_acks"] = ic.get("pending_acks")
+            row["ingest"]["acked"] = ic.get("acked")
             samples.append(row)
             next_sample += 5
         time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
@@ -353,11 +362,19 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
     pub.flush(120)
     # Let the pipeline finish what it was given, then count.
     deadline = time.monotonic() + 300
+    progress: tuple[Any, ...] = ()
+    still_since = time.monotonic()
     while time.monotonic() < deadline:
         i, p, w = (procs[x].counters() for x in ("ingest", "processor", "writer"))
         if (i.get("received", 0) >= pub.published and p.get("lag", 1) == 0
                 and w.get("lag", 1) == 0):
             break
+        now_progress = (i.get("accepted_reports"), p.get("processed_readings"),
+                        w.get("processed_events"))
+        if now_progress != progress:
+            progress, still_since = now_progress, time.monotonic()
+        elif time.monotonic() - still_since > 30:
+            break  # stalled: report what happened rather than wait on
         time.sleep(1)
     drain_s = round(time.monotonic() - start - published_for, 1)
     time.sleep(3)

@@ -25,7 +25,7 @@ from services.stack.manager import Ports, Stack, free_port
 from services.stack.services import ServiceProcess
 from simulators.publisher import Publisher
 from tests.conftest import EXAMPLE_REGISTRY
-from tests.integration.helpers import now_ms, report, topic_records, wait_for
+from tests.integration.helpers import influx_count, now_ms, report, topic_records, wait_for
 
 N = 1500
 FACILITY = "SQ-OF-001"
@@ -91,3 +91,46 @@ def test_broker_killed_under_load_loses_nothing(small_stack: tuple[Stack, Servic
     assert len(missing) <= 5, missing
     assert all(abs(m - missing[0]) < 50 for m in missing)  # all at the moment of the kill
     wait_for(lambda: ingest.health()[0] == 200, 30, what="ingest healthy again")
+
+
+def test_influxdb_down_for_a_minute_under_traffic(
+        small_stack: tuple[Stack, ServiceProcess]) -> None:
+    """The writer applies backpressure for a whole minute of outage while readings keep
+    coming, says so on its health page, and stores everything once InfluxDB is back."""
+    stack, _ingest = small_stack
+    env = {**os.environ, **stack.env(), "LIFELINE_REGISTRY": str(EXAMPLE_REGISTRY),
+           "LIFELINE_WRITER_RETRY_MAX_S": "5"}
+    writer = ServiceProcess("writer", env, stack.logs, free_port())
+    writer.start()
+    fac = "DR-OF-003"
+    try:
+        writer.wait_ready(90, ready=lambda b: b and "storage" not in b["problems"])
+        pub_env = stack.env()
+        pub = Publisher("127.0.0.1", stack.ports.mqtt,
+                        pub_env["LIFELINE_SIMULATOR_MQTT_USERNAME"],
+                        pub_env["LIFELINE_SIMULATOR_MQTT_PASSWORD"], client_id="chaos-influx")
+        t0 = now_ms() - 20 * 60_000
+        topic = f"lifeline/drainage/{fac}/telemetry"
+        stack.stop("influxd", kill=True)
+        outage_start = time.monotonic()
+        seq = 0
+        saw_outage = False
+        while time.monotonic() - outage_start < 60:  # one report every 0.1 s for a minute
+            seq += 1
+            pub.publish(topic, report(seq, t0 + seq * 100,
+                                      [(f"{fac}-L1", "water_level", 1.0, "m")]))
+            if seq % 50 == 0:
+                code, body = writer.health()
+                saw_outage = saw_outage or (code == 503 and "sink" in body["problems"])
+            time.sleep(0.1)
+        assert pub.flush(30)
+        pub.close()
+        assert saw_outage, "the writer's health never reported the outage"
+        assert writer.running  # backpressure, not a crash
+        stack.start("influxd")
+        where = f"facility='{fac}' AND time >= {t0}ms"
+        wait_for(lambda: influx_count(stack, where) == seq, timeout=120, interval=1,
+                 what=f"all {seq} readings stored after the outage")
+        wait_for(lambda: writer.health()[0] == 200, 30, what="writer healthy again")
+    finally:
+        writer.stop()
