@@ -24,12 +24,11 @@ from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import Contract, Identifier, Timestamp
+from schemas.common import Contract, Identifier, Timestamp, TimeZoneName, load_yaml_model
 from schemas.kinds import AlarmLevel, FacilityKind
 
 _NAMESPACE = uuid.UUID("2c7d0c5e-6a7f-4a53-9d1b-0c0b9d6f3a11")
@@ -192,7 +191,7 @@ class Grouping(Contract):
 
 class OnCallConfig(Contract):
     version: int = 1
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     people: Annotated[list[Person], Field(min_length=1)]
     channels: Annotated[list[Channel], Field(min_length=1)]
     teams: Annotated[list[Team], Field(min_length=1)]
@@ -201,15 +200,6 @@ class OnCallConfig(Contract):
     page_categories: list[Category] = Field(
         default_factory=lambda: list(ALL_CATEGORIES),
         description="Alarm categories that page anyone (the others are only recorded).")
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
 
     @model_validator(mode="after")
     def _refs(self) -> OnCallConfig:
@@ -263,19 +253,7 @@ class OnCallConfig(Contract):
 
 
 def load_oncall(path: str | Path) -> OnCallConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise OnCallError(f"cannot read on-call file {p}: {exc}") from exc
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 — a safe loader
-    except yaml.YAMLError as exc:
-        raise OnCallError(f"{p}: not valid YAML: {exc}") from exc
-    try:
-        return OnCallConfig.model_validate(data)
-    except ValidationError as exc:
-        raise OnCallError(f"{p}: {exc}") from exc
+    return load_yaml_model(path, OnCallConfig, OnCallError, "on-call file")
 
 
 # ---------------------------------------------------------------- messages on Kafka

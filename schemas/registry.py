@@ -19,12 +19,12 @@ from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from schemas.common import Contract, Identifier, Timestamp
+from schemas.common import Contract, Identifier, Timestamp, TimeZoneName
 from schemas.kinds import METRICS, AlarmLevel, FacilityKind, Metric
 
 
@@ -284,21 +284,12 @@ class Facility(Contract):
 class Registry(Contract):
     version: int = 1
     name: str
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     policy: AlarmPolicy = Field(default_factory=AlarmPolicy)
     facilities: Annotated[list[Facility], Field(min_length=1)]
 
     _by_id: dict[str, Facility] = PrivateAttr(default_factory=dict)
     _sensors: dict[tuple[str, str], Sensor] = PrivateAttr(default_factory=dict)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
 
     @model_validator(mode="after")
     def _unique(self) -> Registry:

@@ -22,10 +22,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import Contract, Identifier
+from schemas.common import Contract, Identifier, load_yaml_model
 from schemas.kinds import AlarmLevel
 
 Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
@@ -132,17 +131,7 @@ class Scenario(Contract):
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {p}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{p}: not valid YAML: {exc}") from exc
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(f"{p}: {exc}") from exc
+    return load_yaml_model(path, Scenario, ScenarioError, "scenario")
 
 
 ExpectOutcome = Literal["detected", "late", "missed"]
