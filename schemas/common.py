@@ -26,7 +26,7 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 _MAX_EPOCH_MS = 10_000_000_000_000
 
 
-def _parse_timestamp(value: Any) -> datetime:
+def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, bool):
         raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int):
@@ -48,14 +48,14 @@ def _parse_timestamp(value: Any) -> datetime:
     raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
 
 
-def _format_timestamp(value: datetime) -> str:
+def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 Timestamp = Annotated[
     datetime,
-    BeforeValidator(_parse_timestamp),
-    PlainSerializer(_format_timestamp, return_type=str, when_used="json"),
+    BeforeValidator(parse_timestamp),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
 ]
 """An aware UTC datetime; accepts RFC 3339 with offset or integer epoch milliseconds."""
 

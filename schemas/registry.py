@@ -290,6 +290,7 @@ class Registry(Contract):
 
     _by_id: dict[str, Facility] = PrivateAttr(default_factory=dict)
     _sensors: dict[tuple[str, str], Sensor] = PrivateAttr(default_factory=dict)
+    _by_facility: dict[str, dict[str, Sensor]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique(self) -> Registry:
@@ -308,13 +309,17 @@ class Registry(Contract):
     def model_post_init(self, context: Any, /) -> None:
         self._by_id = {f.id: f for f in self.facilities}
         self._sensors = {(f.id, s.id): s for f in self.facilities for s in f.sensors}
-
+        self._by_facility = {f.id: {s.id: s for s in f.sensors} for f in self.facilities}
 
     def facility(self, facility_id: str) -> Facility | None:
         return self._by_id.get(facility_id)
 
     def sensor(self, facility_id: str, sensor_id: str) -> Sensor | None:
         return self._sensors.get((facility_id, sensor_id))
+
+    def sensors_of(self, facility_id: str) -> dict[str, Sensor]:
+        """A facility's sensors by id (empty for an unknown facility)."""
+        return self._by_facility.get(facility_id, {})
 
     @property
     def sensor_count(self) -> int:

@@ -42,10 +42,20 @@ class KafkaSettings(_Group):
     flavor: Literal["tansu", "kafka"] = "tansu"
     partitions: int = Field(default=4, ge=1)
     replication: int = Field(default=1, ge=1)
+    linger_ms: int | None = Field(default=None, ge=0, le=1000, description=(
+        "How long ingest's producer waits to fill a batch (default: 100 ms on Tansu, where "
+        "every batch is an object that each fetch scans; 20 ms on Kafka)."))
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+
+
+    @property
+    def producer_linger_ms(self) -> int:
+        if self.linger_ms is not None:
+            return self.linger_ms
+        return 100 if self.flavor == "tansu" else 20
 
 
 class MqttSettings(_Group):

@@ -10,10 +10,12 @@ points are keyed by event time and alarms by deterministic ids.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +43,7 @@ class _Pending:
     mid: int
     qos: int
     generation: int
+    at: float  # time.monotonic() on arrival
     done: bool = False
 
 
@@ -57,6 +60,9 @@ class IngestService:
         self.limiter = GatewayLimiter(s.gateway_rate_per_s, s.gateway_burst)
         self._limited: dict[str, list[float]] = {}  # gateway -> [dropped since record, at]
         self._pending: deque[_Pending] = deque()
+        self._inbox: deque[tuple[_Pending, Outcome]] = deque()  # MQTT thread -> event loop
+        self._wake = asyncio.Event()
+        self._wake_scheduled = False
         self._generation = 0
         self._connected = threading.Event()
         self._stopping = asyncio.Event()
@@ -111,23 +117,25 @@ class IngestService:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         received_at = datetime.now(UTC)
-        entry = _Pending(msg.mid, msg.qos, self._generation)
+        now = time.monotonic()
+        entry = _Pending(msg.mid, msg.qos, self._generation, now)
         self._pending.append(entry)
         self.counters.inc("received")
         gateway = gateway_of(msg.topic)
-        now = time.monotonic()
         if not self.limiter.allow(gateway, now):
             outcome = self._rate_limited(msg, gateway, received_at, now)
+        else:
+            try:
+                outcome = self.validator.validate(msg.topic, bytes(msg.payload), received_at)
+            except Exception as exc:
+                log.exception("ingest.validator_crashed", topic=msg.topic, error=str(exc))
+                outcome = self._crash_outcome(msg, received_at, exc)
+        # Hand over to the event loop: one wake-up per burst, not one per message.
+        self._inbox.append((entry, outcome))
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._dispatch, entry, outcome)
-            return
-        try:
-            outcome = self.validator.validate(msg.topic, bytes(msg.payload), received_at)
-        except Exception as exc:
-            log.exception("ingest.validator_crashed", topic=msg.topic, error=str(exc))
-            outcome = self._crash_outcome(msg, received_at, exc)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._dispatch, entry, outcome)
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def _rate_limited(self, msg: mqtt.MQTTMessage, gateway: str, received_at: datetime,
                       now: float) -> Outcome:
@@ -161,19 +169,55 @@ class IngestService:
             received_at=received_at, keep_bytes=self.cfg.ingest.max_payload_bytes))
 
     # ------------------------------------------------------------------ Kafka side
-    def _dispatch(self, entry: _Pending, outcome: Outcome) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(entry, outcome))
+    async def _pump(self) -> None:
+        """Send what the MQTT thread validated, in arrival order. While Kafka works, a
+        message costs one ``send`` and a callback (no task); while it fails, messages go
+        through :meth:`_deliver` one at a time."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._wake_scheduled = False  # before draining: later arrivals wake us again
+            while self._inbox:
+                entry, outcome = self._inbox.popleft()
+                if self._kafka_down:
+                    await self._deliver(entry, outcome)
+                    continue
+                try:
+                    sent = await self._send(self._records(outcome), _key(outcome))
+                except KafkaError:
+                    self._spawn(self._deliver(entry, outcome))
+                    continue
+                sent.add_done_callback(functools.partial(self._sent, entry, outcome))
+
+    def _sent(self, entry: _Pending, outcome: Outcome, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._spawn(self._deliver(entry, outcome))  # retried there, in order of failure
+            return
+        self._done(entry, outcome)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, entry: _Pending, outcome: Outcome) -> None:
-        assert self._producer is not None
-        key = (outcome.facility_id or "").encode()
+    @staticmethod
+    def _records(outcome: Outcome) -> list[tuple[str, bytes]]:
         records: list[tuple[str, bytes]] = []
-        if outcome.batch is not None:
-            records.append((topics.READINGS, outcome.batch.model_dump_json().encode()))
+        if outcome.batch_json is not None:
+            records.append((topics.READINGS, outcome.batch_json))
         if outcome.dead_letter is not None:
             records.append((topics.READINGS_DLQ, outcome.dead_letter.model_dump_json().encode()))
+        return records
+
+    def _done(self, entry: _Pending, outcome: Outcome) -> None:
+        self.health.ok("kafka")
+        self._count(outcome)
+        entry.done = True
+        self._flush_acks()
+
+    async def _deliver(self, entry: _Pending, outcome: Outcome) -> None:
+        """Produce one message's records until Kafka takes them (the path while it fails)."""
+        records, key = self._records(outcome), _key(outcome)
         delay = 0.2
         while True:
             try:
@@ -202,23 +246,28 @@ class IngestService:
                                 pending=len(self._pending))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.health.ok("kafka")
-        self._count(outcome)
-        entry.done = True
-        self._flush_acks()
+        self._done(entry, outcome)
 
-    async def _produce(self, records: list[tuple[str, bytes]], key: bytes) -> None:
+    async def _send(self, records: list[tuple[str, bytes]], key: bytes | None
+                    ) -> asyncio.Future[Any]:
         assert self._producer is not None
-        futures = [await self._producer.send(t, v, key=key or None) for t, v in records]
-        await asyncio.gather(*futures)
+        futures: list[asyncio.Future[Any]] = [
+            await self._producer.send(t, v, key=key) for t, v in records]
+        if len(futures) == 1:
+            return futures[0]
+        return asyncio.gather(*futures)  # none (a refused flood message) is done at once
+
+    async def _produce(self, records: list[tuple[str, bytes]], key: bytes | None) -> None:
+        await (await self._send(records, key))
 
     def _count(self, outcome: Outcome) -> None:
-        if outcome.batch is not None:
+        if outcome.batch_json is not None:
             self.counters.inc("accepted_reports")
-            self.counters.inc("accepted_readings", len(outcome.batch.readings))
+            self.counters.inc("accepted_readings", outcome.readings)
         dl = outcome.dead_letter
         if dl is not None:
-            self.counters.inc("rejected_messages" if outcome.batch is None else "partial_messages")
+            self.counters.inc("rejected_messages" if outcome.batch_json is None
+                              else "partial_messages")
             self.counters.inc(f"rejected.{dl.reason}")
             log.warning("ingest.rejected", reason=str(dl.reason), source=dl.source,
                         facility_id=dl.facility_id, detail=dl.detail[:300],
@@ -230,6 +279,22 @@ class IngestService:
             if e.generation == self._generation and e.qos > 0:
                 self._client_ref.ack(e.mid, e.qos)
                 self.counters.inc("acked")
+
+    async def _watch_acks(self) -> None:
+        """Kafka may hold a request without failing it (a stalled broker; the client keeps
+        retrying the batch): judge Kafka by how long the oldest message has waited."""
+        while True:
+            await asyncio.sleep(1.0)
+            if not self._pending or self._pending[0].done:
+                continue
+            waited = time.monotonic() - self._pending[0].at
+            if waited >= self.cfg.ingest.ack_stall_s:
+                self.health.problem("kafka", f"{len(self._pending)} message(s) waiting for "
+                                             f"Kafka, the oldest for {waited:.0f}s")
+                if time.monotonic() - self._last_retry_log >= 10.0:
+                    self._last_retry_log = time.monotonic()
+                    log.warning("kafka.not_acknowledging", waiting=len(self._pending),
+                                oldest_s=round(waited, 1))
 
     async def _report_health(self) -> None:
         """Publish this service's counters to lifeline.health (pipeline health)."""
@@ -272,6 +337,8 @@ class IngestService:
         log.info("ingest.started", topic_filter=TOPIC_FILTER, health_port=s.health_port,
                  kafka=self.cfg.kafka.bootstrap, sensors=self.validator.registry.sensor_count)
         reporter = asyncio.create_task(self._report_health())
+        pump = asyncio.create_task(self._pump())
+        watch = asyncio.create_task(self._watch_acks())
         await self._stopping.wait()
         reporter.cancel()
         log.info("ingest.stopping", pending=len(self._pending))
@@ -282,11 +349,17 @@ class IngestService:
             await asyncio.sleep(0.05)
         client.disconnect()
         client.loop_stop()
+        pump.cancel()
+        watch.cancel()
         await self._producer.stop()
         await runner.cleanup()
         log.info("ingest.stopped", counters=self.counters.snapshot())
 
     _client_ref: mqtt.Client
+
+
+def _key(outcome: Outcome) -> bytes | None:
+    return outcome.facility_id.encode() if outcome.facility_id else None
 
 
 def main() -> None:

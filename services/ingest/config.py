@@ -22,6 +22,8 @@ class IngestSettings(_Group):
         "Messages per second one gateway (facility) may send on average."))
     gateway_burst: float = Field(default=1000.0, ge=1, description=(
         "Messages one gateway may send at once (a store-and-forward backlog after an outage)."))
+    ack_stall_s: float = Field(default=10.0, gt=0, description=(
+        "Health turns degraded when the oldest message has waited this long for Kafka."))
     health_host: str = "127.0.0.1"
     health_port: int = 18081
     drain_timeout_s: float = 10.0

@@ -50,8 +50,10 @@ def consumer_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
     }
     if kafka.flavor == "tansu":
         # The same workarounds as the Faust apps (services/core/kafka.py): Tansu holds
-        # JoinGroup for half the session timeout and every fetch for its full max wait.
-        kw.update(session_timeout_ms=6000, heartbeat_interval_ms=1500, fetch_max_wait_ms=50)
+        # JoinGroup for half the session timeout and every fetch for its full max wait;
+        # each fetch scans every stored batch of the partitions it asks for, so the
+        # writer asks four times a second, not twenty.
+        kw.update(session_timeout_ms=6000, heartbeat_interval_ms=1500, fetch_max_wait_ms=250)
     return kw
 
 
