@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import time
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -276,8 +277,10 @@ class Facility(Contract):
                                      f"sensor {cond.sensor}")
         return self
 
-    @property
+    @cached_property
     def min_interval_s(self) -> float:
+        """The shortest reporting interval of the facility's sensors (read on every report
+        by the alarm engine: computed once)."""
         return min(s.interval_s for s in self.sensors)
 
 

@@ -42,6 +42,7 @@ from services.core.faust_app import (
 )
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
+from services.core.ratelimit import TokenBuckets
 from services.processor.config import ProcessorConfig
 from services.processor.engine import AlarmEngine, FacilityState, Outcome
 
@@ -76,7 +77,11 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
     app = make_app("processor", cfg.kafka, web_port=cfg.processor.health_port,
                    web_host=cfg.processor.health_host)
     counters = Counters("processed_batches", "processed_readings", "rejected", "late_readings",
-                        "state_saves")
+                        "state_saves", "checkpoints_deferred")
+    # Periodic checkpoints are paced: a wave of them (every facility loaded in the same
+    # minute) filled Faust's producer buffer on Tansu and stalled the agent for seconds.
+    rate = cfg.processor.checkpoint_rate(cfg.kafka.flavor)
+    budget = TokenBuckets(rate, max(1.0, rate))
     health = Health("processor", counters)
 
     def raw(*names: str) -> Any:
@@ -106,9 +111,12 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                      level=ev.level, category=ev.category, alarm_id=ev.alarm_id,
                      silenced=ev.silenced, suppressed_by=ev.suppressed_by,
                      event_time=ev.ts.isoformat())
-        if out.save:
+        if out.save or (out.checkpoint and budget.allow("checkpoints", time.monotonic())):
+            fs.mark_saved()
             table[fid] = json.dumps(fs.to_json(), separators=(",", ":"))
             counters.inc("state_saves")
+        elif out.checkpoint:
+            counters.inc("checkpoints_deferred")
 
     def behind(partition: int) -> bool:
         consumer = getattr(app, "_consumer", None)

@@ -26,15 +26,24 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None, daemon: bool = False) -> subprocess.Popen[bytes]:
-    """Start ``argv`` with stdout and stderr appended to ``log``."""
+          cwd: Path | None = None, daemon: bool = False, nice: int = 0
+          ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with stdout and stderr appended to ``log`` (``nice``: a lower CPU
+    priority, for background work sharing the machine with the alarm path)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+
+    def child() -> None:  # between fork and exec
+        if not daemon:
+            _die_with_parent()
+        if nice:
+            os.nice(nice)
+
     with open(log, "ab") as out:
         return subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, cwd=cwd,
             start_new_session=daemon,
-            preexec_fn=None if daemon else _die_with_parent,
+            preexec_fn=child if (nice or not daemon) else None,
         )
 
 

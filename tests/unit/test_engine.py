@@ -310,11 +310,26 @@ def test_state_is_saved_on_transitions_and_checkpoints() -> None:
     f = Feeder(make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)),
                              policy={"checkpoint_interval_s": 300}))
     f.series("L", [1.0, 1.0, 1.0])
-    assert [o.save for o in f.outcomes] == [True, False, False]  # first checkpoint at start
+    # The first report makes a checkpoint due (not a must: no alarm changed).
+    assert [(o.save, o.checkpoint) for o in f.outcomes] == [(False, True), (False, False),
+                                                            (False, False)]
     f.series("L", [3.0], start_s=180)
     assert f.outcomes[-1].save  # transition
     f.series("L", [3.0] * 10, start_s=240)
     # Periodic saves come every 150-300 s (50-100 % of the interval, spread by facility).
-    saves = [240 + 60 * i for i, o in enumerate(f.outcomes[-10:]) if o.save]
+    saves = [240 + 60 * i for i, o in enumerate(f.outcomes[-10:]) if o.save or o.checkpoint]
     assert 1 <= len(saves) <= 4
     assert all(b - a >= 150 for a, b in zip([180, *saves], saves, strict=False))
+
+
+def test_a_deferred_checkpoint_stays_due_until_saved() -> None:
+    f = Feeder(make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)),
+                             policy={"checkpoint_interval_s": 300}))
+    f.series("L", [1.0])
+    assert f.outcomes[-1].checkpoint
+    f.state.checkpoint_ts = 0  # the caller had no budget: it did not save
+    f.series("L", [1.0], start_s=10)
+    assert f.outcomes[-1].checkpoint  # still due on the next report
+    f.state.mark_saved()
+    f.series("L", [1.0], start_s=20)
+    assert not f.outcomes[-1].checkpoint

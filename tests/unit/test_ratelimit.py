@@ -19,7 +19,7 @@ def test_bucket_refills_to_the_burst_only() -> None:
 
 
 def test_invented_topics_cannot_grow_memory() -> None:
-    lim = GatewayLimiter(rate=1, burst=1, max_gateways=1000)
+    lim = GatewayLimiter(rate=1, burst=1, max_keys=1000)
     for i in range(10_000):
         lim.allow(f"fake-{i}", 0.0)
     assert len(lim._buckets) == 1000

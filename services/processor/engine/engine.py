@@ -108,7 +108,10 @@ class _FacilityPlan:
 class Outcome:
     events: list[AlarmEvent] = field(default_factory=list)
     late: list[Problem] = field(default_factory=list)
-    save: bool = False  # the durable state should be written now
+    save: bool = False  # the durable state must be written now (an alarm transition)
+    # A periodic checkpoint is due: the caller writes it when its write budget allows and
+    # then calls ``FacilityState.mark_saved`` (until then it stays due).
+    checkpoint: bool = False
 
 
 class AlarmEngine:
@@ -228,9 +231,11 @@ class AlarmEngine:
         for comp in {c.id: c for s in touched for c in plan.by_sensor.get(s, ())}.values():
             self._composite(plan, fs, comp, fs.latest_ts, out)
         self._sensor_offline(plan, fs, fs.latest_ts, out)
-        if out.events or fs.latest_ts - fs.checkpoint_ts >= plan.checkpoint_ms:
+        if out.events:
             out.save = True
-            fs.checkpoint_ts = fs.latest_ts
+            fs.mark_saved()
+        elif fs.latest_ts - fs.checkpoint_ts >= plan.checkpoint_ms:
+            out.checkpoint = True
         return out
 
     # ------------------------------------------------------------------ time passing

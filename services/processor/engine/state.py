@@ -86,6 +86,10 @@ class FacilityState:
         self.resumed_ts: int = 0  # event time the gateway came back after an outage
         self.offline_check_ts: int = 0  # next sensor-offline check (memory only)
 
+    def mark_saved(self) -> None:
+        """The state as it is now has been written to the table."""
+        self.checkpoint_ts = self.latest_ts
+
     def sensor(self, sid: str) -> SensorState:
         s = self.sensors.get(sid)
         if s is None:
