@@ -181,6 +181,7 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
                               "duration_s": duration_s}
     procs: dict[str, ServiceProcess] = {}
     stop = threading.Event()
+    rx_stop = threading.Event()
     try:
         # The baseline first, on the same machine and stack, nothing else running.
         sample = [(f"drainage/LOAD-{i % gateways:06d}/telemetry", json.dumps({
@@ -211,7 +212,7 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
                 await runner.setup()
                 await web.TCPSite(runner, "127.0.0.1", rx_port).start()
                 rx_ready.set()
-                while not stop.is_set():  # noqa: ASYNC110 — bridges a threading.Event
+                while not rx_stop.is_set():  # noqa: ASYNC110 — bridges a threading.Event
                     await asyncio.sleep(0.2)
                 await runner.cleanup()
 
@@ -237,6 +238,7 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
         stop.set()
         for p in procs.values():
             p.stop()
+        rx_stop.set()  # after the notifier: its last pages still find the receiver
         stack.down()
         if keep_logs is not None:
             import shutil
