@@ -126,6 +126,11 @@ def test_compose_selects_the_production_paths(compose: dict[str, Any], service: 
     # None of the Tansu workarounds is active against real Kafka.
     assert "producer_max_batch_size" not in fk and "broker_session_timeout" not in fk
     assert producer_kwargs(kafka, "x")["enable_idempotence"] is True
+    assert producer_kwargs(kafka, "x")["linger_ms"] == 20  # Tansu's 100 ms is not used
+    if service == "processor":
+        from services.processor.config import ProcessorSettings
+
+        assert ProcessorSettings().checkpoint_rate(kafka.flavor) == 1000
     patched: list[bool] = []
     monkeypatch.setattr(faust_app, "_short_fetch_wait_on_tansu", lambda: patched.append(True))
     faust_app.make_app(f"deploy-test-{service}", kafka, web_port=8080)

@@ -140,3 +140,29 @@ async def test_agent_emits_what_the_engine_decides(case: str, tmp_path: Any,
                 await agent.put(raw, key=b"F-1")
     assert sent == [e.event_id for e in reference.events]
     assert dead == ["late" for o in reference.outcomes if o.late]
+
+
+async def test_checkpoints_are_paced_but_alarm_transitions_are_always_saved(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no checkpoint budget left, due checkpoints wait (counted); a transition is
+    written anyway — the alarm state must survive a crash."""
+    make = lambda: make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)),  # noqa: E731
+                                 policy={"checkpoint_interval_s": 60})
+    reference = Recorder(make())
+    reference.series("L", [1.0] * 10 + [3.0] + [1.0] * 5, step_s=120)  # each report is due
+    transitions = sum(1 for o in reference.outcomes if o.save)
+    assert transitions >= 2  # raised and cleared
+    monkeypatch.setenv("LIFELINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LIFELINE_PROCESSOR_MAX_CHECKPOINTS_PER_S", "0.0001")  # burst of 1
+    proc = build(ProcessorConfig(), make())
+
+    async def ignore(**_kw: Any) -> None:
+        return None
+
+    with patch.object(proc.alarms, "send", side_effect=ignore):
+        async with proc.agent.test_context() as agent:
+            for raw in reference.batches:
+                await agent.put(raw, key=b"F-1")
+    counts = proc.health.counters.snapshot()
+    assert counts["state_saves"] == 1 + transitions  # the one budgeted checkpoint + transitions
+    assert counts["checkpoints_deferred"] == len(reference.batches) - 1 - transitions
