@@ -184,7 +184,10 @@ class IngestService:
                     continue
                 try:
                     sent = await self._send(self._records(outcome), _key(outcome))
-                except KafkaError:
+                except Exception as exc:  # the pump must outlive any failed send
+                    if not isinstance(exc, KafkaError):
+                        log.exception("kafka.send_crashed", facility_id=outcome.facility_id,
+                                      error=repr(exc))
                     self._spawn(self._deliver(entry, outcome))
                     continue
                 sent.add_done_callback(functools.partial(self._sent, entry, outcome))
