@@ -15,7 +15,7 @@ import faust
 from faust.web import Request, Response, View
 
 from services.core.health import Health
-from services.core.logging import configure, logging_config
+from services.core.logging import configure, get_logger, logging_config
 from services.core.settings import KafkaSettings, state_dir
 
 TANSU_FETCH_MAX_WAIT_MS = 50
@@ -125,6 +125,65 @@ def register_gauges(app: faust.App, health: Health, source_topics: tuple[str, ..
 
     health.counters.gauge("lag", lambda: consumer_lag(app, source_topics))
     health.counters.gauge("assigned_partitions", assigned)
+    recovery_watchdog(app, health)
+
+
+RECOVERY_STALL_S = 30.0
+_log = get_logger("lifeline.recovery")
+
+
+class RecoveryWatch:
+    """Restart table recovery that stopped making progress.
+
+    Seen once in CI on Tansu: after a second worker left, the remaining worker's recovery
+    of the partitions it took over read nothing for minutes ("No event received for
+    active tp … since recovery start") while the records were there — a later rebalance
+    recovered them in 70 ms. Faust restarts recovery on its rebalance signal; this raises
+    that signal when the changelog records still to read have not changed for
+    ``stall_s``, and reports it on /health meanwhile. A recovery that is slow but moving
+    is left alone."""
+
+    def __init__(self, health: Health, stall_s: float = RECOVERY_STALL_S) -> None:
+        self.health = health
+        self.stall_s = stall_s
+        self.remaining: int | None = None
+        self.since = 0.0
+        self.restarts = 0
+
+    def check(self, recovery: Any, now: float) -> bool:
+        """Look at Faust's ``Recovery`` once; True when it was told to restart."""
+        remaining = int(recovery.active_remaining_total()) if recovery.in_recovery else 0
+        if remaining == 0 or remaining != self.remaining:
+            self.remaining, self.since = remaining, now
+            if remaining == 0:
+                self.health.ok("recovery")
+            return False
+        stalled = now - self.since
+        if stalled < self.stall_s:
+            return False
+        self.health.problem("recovery", f"table recovery stalled for {stalled:.0f}s with "
+                                        f"{remaining} changelog records to read; restarted")
+        _log.warning("recovery.stalled_restarting", remaining=remaining,
+                     stalled_s=round(stalled))
+        self.since = now
+        self.restarts += 1
+        recovery.signal_recovery_start.set()
+        return True
+
+
+def recovery_watchdog(app: faust.App, health: Health, every_s: float = 5.0) -> RecoveryWatch:
+    """Run a :class:`RecoveryWatch` every ``every_s`` (Faust timers run once the worker
+    has started; the stall it guards against follows a later rebalance)."""
+    import time
+
+    watch = RecoveryWatch(health)
+
+    @app.timer(every_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _watch() -> None:
+        tables: Any = app.tables  # the TableManager's recovery is not in Faust's types
+        watch.check(tables.recovery, time.monotonic())
+
+    return watch
 
 
 def partition_ticks(app: faust.App, ticks: Any, source_topic: str, every_s: float) -> None:
