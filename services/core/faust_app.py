@@ -126,6 +126,7 @@ def register_gauges(app: faust.App, health: Health, source_topics: tuple[str, ..
     health.counters.gauge("lag", lambda: consumer_lag(app, source_topics))
     health.counters.gauge("assigned_partitions", assigned)
     recovery_watchdog(app, health)
+    stream_watchdog(app, health, source_topics)
 
 
 RECOVERY_STALL_S = 30.0
@@ -220,3 +221,66 @@ def run_worker(app: faust.App, *, loglevel: str = "INFO", service: str) -> None:
     # record: measured at ~3 % of a busy worker); services have no terminal to spin on.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+STREAM_STALL_S = 20.0
+
+
+class StallWatch:
+    """Something that should move and has work waiting: ``check`` says when it has not
+    moved for ``stall_s`` (then waits ``stall_s`` again before saying so once more)."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.mark: tuple[int, ...] | None = None
+        self.since = 0.0
+        self.stalls = 0
+
+    def check(self, waiting: bool, position: tuple[int, ...], now: float) -> bool:
+        if not waiting or position != self.mark:
+            self.mark, self.since = position, now
+            return False
+        if now - self.since < self.stall_s:
+            return False
+        self.since = now
+        self.stalls += 1
+        return True
+
+
+def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ...],
+                    every_s: float = 5.0) -> StallWatch:
+    """Resume a worker whose source partitions have records waiting but whose committed
+    offsets have not moved for ``STREAM_STALL_S`` outside recovery.
+
+    Seen on Tansu after a second worker left the group (1 run in 8 of the two-worker
+    test): recovery completed, "Worker ready", then nothing was processed. The remedy is
+    the sequence Faust itself runs after a recovery — seek to the committed offsets,
+    resume the partitions and the flow — logged with the consumer's state at the time."""
+    import time
+
+    watch = StallWatch(STREAM_STALL_S)
+
+    @app.timer(every_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _watch() -> None:
+        consumer: Any = getattr(app, "_consumer", None)
+        if consumer is None or app.in_recovery:
+            return
+        tps = sorted((tp for tp in consumer.assignment() if tp.topic in source_topics),
+                     key=lambda tp: (tp.topic, tp.partition))
+        committed = tuple(int(consumer._committed_offset.get(tp) or 0) for tp in tps)
+        lag = consumer_lag(app, source_topics)
+        if not watch.check(lag > 0, committed, time.monotonic()):
+            if lag == 0 or watch.stalls == 0:
+                health.ok("stream")
+            return
+        paused = sorted(f"{tp.topic}[{tp.partition}]" for tp in consumer._paused_partitions)
+        health.problem("stream", f"{lag} record(s) waiting and nothing committed for "
+                                 f"{STREAM_STALL_S:.0f}s; resumed")
+        _log.warning("stream.stalled_resuming", lag=lag, flow_active=consumer.flow_active,
+                     paused=paused, partitions=len(tps))
+        await consumer.perform_seek()
+        consumer.resume_partitions(tps)
+        app.flow_control.resume()
+        consumer.resume_flow()
+
+    return watch

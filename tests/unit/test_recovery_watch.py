@@ -54,3 +54,17 @@ def test_no_recovery_no_action() -> None:
     rec = _Recovery(remaining=5)
     rec.in_recovery = False
     assert not any(watch.check(rec, float(t)) for t in range(0, 200, 5))
+
+
+def test_stall_watch_fires_only_when_work_waits_and_nothing_moves() -> None:
+    from services.core.faust_app import StallWatch
+
+    w = StallWatch(stall_s=20)
+    assert not w.check(True, (5, 7), 0.0)
+    assert not w.check(True, (5, 7), 15.0)
+    assert w.check(True, (5, 7), 21.0) and w.stalls == 1
+    assert not w.check(True, (5, 7), 30.0)  # waits another 20 s before firing again
+    assert w.check(True, (5, 7), 42.0) and w.stalls == 2
+    assert not w.check(True, (6, 7), 50.0)  # moved
+    assert not w.check(False, (6, 7), 80.0)  # nothing waiting: idle is not a stall
+    assert not w.check(True, (6, 7), 85.0)  # the clock starts again when work appears
