@@ -256,6 +256,7 @@ def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ..
     test): recovery completed, "Worker ready", then nothing was processed. The remedy is
     the sequence Faust itself runs after a recovery — seek to the committed offsets,
     resume the partitions and the flow — logged with the consumer's state at the time."""
+    import asyncio
     import time
 
     from aiokafka.errors import KafkaError
@@ -276,8 +277,14 @@ def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ..
         # high-water marks it reports (on Tansu the end offset is the last batch's base
         # offset + 1: it still grows with every new batch).
         try:
-            ends = await consumer.highwaters(*tps)
-        except (KafkaError, TimeoutError, OSError) as exc:  # a broker hiccup is no stall
+            # Answered by Faust's consumer thread: if that thread is wedged, say so.
+            ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=10.0)
+        except TimeoutError:
+            health.problem("stream", "the consumer thread did not answer within 10s")
+            _log.warning("stream.consumer_unresponsive", partitions=len(tps),
+                         flow_active=consumer.flow_active)
+            return
+        except (KafkaError, OSError) as exc:  # a broker hiccup is no stall
             _log.info("stream.watch_skipped", error=repr(exc))
             return
         lag = sum(max(0, int(ends.get(tp) or 0) - c) for tp, c in zip(tps, committed, strict=True))
