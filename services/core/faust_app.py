@@ -252,7 +252,7 @@ def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ..
     """Resume a worker whose source partitions have records waiting but whose committed
     offsets have not moved for ``STREAM_STALL_S`` outside recovery.
 
-    Seen on Tansu after a second worker left the group (1 run in 8 of the two-worker
+    Seen on Tansu after a second worker left the group (about 1 run in 6 of the two-worker
     test): recovery completed, "Worker ready", then nothing was processed. The remedy is
     the sequence Faust itself runs after a recovery — seek to the committed offsets,
     resume the partitions and the flow — logged with the consumer's state at the time."""
