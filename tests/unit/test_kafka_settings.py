@@ -9,7 +9,7 @@ from services.core.settings import KafkaSettings
 from services.processor.config import ProcessorSettings
 
 
-@pytest.mark.parametrize(("flavor", "linger", "checkpoints"), [("tansu", 100, 150.0),
+@pytest.mark.parametrize(("flavor", "linger", "checkpoints"), [("tansu", 2, 150.0),
                                                                 ("kafka", 20, 1000.0)])
 def test_defaults_by_flavor(monkeypatch: pytest.MonkeyPatch, flavor: str, linger: int,
                             checkpoints: float) -> None:
