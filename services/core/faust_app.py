@@ -45,8 +45,10 @@ def _short_fetch_wait_on_tansu() -> None:
 def make_app(name: str, kafka: KafkaSettings, *, web_port: int, web_host: str = "127.0.0.1",
              **extra: Any) -> faust.App:
     """A Faust app with Lifeline's conventions. ``name`` becomes the consumer group."""
+    from services.core import faust_fetch
     from services.core.kafka import faust_kwargs
 
+    faust_fetch.install()
     if kafka.flavor == "tansu":
         _short_fetch_wait_on_tansu()
 
@@ -208,11 +210,13 @@ def run_worker(app: faust.App, *, loglevel: str = "INFO", service: str) -> None:
     """Run a Faust worker in this process until SIGTERM/SIGINT (blocks)."""
     import mode.loop
 
+    from services.core.logging import parse_level
+
     mode.loop.use("uvloop")
     configure(loglevel, service=service)
     worker = faust.Worker(
         app,
-        loglevel=loglevel,
+        loglevel=parse_level(loglevel)[0],
         logging_config=logging_config(loglevel),
         redirect_stdouts=False,
         workdir=Path.cwd(),

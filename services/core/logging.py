@@ -22,8 +22,29 @@ _SHARED: list[Any] = [
 ]
 
 
-def logging_config(level: str = "INFO") -> dict[str, Any]:
+def parse_level(spec: str) -> tuple[str, dict[str, str]]:
+    """``LIFELINE_LOG_LEVEL``: the root level, then optional ``logger=LEVEL`` pairs,
+    comma-separated (``INFO,aiokafka.consumer.fetcher=DEBUG``) to look into one library
+    without drowning in the others."""
+    root, *pairs = [p.strip() for p in spec.split(",") if p.strip()] or ["INFO"]
+    loggers: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, lvl = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"log level {pair!r}: expected logger=LEVEL")
+        loggers[name.strip()] = lvl.strip().upper()
+    return root.upper(), loggers
+
+
+def logging_config(spec: str = "INFO") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` that renders every record as one JSON line."""
+    level, per_logger = parse_level(spec)
+    loggers: dict[str, Any] = {
+        # aiokafka logs every retried connection at ERROR during a broker restart; the
+        # services log their own summarised view of that.
+        "aiokafka": {"level": "WARNING"},
+    }
+    loggers.update({name: {"level": lvl} for name, lvl in per_logger.items()})
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -42,12 +63,8 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "default": {"class": "logging.StreamHandler", "formatter": "json",
                         "stream": "ext://sys.stderr"},
         },
-        "root": {"level": level.upper(), "handlers": ["default"]},
-        "loggers": {
-            # aiokafka logs every retried connection at ERROR during a broker restart; the
-            # services log their own summarised view of that.
-            "aiokafka": {"level": "WARNING"},
-        },
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": loggers,
     }
 
 

@@ -7,7 +7,11 @@ are started as ``python -m services.cli NAME`` child processes against it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,3 +132,45 @@ def publisher(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Publishe
 @pytest.fixture
 def logs(stack: Stack) -> Path:
     return stack.logs
+
+
+def _service_children() -> list[tuple[int, str]]:
+    """(pid, command line) of Lifeline services this test process started."""
+    me = os.getpid()
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+        if ppid == me and "services.cli" in cmd:
+            found.append((int(stat.parent.name), cmd))
+    return sorted(found)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """When an integration test fails, dump every live service's Python stacks (py-spy,
+    when installed) into the report and the logs folder — a wedged worker is gone once the
+    fixtures tear down."""
+    report: pytest.TestReport = yield
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not (report.failed and call.when == "call" and spy):
+        return report
+    dumps = []
+    for pid, cmd in _service_children():
+        res = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                             timeout=30, check=False)
+        dumps.append(f"### {pid} {cmd}\n{res.stdout}{res.stderr}")
+    if dumps:
+        text = "\n".join(dumps)
+        item.add_report_section("call", "service stacks (py-spy)", text)
+        args = getattr(item, "funcargs", {})
+        pipe = args.get("pipeline")
+        where = pipe.stack if isinstance(pipe, Pipeline) else args.get("stack")
+        if isinstance(where, Stack):
+            (where.logs / f"stacks-{item.name}.txt").write_text(text, encoding="utf-8")
+    return report
