@@ -305,9 +305,11 @@ class IngestService:
             await asyncio.sleep(self.cfg.common.health_report_s)
             assert self._producer is not None
             try:
-                await self._producer.send(topics.HEALTH, health_record(self.health))
+                sent = await self._producer.send(topics.HEALTH, health_record(self.health))
             except KafkaError as exc:
                 log.warning("health.report_failed", error=repr(exc))
+            else:
+                sent.add_done_callback(_health_sent)
 
     # ------------------------------------------------------------------ lifecycle
     async def _start_producer(self) -> AIOKafkaProducer:
@@ -359,6 +361,12 @@ class IngestService:
         log.info("ingest.stopped", counters=self.counters.snapshot())
 
     _client_ref: mqtt.Client
+
+
+def _health_sent(fut: asyncio.Future[Any]) -> None:
+    """A health record Kafka refused is logged (not left as an unretrieved exception)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("health.report_failed", error=repr(fut.exception()))
 
 
 def _key(outcome: Outcome) -> bytes | None:
