@@ -138,10 +138,10 @@ _log = get_logger("lifeline.recovery")
 class RecoveryWatch:
     """Restart table recovery that stopped making progress.
 
-    Seen once in CI on Tansu: after a second worker left, the remaining worker's recovery
-    of the partitions it took over read nothing for minutes ("No event received for
-    active tp … since recovery start") while the records were there — a later rebalance
-    recovered them in 70 ms. Faust restarts recovery on its rebalance signal; this raises
+    A backstop: after a second worker left, the remaining worker's recovery of the
+    partitions it took over sometimes read nothing for minutes. That cause — a Faust fetch
+    answered across the rebalance and dropped — is fixed in ``faust_fetch`` (decision
+    0013); this guards against any other. Faust restarts recovery on its rebalance signal; this raises
     that signal when the changelog records still to read have not changed for
     ``stall_s``, and reports it on /health meanwhile. A recovery that is slow but moving
     is left alone."""
@@ -256,8 +256,8 @@ def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ..
     """Resume a worker whose source partitions have records waiting but whose committed
     offsets have not moved for ``STREAM_STALL_S`` outside recovery.
 
-    Seen on Tansu after a second worker left the group (about 1 run in 6 of the two-worker
-    test): recovery completed, "Worker ready", then nothing was processed. The remedy is
+    A backstop like :class:`RecoveryWatch` (the stall seen after a second worker left the
+    group was fixed at its cause, decision 0013). The remedy is
     the sequence Faust itself runs after a recovery — seek to the committed offsets,
     resume the partitions and the flow — logged with the consumer's state at the time."""
     import asyncio
