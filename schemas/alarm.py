@@ -27,12 +27,23 @@ class AlarmEventType(StrEnum):
     CLEARED = "cleared"
     FLAPPING = "flapping"  # changing too often: held at its worst level, not paged per change
     SETTLED = "settled"  # stable again at ``level`` after flapping
+    # Same level, changed standing: no longer suppressed or silenced (page it now if still
+    # unpaged), held at its level by a sensor fault, or its data gone stale (gateway dark).
+    UPDATED = "updated"
 
 
 class AlarmCategory(StrEnum):
     FACILITY = "facility"  # the facility is at risk (thresholds, rates, windows, composites)
     SENSOR = "sensor"  # the instrument is faulty (range, stuck, offline): not a facility alarm
     GATEWAY = "gateway"  # the facility's gateway is offline or losing reports
+
+
+class EntryInfo(Contract):
+    """A confined-space entry (井下作业) in progress at the facility: who leads the crew."""
+
+    reason: str
+    crew_leader: str
+    crew_phone: str
 
 
 class AlarmEvent(Contract):
@@ -59,6 +70,16 @@ class AlarmEvent(Contract):
     suppressed_by: str | None = Field(default=None, description="alarm_id of the sensor-fault or "
                                       "gateway alarm that inhibits this one (recorded, not paged).")
     flapping: bool = Field(default=False, description="The alarm is held because it flaps.")
+    held_by_fault: str | None = Field(
+        default=None, description="alarm_id of a sensor fault that began while this alarm was "
+                                  "serious or rising (fail-dangerous): the alarm is held at its "
+                                  "level and paged, not suppressed.")
+    stale_since: Timestamp | None = Field(
+        default=None, description="The facility's gateway is silent: the level is the last "
+                                  "known one, from this time.")
+    entry: EntryInfo | None = Field(
+        default=None, description="A life-safety alarm during a confined-space entry: page the "
+                                  "crew leader and the duty engineer at once.")
 
 
 def alarm_id_for(facility_id: str, sensor: str, rule: str, started: datetime) -> str:
@@ -68,6 +89,8 @@ def alarm_id_for(facility_id: str, sensor: str, rule: str, started: datetime) ->
 
 
 def event_id_for(alarm_id: str, event: AlarmEventType, level: AlarmLevel | None,
-                 ts: datetime) -> str:
-    """The id of one transition of an episode."""
-    return str(uuid.uuid5(_NAMESPACE, f"{alarm_id}|{event}|{level}|{to_epoch_ms(ts)}"))
+                 ts: datetime, detail: str = "") -> str:
+    """The id of one transition of an episode (``detail`` tells apart several ``updated``
+    events of one episode at the same moment)."""
+    suffix = f"|{detail}" if detail else ""
+    return str(uuid.uuid5(_NAMESPACE, f"{alarm_id}|{event}|{level}|{to_epoch_ms(ts)}{suffix}"))

@@ -61,6 +61,9 @@ class Metric(StrEnum):
     CH4 = "ch4"
     CO = "co"
     O2 = "o2"
+    NH3 = "nh3"
+    SO2 = "so2"
+    CL2 = "cl2"
     COD = "cod"
     NH3N = "nh3n"
     PH = "ph"
@@ -103,8 +106,18 @@ METRICS: dict[Metric, MetricSpec] = {
         _spec(Metric.CH4, "%LEL", {_S}, "methane as percent of lower explosive limit"),
         _spec(Metric.CO, "mg/m³", {_S}, "carbon monoxide concentration"),
         _spec(Metric.O2, "%vol", {_S}, "oxygen by volume"),
+        _spec(Metric.NH3, "mg/m³", {_S}, "ammonia gas concentration"),
+        _spec(Metric.SO2, "mg/m³", {_S}, "sulphur dioxide concentration"),
+        _spec(Metric.CL2, "mg/m³", {_S}, "chlorine concentration"),
         _spec(Metric.COD, "mg/L", {_S}, "chemical oxygen demand"),
         _spec(Metric.NH3N, "mg/L", {_S}, "ammonia nitrogen"),
         _spec(Metric.PH, "pH", {_S}, "pH"),
     )
 }
+
+
+LIFE_SAFETY_METRICS: frozenset[Metric] = frozenset({
+    Metric.H2S, Metric.CH4, Metric.CO, Metric.O2, Metric.NH3, Metric.SO2, Metric.CL2})
+"""Gases that kill people in sewers and wells (confined-space work, CJJ 6): a maintenance
+window never silences them unless it names them, and a confined-space entry window pages
+the crew leader for them."""

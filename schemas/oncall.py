@@ -4,7 +4,9 @@ Three contracts live here:
 
 - :class:`OnCallConfig` — a YAML file (``LIFELINE_ONCALL``) validated by these models:
   people and their contacts, channels, teams with rotas and escalation chains, and the
-  routes from alarms to teams. Like the registry, it is data with provenance, not code.
+  routes from alarms to teams, and the ``urgent_channels`` of life-safety pages (an alarm
+  during a confined-space entry pages the crew leader, who is not in the file, by SMS).
+  Like the registry, it is data with provenance, not code.
 - :class:`AckRequest` — the value of Kafka topic ``lifeline.acks`` (key = facility id):
   someone acknowledged or resolved an alarm, from the acknowledgement page or the CLI.
 - :class:`OnCallRecord` — the value of ``lifeline.oncall`` (key = facility id): the audit
@@ -200,6 +202,12 @@ class OnCallConfig(Contract):
     page_categories: list[Category] = Field(
         default_factory=lambda: list(ALL_CATEGORIES),
         description="Alarm categories that page anyone (the others are only recorded).")
+    urgent_channels: list[Identifier] = Field(
+        default_factory=list,
+        description="Life-safety pages (an alarm during a confined-space entry, 井下作业): the "
+                    "channels to try at once, most urgent first. Empty: each team's first "
+                    "escalation step's channels. The crew leader, who is not in this file, is "
+                    "reached only on the sms channels among them.")
 
     @model_validator(mode="after")
     def _refs(self) -> OnCallConfig:
@@ -236,7 +244,32 @@ class OnCallConfig(Contract):
         for r in self.routes:
             if r.team not in teams:
                 raise ValueError(f"route to unknown team {r.team}")
+        for c in self.urgent_channels:
+            if c not in channels:
+                raise ValueError(f"urgent_channels: unknown channel {c}")
+        if len(set(self.urgent_channels)) != len(self.urgent_channels):
+            raise ValueError("urgent_channels: a channel is listed twice")
         return self
+
+    def phone_channels(self, ids: list[str]) -> list[str]:
+        """The channels among ``ids`` that address a phone number (an ad-hoc crew leader)."""
+        return [c for c in ids if self.channel(c).type is ChannelType.SMS]
+
+    def warnings(self) -> list[str]:
+        """What is valid but unsafe: life-safety pages that could not reach anyone's phone.
+        (Not an error: the demo replaces every channel by a webhook, and a notifier that
+        refuses to start pages nobody.)"""
+        out: list[str] = []
+        if self.urgent_channels:
+            if not self.phone_channels(self.urgent_channels):
+                out.append("urgent_channels has no sms channel: the crew leader of a "
+                           "confined-space entry cannot be paged")
+        else:
+            first = [c for t in self.teams for c in t.escalation[0].channels]
+            if not self.phone_channels(first):
+                out.append("urgent_channels is empty and no team's first step has an sms "
+                           "channel: the crew leader of a confined-space entry cannot be paged")
+        return out
 
     @property
     def zone(self) -> ZoneInfo:
@@ -261,7 +294,8 @@ def load_oncall(path: str | Path) -> OnCallConfig:
 
 class AckAction(StrEnum):
     ACKNOWLEDGE = "acknowledge"  # "I am on it": the escalation stops
-    RESOLVE = "resolve"  # "handled": the escalation stops and the episode is closed for paging
+    RESOLVE = "resolve"  # "handled": the escalation stops and the alarm shows as handled
+    # Either way, a worse level afterwards re-opens the alarm and pages again.
 
 
 class AckRequest(Contract):
@@ -285,6 +319,7 @@ class RecordType(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
     ESCALATED = "escalated"  # moved to the next step (or repeated the step)
+    REOPENED = "reopened"  # a worse level re-opened an acknowledged or resolved alarm
     STOPPED = "stopped"  # escalation over: acknowledged, resolved or cleared
     IGNORED = "ignored"  # an ack that changed nothing (duplicate, replayed, unknown alarm)
     UNROUTED = "unrouted"  # no route matched: nobody could be paged (also a health problem)
@@ -303,11 +338,12 @@ class OnCallRecord(Contract):
     rule: str | None = None
     category: Category | None = None
     facility_kind: FacilityKind | None = None
-    kind: Literal["page", "repeat", "cleared", "update"] | None = None
+    kind: Literal["page", "repeat", "cleared", "update", "entry"] | None = None
     team: str | None = None
     step: int | None = None
     repeat: int | None = None
-    person: str | None = None
+    person: str | None = Field(default=None, description="A person id of the on-call file, "
+                               "or crew:<phone> for the crew leader of a confined-space entry.")
     channel: str | None = None
     level: AlarmLevel | None = None
     ok: bool | None = None

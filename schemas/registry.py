@@ -10,7 +10,12 @@ placeholder for a design value. Rule kinds:
 - per-facility :class:`CompositeRule`: all of several conditions on different sensors;
 - sensor health (always on): out of instrument range, stuck value, sensor offline, gateway
   offline, gateway sequence gaps — tuned per sensor and by the registry's :class:`AlarmPolicy`;
-- :class:`MaintenanceWindow` per facility, in the registry's time zone.
+- :class:`MaintenanceWindow` per facility, in the registry's time zone, with a scope: the
+  categories, metrics and levels it silences. Life-safety gases and red are never silenced
+  unless a window names them; a confined-space entry window (``entry: true``) pages the
+  crew leader for gas alarms instead of silencing them.
+- a facility's ``criticality``: a critical facility whose gateway goes dark while its
+  district is under rain, or while it was in alarm, is itself a facility alarm.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from schemas.alarm import AlarmCategory
 from schemas.common import Contract, Identifier, Timestamp, TimeZoneName
-from schemas.kinds import METRICS, AlarmLevel, FacilityKind, Metric
+from schemas.kinds import LIFE_SAFETY_METRICS, METRICS, AlarmLevel, FacilityKind, Metric
 
 
 class RegistryError(ValueError):
@@ -48,6 +54,7 @@ class Signal(StrEnum):
     MIN = "min"
     MAX = "max"
     RMS = "rms"
+    TWA = "twa"  # time-weighted mean over the window (exposure: 8 h PC-TWA, 15 min PC-STEL)
 
 
 Source = Annotated[str, Field(min_length=3, description="Where the number comes from.")]
@@ -204,11 +211,20 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 
 
 class MaintenanceWindow(Contract):
-    """A silence: alarms inside it are recorded but flagged ``silenced`` (nobody is paged).
+    """A silence with a scope: alarms it covers are recorded but flagged ``silenced``
+    (nobody is paged); everything else is paged as usual.
 
-    Either daily (``daily_from``/``daily_to`` as local ``HH:MM``, optionally on some
+    When: either daily (``daily_from``/``daily_to`` as local ``HH:MM``, optionally on some
     ``days``; ``daily_to`` before ``daily_from`` crosses midnight, and ``days`` names the
     day the window starts) or one-off (``starts``/``ends``, with an offset).
+
+    What: alarms of the ``categories`` it lists, of the ``metrics`` it lists (default: every
+    metric except the life-safety gases), up to ``silence_up_to`` (default orange: a red is
+    paged). H2S, CH4, CO, O2, NH3, SO2, Cl2 are silenced only by a window that names them.
+
+    A confined-space entry window (``entry: true``, 井下作业/清淤 with the crew leader's
+    contact) never silences gas alarms: it makes them page the crew leader and the duty
+    engineer at once, on their most urgent channel (CJJ 6: gas detection during the work).
     """
 
     reason: Annotated[str, Field(min_length=3)]
@@ -217,9 +233,52 @@ class MaintenanceWindow(Contract):
     days: list[Weekday] | None = None
     starts: Timestamp | None = None
     ends: Timestamp | None = None
+    categories: Annotated[list[AlarmCategory], Field(min_length=1)] = Field(
+        default_factory=lambda: list(AlarmCategory),
+        description="Alarm categories the window silences (facility, sensor, gateway).")
+    metrics: list[Metric] | None = Field(
+        default=None, description="Metrics whose alarms it silences (default: all but the "
+                                  "life-safety gases). Facility-wide alarms (composites, "
+                                  "gateway) count as every metric of the facility.")
+    silence_up_to: AlarmLevel = Field(
+        default=AlarmLevel.ORANGE, description="The most severe level it silences; red only "
+                                               "when named.")
+    entry: bool = Field(default=False, description="Confined-space entry (井下作业): gas alarms "
+                                                   "page the crew leader and the duty engineer.")
+    crew_leader: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    crew_phone: Annotated[str, Field(pattern=r"^\+?[0-9]{5,15}$")] | None = None
+
+    @property
+    def names_life_safety(self) -> bool:
+        """The window silences a life-safety gas or red: allowed, but warned about."""
+        return (self.silence_up_to is AlarmLevel.RED
+                or any(m in LIFE_SAFETY_METRICS for m in self.metrics or ()))
+
+    def covers(self, category: AlarmCategory, metrics: frozenset[Metric],
+               level: AlarmLevel | None) -> bool:
+        """Whether an alarm of ``category`` on ``metrics`` (one for a sensor's alarm, the
+        facility's for a facility-wide one) at ``level`` is silenced by this window."""
+        if category not in self.categories:
+            return False
+        if level is not None and level.severity > self.silence_up_to.severity:
+            return False
+        named = set(self.metrics) if self.metrics is not None else None
+        for m in metrics:
+            if named is not None and m not in named:
+                return False
+            if named is None and m in LIFE_SAFETY_METRICS:
+                return False
+        return True
 
     @model_validator(mode="after")
     def _check(self) -> MaintenanceWindow:
+        if self.entry:
+            if not self.crew_leader or not self.crew_phone:
+                raise ValueError("a confined-space entry window needs crew_leader and "
+                                 "crew_phone (the person the gas alarms page)")
+            if any(m in LIFE_SAFETY_METRICS for m in self.metrics or ()):
+                raise ValueError("a confined-space entry window cannot silence the gases it "
+                                 "exists to watch")
         daily = self.daily_from is not None or self.daily_to is not None
         once = self.starts is not None or self.ends is not None
         if daily == once:
@@ -250,6 +309,36 @@ class AlarmPolicy(Contract):
     sensor_fault_level: AlarmLevel = AlarmLevel.BLUE
     gateway_offline_level: AlarmLevel = AlarmLevel.YELLOW
     gap_level: AlarmLevel = AlarmLevel.BLUE
+    # A critical facility that goes dark (DOMAIN.md: a pump station's blackout takes its
+    # RTU down with the pumps: the silence *is* the facility alarm).
+    dark_level: AlarmLevel = Field(
+        default=AlarmLevel.ORANGE, description="Level of a critical facility's dark alarm.")
+    dark_level_if_serious: AlarmLevel = Field(
+        default=AlarmLevel.RED, description="Level when its last known state was orange or "
+                                            "worse.")
+    dark_if_active_from: AlarmLevel = Field(
+        default=AlarmLevel.YELLOW, description="Dark without rain is a facility alarm when the "
+                                               "facility had an alarm at least this severe.")
+    rain_context_mm_per_h: Annotated[float, Field(gt=0)] = Field(
+        default=2.5, description="A district is under rain while one of its gauges measured "
+                                 "at least this much in the last hour (CMA: moderate rain "
+                                 "from 2.6 mm/h).")
+    rain_context_hold_s: Seconds = Field(
+        default=3 * 3600.0, description="... and for this long after (a wet catchment still "
+                                        "needs its pumps).")
+    max_window_buckets: Annotated[int, Field(ge=16, le=10_000)] = Field(
+        default=1440, description="A window keeps at most this many time buckets per sensor "
+                                  "(bounded state whatever a gateway sends).")
+    max_evaluations_per_report: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=16, description="Readings of one sensor in one report evaluated one by one; "
+                                "beyond this the report's readings still fill the windows but "
+                                "the rules are evaluated at its newest reading (a flood cannot "
+                                "hold up the partition).")
+
+
+class Criticality(StrEnum):
+    NORMAL = "normal"
+    CRITICAL = "critical"  # its silence during rain or alarm is a facility alarm (pump stations)
 
 
 class Facility(Contract):
@@ -258,6 +347,10 @@ class Facility(Contract):
     name: str
     name_zh: str | None = None
     district: str
+    criticality: Criticality = Field(
+        default=Criticality.NORMAL, description="critical: a gateway outage while the district "
+                                                "is under rain or while the facility is in "
+                                                "alarm raises a facility alarm (dark).")
     lat: Annotated[float, Field(ge=-90, le=90)]
     lon: Annotated[float, Field(ge=-180, le=180)]
     sensors: Annotated[list[Sensor], Field(min_length=1)]
@@ -276,6 +369,10 @@ class Facility(Contract):
                     raise ValueError(f"facility {self.id}: composite {c.id} names unknown "
                                      f"sensor {cond.sensor}")
         return self
+
+    @cached_property
+    def metrics(self) -> frozenset[Metric]:
+        return frozenset(s.metric for s in self.sensors)
 
     @cached_property
     def min_interval_s(self) -> float:
@@ -327,6 +424,21 @@ class Registry(Contract):
     @property
     def sensor_count(self) -> int:
         return len(self._sensors)
+
+    def warnings(self) -> list[str]:
+        """Allowed but dangerous choices an engineer should look at again: maintenance
+        windows that silence life-safety gases or red."""
+        out: list[str] = []
+        for f in self.facilities:
+            for w in f.maintenance:
+                if not w.names_life_safety:
+                    continue
+                named = sorted(m.value for m in w.metrics or () if m in LIFE_SAFETY_METRICS)
+                what = ", ".join([*named, *(["red"] if w.silence_up_to is AlarmLevel.RED else [])])
+                out.append(f"facility {f.id}: maintenance window {w.reason!r} silences {what}: "
+                           f"nobody is paged for them inside it (confined-space work needs gas "
+                           f"alarms: CJJ 6)")
+        return out
 
     @property
     def tz(self) -> ZoneInfo:

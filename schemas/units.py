@@ -4,6 +4,12 @@ Pint does the dimensional analysis once per (unit, canonical unit) pair; the res
 cached as a linear map ``value * factor + offset`` so the hot path costs a dict lookup.
 Units Lifeline's field devices use but pint does not know (microstrain, %LEL, pH, pump
 state) are defined here as their own dimensions, so they convert only to themselves.
+
+Gas detectors (four-in-one H2S/CH4/CO/O2 detectors) report volume fractions — ppm, ppb,
+%vol — that pint alone cannot turn into a mass concentration or a share of the explosive
+limit: that depends on the gas. :func:`conversion_for` knows the metric and applies the
+rules in :data:`MOLAR_MASS_G_PER_MOL` and :data:`CH4_LEL_PERCENT_VOL`; :func:`conversion`
+stays metric-blind and refuses those conversions.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from functools import lru_cache
 from typing import Any
 
 import pint
+
+from schemas.kinds import Metric
 
 
 class UnitError(ValueError):
@@ -100,7 +108,96 @@ def conversion(unit: str, canonical: str) -> tuple[float, float]:
     return (one - zero, zero)
 
 
-def to_canonical(value: float, unit: str, canonical: str) -> float:
-    """Convert ``value`` given in ``unit`` to ``canonical``."""
-    factor, offset = conversion(unit, canonical)
+# --- gases: volume fraction -> the metric's canonical unit -----------------------------
+
+MOLAR_VOLUME_L_PER_MOL = 24.45
+"""Molar volume of an ideal gas at 25 °C and 101.325 kPa, in L/mol.
+
+All ppm -> mg/m³ conversions assume these reference conditions (the usual occupational
+hygiene convention): ``mg/m³ = ppm × M / 24.45`` with ``M`` in g/mol. Detectors do not
+report their own temperature and pressure, so no correction is made for them.
+"""
+
+MOLAR_MASS_G_PER_MOL: dict[str, float] = {
+    Metric.H2S: 34.08,
+    Metric.CO: 28.01,
+    Metric.NH3: 17.03,
+    Metric.SO2: 64.07,
+    Metric.CL2: 70.90,
+}
+"""Molar mass (g/mol) of every gas metric whose canonical unit is a mass concentration.
+
+At 25 °C / 101.325 kPa (24.45 L/mol) 1 ppm H2S ≈ 1.394 mg/m³, CO ≈ 1.146, NH3 ≈ 0.697,
+SO2 ≈ 2.620, Cl2 ≈ 2.900. A volume fraction of any other gas never becomes mg/m³.
+"""
+
+CH4_LEL_PERCENT_VOL = 5.0
+"""Lower explosive limit of methane in air, in %vol: a stated assumption.
+
+GB/T 50493 and IEC 60079-20-1 give values between 4.4 and 5.0 %vol; Lifeline uses 5.0, so
+1 %vol = 20 %LEL and 10,000 ppm = 1 %vol = 20 %LEL. 5.0 is the less conservative end of
+that range: with 4.4 the same gas would read about 14 % higher in %LEL, so a %LEL alarm
+threshold is reached at a slightly higher methane concentration here. Detectors that
+report %LEL themselves are stored as reported.
+"""
+
+# Volume-fraction spellings -> parts per million.
+_VOLUME_FRACTION_PPM: dict[str, float] = {
+    "ppm": 1.0,
+    "ppmv": 1.0,
+    "PPM": 1.0,
+    "ppb": 1e-3,
+    "ppbv": 1e-3,
+    "PPB": 1e-3,
+    "%vol": 1e4,
+    "vol%": 1e4,
+    "%VOL": 1e4,
+    "%Vol": 1e4,
+    "VOL%": 1e4,
+}
+
+
+def _scaled(factor: float, unit: str, via: str, canonical: str) -> tuple[float, float]:
+    """``factor`` converts ``unit`` to ``via``; return ``unit`` -> ``canonical``."""
+    try:
+        to_canonical, offset = conversion(via, canonical)
+    except UnitError as exc:
+        raise UnitError(f"unit {unit!r} cannot be converted to {canonical!r}") from exc
+    return (factor * to_canonical, offset)
+
+
+@lru_cache(maxsize=4096)
+def conversion_for(metric: str, unit: str, canonical: str) -> tuple[float, float]:
+    """Return ``(factor, offset)`` converting ``unit`` to ``canonical`` for ``metric``.
+
+    Like :func:`conversion`, plus the gas rules for volume fractions (ppm, ppmv, ppb,
+    %vol, vol%): for a metric in :data:`MOLAR_MASS_G_PER_MOL`, ``mg/m³ = ppm × M / 24.45``
+    (25 °C, 101.325 kPa); for CH4, ``%LEL = %vol × 100 / 5.0`` (see
+    :data:`CH4_LEL_PERCENT_VOL`). Any other metric gets a plain dimensionless volume
+    fraction, so O2 keeps ``%vol`` and a volume fraction never becomes ``%LEL`` or
+    ``mg/L``. Cached: the hot path is a dict lookup.
+
+    Raises :class:`UnitError` when ``unit`` is unknown or cannot be converted.
+    """
+    if unit == canonical:
+        return (1.0, 0.0)
+    ppm = _VOLUME_FRACTION_PPM.get(unit)
+    if ppm is None:
+        return conversion(unit, canonical)
+    molar_mass = MOLAR_MASS_G_PER_MOL.get(metric)
+    if molar_mass is not None:
+        return _scaled(ppm * molar_mass / MOLAR_VOLUME_L_PER_MOL, unit, "mg/m³", canonical)
+    if metric == Metric.CH4:
+        return _scaled(ppm / 1e4 * 100.0 / CH4_LEL_PERCENT_VOL, unit, "%LEL", canonical)
+    return _scaled(ppm / 1e4, unit, "%vol", canonical)
+
+
+def to_canonical(value: float, unit: str, canonical: str, *,
+                 metric: str | None = None) -> float:
+    """Convert ``value`` given in ``unit`` to ``canonical``.
+
+    With ``metric``, the gas rules of :func:`conversion_for` apply (ppm H2S -> mg/m³, …).
+    """
+    factor, offset = (conversion(unit, canonical) if metric is None
+                      else conversion_for(metric, unit, canonical))
     return value * factor + offset

@@ -547,9 +547,13 @@ def registry_check(path: Annotated[Path, typer.Argument(help="Registry YAML.")])
     kinds = Counter(f.kind.value for f in reg.facilities)
     defaults = sum(1 for f in reg.facilities for s in f.sensors for r in s.rules for lv in r.levels
                    if lv.default) + sum(1 for f in reg.facilities for c in f.composites if c.default)
+    warnings = reg.warnings()
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
     typer.echo(json.dumps({"name": reg.name, "facilities": len(reg.facilities),
                            "sensors": reg.sensor_count, "by_kind": kinds,
-                           "default_thresholds_to_replace": defaults}, ensure_ascii=False))
+                           "default_thresholds_to_replace": defaults,
+                           "warnings": len(warnings)}, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------- on-call

@@ -184,9 +184,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--port-file", type=Path, required=True)
     ap.add_argument("--webhook-secret", default="")
+    ap.add_argument("--sms-key", default="")
     a = ap.parse_args()
-    asyncio.run(_serve(a.port, a.out, a.port_file,
-                       {"webhook": a.webhook_secret} if a.webhook_secret else {}))
+    secrets = {"webhook": a.webhook_secret} if a.webhook_secret else {}
+    if a.sms_key:
+        secrets["sms"] = a.sms_key
+    asyncio.run(_serve(a.port, a.out, a.port_file, secrets))
 
 
 if __name__ == "__main__":

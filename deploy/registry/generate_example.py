@@ -35,10 +35,17 @@ SRC_TILT = "placeholder: replace with the pier/tower design tilt limits"
 SRC_ACCEL = "placeholder: replace with the bridge's vibration limits"
 SRC_STRAIN = "placeholder: replace with the design strain of the instrumented section"
 SRC_BEARING = "placeholder: replace with the bearing's design displacement"
-SRC_H2S = "GBZ 2.1-2019 H2S MAC 10 mg/m3 (blue); higher levels placeholders"
-SRC_CH4 = "gas-detector practice: first alarm 25 %LEL, second 50 %LEL (GB/T 50493); verify"
-SRC_CO = "GBZ 2.1-2019 CO PC-TWA 20 mg/m3, PC-STEL 30 mg/m3"
-SRC_O2 = "below 19.5 %vol is oxygen-deficient (GBZ); 18 % placeholder for the higher level"
+SRC_H2S = ("instantaneous detector levels, GB/T 50493-2019 toxic gas first alarm <= 100 % OEL, "
+           "second <= 200 % OEL: H2S 10 / 20 mg/m3 (GBZ 2.1-2019 MAC 10, a ceiling, so "
+           "instantaneous); red 50 mg/m3 a placeholder well below IDLH 430")
+SRC_CH4 = ("instantaneous detector levels, GB/T 50493-2019 combustible gas: first alarm 25 %LEL, "
+           "second 50 %LEL")
+SRC_CO = ("instantaneous detector levels, GB/T 50493-2019 toxic gas first/second alarm "
+          "100 % / 200 % OEL: CO 20 / 40 mg/m3")
+SRC_CO_TWA = "time-weighted 8 h mean against GBZ 2.1-2019 CO PC-TWA 20 mg/m3"
+SRC_CO_STEL = "time-weighted 15 min mean against GBZ 2.1-2019 CO PC-STEL 30 mg/m3"
+SRC_O2 = ("below 19.5 %vol is oxygen-deficient (GBZ 2.1 practice), above 23 %vol enriched (the "
+          "usual high alarm); 18 %vol a placeholder for the red")
 SRC_QUALITY = "GB/T 31962-2015 grade B limits for sewage discharged into municipal sewers"
 
 
@@ -120,13 +127,14 @@ def manhole(fid: str) -> dict[str, Any]:
                         lv("orange", 2.7, 2.6, SRC_MANHOLE), lv("red", 2.95, 2.85, SRC_MANHOLE)],
                        raise_after_count=2),
             rule([lv("yellow", 0.05, 0.02, SRC_RISE)], signal="rate", window_s=600,
-                 rate_per_s=60),
+                 rate_per_s=60, raise_after_count=2),
         ], stuck_after_s=6 * 3600)
     level["pipe_diameter_m"] = diameter_m  # placeholder of the right size for a trunk sewer
     return {"sensors": [
         level,
         sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60,
-               [t("yellow", 4000, 3800, SRC_FLOW)], stuck_after_s=6 * 3600),
+               [value_rule([lv("yellow", 4000, 3800, SRC_FLOW)], raise_after_count=2)],
+               stuck_after_s=6 * 3600),
         rain_gauge(f"{fid}-R1"),
     ], "composites": [{
         "id": "rain-and-rising", "level": "orange",
@@ -188,7 +196,8 @@ def gas_sensors(fid: str) -> list[dict[str, Any]]:
     """H2S and CH4 detectors, as installed in sewer manholes and pumping wells."""
     return [
         sensor(f"{fid}-H1", "h2s", "mg/m³", (0.0, 200.0), 60, [value_rule([
-            lv("blue", 10, 8, SRC_H2S), lv("yellow", 20, 17, SRC_H2S), lv("red", 50, 45, SRC_H2S)])]),
+            lv("yellow", 10, 8, SRC_H2S), lv("orange", 20, 17, SRC_H2S),
+            lv("red", 50, 45, SRC_H2S)])]),
         sensor(f"{fid}-M1", "ch4", "%LEL", (0.0, 100.0), 60, [value_rule([
             lv("yellow", 25, 22, SRC_CH4), lv("red", 50, 45, SRC_CH4)])]),
     ]
@@ -197,10 +206,14 @@ def gas_sensors(fid: str) -> list[dict[str, Any]]:
 def gas_manhole(fid: str) -> dict[str, Any]:
     return {"sensors": [
         *gas_sensors(fid),
-        sensor(f"{fid}-G1", "co", "mg/m³", (0.0, 500.0), 60, [value_rule([
-            lv("blue", 20, 18, SRC_CO), lv("yellow", 30, 27, SRC_CO)])]),
-        sensor(f"{fid}-O1", "o2", "%vol", (0.0, 30.0), 60, [value_rule([
-            lv("yellow", 19.5, 19.8, SRC_O2), lv("red", 18.0, 18.5, SRC_O2)], "lower")]),
+        sensor(f"{fid}-G1", "co", "mg/m³", (0.0, 500.0), 60, [
+            value_rule([lv("yellow", 20, 18, SRC_CO), lv("orange", 40, 36, SRC_CO)]),
+            rule([lv("yellow", 20, 18, SRC_CO_TWA)], signal="twa", window_s=8 * 3600),
+            rule([lv("yellow", 30, 27, SRC_CO_STEL)], signal="twa", window_s=15 * 60)]),
+        sensor(f"{fid}-O1", "o2", "%vol", (0.0, 30.0), 60, [
+            value_rule([lv("yellow", 19.5, 19.8, SRC_O2), lv("red", 18.0, 18.5, SRC_O2)],
+                       "lower"),
+            value_rule([lv("yellow", 23.0, 22.7, SRC_O2)], "upper", id="o2-enriched")]),
         sensor(f"{fid}-L1", "water_level", "m", (0.0, 5.0), 60, [value_rule([
             lv("yellow", 3.5, 3.3, SRC_MANHOLE), lv("red", 4.5, 4.3, SRC_MANHOLE)])],
             stuck_after_s=6 * 3600),
@@ -241,6 +254,28 @@ PLAN = [  # prefix, kind, name (en), name (zh), sensors, how many per zone
 ]
 
 
+# Facilities whose silence is itself an alarm (a pump station's blackout takes its RTU down
+# with the pumps: DOMAIN.md "life safety first").
+CRITICAL = ("DP", "SP")
+
+# Maintenance windows the example ships, so tests and scenarios exercise them: a weekly
+# dredging of a sewage pumping well with a crew below ground (confined-space entry: gas
+# alarms page the crew leader), and night works on a pump station's electrics that silence
+# only instrument and gateway alarms up to yellow.
+WINDOWS: dict[str, list[dict[str, Any]]] = {
+    "SP-OF-001": [{
+        "reason": "清淤 dredging of the pumping well, crew below ground (confined-space entry)",
+        "daily_from": "09:00", "daily_to": "11:00",
+        "categories": ["facility", "sensor"], "metrics": ["water_level", "pump_state"],
+        "silence_up_to": "orange",
+        "entry": True, "crew_leader": "李强 Li Qiang", "crew_phone": "13800000031"}],
+    "DP-KG-001": [{
+        "reason": "夜间施工 night works on the station's electrics",
+        "daily_from": "00:00", "daily_to": "05:00",
+        "categories": ["sensor", "gateway"], "silence_up_to": "yellow"}],
+}
+
+
 def main() -> None:
     rnd = random.Random(20260701)
     facilities = []
@@ -253,9 +288,11 @@ def main() -> None:
                     "name": f"{zone_en} {what} {n}",
                     "name_zh": f"{zone_zh}{what_zh}{n}号",
                     "district": zone_en,
+                    **({"criticality": "critical"} if prefix in CRITICAL else {}),
                     "lat": round(lat + rnd.uniform(-0.02, 0.02), 5),
                     "lon": round(lon + rnd.uniform(-0.02, 0.02), 5),
                     **make(fid),
+                    **({"maintenance": WINDOWS[fid]} if fid in WINDOWS else {}),
                 })
     doc = {"version": 1, "name": "Wenzhou Bay New Area and Longwan (example)",
            "timezone": "Asia/Shanghai",

@@ -8,5 +8,8 @@ TICKS = "lifeline.ticks"  # processor-internal: wall-clock ticks per partition
 HEALTH = "lifeline.health"  # every service's counters, every few seconds (pipeline health)
 ONCALL = "lifeline.oncall"  # on-call audit trail: notifications, attempts, acks, escalations
 ONCALL_TICKS = "lifeline.oncall.ticks"  # notifier-internal: wall-clock ticks per partition
+# processor-internal: context that crosses facilities (district rain), key = district, read
+# by every worker in full
+CONTEXT = "lifeline.context"
 
-ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS, HEALTH, ONCALL, ONCALL_TICKS)
+ALL = (READINGS, READINGS_DLQ, ALARMS, ACKS, TICKS, HEALTH, ONCALL, ONCALL_TICKS, CONTEXT)

@@ -26,7 +26,7 @@ from schemas.kinds import METRICS, FacilityKind
 from schemas.reading import Reading, ReadingBatch
 from schemas.registry import Registry
 from schemas.telemetry import MAX_READINGS_PER_MESSAGE, TelemetryReading
-from schemas.units import UnitError, conversion
+from schemas.units import UnitError, conversion_for
 
 SERVICE = "ingest"
 _KINDS = {k.value for k in FacilityKind}
@@ -169,7 +169,7 @@ class Validator:
                 return None
             canonical = METRICS[sensor.metric].unit
             try:
-                factor, offset = conversion(unit, canonical)
+                factor, offset = conversion_for(sensor.metric, unit, canonical)
             except UnitError:
                 return None
             try:
@@ -210,7 +210,7 @@ class Validator:
                        f"readings.{i}: sensor {r.sensor} measures {sensor.metric}, not {r.metric}")
         canonical = METRICS[r.metric].unit
         try:
-            factor, offset = conversion(r.unit, canonical)
+            factor, offset = conversion_for(r.metric, r.unit, canonical)
         except UnitError as exc:
             return bad(RejectReason.BAD_UNIT, f"readings.{i}: {exc} for {r.metric} "
                                               f"(canonical unit {canonical!r})")

@@ -46,13 +46,26 @@ from services.core.logging import get_logger
 from services.notifier.channels import Senders
 from services.notifier.config import NotifierConfig
 from services.notifier.delivery import Deliverer, RetryPolicy
-from services.notifier.escalation import Escalator, FacilityOnCall, Outcome
+from services.notifier.escalation import Escalator, FacilityOnCall, OnCallStateError, Outcome
 from services.notifier.links import AckLink, LinkError, Signer
 from services.notifier.web import SECURITY_HEADERS, alarm_page, message_page, recent_readings
 
 log = get_logger("lifeline.notifier")
 
 OUTCOMES = (RecordType.DELIVERED, RecordType.FAILED)
+
+
+def load_state(fid: str, saved: str | None, counters: Counters) -> FacilityOnCall | None:
+    """A facility's saved on-call state; None when it cannot be read (a newer notifier's
+    format, or damaged): logged as ``oncall.state_unreadable``, and the facility starts
+    afresh rather than stopping the agent — and with it every other facility's paging."""
+    try:
+        return FacilityOnCall.from_json(json.loads(saved) if saved else None)
+    except (OnCallStateError, ValueError) as exc:  # ValueError: not JSON at all
+        counters.inc("state_unreadable")
+        log.error("oncall.state_unreadable", facility_id=fid, error=str(exc)[:300],
+                  action="starting this facility's on-call state afresh")
+        return None
 
 
 @dataclass
@@ -90,6 +103,8 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
     audit, acks, ticks = raw(topics.ONCALL), raw(topics.ACKS), raw(topics.ONCALL_TICKS)
     table = app.Table("oncall_state", default=None, key_type=str, value_type=str)
     escalator = Escalator(oncall, {f.id: f.district for f in registry.facilities})
+    for warning in oncall.warnings():  # valid but unsafe: said at start, not refused
+        log.warning("oncall.config_warning", detail=warning)
     holder: list[Deliverer] = []
     n = Notifier(app, None, table, health, escalator, holder, signer)
 
@@ -103,11 +118,13 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
                 RetryPolicy(s.retry_attempts, s.retry_backoff_min_s, s.retry_backoff_max_s)))
         return holder[0]
 
+    def load(fid: str, saved: str | None) -> FacilityOnCall | None:
+        return load_state(fid, saved, counters)
+
     def state(fid: str, partition: int) -> FacilityOnCall:
         fs = n.cache.get(fid)
         if fs is None:
-            saved = table.get(fid)
-            fs = n.cache[fid] = FacilityOnCall.from_json(json.loads(saved) if saved else None)
+            fs = n.cache[fid] = load(fid, table.get(fid)) or FacilityOnCall()
         fs.partition = partition
         return fs
 
@@ -135,8 +152,8 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         for fid, saved in list(table.items()):
             if fid in n.cache or not saved:
                 continue
-            fs = FacilityOnCall.from_json(json.loads(saved))
-            if fs.partition == partition:
+            fs = load(fid, saved)  # unreadable: afresh when the facility's next event comes
+            if fs is not None and fs.partition == partition:
                 n.cache[fid] = fs
         for fs in n.cache.values():
             if fs.partition == partition:
@@ -198,7 +215,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         fs = n.cache.get(fid)
         if fs is None:
             saved = table.get(fid) if fid in table else None
-            fs = FacilityOnCall.from_json(json.loads(saved)) if saved else None
+            fs = load(fid, saved) if saved else None
         if fs is None:
             return None, {}
         ep = fs.episodes.get(link_alarm)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from schemas.oncall import OnCallConfig, OnCallRecord, RecordType, record_id_for
+from schemas.oncall import OnCallConfig, OnCallRecord, Person, RecordType, record_id_for
 from services.core.health import Counters
 from services.core.logging import get_logger
 from services.notifier.channels import ChannelError, Senders
@@ -102,7 +102,7 @@ class Deliverer:
         window, burst = self.cfg.grouping.window_s, self.cfg.grouping.burst
         while g.sent and now - g.sent[0] >= window:
             g.sent.popleft()
-        if window <= 0 or (len(g.sent) < burst and not g.buffer):
+        if window <= 0 or n.kind == "entry" or (len(g.sent) < burst and not g.buffer):
             g.sent.append(now)
             self._spawn(self._send([n]))
             return
@@ -150,10 +150,29 @@ class Deliverer:
         async with self._limit:
             await self._send_now(items)
 
+    def recipient(self, n: Notification) -> Person | None:
+        """Who ``n`` goes to: a person of the on-call file, or its ad-hoc contact (None: a
+        person no longer in the file)."""
+        if n.contact is not None:
+            return Person.model_construct(id=n.person, name=n.contact.get("name", ""),
+                                          phone=n.contact.get("phone"), email=None,
+                                          wecom_user=None)
+        return next((p for p in self.cfg.people if p.id == n.person), None)
+
     async def _send_now(self, items: list[Notification]) -> None:
         first = items[0]
-        person = self.cfg.person(first.person)
-        msg = render([Item(n.notification_id, n.kind, n.alarm_id, n.alarm, self.ack_url(n))
+        person = self.recipient(first)
+        if person is None:
+            self.counters.inc("notifications_failed", len(items))
+            log.error("notifier.undeliverable", person=first.person, channels=first.channels,
+                      facility_id=first.facility_id, alarm_id=first.alarm_id,
+                      errors="not in the on-call file")
+            for n in items:
+                await self.emit(self._record(RecordType.FAILED, n, ok=False,
+                                             detail=f"{n.person} is not in the on-call file"))
+            return
+        msg = render([Item(n.notification_id, n.kind, n.alarm_id, n.alarm,
+                           None if n.contact is not None else self.ack_url(n))
                       for n in items],
                      person.id, self.cfg.zone, self.cfg.grouping.max_listed)
         failures: list[str] = []

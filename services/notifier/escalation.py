@@ -10,10 +10,26 @@ them (:func:`schemas.oncall.notification_id_for`); it is stored as *pending* bef
 handed to delivery and as *delivered* when the delivery outcome comes back through Kafka.
 Redelivered alarm events are recognised by their event id, acknowledgements by the alarm's
 state, so Kafka's at-least-once delivery never pages twice.
+
+Life-safety pages: an alarm event that carries ``entry`` (a confined-space entry, 井下作业,
+is in progress at the facility) pages at once, on the on-call file's ``urgent_channels``,
+the crew leader — an ad-hoc recipient ``crew:<phone>`` whose name and phone travel in the
+notification — and the person on duty of every team the alarm routes to as if it were a
+facility alarm, and of the teams its own category routes to; then the escalation chains run
+as usual. Each recipient gets one entry page per episode and level: a repeat does not
+page the crew leader again, a worse level does.
+
+Acknowledge and resolve both stop the escalation; a worse level afterwards re-opens the
+alarm and pages again (recorded as ``reopened``).
+
+The state of a facility is saved as JSON with a format version ``v``
+(:data:`STATE_VERSION`); :meth:`FacilityOnCall.from_json` migrates older versions and
+refuses newer ones with :class:`OnCallStateError`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +46,17 @@ from schemas.oncall import (
     notification_id_for,
     record_id_for,
 )
-from services.notifier.rota import resolve_target
+from services.notifier.rota import on_duty, resolve_target
 
 SEEN_EVENTS = 32  # event ids remembered per episode (redeliveries come in order)
 CLOSED_KEEP_MS = 86_400_000  # a closed episode's id is remembered this long
+STATE_VERSION = 2  # the format of FacilityOnCall.to_json
+CREW = "crew:"  # person ids of ad-hoc recipients: crew:<phone>
+_PHONE = re.compile(r"^\+?[0-9]{5,15}$")
+
+
+class OnCallStateError(ValueError):
+    """A saved facility state this notifier cannot read: a newer format, or damaged."""
 
 
 @dataclass
@@ -59,6 +82,9 @@ class Notification:
     channels: list[str]
     created_ms: int
     alarm: dict[str, Any]  # what the message shows: level, sensor, rule, value, message …
+    # An ad-hoc recipient who is not in the on-call file (the crew leader of a
+    # confined-space entry): {"name", "phone"}; ``person`` is then crew:<phone>.
+    contact: dict[str, str] | None = None
 
 
 @dataclass
@@ -77,6 +103,12 @@ class Episode:
     recipients: list[list[Any]] = field(default_factory=list)  # [person, channels] paged
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> Notification
     done: list[str] = field(default_factory=list)  # notification ids delivered or failed
+    # v2: the worst severity the chains were paged at (a level reached while suppressed or
+    # silenced is paged when it no longer is), entry pages per recipient (severity), and
+    # the ad-hoc recipients' contacts (for their "cleared" message).
+    paged_severity: int = 0
+    entry_paged: dict[str, int] = field(default_factory=dict)
+    contacts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def level(self) -> AlarmLevel | None:
@@ -93,19 +125,40 @@ class FacilityOnCall:
     closed: dict[str, int] = field(default_factory=dict)  # alarm id -> closed at (ms)
 
     def to_json(self) -> dict[str, Any]:
-        return {"partition": self.partition, "closed": self.closed,
+        return {"v": STATE_VERSION, "partition": self.partition, "closed": self.closed,
                 "episodes": {k: asdict(v) for k, v in self.episodes.items()}}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> FacilityOnCall:
+    def from_json(cls, data: Any) -> FacilityOnCall:
+        """The state saved by :meth:`to_json` (any version up to :data:`STATE_VERSION`;
+        v1 had no ``v``). Raises :class:`OnCallStateError` for a newer or damaged one."""
         if not data:
             return cls()
-        eps = {}
-        for k, v in data.get("episodes", {}).items():
-            chains = [Chain(**c) for c in v.pop("chains", [])]
-            eps[k] = Episode(chains=chains, **v)
-        return cls(partition=data.get("partition", -1), episodes=eps,
-                   closed=dict(data.get("closed", {})))
+        if not isinstance(data, dict):
+            raise OnCallStateError(f"saved on-call state is a {type(data).__name__}, "
+                                   "not an object")
+        version = data.get("v", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise OnCallStateError(f"saved on-call state has an invalid version {version!r}")
+        if version > STATE_VERSION:
+            raise OnCallStateError(f"saved on-call state is version {version}; this notifier "
+                                   f"reads versions up to {STATE_VERSION}")
+        try:
+            eps = {}
+            for k, v in data.get("episodes", {}).items():
+                v = dict(v)
+                chains = [Chain(**c) for c in v.pop("chains", [])]
+                ep = Episode(chains=chains, **v)
+                if version == 1:
+                    _migrate_v1(ep)
+                eps[k] = ep
+            for n in (n for ep in eps.values() for n in ep.pending.values()):
+                Notification(**n)  # refuse now, not when the pending work is requeued
+            return cls(partition=int(data.get("partition", -1)), episodes=eps,
+                       closed={str(k): int(t) for k, t in dict(data.get("closed", {})).items()})
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise OnCallStateError(f"saved on-call state (v{version}) is damaged: "
+                                   f"{type(exc).__name__}: {exc}"[:300]) from exc
 
     def pending(self) -> list[Notification]:
         return [Notification(**n) for ep in self.episodes.values() for n in ep.pending.values()]
@@ -118,6 +171,11 @@ class Outcome:
     save: bool = False
 
 
+def _migrate_v1(ep: Episode) -> None:
+    """v1 kept no paged level: an open v1 episode was paged at its level (never page twice)."""
+    ep.paged_severity = ep.level.severity if ep.level else 0
+
+
 def _iso(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -128,7 +186,18 @@ def _summary(ev: AlarmEvent, district: str) -> dict[str, Any]:
             "rule": ev.rule, "category": ev.category.value,
             "level": ev.level.value if ev.level else None, "value": ev.value,
             "threshold": ev.threshold, "unit": ev.unit, "message": ev.message,
-            "event": ev.event.value, "ts": ev.ts.isoformat()}
+            "event": ev.event.value, "ts": ev.ts.isoformat(),
+            "silenced": ev.silenced, "suppressed_by": ev.suppressed_by,
+            "flapping": ev.flapping, "held_by_fault": ev.held_by_fault,
+            "stale_since": ev.stale_since.isoformat() if ev.stale_since else None,
+            "entry": ev.entry.model_dump(mode="json") if ev.entry else None}
+
+
+def crew_phone(raw: str) -> str | None:
+    """The crew leader's phone as the SMS gateway takes it (spaces, dashes, dots and
+    brackets dropped), or None when it is not a phone number."""
+    phone = re.sub(r"[\s\-().]", "", raw)
+    return phone if _PHONE.match(phone) else None
 
 
 def alarm_fields(alarm: dict[str, Any]) -> dict[str, Any]:
@@ -167,12 +236,63 @@ def route(cfg: OnCallConfig, alarm: dict[str, Any]) -> list[str]:
     return teams
 
 
+def entry_route(cfg: OnCallConfig, alarm: dict[str, Any]) -> list[str]:
+    """Teams of an alarm during a confined-space entry: those a facility alarm of the
+    facility goes to (the duty team, even for a gas sensor fault or a gateway outage),
+    then those its own category goes to (instrument maintenance)."""
+    teams = route(cfg, {**alarm, "category": "facility"})
+    return teams + [t for t in route(cfg, alarm) if t not in teams]
+
+
 class Escalator:
     def __init__(self, cfg: OnCallConfig, districts: dict[str, str]) -> None:
         self.cfg = cfg
         self.districts = districts
+        self._teams = {t.id: t for t in cfg.teams}
 
     # ------------------------------------------------------------------ helpers
+
+    def reconcile(self, fs: FacilityOnCall, now_ms: int) -> Outcome:
+        """Bring saved escalation state in line with the on-call file as it is now (after
+        an edit renamed a team or shortened a chain): chains of teams that no longer exist
+        are stopped, steps past a chain's end move to its last step, and an open episode
+        left with no chain is routed again. Every change is an audit record."""
+        out = Outcome()
+        teams = self._teams
+        for ep in list(fs.episodes.values()):
+            kept = []
+            for chain in ep.chains:
+                team = teams.get(chain.team)
+                if team is None:
+                    out.records.append(self._record(
+                        RecordType.STOPPED, ep, ep.alarm["facility_id"], now_ms, chain.team,
+                        "team removed", team=chain.team, step=chain.step, repeat=chain.repeat,
+                        level=ep.level, detail=f"team {chain.team} is no longer in the "
+                                               f"on-call file"))
+                    continue
+                if chain.step >= len(team.escalation):
+                    # Past every repeat number this episode used (notification ids are
+                    # per step and repeat): the next page is a new one, not a duplicate.
+                    chain.step = len(team.escalation) - 1
+                    chain.repeat = len(ep.done) + len(ep.pending)
+                    out.records.append(self._record(
+                        RecordType.ESCALATED, ep, ep.alarm["facility_id"], now_ms, chain.team,
+                        "chain shortened", chain.step, team=chain.team, step=chain.step,
+                        repeat=chain.repeat, level=ep.level, detail="the team's chain was shortened: "
+                                                         "moved to its last step"))
+                kept.append(chain)
+            if len(kept) != len(ep.chains):
+                ep.chains = kept
+                out.save = True
+                if not kept and not ep.cleared:
+                    for tid in route(self.cfg, ep.alarm):
+                        chain = Chain(tid, teams[tid].first_step(ep.level), 0, None)
+                        ep.chains.append(chain)
+                        if ep.acked_by is None:
+                            self._page(ep, chain, "page", now_ms, out)
+            elif kept and out.records:
+                out.save = True
+        return out
 
     def _record(self, type_: RecordType, ep_or_alarm: Episode | str, facility_id: str,
                 now_ms: int, *parts: object, **fields: Any) -> OnCallRecord:
@@ -232,10 +352,93 @@ class Escalator:
             fs.episodes.pop(ep.alarm_id, None)
             fs.closed[ep.alarm_id] = now_ms
 
+    def _open_chains(self, ep: Episode, teams: list[str], now_ms: int, out: Outcome) -> None:
+        """Start (and page) the chains of ``teams`` the episode does not have yet."""
+        have = {c.team for c in ep.chains}
+        for tid in teams:
+            if tid in have:
+                continue
+            chain = Chain(tid, self.cfg.team(tid).first_step(ep.level), 0, None)
+            ep.chains.append(chain)
+            self._page(ep, chain, "page", now_ms, out)
+        if ep.level is not None:
+            ep.paged_severity = max(ep.paged_severity, ep.level.severity)
+
+    def _entry_failed(self, ep: Episode, nid: str, now_ms: int, out: Outcome, person: str,
+                      team: str, why: str) -> None:
+        if nid in ep.done:
+            return
+        ep.done.append(nid)
+        out.records.append(self._record(
+            RecordType.FAILED, ep, ep.alarm["facility_id"], now_ms, nid, "entry",
+            notification_id=nid, kind="entry", team=team or None, step=0, repeat=0,
+            person=person, level=ep.level, ok=False, detail=why))
+        out.save = True
+
+    def _page_entry(self, ep: Episode, teams: list[str], now_ms: int, out: Outcome) -> None:
+        """A confined-space entry is in progress: page the crew leader and the person on
+        duty of every team at once, on the urgent channels — once per episode, recipient
+        and level (a worse level pages them again, a repeat or a lower level does not)."""
+        entry, level = ep.alarm.get("entry"), ep.level
+        if not entry or level is None:
+            return
+        at = _iso(now_ms)
+        urgent = list(self.cfg.urgent_channels)
+        # (person, team, channels, contact, why-not): the crew leader first.
+        who: list[tuple[str, str, list[str], dict[str, str] | None, str | None]] = []
+        phone = crew_phone(str(entry.get("crew_phone", "")))
+        leader = str(entry.get("crew_leader", ""))
+        fallback = [c for tid in teams for c in self.cfg.team(tid).escalation[0].channels]
+        sms = self.cfg.phone_channels(list(dict.fromkeys(urgent or fallback)))
+        if phone is None:
+            who.append((f"{CREW}{entry.get('crew_phone', '')}"[:40], "", [], None,
+                        f"the crew leader {leader}'s phone {entry.get('crew_phone')!r} is "
+                        "not a phone number"))
+        else:
+            who.append((f"{CREW}{phone}", "", sms, {"name": leader, "phone": phone},
+                        None if sms else
+                        f"no urgent channel reaches a phone: the crew leader {leader} "
+                        f"({phone}) cannot be paged (urgent channels: "
+                        f"{', '.join(urgent or fallback) or 'none'})"))
+        for tid in teams:
+            team = self.cfg.team(tid)
+            person = on_duty(team, at, self.cfg.zone)
+            if person is None:
+                who.append((f"team:{tid}", tid, [], None,
+                            f"nobody on duty in {tid} for the confined-space entry page"))
+            elif all(w[0] != person for w in who):
+                who.append((person, tid, urgent or list(team.escalation[0].channels), None,
+                            None))
+        fid = ep.alarm["facility_id"]
+        for person, tid, channels, contact, why in who:
+            if ep.entry_paged.get(person, 0) >= level.severity:
+                continue  # paged at this level or a worse one already
+            ep.entry_paged[person] = level.severity
+            out.save = True
+            nid = notification_id_for(ep.alarm_id, f"entry|{person}|{level.value}", 0, 0)
+            if nid in ep.pending or nid in ep.done:
+                continue
+            if why is not None:
+                self._entry_failed(ep, nid, now_ms, out, person, tid, why)
+                continue
+            n = Notification(nid, "entry", ep.alarm_id, fid, tid, 0, 0, person, channels,
+                             now_ms, dict(ep.alarm), contact)
+            ep.pending[nid] = asdict(n)
+            if contact is not None:
+                ep.contacts[person] = contact
+            if all(r[0] != person for r in ep.recipients):
+                ep.recipients.append([person, list(channels)])
+            out.notifications.append(n)
+            role = "crew leader" if contact is not None else f"on duty in {tid}"
+            out.records.append(self._record(
+                RecordType.NOTIFICATION, ep, fid, now_ms, nid, notification_id=nid,
+                kind="entry", team=tid or None, step=0, repeat=0, person=person, level=level,
+                detail=f"confined-space entry: {role} via {', '.join(channels)}"))
+
     # ------------------------------------------------------------------ inputs
 
     def on_alarm(self, fs: FacilityOnCall, ev: AlarmEvent, now_ms: int) -> Outcome:
-        out = Outcome()
+        out = self.reconcile(fs, now_ms)  # an edited on-call file never crashes us
         if ev.alarm_id in fs.closed:
             return out
         ep = fs.episodes.get(ev.alarm_id)
@@ -243,27 +446,31 @@ class Escalator:
             return out  # redelivered
         ending = ev.event is AlarmEventType.CLEARED or (
             ev.event is AlarmEventType.SETTLED and ev.level is None)
-        quiet = ev.silenced or ev.suppressed_by is not None
+        # A maintenance window does not silence a life-safety alarm during an entry; an
+        # alarm suppressed by a fault stays quiet (the fault's own alarm pages).
+        quiet = (ev.silenced and ev.entry is None) or ev.suppressed_by is not None
         if ep is None:
-            if ending or quiet or ev.level is None or ev.category.value not in self.cfg.page_categories:
+            # ``raised``, or any event of an episode not paged yet — ``updated`` when a
+            # suppression or maintenance window is over: page it now, like a raise.
+            pages = ev.entry is not None or ev.category.value in self.cfg.page_categories
+            if ending or quiet or ev.level is None or not pages:
                 return out  # nothing to page: recorded by the writer, not the on-call's business
             alarm = _summary(ev, self.districts.get(ev.facility_id, "unknown"))
             ep = fs.episodes[ev.alarm_id] = Episode(ev.alarm_id, alarm, now_ms,
                                                     int(ev.ts.timestamp() * 1000))
             ep.seen.append(ev.event_id)
-            teams = route(self.cfg, alarm)
+            out.save = True
+            teams = entry_route(self.cfg, alarm) if ev.entry else route(self.cfg, alarm)
             if not teams:
                 out.records.append(self._record(RecordType.UNROUTED, ep, ev.facility_id, now_ms,
                                                 level=ev.level, detail="no route matches"))
-                ep.cleared = True  # nothing to follow up
-                self._maybe_close(fs, ep, now_ms)
-                out.save = True
-                return out
-            for tid in teams:
-                chain = Chain(tid, self.cfg.team(tid).first_step(ev.level), 0, None)
-                ep.chains.append(chain)
-                self._page(ep, chain, "page", now_ms, out)
-            out.save = True
+                if ev.entry is None:
+                    ep.cleared = True  # nothing to follow up
+                    self._maybe_close(fs, ep, now_ms)
+                    return out
+            self._open_chains(ep, teams, now_ms, out)
+            if ev.entry is not None:
+                self._page_entry(ep, teams, now_ms, out)
             return out
 
         ep.seen = [*ep.seen, ev.event_id][-SEEN_EVENTS:]
@@ -279,7 +486,7 @@ class Escalator:
                 if nid in ep.pending or nid in ep.done:
                     continue
                 n = Notification(nid, "cleared", ep.alarm_id, ev.facility_id, "", 0, 0, person,
-                                 list(channels), now_ms, dict(ep.alarm))
+                                 list(channels), now_ms, dict(ep.alarm), ep.contacts.get(person))
                 ep.pending[nid] = asdict(n)
                 out.notifications.append(n)
                 out.records.append(self._record(
@@ -287,20 +494,38 @@ class Escalator:
                     kind="cleared", person=person, detail="alarm cleared"))
             self._maybe_close(fs, ep, now_ms)
             return out
-        worse = (ev.level is not None and old is not None and ev.level.severity > old.severity)
-        if worse and not quiet and not ep.resolved:
-            # A worse level is news: it re-opens an acknowledged alarm and restarts every
-            # chain at least at the step the new level starts at.
+        if quiet or ev.level is None or ep.cleared:
+            return out  # recorded in the summary; paged when it is no longer quiet
+        # A worse level is news (so is a level reached while quiet and never paged): it
+        # re-opens an acknowledged or resolved alarm and restarts every chain at least at
+        # the step the new level starts at. Anything else — ``updated`` flags, a lower
+        # level — only refreshes the summary the next messages show.
+        worse = ((old is not None and ev.level.severity > old.severity)
+                 or ev.level.severity > ep.paged_severity)
+        if worse:
             if ep.acked_by is not None:
-                ep.acked_by, ep.acked_ms = None, None
+                was = "resolved" if ep.resolved else "acknowledged"
+                out.records.append(self._record(
+                    RecordType.REOPENED, ep, ev.facility_id, now_ms, ev.event_id,
+                    person=ep.acked_by, level=ev.level,
+                    detail=f"{ev.level.value} after being {was} by {ep.acked_by}"))
+                ep.acked_by, ep.acked_ms, ep.resolved = None, None, False
             for chain in ep.chains:
                 chain.step = max(chain.step, self.cfg.team(chain.team).first_step(ev.level))
                 chain.repeat = 0
                 self._page(ep, chain, "page", now_ms, out)
+            ep.paged_severity = max(ep.paged_severity, ev.level.severity)
+        if ev.entry is not None:
+            # An entry in progress: the duty team follows it even when the alarm began as
+            # an instrument fault, and the crew leader hears of every worse level.
+            teams = entry_route(self.cfg, ep.alarm)
+            if ep.acked_by is None:
+                self._open_chains(ep, teams, now_ms, out)
+            self._page_entry(ep, teams, now_ms, out)
         return out
 
     def on_ack(self, fs: FacilityOnCall, req: AckRequest, now_ms: int) -> Outcome:
-        out = Outcome()
+        out = self.reconcile(fs, now_ms)  # an edited on-call file never crashes us
         ep = fs.episodes.get(req.alarm_id)
 
         def ignored(why: str) -> Outcome:
@@ -334,7 +559,7 @@ class Escalator:
 
     def on_outcome(self, fs: FacilityOnCall, rec: OnCallRecord, now_ms: int) -> Outcome:
         """A delivery outcome came back through Kafka: the notification is done."""
-        out = Outcome()
+        out = self.reconcile(fs, now_ms)
         ep = fs.episodes.get(rec.alarm_id)
         nid = rec.notification_id
         if ep is None or nid is None or nid not in ep.pending:
@@ -351,7 +576,7 @@ class Escalator:
         return out
 
     def tick(self, fs: FacilityOnCall, now_ms: int) -> Outcome:
-        out = Outcome()
+        out = self.reconcile(fs, now_ms)  # an edited on-call file never crashes us
         for ep in list(fs.episodes.values()):
             if ep.cleared or ep.acked_by is not None:
                 continue

@@ -1,5 +1,9 @@
 """What a notification says: one text for one alarm or a grouped storm, in Chinese and
-English, with an acknowledgement link per alarm."""
+English, with an acknowledgement link per alarm.
+
+Below an alarm's line come its standing: a confined-space entry in progress (with the crew
+leader's name and phone), a level held because the gauge failed while it was serious, and
+data gone stale when the facility's gateway went silent."""
 
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ from schemas.kinds import AlarmLevel
 LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
 KIND_ZH = {"drainage": "排水", "bridge": "桥梁", "sewage": "污水"}
 TITLE = {"page": "告警 Alarm", "repeat": "未确认告警 Unacknowledged alarm",
-         "cleared": "告警解除 Cleared", "update": "告警更新 Update"}
+         "cleared": "告警解除 Cleared", "update": "告警更新 Update",
+         "entry": "井下作业告警 Confined-space entry alarm"}
+HELD = ("保持此级别：仪表在严重级别时故障 held: the gauge failed while the level was serious — "
+        "treat as still at this level")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,22 @@ def _line(item: Item, zone: ZoneInfo) -> str:
             f"@ {when}")
 
 
+def standing(alarm: dict[str, Any], zone: ZoneInfo) -> list[str]:
+    """The alarm's standing, one line each (most urgent first)."""
+    lines = []
+    entry = alarm.get("entry")
+    if entry:
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        lines.append(f"井下作业进行中 confined-space entry in progress — crew leader "
+                     f"{entry.get('crew_leader', '?')} {entry.get('crew_phone', '?')}{reason}")
+    if alarm.get("held_by_fault"):
+        lines.append(HELD)
+    if alarm.get("stale_since"):
+        since = datetime.fromisoformat(alarm["stale_since"]).astimezone(zone).strftime("%H:%M")
+        lines.append(f"数据自 {since} 起中断 data stale since {since} local")
+    return lines
+
+
 def render(items: list[Item], person: str, zone: ZoneInfo, max_listed: int = 20) -> Message:
     kinds = {i.kind for i in items}
     head = TITLE[items[0].kind] if len(kinds) == 1 else TITLE["update"]
@@ -79,9 +102,12 @@ def render(items: list[Item], person: str, zone: ZoneInfo, max_listed: int = 20)
     for i in shown:
         line = _line(i, zone)
         msg = i.alarm.get("message", "")
-        text_lines.append(f"- {line}\n  {msg}" + (f"\n  确认 Ack: {i.ack_url}" if i.ack_url else ""))
-        md_lines.append(f"- **{line}**  \n  {msg}" + (f"  \n  [确认 Acknowledge]({i.ack_url})"
-                                                      if i.ack_url else ""))
+        notes = standing(i.alarm, zone)
+        text_lines.append(f"- {line}" + "".join(f"\n  {x}" for x in notes) + f"\n  {msg}"
+                          + (f"\n  确认 Ack: {i.ack_url}" if i.ack_url else ""))
+        md_lines.append(f"- **{line}**" + "".join(f"  \n  **{x}**" for x in notes)
+                        + f"  \n  {msg}" + (f"  \n  [确认 Acknowledge]({i.ack_url})"
+                                             if i.ack_url else ""))
     if more:
         text_lines.append(f"… 另有 {more} 条 and {more} more")
         md_lines.append(f"… 另有 {more} 条 and {more} more")

@@ -29,6 +29,7 @@ import faust
 from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
 
+from schemas.context import DistrictRain
 from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry, RegistryError, load_registry
@@ -44,7 +45,10 @@ from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.core.ratelimit import TokenBuckets
 from services.processor.config import ProcessorConfig
+from services.processor.context_feed import ContextFeed
 from services.processor.engine import AlarmEngine, FacilityState, Outcome
+from services.processor.engine.context import RainContext
+from services.processor.engine.state import StateVersionError
 
 log = get_logger("lifeline.processor")
 
@@ -61,6 +65,7 @@ class Processor:
     state: Any
     health: Health
     engine_ref: list[AlarmEngine]
+    context_topic: Any = None  # lifeline.context: district rain for the other workers
     cache: dict[str, FacilityState] = field(default_factory=dict)
     owner: dict[str, int] = field(default_factory=dict)  # facility -> partition
     position: dict[int, int] = field(default_factory=dict)  # readings partition -> offset done
@@ -77,7 +82,9 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
     app = make_app("processor", cfg.kafka, web_port=cfg.processor.health_port,
                    web_host=cfg.processor.health_host)
     counters = Counters("processed_batches", "processed_readings", "rejected", "late_readings",
-                        "state_saves", "checkpoints_deferred")
+                        "state_saves", "checkpoints_deferred", "readings_coalesced",
+                        "context_sent", "context_applied", "context_rejected",
+                        "state_unreadable")
     # Periodic checkpoints are paced: a wave of them (every facility loaded in the same
     # minute) filled Faust's producer buffer on Tansu and stalled the agent for seconds.
     rate = cfg.processor.checkpoint_rate(cfg.kafka.flavor)
@@ -90,26 +97,48 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
 
     source = raw(topics.READINGS, topics.TICKS)
     alarms, dlq, ticks = raw(topics.ALARMS), raw(topics.READINGS_DLQ), raw(topics.TICKS)
+    context_topic = raw(topics.CONTEXT)
+    context = RainContext()
     # Values are the facility state as compact JSON text: one string per facility in the
     # worker's memory instead of a tree of dicts (about 5x smaller for 100,000 sensors).
     table = app.Table("alarm_state", default=None, key_type=str, value_type=str)
-    proc = Processor(app, None, alarms, dlq, ticks, table, health, [AlarmEngine(registry)])
+    proc = Processor(app, None, alarms, dlq, ticks, table, health,
+                     [AlarmEngine(registry, context)], context_topic)
 
     def facility_state(fid: str, partition: int) -> FacilityState:
         fs = proc.cache.get(fid)
         if fs is None:
             saved = table.get(fid)
-            fs = proc.cache[fid] = FacilityState.from_json(json.loads(saved) if saved else None)
+            try:
+                fs = FacilityState.from_json(json.loads(saved) if saved else None)
+            except (StateVersionError, ValueError, KeyError, TypeError, IndexError) as exc:
+                # A state this release cannot read (a newer format, damage): start the
+                # facility afresh rather than stop the partition; say so loudly.
+                counters.inc("state_unreadable")
+                health.problem(f"state:{fid}", f"saved state unreadable, started fresh: {exc}"
+                               [:300])
+                log.error("processor.state_unreadable", facility_id=fid, error=str(exc)[:300])
+                fs = FacilityState()
+            proc.cache[fid] = fs
             proc.owner[fid] = partition
         return fs
 
     async def publish(fid: str, fs: FacilityState, out: Outcome) -> None:
+        for district, ts, mm, cfid, sensor in out.context:
+            rec = DistrictRain(district=district, ts=datetime.fromtimestamp(ts / 1000, UTC),
+                               mm_per_h=round(mm, 3), facility_id=cfid, sensor=sensor)
+            await proc.context_topic.send(key=district.encode(),
+                                          value=rec.model_dump_json().encode())
+            counters.inc("context_sent")
+        if out.coalesced:
+            counters.inc("readings_coalesced", out.coalesced)
         for ev in out.events:
             await alarms.send(key=fid.encode(), value=ev.model_dump_json().encode())
             counters.inc(f"alarm_events.{ev.event}")
             log.info(f"alarm.{ev.event.value}", facility_id=fid, sensor=ev.sensor, rule=ev.rule,
                      level=ev.level, category=ev.category, alarm_id=ev.alarm_id,
                      silenced=ev.silenced, suppressed_by=ev.suppressed_by,
+                     held_by_fault=ev.held_by_fault, entry=ev.entry is not None,
                      event_time=ev.ts.isoformat())
         if out.save or (out.checkpoint and budget.allow("checkpoints", time.monotonic())):
             fs.mark_saved()
@@ -156,7 +185,17 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                 # Silence is judged on the partition's own clock: a gateway is offline when
                 # it is silent compared with the reports being processed now, so a worker
                 # running behind (overload, catching up) does not declare everyone offline.
-                now_ms = int(value) - proc.delay.get(msg.partition, 0)
+                tick = parse_tick(value, time.time())
+                if tick is None:
+                    # Anyone who can write the topic must not be able to declare every
+                    # gateway offline (a far-future tick) or kill the agent (not a number).
+                    await reject(msg.key, value, f"kafka:{msg.topic}[{msg.partition}]@"
+                                 f"{msg.offset}", [Problem(
+                                     reason=RejectReason.UNDECODABLE_EVENT,
+                                     detail=f"not a tick within {TICK_SKEW_S:g}s of this "
+                                            f"worker's clock: {value[:40]!r}")])
+                    continue
+                now_ms = tick - proc.delay.get(msg.partition, 0)
                 engine = proc.engine
                 for fid, part in list(proc.owner.items()):
                     if part == msg.partition:
@@ -216,17 +255,35 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
             health.problem("registry", f"reload refused, keeping the previous rules: {exc}"[:500])
             log.error("registry.reload_refused", path=str(registry_file), error=str(exc)[:1000])
             return
-        proc.engine_ref[0] = AlarmEngine(new)
+        proc.engine_ref[0] = AlarmEngine(new, context)
         health.ok("registry")
         counters.inc("registry_reloads")
         log.info("registry.reloaded", path=str(registry_file), facilities=len(new.facilities),
                  sensors=new.sensor_count)
+
+    feed = ContextFeed(cfg.kafka, context, counters)
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
+    async def _context_feed() -> None:
+        await feed.run()
 
     register_gauges(app, health, (topics.READINGS,))
     report_health(app, health, cfg.common.health_report_s)
     counters.gauge("facilities_in_memory", lambda: len(proc.cache))
     add_health_pages(app, health)
     return proc
+
+
+TICK_SKEW_S = 300.0
+
+
+def parse_tick(value: bytes, now_s: float) -> int | None:
+    """A tick's wall clock (epoch ms), or None when it is not a plain integer close to this
+    worker's own clock."""
+    if not 0 < len(value) <= 16 or not value.isdigit():
+        return None
+    tick = int(value)
+    return tick if abs(tick / 1000 - now_s) <= TICK_SKEW_S else None
 
 
 def main() -> None:

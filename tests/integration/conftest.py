@@ -79,6 +79,75 @@ TEST_FACILITIES = [
 ]
 
 
+def _life_facilities() -> list[dict[str, Any]]:
+    """Facilities of the life-safety tests (test_lifesafety.py): windows open around the
+    session's start, 2-second report intervals so outages show within seconds."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    window = {"starts": (now - timedelta(hours=1)).isoformat(),
+              "ends": (now + timedelta(hours=12)).isoformat()}
+    levels = [{"level": "blue", "raise_at": 1.5, "source": "test"},
+              {"level": "yellow", "raise_at": 2.0, "source": "test"},
+              {"level": "orange", "raise_at": 2.5, "source": "test"},
+              {"level": "red", "raise_at": 2.9, "source": "test"}]
+
+    def level(fid: str, **extra: Any) -> dict[str, Any]:
+        return {"id": f"{fid}-L1", "metric": "water_level", "unit": "m", "range": [0, 7],
+                "interval_s": 2, "rules": [{"levels": levels}], **extra}
+
+    def fac(fid: str, kind: str, district: str, sensors: list[dict[str, Any]],
+            **extra: Any) -> dict[str, Any]:
+        return {"id": fid, "kind": kind, "name": f"{fid} (test)", "name_zh": f"{fid}测试",
+                "district": district, "lat": 27.9, "lon": 120.8, "sensors": sensors, **extra}
+
+    h2s = [{"level": "yellow", "raise_at": 10, "source": "test"},
+           {"level": "orange", "raise_at": 20, "source": "test"},
+           {"level": "red", "raise_at": 50, "source": "test"}]
+    return [
+        # A sewage pumping well being dredged: a crew below ground.
+        fac("TEST-SP-1", "sewage", "test-life", [
+            {"id": "TEST-SP-1-H1", "metric": "h2s", "unit": "mg/m³", "range": [0, 200],
+             "interval_s": 2, "rules": [{"levels": h2s}]},
+            level("TEST-SP-1")], criticality="critical",
+            maintenance=[{"reason": "清淤 dredging (test)", **window,
+                          "categories": ["facility", "sensor"], "metrics": ["water_level"],
+                          "entry": True, "crew_leader": "测试 Crew Leader",
+                          "crew_phone": "13800000099"}]),
+        # Night works on a pump station's electrics: instrument alarms up to yellow silenced.
+        fac("TEST-NW-1", "drainage", "test-life", [level("TEST-NW-1")],
+            maintenance=[{"reason": "night works (test)", **window,
+                          "categories": ["sensor", "gateway"], "silence_up_to": "yellow"}]),
+        # A critical pump station and a rain gauge in a storm district.
+        fac("TEST-DP-1", "drainage", "test-storm", [level("TEST-DP-1")],
+            criticality="critical"),
+        fac("TEST-RG-1", "drainage", "test-storm", [
+            {"id": "TEST-RG-1-R1", "metric": "rainfall", "unit": "mm", "range": [0, 50],
+             "interval_s": 60}]),
+        # Manholes: surcharged gauge over range; dry-day gauge failure; a fault from calm.
+        fac("TEST-MH-1", "drainage", "test-life", [level("TEST-MH-1", pipe_diameter_m=1.0)]),
+        fac("TEST-MH-2", "drainage", "test-life", [level("TEST-MH-2", pipe_diameter_m=1.0)]),
+        fac("TEST-MH-3", "drainage", "test-life", [{
+            **level("TEST-MH-3", stuck_after_s=6),
+            "rules": [{"levels": levels, "raise_after_s": 12}]}]),
+        # A manhole reporting once a minute (event time): spike vs a sustained rise.
+        fac("TEST-MH-4", "drainage", "test-life", [{
+            "id": "TEST-MH-4-L1", "metric": "water_level", "unit": "m", "range": [0, 7],
+            "interval_s": 60, "rules": [
+                {"levels": levels, "raise_after_count": 2},
+                {"signal": "rate", "window_s": 600, "rate_per_s": 60, "raise_after_count": 2,
+                 "levels": [{"level": "yellow", "raise_at": 0.05, "clear_at": 0.02,
+                             "source": "test"}]}]}]),
+        # A gas manhole whose detector reports ppm.
+        fac("TEST-SG-1", "sewage", "test-life", [
+            {"id": "TEST-SG-1-H1", "metric": "h2s", "unit": "mg/m³", "range": [0, 200],
+             "interval_s": 60, "rules": [{"levels": h2s}]}]),
+    ]
+
+
+TEST_FACILITIES.extend(_life_facilities())
+
+
 def write_registry(path: Path, extra: list[dict[str, Any]]) -> None:
     doc = yaml.safe_load(EXAMPLE_REGISTRY.read_text(encoding="utf-8"))
     doc["facilities"].extend(extra)

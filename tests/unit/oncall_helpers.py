@@ -7,7 +7,8 @@ from typing import Any
 
 from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType, alarm_id_for, event_id_for
 from schemas.kinds import AlarmLevel, FacilityKind, Metric
-from schemas.oncall import OnCallConfig
+from schemas.oncall import AckAction, AckRequest, OnCallConfig, OnCallRecord, RecordType
+from services.notifier.escalation import Escalator, FacilityOnCall, Outcome
 
 T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 
@@ -45,6 +46,19 @@ def config(channels: list[dict[str, Any]] | None = None, *, window_s: float = 30
     return OnCallConfig.model_validate(data)
 
 
+# A confined-space entry in progress (井下作业): the crew leader is not in the on-call file.
+ENTRY = {"reason": "清淤 dredging", "crew_leader": "李强", "crew_phone": "13800000031"}
+CREW = "crew:13800000031"
+SMS = {"id": "sms", "type": "sms", "url": "http://127.0.0.1:9/sms"}
+HOOK = {"id": "hook", "type": "webhook", "url": "http://127.0.0.1:9/x"}
+
+
+def life_config(urgent: list[str] | None = None, **kw: Any) -> OnCallConfig:
+    """The test configuration with an SMS gateway as the urgent channel (steps page on the
+    webhook, so life-safety pages are told apart by their channel)."""
+    return config([HOOK, SMS], urgent_channels=["sms"] if urgent is None else urgent, **kw)
+
+
 def alarm(event: str = "raised", level: str | None = "yellow", *, fid: str = "F-1",
           sensor: str = "lvl", rule: str = "value-upper", started: datetime = T0,
           at: datetime | None = None, category: str = "facility", **extra: Any) -> AlarmEvent:
@@ -65,3 +79,42 @@ def ms(dt: datetime) -> int:
 
 def later(seconds: float, base: datetime = T0) -> int:
     return ms(base + timedelta(seconds=seconds))
+
+
+class Run:
+    """One facility's on-call state driven by events and a clock of the test's own."""
+
+    def __init__(self, cfg: OnCallConfig | None = None) -> None:
+        self.esc = Escalator(cfg or config(), {"F-1": "d"})
+        self.fs = FacilityOnCall(partition=0)
+        self.sent: list[Any] = []
+        self.records: list[OnCallRecord] = []
+
+    def _take(self, out: Outcome) -> Outcome:
+        self.sent += out.notifications
+        self.records += out.records
+        return out
+
+    def alarm(self, now: int, **kw: Any) -> Outcome:
+        return self._take(self.esc.on_alarm(self.fs, alarm(**kw), now))
+
+    def tick(self, now: int) -> Outcome:
+        return self._take(self.esc.tick(self.fs, now))
+
+    def ack(self, now: int, by: str = "ann", action: str = "acknowledge", token: str | None = None,
+            alarm_id: str | None = None) -> Outcome:
+        req = AckRequest(alarm_id=alarm_id or alarm().alarm_id, facility_id="F-1",
+                         action=AckAction(action), by=by, via="cli", token_id=token,
+                         ts=datetime.fromtimestamp(now / 1000, UTC))
+        return self._take(self.esc.on_ack(self.fs, req, now))
+
+    def deliver_all(self, now: int, ok: bool = True) -> None:
+        for n in self.fs.pending():
+            rec = OnCallRecord(record_id=f"r-{n.notification_id}",
+                               type=RecordType.DELIVERED if ok else RecordType.FAILED,
+                               ts=datetime.fromtimestamp(now / 1000, UTC), alarm_id=n.alarm_id,
+                               facility_id=n.facility_id, notification_id=n.notification_id)
+            self._take(self.esc.on_outcome(self.fs, rec, now))
+
+    def pages(self) -> list[tuple[str, str, int, int]]:
+        return [(n.person, n.kind, n.step, n.repeat) for n in self.sent]

@@ -172,15 +172,17 @@ def test_gateway_offline_by_wall_clock_and_inhibition() -> None:
     assert level.suppressed_by is None  # the gateway is back before the level is evaluated
 
 
-def test_reports_received_before_the_outage_do_not_clear_it_and_are_suppressed() -> None:
+def test_reports_received_before_the_outage_do_not_clear_it_and_are_stale() -> None:
     f = level_feeder()
     f.report(0, ("L", 1.0))
-    [off] = f.tick(400)
+    f.tick(400)
     # A report that ingest received before the gateway went silent, processed late:
-    # it proves nothing about the gateway now, and its alarm is recorded as suppressed.
+    # it proves nothing about the gateway now. Its alarm is real (a measured red) and is
+    # paged — flagged stale, never suppressed by the outage (life safety, decision 0014).
     events = f.report(120, ("L", 3.0), received_s=120)
     assert by_rule(events, "gateway-offline") == []
-    assert by_rule(events, "value-upper")[0].suppressed_by == off.alarm_id
+    level = by_rule(events, "value-upper")[0]
+    assert level.suppressed_by is None and level.stale_since is not None
     back = f.report(460, ("L", 1.0), received_s=460)
     assert path(by_rule(back, "gateway-offline")) == [("cleared", None)]
 
@@ -229,7 +231,7 @@ def test_maintenance_window_crossing_midnight_local_time() -> None:
     # 22:00–02:00 Asia/Shanghai = 14:00–18:00 UTC; T0 is 00:00 UTC (08:00 local).
     f = Feeder(make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)),
                              maintenance=[{"reason": "night works", "daily_from": "22:00",
-                                           "daily_to": "02:00"}]))
+                                           "daily_to": "02:00", "silence_up_to": "red"}]))
     day = f.series("L", [3.0, 1.0], start_s=0)  # 08:00 local: not silenced
     assert [e.silenced for e in day] == [False, False]
     night = f.series("L", [3.0, 1.0], start_s=17 * 3600)  # 01:00 local next day: silenced
@@ -242,7 +244,8 @@ def test_maintenance_window_days_name_the_start_day() -> None:
     # 2026-07-01 is a Wednesday. Window on Wednesdays 23:00–01:00 local.
     f = Feeder(make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)),
                              maintenance=[{"reason": "xyz", "daily_from": "23:00",
-                                           "daily_to": "01:00", "days": ["wed"]}]))
+                                           "daily_to": "01:00", "days": ["wed"],
+                                           "silence_up_to": "red"}]))
     thursday_0030 = 16 * 3600 + 30 * 60  # 00:30 local on Thursday = Wednesday's window
     assert [e.silenced for e in f.series("L", [3.0, 1.0], start_s=thursday_0030)] == [True, True]
     friday_0030 = thursday_0030 + 86400  # Thursday's window: not configured

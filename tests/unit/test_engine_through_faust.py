@@ -133,13 +133,19 @@ async def test_agent_emits_what_the_engine_decides(case: str, tmp_path: Any,
     async def dlq(*, key: Any, value: bytes) -> None:
         dead.append(json.loads(value)["reason"])
 
+    async def context(*, key: bytes, value: bytes) -> None:
+        shared.append(json.loads(value)["district"])
+
+    shared: list[str] = []
     with patch.object(proc.alarms, "send", side_effect=alarm), \
-            patch.object(proc.dlq, "send", side_effect=dlq):
+            patch.object(proc.dlq, "send", side_effect=dlq), \
+            patch.object(proc.context_topic, "send", side_effect=context):
         async with proc.agent.test_context() as agent:
             for raw in reference.batches:
                 await agent.put(raw, key=b"F-1")
     assert sent == [e.event_id for e in reference.events]
     assert dead == ["late" for o in reference.outcomes if o.late]
+    assert shared == [c[0] for o in reference.outcomes for c in o.context]
 
 
 async def test_checkpoints_are_paced_but_alarm_transitions_are_always_saved(

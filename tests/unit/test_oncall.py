@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from schemas.oncall import AckAction, AckRequest, OnCallConfig, OnCallRecord, RecordType, load_oncall
-from services.notifier.escalation import Escalator, FacilityOnCall, Outcome, route
+from schemas.oncall import OnCallConfig, RecordType, load_oncall
+from services.notifier.escalation import FacilityOnCall, route
 from services.notifier.rota import on_duty, schedule
-from tests.unit.oncall_helpers import T0, alarm, config, later, ms
+from tests.unit.oncall_helpers import T0, Run, alarm, config, later, ms
 
 pytestmark = pytest.mark.unit
 
@@ -26,6 +26,7 @@ def test_shipped_oncall_file_is_valid() -> None:
     assert {t.id for t in cfg.teams} == {"drainage-duty", "structures-duty", "instruments"}
     for c in cfg.channels:  # secrets are named, never written down
         assert c.model_dump().keys() >= {"secret_env", "token_env"}
+    assert cfg.urgent_channels == ["sms"] and cfg.warnings() == []  # crew leaders reachable
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -37,6 +38,8 @@ def test_shipped_oncall_file_is_valid() -> None:
     (lambda d: d["channels"].append({"id": "dt", "type": "dingtalk", "url": "http://x"}),
      "a robot needs token_env"),
     (lambda d: d.update(timezone="Mars/Olympus"), "unknown time zone"),
+    (lambda d: d.update(urgent_channels=["pager"]), "urgent_channels: unknown channel pager"),
+    (lambda d: d.update(urgent_channels=["hook", "hook"]), "listed twice"),
 ])
 def test_oncall_config_refuses_broken_references(change: Any, expected: str) -> None:
     data = config().model_dump(mode="json", by_alias=True)
@@ -107,45 +110,6 @@ def test_routes_first_match_and_continue() -> None:
 
 
 # ------------------------------------------------------------------------ escalation
-
-
-class Run:
-    """One facility's on-call state driven by events and a clock of the test's own."""
-
-    def __init__(self, cfg: OnCallConfig | None = None) -> None:
-        self.esc = Escalator(cfg or config(), {"F-1": "d"})
-        self.fs = FacilityOnCall(partition=0)
-        self.sent: list[Any] = []
-        self.records: list[OnCallRecord] = []
-
-    def _take(self, out: Outcome) -> Outcome:
-        self.sent += out.notifications
-        self.records += out.records
-        return out
-
-    def alarm(self, now: int, **kw: Any) -> Outcome:
-        return self._take(self.esc.on_alarm(self.fs, alarm(**kw), now))
-
-    def tick(self, now: int) -> Outcome:
-        return self._take(self.esc.tick(self.fs, now))
-
-    def ack(self, now: int, by: str = "ann", action: str = "acknowledge", token: str | None = None,
-            alarm_id: str | None = None) -> Outcome:
-        req = AckRequest(alarm_id=alarm_id or alarm().alarm_id, facility_id="F-1",
-                         action=AckAction(action), by=by, via="cli", token_id=token,
-                         ts=datetime.fromtimestamp(now / 1000, UTC))
-        return self._take(self.esc.on_ack(self.fs, req, now))
-
-    def deliver_all(self, now: int, ok: bool = True) -> None:
-        for n in self.fs.pending():
-            rec = OnCallRecord(record_id=f"r-{n.notification_id}",
-                               type=RecordType.DELIVERED if ok else RecordType.FAILED,
-                               ts=datetime.fromtimestamp(now / 1000, UTC), alarm_id=n.alarm_id,
-                               facility_id=n.facility_id, notification_id=n.notification_id)
-            self._take(self.esc.on_outcome(self.fs, rec, now))
-
-    def pages(self) -> list[tuple[str, str, int, int]]:
-        return [(n.person, n.kind, n.step, n.repeat) for n in self.sent]
 
 
 def test_raise_pages_the_person_on_duty_once() -> None:

@@ -101,3 +101,60 @@ def test_error_detail_names_field_and_value(v: Validator) -> None:
     out = v.validate(TOPIC, payload(reading(value="1.2")), NOW)
     assert out.dead_letter is not None
     assert "readings.0.value" in out.dead_letter.detail and "'1.2'" in out.dead_letter.detail
+
+
+GAS_TOPIC = "lifeline/sewage/SG-BH-001/telemetry"
+
+
+def gas(sensor: str, metric: str, value: float, unit: str) -> dict[str, object]:
+    return {"sensor": f"SG-BH-001-{sensor}", "metric": metric, "value": value, "unit": unit}
+
+
+def test_gas_detector_ppm_is_stored_in_canonical_units(v: Validator) -> None:
+    out = v.validate(GAS_TOPIC, payload(gas("H1", "h2s", 10, "ppm"),
+                                        gas("G1", "co", 20, "ppm"),
+                                        gas("M1", "ch4", 2, "%vol"),
+                                        gas("O1", "o2", 20.9, "%vol")), NOW)
+    assert out.dead_letter is None and out.batch is not None
+    got = {r.metric.value: (r.value, r.unit) for r in out.batch.readings}
+    assert got["h2s"][0] == pytest.approx(13.94, rel=1e-3) and got["h2s"][1] == "mg/m³"
+    assert got["co"][0] == pytest.approx(22.91, rel=1e-3) and got["co"][1] == "mg/m³"
+    assert got["ch4"][0] == pytest.approx(40.0) and got["ch4"][1] == "%LEL"
+    assert got["o2"] == (20.9, "%vol")
+
+
+def test_ch4_in_ppm_becomes_lel(v: Validator) -> None:
+    out = v.validate(GAS_TOPIC, payload(gas("M1", "ch4", 5000, "ppm")), NOW)
+    assert out.batch is not None and out.batch.readings[0].value == pytest.approx(10.0)
+
+
+def test_bogus_gas_unit_is_refused_beside_an_accepted_ppm_reading(v: Validator) -> None:
+    out = v.validate(GAS_TOPIC, payload(gas("H1", "h2s", 10, "ppm"),
+                                        gas("G1", "co", 20, "furlongs")), NOW)
+    assert out.batch is not None and [r.sensor for r in out.batch.readings] == ["SG-BH-001-H1"]
+    assert out.batch.readings[0].value == pytest.approx(13.94, rel=1e-3)
+    assert out.batch.readings[0].unit == "mg/m³"
+    assert out.dead_letter is not None
+    assert [(p.reason.value, p.reading_index) for p in out.dead_letter.problems] == [
+        ("bad_unit", 1)]
+    assert "co" in out.dead_letter.problems[0].detail
+
+
+@pytest.mark.parametrize(("sensor", "metric", "unit"), [
+    ("M1", "ch4", "%"),          # ambiguous between %vol and %LEL
+    ("O1", "o2", "%LEL"),
+    ("H1", "h2s", "%LEL"),
+])
+def test_gas_units_that_must_not_convert(v: Validator, sensor: str, metric: str,
+                                         unit: str) -> None:
+    out = v.validate(GAS_TOPIC, payload(gas(sensor, metric, 1, unit)), NOW)
+    assert out.batch is None and out.dead_letter is not None
+    assert out.dead_letter.reason == "bad_unit"
+
+
+def test_ppm_for_a_water_quality_metric_is_refused(v: Validator) -> None:
+    topic = "lifeline/sewage/SQ-BH-001/telemetry"
+    out = v.validate(topic, payload({"sensor": "SQ-BH-001-C1", "metric": "cod", "value": 80,
+                                     "unit": "ppm"}), NOW)
+    assert out.batch is None and out.dead_letter is not None
+    assert out.dead_letter.reason == "bad_unit"

@@ -35,6 +35,8 @@ values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers()
                    st.none(), st.text(max_size=5), st.just(1e308))
 units = st.sampled_from(["m", "cm", "mm", "km", "ft", "kg", "", "m" * 17, "degC", "K",
                          "m/s", "L/s", "mm/h"])
+gas_units = st.sampled_from(["ppm", "ppmv", "PPM", "ppb", "%vol", "vol%", "%VOL", "%",
+                             "%LEL", "mg/m³", "mg/m3", "µg/m³", "ppx", "mg/L", "m"])
 times = st.one_of(
     st.just("2026-07-01T08:00:00Z"), st.just("2026-07-01T16:00:00+08:00"),
     st.just("2026-07-01T08:00:00"), st.just("2026-07-01T08:10:00Z"),   # naive, future
@@ -44,7 +46,8 @@ times = st.one_of(
 
 
 @st.composite
-def reading(draw: st.DrawFn, sensors: list[tuple[str, str, str]]) -> Any:
+def reading(draw: st.DrawFn, sensors: list[tuple[str, str, str]],
+            unit_choices: st.SearchStrategy[str] = units) -> Any:
     sid, metric, unit = draw(st.sampled_from(sensors))
     r: dict[str, Any] = {"sensor": sid, "metric": metric,
                          "value": draw(st.floats(-1e6, 1e6, allow_nan=False)), "unit": unit}
@@ -52,7 +55,7 @@ def reading(draw: st.DrawFn, sensors: list[tuple[str, str, str]]) -> Any:
     if bend == 1:
         r["value"] = draw(values)
     elif bend == 2:
-        r["unit"] = draw(units)
+        r["unit"] = draw(unit_choices)
     elif bend == 3:
         r["sensor"] = draw(st.sampled_from(["DR-XX-1", "", 7, "bad id!", sid]))
     elif bend == 4:
@@ -69,9 +72,11 @@ def reading(draw: st.DrawFn, sensors: list[tuple[str, str, str]]) -> Any:
 
 
 @st.composite
-def message(draw: st.DrawFn, sensors: list[tuple[str, str, str]]) -> Any:
+def message(draw: st.DrawFn, sensors: list[tuple[str, str, str]],
+            unit_choices: st.SearchStrategy[str] = units) -> Any:
     msg: dict[str, Any] = {"ts": "2026-07-01T08:00:00Z", "seq": draw(st.integers(0, 10**6)),
-                           "readings": draw(st.lists(reading(sensors), min_size=1,
+                           "readings": draw(st.lists(reading(sensors, unit_choices),
+                                                     min_size=1,
                                                      max_size=6))}
     bend = draw(st.integers(0, 6))
     if bend == 1:
@@ -100,8 +105,8 @@ def _same(fast: Outcome, slow: Outcome) -> None:
         assert f == slow.batch
 
 
-def _sensors(registry: Registry) -> list[tuple[str, str, str]]:
-    fac = registry.facility(FID)
+def _sensors(registry: Registry, fid: str = FID) -> list[tuple[str, str, str]]:
+    fac = registry.facility(fid)
     assert fac is not None
     from schemas.kinds import METRICS
     return [(s.id, str(s.metric), METRICS[s.metric].unit) for s in fac.sensors]
@@ -152,3 +157,43 @@ def test_converted_units_and_edges_match(registry: Registry) -> None:
         _same(fast, slow)
         if fast.batch is not None:
             assert all(math.isfinite(r.value) for r in fast.batch.readings)
+
+
+GAS_FID = "SG-BH-001"
+GAS_TOPIC = f"lifeline/sewage/{GAS_FID}/telemetry"
+
+
+def test_the_two_paths_agree_on_gas_units(registry: Registry) -> None:
+    """Gas detectors' ppm/ppb/%vol go through the metric-aware conversion on both paths."""
+    fast_v, slow_v = _validators(registry)
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(message(_sensors(registry, GAS_FID), gas_units))
+    def check(msg: Any) -> None:
+        try:
+            raw = json.dumps(msg).encode()
+        except ValueError:
+            return
+        _same(fast_v.validate(GAS_TOPIC, raw, NOW), slow_v.validate(GAS_TOPIC, raw, NOW))
+
+    check()
+
+
+def test_gas_ppm_takes_the_fast_path_and_matches(registry: Registry,
+                                                 monkeypatch: Any) -> None:
+    fast_v, slow_v = _validators(registry)
+    raw = json.dumps({"ts": "2026-07-01T08:00:00Z", "seq": 1, "readings": [
+        {"sensor": f"{GAS_FID}-H1", "metric": "h2s", "value": 10, "unit": "ppm"},
+        {"sensor": f"{GAS_FID}-M1", "metric": "ch4", "value": 5000, "unit": "ppm"},
+        {"sensor": f"{GAS_FID}-O1", "metric": "o2", "value": 20.9, "unit": "%vol"}]}).encode()
+    slow = slow_v.validate(GAS_TOPIC, raw, NOW)
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("took the strict path")
+
+    monkeypatch.setattr(Validator, "_reading", refuse)
+    fast = fast_v.validate(GAS_TOPIC, raw, NOW)
+    _same(fast, slow)
+    assert fast.batch is not None
+    assert [(round(r.value, 2), r.unit) for r in fast.batch.readings] == [
+        (13.94, "mg/m³"), (10.0, "%LEL"), (20.9, "%vol")]

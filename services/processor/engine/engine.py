@@ -1,4 +1,19 @@
-"""Evaluation of one facility's readings against its rules; produces alarm events."""
+"""Evaluation of one facility's readings against its rules; produces alarm events.
+
+Life-safety semantics (docs/decisions/0014):
+
+- maintenance windows silence only what they cover (category, metric, level); gas alarms
+  inside a confined-space entry window carry ``entry`` instead of being silenced;
+- a sensor fault that begins while the sensor was serious (orange or worse, rising, or a
+  surcharged pipe) is fail-dangerous: it holds the sensor's facility alarms at their level
+  (``held_by_fault``) instead of suppressing them, and an over-range-high reading then
+  counts as the top of the instrument's range; a fault from calm suppresses;
+- when a fault, an outage or a window ends, alarms it quieted and still active are told
+  again (``updated``) so they are paged;
+- a critical facility whose gateway goes dark while its district is under rain or while it
+  was in alarm raises a facility alarm (``facility-dark``); an outage never suppresses the
+  facility's alarms, it flags them stale.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +21,23 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType, alarm_id_for, event_id_for
+from schemas.alarm import (
+    AlarmCategory,
+    AlarmEvent,
+    AlarmEventType,
+    EntryInfo,
+    alarm_id_for,
+    event_id_for,
+)
 from schemas.common import to_epoch_ms
 from schemas.deadletter import Problem, RejectReason
-from schemas.kinds import METRICS, AlarmLevel
+from schemas.kinds import LIFE_SAFETY_METRICS, METRICS, AlarmLevel, Metric
 from schemas.reading import ReadingBatch
 from schemas.registry import (
     AlarmPolicy,
     CompositeRule,
     Condition,
+    Criticality,
     Direction,
     Facility,
     Level,
@@ -23,8 +46,10 @@ from schemas.registry import (
     Sensor,
     Signal,
 )
-from services.processor.engine import signals, tracker
-from services.processor.engine.maintenance import silenced
+from services.processor.engine import tracker
+from services.processor.engine.context import RainContext
+from services.processor.engine.maintenance import in_window
+from services.processor.engine.signals import Window
 from services.processor.engine.state import FacilityState, RuleState, SensorState
 from services.processor.engine.tracker import IMMEDIATE, Timing, Transition
 
@@ -34,8 +59,11 @@ STUCK = "sensor-stuck"
 SENSOR_OFFLINE = "sensor-offline"
 GATEWAY_OFFLINE = "gateway-offline"
 SEQ_GAP = "gateway-seq-gap"
+DARK = "facility-dark"  # a critical facility silent during rain or alarm (a facility alarm)
 RULE_REMOVED = "rule removed from the registry"
 FAULTS = (OUT_OF_RANGE, STUCK, SENSOR_OFFLINE)
+_ORANGE = AlarmLevel.ORANGE.severity
+RAIN_WINDOW_S = 3600.0  # the district rain context reads each gauge's past hour
 
 
 def _dt(ms: int) -> datetime:
@@ -75,9 +103,12 @@ class _SensorPlan:
     sensor: Sensor
     rules: tuple[tuple[str, _RuleSpec], ...]  # ("<sensor>|<rule key>", spec)
     keep_ms: int  # how far back samples are needed (longest window of any rule/condition)
+    bucket_ms: int  # the window's bucket width (bounded state)
     lo: float
     hi: float
     oor_key: str
+    metrics: frozenset[Metric]
+    rain: bool  # a rain gauge: feeds the district rain context
 
 
 _SPECS: dict[int, _RuleSpec] = {}
@@ -98,10 +129,12 @@ class _FacilityPlan:
     sensors: dict[str, _SensorPlan]
     composites: tuple[CompositeRule, ...]
     by_sensor: dict[str, tuple[CompositeRule, ...]]  # composites that read a sensor
+    comp_metrics: dict[str, frozenset[Metric]]  # composite id -> metrics it reads
     rule_keys: frozenset[str]  # every valid rule key of the facility
     # Checkpoint interval, spread over 50-100 % of the policy's by facility id, so facilities
     # loaded together do not all save in the same second.
     checkpoint_ms: int
+    critical: bool
 
 
 @dataclass
@@ -112,37 +145,59 @@ class Outcome:
     # A periodic checkpoint is due: the caller writes it when its write budget allows and
     # then calls ``FacilityState.mark_saved`` (until then it stays due).
     checkpoint: bool = False
+    # District rain seen by this facility's gauges, for the other workers:
+    # (district, event time ms, mm in the past hour, facility id, sensor id)
+    context: list[tuple[str, int, float, str, str]] = field(default_factory=list)
+    coalesced: int = 0  # readings that filled windows without their own rule evaluation
+
+
+_UP = (AlarmEventType.RAISED, AlarmEventType.ESCALATED)
 
 
 class AlarmEngine:
-    """Stateless over facilities: the caller keeps each facility's :class:`FacilityState`."""
+    """Stateless over facilities: the caller keeps each facility's :class:`FacilityState`.
 
-    def __init__(self, registry: Registry) -> None:
+    ``context`` (district rain) is shared by every engine of a worker and survives registry
+    reloads: pass the previous engine's.
+    """
+
+    def __init__(self, registry: Registry, context: RainContext | None = None) -> None:
         self.registry = registry
         self.policy: AlarmPolicy = registry.policy
+        self.context = context if context is not None else RainContext()
         self._plans = {f.id: self._plan(f, registry.policy) for f in registry.facilities}
 
     @staticmethod
     def _plan(f: Facility, policy: AlarmPolicy) -> _FacilityPlan:
         windows: dict[str, float] = {s.id: s.max_window_s for s in f.sensors}
         by_sensor: dict[str, list[CompositeRule]] = {}
+        comp_metrics: dict[str, frozenset[Metric]] = {}
+        metric_of = {s.id: s.metric for s in f.sensors}
         for c in f.composites:
             for cond in c.all_of:
                 windows[cond.sensor] = max(windows[cond.sensor], cond.window_s or 0.0)
                 by_sensor.setdefault(cond.sensor, []).append(c)
+            comp_metrics[c.id] = frozenset(metric_of[cond.sensor] for cond in c.all_of)
         sensors = {}
-        keys = {f"{f.id}|{GATEWAY_OFFLINE}", f"{f.id}|{SEQ_GAP}"}
+        keys = {f"{f.id}|{GATEWAY_OFFLINE}", f"{f.id}|{SEQ_GAP}", f"{f.id}|{DARK}"}
         keys |= {f"{f.id}|{c.id}" for c in f.composites}
         for s in f.sensors:
             rules = tuple((f"{s.id}|{r.key}", _spec(r)) for r in s.rules)
-            keep = int(windows[s.id] * 1000) if windows[s.id] else 0
-            sensors[s.id] = _SensorPlan(s, rules, keep, s.range[0], s.range[1],
-                                        f"{s.id}|{OUT_OF_RANGE}")
+            rain = s.metric is Metric.RAINFALL
+            if rain:
+                windows[s.id] = max(windows[s.id], RAIN_WINDOW_S)
+            keep_s = windows[s.id]
+            bucket = (Window.bucket_ms_for(s.interval_s, keep_s, policy.max_window_buckets)
+                      if keep_s else 0)
+            sensors[s.id] = _SensorPlan(s, rules, int(keep_s * 1000), bucket, s.range[0],
+                                        s.range[1], f"{s.id}|{OUT_OF_RANGE}",
+                                        frozenset((s.metric,)), rain)
             keys |= {f"{s.id}|{r.key}" for r in s.rules} | {f"{s.id}|{k}" for k in FAULTS}
         spread = 0.5 + (zlib.crc32(f.id.encode()) % 1000) / 2000
         return _FacilityPlan(f, sensors, tuple(f.composites),
-                             {k: tuple(v) for k, v in by_sensor.items()}, frozenset(keys),
-                             int(policy.checkpoint_interval_s * 1000 * spread))
+                             {k: tuple(v) for k, v in by_sensor.items()}, comp_metrics,
+                             frozenset(keys), int(policy.checkpoint_interval_s * 1000 * spread),
+                             f.criticality is Criticality.CRITICAL)
 
     # ------------------------------------------------------------------ readings
     def evaluate(self, batch: ReadingBatch, fs: FacilityState) -> Outcome:
@@ -161,18 +216,34 @@ class AlarmEngine:
         fs.last_received = max(fs.last_received, received)
         self._forget_removed(plan, fs, first_ts, out)
 
+        # Flood guard: a sensor with more readings in this report than the policy evaluates
+        # one by one still fills its windows with all of them, but its rules are evaluated
+        # only for the newest ones (bounded work per report, whatever a gateway sends).
+        limit = p.max_evaluations_per_report
+        counts: dict[str, int] | None = None
+        newest: dict[str, int] = {}
+        if len(readings) > limit:
+            counts = {}
+            for _, r in readings:
+                counts[r.sensor] = counts.get(r.sensor, 0) + 1
+                newest[r.sensor] = to_epoch_ms(r.ts)
+            if max(counts.values()) <= limit:
+                counts = None
+        seen: dict[str, int] = {}
+
         touched: set[str] = set()
         for index, r in readings:
             sp = plan.sensors.get(r.sensor)
             if sp is None:
                 continue
-            ss = fs.sensor(r.sensor)
+            sid = r.sensor
+            ss = fs.sensor(sid)
             ts = to_epoch_ms(r.ts)
             if ss.watermark and ts < ss.watermark - lateness:
                 out.late.append(Problem(
-                    reason=RejectReason.LATE, reading_index=index, sensor=r.sensor,
+                    reason=RejectReason.LATE, reading_index=index, sensor=sid,
                     detail=f"reading at {r.ts.isoformat()} is {(ss.watermark - ts) / 1000:.0f}s "
-                           f"older than the newest of {r.sensor} (allowed lateness "
+                           f"older than the newest of {sid} (allowed lateness "
                            f"{p.allowed_lateness_s:g}s)"))
                 continue
             ss.watermark = max(ss.watermark, ts)
@@ -181,56 +252,51 @@ class AlarmEngine:
             value = r.value
             bad = not sp.lo <= value <= sp.hi
             if in_order and (bad or sp.oor_key in fs.rules):
-                hi, lo = sp.hi, sp.lo
-                self._apply(plan, fs, sp.oor_key, p.sensor_fault_level.value if bad else None, ts,
-                            IMMEDIATE, out, sensor=sp.sensor, value=value,
-                            threshold=hi if value > hi else lo, category=AlarmCategory.SENSOR,
-                            text=f"{r.sensor} reads {value:g} {r.unit}, outside its instrument "
+                lo, hi = sp.lo, sp.hi
+                self._fault(plan, fs, sp, OUT_OF_RANGE, bad, ts, out, value=value,
+                            threshold=hi if value > hi else lo,
+                            text=f"{sid} reads {value:g} {r.unit}, outside its instrument "
                                  f"range [{lo:g}, {hi:g}]" if bad else
-                                 f"{r.sensor} back inside its instrument range")
+                                 f"{sid} back inside its instrument range")
             if bad:
+                if in_order and value > sp.hi and self._held_by(fs, sid) is not None:
+                    # Fail-dangerous: a level gauge over range high at a surcharged manhole
+                    # (submerged, blind zone) means the water is at least at the top of its
+                    # range, not that nothing is known.
+                    self._rules(plan, fs, sp, ss, ts, sp.hi, out, upper_values_only=True)
                 continue  # a faulty value must not feed windows or facility rules
-            if sp.keep_ms:
-                signals.insert(ss.samples, ts, value)
+            w = ss.window_for(sp.bucket_ms) if sp.keep_ms else None
+            if w is not None:
+                w.add(ts, value)
             if not in_order:
                 continue  # windows updated; levels are decided by the newest reading
             if sp.sensor.stuck_after_s is not None:
                 self._stuck(plan, fs, sp, ss, ts, value, out)
             ss.last_ts, ss.last_value = ts, value
-            if sp.keep_ms:
-                signals.trim(ss.samples, ts - sp.keep_ms)
-            elif ss.samples:
-                ss.samples = []  # value rules read last_value; nothing to keep
-            touched.add(r.sensor)
-            rules = fs.rules
-            if f"{r.sensor}|{SENSOR_OFFLINE}" in rules:
-                self._apply(plan, fs, f"{r.sensor}|{SENSOR_OFFLINE}", None, ts, IMMEDIATE, out,
-                            sensor=sp.sensor, value=None, threshold=None,
-                            category=AlarmCategory.SENSOR, text=f"{r.sensor} reports again")
-            for key, rp in sp.rules:
-                rule = rp.rule
-                sig: float | None = value
-                if rp.derived:
-                    sig = signals.compute(ss.samples, rule.signal, rule.window_s,
-                                          rule.rate_per_s, ts)
-                rs = rules.get(key)
-                hit = None if sig is None else level_for(rp.levels, rule.direction, sig,
-                                                         rs.level if rs is not None else None)
-                if rs is None:
-                    if hit is None:
-                        continue  # the hot path: calm and nothing remembered
-                    rs = fs.rule(key)
-                t = tracker.update(rs, hit.level.value if hit else None, ts, rp.timing,
-                                   int(p.flap_window_s * 1000), p.flap_max_transitions)
-                if t is not None:
-                    self._emit(plan, fs, key, rs, t, ts, out, sensor=sp.sensor, value=sig,
-                               threshold=self._threshold(rp.levels, hit),
-                               category=AlarmCategory.FACILITY,
-                               text=self._rule_text(sp.sensor, rule, sig, hit))
+            if w is not None:
+                w.trim(ts - sp.keep_ms)
+            elif ss.window is not None:
+                ss.window = None  # value rules read last_value; nothing to keep
+            touched.add(sid)
+            if f"{sid}|{SENSOR_OFFLINE}" in fs.rules:
+                self._fault(plan, fs, sp, SENSOR_OFFLINE, False, ts, out, value=None,
+                            threshold=None, text=f"{sid} reports again")
+            if counts is not None and counts.get(sid, 0) > limit:
+                n = seen[sid] = seen.get(sid, 0) + 1
+                if n <= counts[sid] - limit and ts < newest[sid]:
+                    out.coalesced += 1
+                    continue
+            if sp.rain and w is not None:
+                self._rain(plan, sp, w, ts, out)
+            if self._held_by(fs, sid) is not None:
+                continue  # levels frozen while a fail-dangerous fault holds them
+            self._rules(plan, fs, sp, ss, ts, value, out)
 
         for comp in {c.id: c for s in touched for c in plan.by_sensor.get(s, ())}.values():
             self._composite(plan, fs, comp, fs.latest_ts, out)
         self._sensor_offline(plan, fs, fs.latest_ts, out)
+        if plan.facility.maintenance:
+            self._silences(plan, fs, fs.latest_ts, out)
         if out.events:
             out.save = True
             fs.mark_saved()
@@ -238,15 +304,57 @@ class AlarmEngine:
             out.checkpoint = True
         return out
 
+    def _rules(self, plan: _FacilityPlan, fs: FacilityState, sp: _SensorPlan, ss: SensorState,
+               ts: int, value: float, out: Outcome, upper_values_only: bool = False) -> None:
+        p = self.policy
+        rules = fs.rules
+        for key, rp in sp.rules:
+            rule = rp.rule
+            sig: float | None = value
+            if rp.derived:
+                if upper_values_only:
+                    continue
+                w = ss.window
+                sig = None if w is None or rule.window_s is None else w.signal(
+                    rule.signal, rule.window_s, rule.rate_per_s, ts)
+            elif upper_values_only and rule.direction is not Direction.UPPER:
+                continue
+            rs = rules.get(key)
+            hit = None if sig is None else level_for(rp.levels, rule.direction, sig,
+                                                     rs.level if rs is not None else None)
+            if rs is None:
+                if hit is None:
+                    continue  # the hot path: calm and nothing remembered
+                rs = fs.rule(key)
+            t = tracker.update(rs, hit.level.value if hit else None, ts, rp.timing,
+                               int(p.flap_window_s * 1000), p.flap_max_transitions)
+            if t is not None:
+                self._emit(plan, fs, key, rs, t, ts, out, sensor=sp.sensor, value=sig,
+                           threshold=self._threshold(rp.levels, hit),
+                           category=AlarmCategory.FACILITY,
+                           text=self._rule_text(sp.sensor, rule, sig, hit))
+
+    def _rain(self, plan: _FacilityPlan, sp: _SensorPlan, w: Window, ts: int,
+              out: Outcome) -> None:
+        mm = w.signal(Signal.SUM, RAIN_WINDOW_S, 60.0, ts)
+        if mm is not None and mm >= self.policy.rain_context_mm_per_h:
+            d = plan.facility.district
+            if self.context.observe(d, ts):
+                out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id))
+
     # ------------------------------------------------------------------ time passing
     def tick(self, facility_id: str, fs: FacilityState, now_ms: int) -> Outcome:
-        """Wall-clock check (no data at all): the gateway-offline deadman."""
+        """Wall-clock check (no data at all): the gateway-offline deadman, a critical
+        facility gone dark, and maintenance windows that ended while it was silent."""
         out = Outcome()
         plan = self._plans.get(facility_id)
         if plan is None or not fs.last_received:
             return out
         limit = self.policy.gateway_offline_after_intervals * plan.facility.min_interval_s
         silent_s = (now_ms - fs.last_received) / 1000
+        # Event time now, as far as this facility can tell (its newest reading plus the
+        # silence since): what its alarms' and windows' times are compared with.
+        event_now = fs.latest_ts + max(0, now_ms - fs.last_received)
         key = f"{facility_id}|{GATEWAY_OFFLINE}"
         if silent_s > limit and fs.active(key) is None:
             self._apply(plan, fs, key, self.policy.gateway_offline_level.value, now_ms, IMMEDIATE,
@@ -254,9 +362,43 @@ class AlarmEngine:
                         category=AlarmCategory.GATEWAY,
                         text=f"gateway of {facility_id} silent for {silent_s:.0f}s "
                              f"(expected a report every {plan.facility.min_interval_s:g}s)")
+            # The facility's own alarms stay active: their data is now stale.
+            for k, rs in list(fs.active_alarms().items()):
+                if self._describe(plan, k)[0] is AlarmCategory.FACILITY and rs.stale is None:
+                    self._update(plan, fs, k, rs, event_now, out, "stale",
+                                 f"gateway of {facility_id} silent: the level is the last "
+                                 f"known one")
+        if plan.critical and fs.active(key) is not None:
+            self._dark(plan, fs, event_now, silent_s, limit, out)
+        if plan.facility.maintenance:
+            self._silences(plan, fs, event_now, out)
         if out.events:
             out.save = True
         return out
+
+    def _dark(self, plan: _FacilityPlan, fs: FacilityState, event_now: int, silent_s: float,
+              limit: float, out: Outcome) -> None:
+        """A critical facility silent while its district is under rain or while it was in
+        alarm: the silence is the facility alarm (a blackout takes the RTU with the pumps)."""
+        f = plan.facility
+        key = f"{f.id}|{DARK}"
+        if fs.active(key) is not None:
+            return
+        p = self.policy
+        worst = max((tracker.severity(rs.emitted) for k, rs in fs.rules.items()
+                     if rs.emitted is not None and not k.endswith(f"|{DARK}")
+                     and self._describe(plan, k)[0] is AlarmCategory.FACILITY), default=0)
+        raining = self.context.raining(f.district, fs.latest_ts,
+                                       int(p.rain_context_hold_s * 1000))
+        if not raining and worst < p.dark_if_active_from.severity:
+            return
+        level = p.dark_level_if_serious if worst >= _ORANGE else p.dark_level
+        why = (f"district {f.district} under rain" if raining
+               else f"it was in alarm ({tracker.level_of(worst)})")
+        self._apply(plan, fs, key, level.value, event_now, IMMEDIATE, out, sensor=None,
+                    value=silent_s, threshold=limit, category=AlarmCategory.FACILITY,
+                    text=f"critical facility {f.id} dark for {silent_s:.0f}s while {why}: "
+                         f"power or communication lost — treat as a facility failure")
 
     # ------------------------------------------------------------------ parts
     def _gateway_report(self, plan: _FacilityPlan, fs: FacilityState, seq: int, received: int,
@@ -270,6 +412,16 @@ class AlarmEngine:
             self._apply(plan, fs, key, None, received, IMMEDIATE, out, sensor=None, value=None,
                         threshold=None, category=AlarmCategory.GATEWAY,
                         text=f"gateway of {fid} reports again")
+            dark = f"{fid}|{DARK}"
+            if dark in fs.rules:
+                self._apply(plan, fs, dark, None, max(ts, fs.rules[dark].since), IMMEDIATE, out,
+                            sensor=None, value=None, threshold=None,
+                            category=AlarmCategory.FACILITY,
+                            text=f"critical facility {fid} reports again")
+            for k, rs in list(fs.active_alarms().items()):
+                if rs.stale is not None:
+                    self._update(plan, fs, k, rs, max(ts, rs.stale), out, "fresh",
+                                 f"gateway of {fid} reports again: the alarm's data is current")
         last = fs.last_seq
         gap_key = f"{fid}|{SEQ_GAP}"
         if last is None or seq <= last:
@@ -300,11 +452,9 @@ class AlarmEngine:
         if not same or ss.same_since is None:
             ss.same_since = ts
         stuck = same and ts - ss.same_since >= s.stuck_after_s * 1000
-        key = f"{s.id}|{STUCK}"
-        if stuck or key in fs.rules:
-            self._apply(plan, fs, key, self.policy.sensor_fault_level.value if stuck else None, ts,
-                        IMMEDIATE, out, sensor=s, value=value, threshold=s.stuck_after_s,
-                        category=AlarmCategory.SENSOR,
+        if stuck or f"{s.id}|{STUCK}" in fs.rules:
+            self._fault(plan, fs, sp, STUCK, stuck, ts, out, value=value,
+                        threshold=s.stuck_after_s,
                         text=f"{s.id} has read {value:g} for {(ts - ss.same_since) / 1000:.0f}s "
                              f"(stuck after {s.stuck_after_s:g}s)" if stuck else
                              f"{s.id} changes again ({value:g})")
@@ -325,11 +475,66 @@ class AlarmEngine:
             limit_ms = factor * sp.sensor.interval_s * 1000
             key = f"{sid}|{SENSOR_OFFLINE}"
             if now - base > limit_ms and fs.active(key) is None:
-                self._apply(plan, fs, key, self.policy.sensor_fault_level.value, now, IMMEDIATE,
-                            out, sensor=sp.sensor, value=(now - base) / 1000,
-                            threshold=limit_ms / 1000, category=AlarmCategory.SENSOR,
-                            text=f"{sid} silent for {(now - base) / 1000:.0f}s while its gateway "
-                                 f"reports (expected every {sp.sensor.interval_s:g}s)")
+                self._fault(plan, fs, sp, SENSOR_OFFLINE, True, now, out,
+                            value=(now - base) / 1000, threshold=limit_ms / 1000,
+                            text=f"{sid} silent for {(now - base) / 1000:.0f}s while its "
+                                 f"gateway reports (expected every {sp.sensor.interval_s:g}s)")
+
+    # ------------------------------------------------------------------ sensor faults
+    def _fault(self, plan: _FacilityPlan, fs: FacilityState, sp: _SensorPlan, fault: str,
+               on: bool, ts: int, out: Outcome, *, value: float | None,
+               threshold: float | None, text: str) -> None:
+        """Raise or clear a sensor fault, and decide what it does to the sensor's facility
+        alarms: a fault from calm suppresses them; a fault that begins while the sensor was
+        serious holds them (fail-dangerous); when the last fault ends they are told again."""
+        sid = sp.sensor.id
+        key = f"{sid}|{fault}"
+        before = fs.active(key) is not None
+        danger = on and not before and self._serious(fs, sp)
+        if danger:
+            text += " — fail-dangerous: the sensor was serious or rising, its alarm is held"
+        self._apply(plan, fs, key, self.policy.sensor_fault_level.value if on else None, ts,
+                    IMMEDIATE, out, sensor=sp.sensor, value=value, threshold=threshold,
+                    category=AlarmCategory.SENSOR, text=text)
+        rs = fs.rules.get(key)
+        after = rs is not None and rs.emitted is not None
+        if after and not before:
+            assert rs is not None
+            rs.danger = danger
+            if danger:
+                for rkey, _ in sp.rules:
+                    rr = fs.active(rkey)
+                    if rr is not None and rr.held_by is None:
+                        self._update(plan, fs, rkey, rr, ts, out, "held",
+                                     f"{sid} failed ({fault}) while this alarm was serious or "
+                                     f"rising: held at its level, treat as still there")
+        elif before and not after:
+            if rs is not None:
+                rs.danger = False
+            if all(fs.active(f"{sid}|{f}") is None for f in FAULTS):
+                for rkey, _ in sp.rules:
+                    rr = fs.active(rkey)
+                    if rr is not None and (rr.held_by is not None or rr.suppressed is not None):
+                        self._update(plan, fs, rkey, rr, ts, out, "fault-over",
+                                     f"{sid} fault over: the alarm stands on its own readings")
+
+    def _serious(self, fs: FacilityState, sp: _SensorPlan) -> bool:
+        """The sensor's recent state makes a fault now fail-dangerous."""
+        for key, _ in sp.rules:
+            rs = fs.active(key)
+            if rs is not None and (tracker.severity(rs.emitted) >= _ORANGE or rs.rising):
+                return True
+        d = sp.sensor.pipe_diameter_m
+        ss = fs.sensors.get(sp.sensor.id)
+        return d is not None and ss is not None and ss.last_value is not None \
+            and ss.last_value > d  # the pipe runs surcharged
+
+    def _held_by(self, fs: FacilityState, sid: str) -> str | None:
+        for fault in FAULTS:
+            fr = fs.active(f"{sid}|{fault}")
+            if fr is not None and fr.danger:
+                return fr.alarm_id
+        return None
 
     def _condition(self, plan: _FacilityPlan, fs: FacilityState, c: Condition,
                    now: int) -> bool:
@@ -339,8 +544,12 @@ class AlarmEngine:
             return False
         if now - ss.last_ts > self.policy.sensor_offline_after_intervals * sp.sensor.interval_s * 1000:
             return False  # stale: unknown, not true
-        v = ss.last_value if c.signal is Signal.VALUE else signals.compute(
-            ss.samples, c.signal, c.window_s, c.rate_per_s, ss.last_ts)
+        if c.signal is Signal.VALUE:
+            v = ss.last_value
+        else:
+            w = ss.window
+            v = None if w is None or c.window_s is None else w.signal(
+                c.signal, c.window_s, c.rate_per_s, ss.last_ts)
         if v is None:
             return False
         return v >= c.value if c.op == ">=" else v <= c.value
@@ -372,6 +581,59 @@ class AlarmEngine:
                            text=f"{key}: {RULE_REMOVED}")
             del fs.rules[key]
 
+    # ------------------------------------------------------------------ standing
+    def _describe(self, plan: _FacilityPlan, key: str) -> tuple[AlarmCategory, Sensor | None]:
+        """An alarm's category and sensor, from its state key."""
+        owner, rule = key.split("|", 1)
+        sp = plan.sensors.get(owner)
+        if rule in FAULTS:
+            return AlarmCategory.SENSOR, sp.sensor if sp is not None else None
+        if rule in (GATEWAY_OFFLINE, SEQ_GAP) and owner == plan.facility.id:
+            return AlarmCategory.GATEWAY, None
+        return AlarmCategory.FACILITY, sp.sensor if sp is not None else None
+
+    def _windows(self, plan: _FacilityPlan, category: AlarmCategory, sensor: Sensor | None,
+                 rule: str, level: str | None, ts: int) -> tuple[bool, EntryInfo | None]:
+        """(silenced, confined-space entry) for an alarm at event time ``ts``."""
+        f = plan.facility
+        active = [w for w in f.maintenance if in_window(w, ts, self.registry.tz)]
+        if not active:
+            return False, None
+        if sensor is not None:
+            metrics = frozenset((sensor.metric,))
+        else:
+            metrics = plan.comp_metrics.get(rule, f.metrics)
+        if metrics & LIFE_SAFETY_METRICS:
+            for w in active:
+                if w.entry:
+                    assert w.crew_leader is not None and w.crew_phone is not None
+                    return False, EntryInfo(reason=w.reason, crew_leader=w.crew_leader,
+                                            crew_phone=w.crew_phone)
+        lv = AlarmLevel(level) if level else None
+        return any(w.covers(category, metrics, lv) for w in active), None
+
+    def _silences(self, plan: _FacilityPlan, fs: FacilityState, at_ms: int,
+                  out: Outcome) -> None:
+        """Alarms silenced by a window that has ended (or no longer covers them) are told
+        again, so they are paged now."""
+        for key, rs in list(fs.rules.items()):
+            if rs.emitted is None or not rs.silenced:
+                continue
+            category, sensor = self._describe(plan, key)
+            silenced, _ = self._windows(plan, category, sensor, key.split("|", 1)[1],
+                                        rs.emitted, at_ms)
+            if not silenced:
+                self._update(plan, fs, key, rs, max(at_ms, rs.since), out, "unsilenced",
+                             "maintenance window over: the alarm is still active")
+
+    def _update(self, plan: _FacilityPlan, fs: FacilityState, key: str, rs: RuleState, ts: int,
+                out: Outcome, why: str, text: str) -> None:
+        """Tell an active alarm's changed standing (same level): an ``updated`` event."""
+        category, sensor = self._describe(plan, key)
+        self._emit(plan, fs, key, rs, Transition(AlarmEventType.UPDATED, rs.emitted, rs.emitted,
+                                                 False), ts, out, sensor=sensor, value=None,
+                   threshold=None, category=category, text=text, why=why)
+
     # ------------------------------------------------------------------ emitting
     def _apply(self, plan: _FacilityPlan, fs: FacilityState, key: str, candidate: str | None,
                ts: int, timing: Timing, out: Outcome, *, sensor: Sensor | None,
@@ -391,7 +653,7 @@ class AlarmEngine:
     def _emit(self, plan: _FacilityPlan, fs: FacilityState, key: str, rs: RuleState,
               t: Transition, ts: int, out: Outcome, *, sensor: Sensor | None,
               value: float | None, threshold: float | None, category: AlarmCategory,
-              text: str) -> None:
+              text: str, why: str = "") -> None:
         f = plan.facility
         rule = key.split("|", 1)[1]
         sensor_id = sensor.id if sensor is not None else f.id
@@ -401,35 +663,50 @@ class AlarmEngine:
         alarm_id = rs.alarm_id
         level = AlarmLevel(t.level) if t.level else None
         prev = AlarmLevel(t.previous) if t.previous else None
-        if level is not None and t.event is not AlarmEventType.SETTLED:
-            text = f"{text} — {level.value} ({level.grade}) {t.event.value}"
-        elif t.event is AlarmEventType.SETTLED and level is not None:
+        if t.event is AlarmEventType.SETTLED and level is not None:
             text = f"{text} — settled at {level.value} ({level.grade})"
-        suppressed = None
-        if category is not AlarmCategory.GATEWAY:
-            gw = fs.active(f"{f.id}|{GATEWAY_OFFLINE}")
-            if gw is not None:
-                suppressed = gw.alarm_id
-            elif category is AlarmCategory.FACILITY and sensor is not None:
-                for fault in FAULTS:
-                    fr = fs.active(f"{sensor.id}|{fault}")
-                    if fr is not None:
+        elif level is not None:
+            text = f"{text} — {level.value} ({level.grade}) {t.event.value}"
+        # Standing: what inhibits, holds or silences this alarm now.
+        suppressed = held = None
+        gw = fs.active(f"{f.id}|{GATEWAY_OFFLINE}")
+        if category is AlarmCategory.SENSOR and gw is not None:
+            suppressed = gw.alarm_id  # an outage explains its sensors' silence
+        elif category is AlarmCategory.FACILITY and sensor is not None:
+            for fault in FAULTS:
+                fr = fs.active(f"{sensor.id}|{fault}")
+                if fr is not None:
+                    if fr.danger:
+                        held = fr.alarm_id
+                    else:
                         suppressed = fr.alarm_id
-                        break
+                    break
+        stale = fs.latest_ts if (gw is not None and category is AlarmCategory.FACILITY
+                                 and rule != DARK and level is not None) else None
+        silenced, entry = (self._windows(plan, category, sensor, rule, t.level or t.previous, ts)
+                           if f.maintenance else (False, None))
+        if t.event in _UP:
+            rs.rising = True
+        elif t.event is not AlarmEventType.UPDATED:
+            rs.rising = False
+        rs.suppressed, rs.silenced, rs.held_by, rs.stale = suppressed, silenced, held, stale
+        detail = (f"{why}|{suppressed}|{silenced}|{held}|{stale}"
+                  if t.event is AlarmEventType.UPDATED else "")
         unit = METRICS[sensor.metric].unit if sensor is not None else ""
         if sensor is not None and rule.startswith("rate-"):
             unit = f"{unit}/{self._rate_unit(sensor, rule)}"
         out.events.append(AlarmEvent(
-            event_id=event_id_for(alarm_id, t.event, level, _dt(ts)), alarm_id=alarm_id,
+            event_id=event_id_for(alarm_id, t.event, level, _dt(ts), detail), alarm_id=alarm_id,
             event=t.event, level=level, previous_level=prev, category=category,
             facility_id=f.id, kind=f.kind, sensor=sensor_id,
             metric=sensor.metric if sensor is not None else None, rule=rule,
             value=value, threshold=threshold, unit=unit, ts=_dt(ts), message=text,
-            silenced=silenced(f.maintenance, ts, self.registry.tz) if f.maintenance else False,
-            suppressed_by=suppressed, flapping=rs.flapping,
+            silenced=silenced, suppressed_by=suppressed, flapping=rs.flapping,
+            held_by_fault=held, stale_since=_dt(stale) if stale else None, entry=entry,
         ))
         if t.level is None and not rs.flapping:
             rs.alarm_id = None  # episode over; a new raise starts a new one
+            rs.suppressed, rs.silenced, rs.held_by, rs.stale = None, False, None, None
 
     @staticmethod
     def _rate_unit(sensor: Sensor, rule_key: str) -> str:

@@ -1,44 +1,77 @@
 """One facility's working state and its JSON form (the Faust table value).
 
 Everything the engine needs to continue after a restart is here: each sensor's recent
-samples (only as far back as its longest window), its stuck-value timer, and each rule's
-debounce, flapping and episode state. Saved on every alarm transition and at least every
+samples as a bounded, time-bucketed window (only as far back as its longest window), its
+stuck-value timer, and each rule's debounce, flapping, episode and standing (suppressed,
+silenced, held by a fault, stale) state. Saved on every alarm transition and at least every
 ``checkpoint_interval_s`` of event time.
+
+The saved form carries a version (``"v"``) that is checked: version 1 (raw sample lists, no
+standing flags) is migrated on read; a version newer than this code knows is refused with
+:class:`StateVersionError`, never silently misread.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.processor.engine.signals import Sample
+from services.processor.engine.errors import EngineError
+from services.processor.engine.signals import Window, from_samples
+
+STATE_VERSION = 2
+DEFAULT_BUCKET_MS = 60_000
+
+
+class StateVersionError(EngineError):
+    """A saved facility state of a format this code does not know (written by a newer
+    release): refused rather than misread."""
 
 
 class SensorState:
-    __slots__ = ("last_ts", "last_value", "same_since", "samples", "watermark")
+    __slots__ = ("last_ts", "last_value", "same_since", "watermark", "window")
 
     def __init__(self) -> None:
         self.last_ts: int | None = None  # newest in-order reading (ms)
         self.last_value: float | None = None
         self.same_since: int | None = None  # start of the current run of identical values
-        self.samples: list[Sample] = []
+        self.window: Window | None = None  # recent samples (sensors with windowed rules)
         self.watermark: int = 0  # newest event time seen (ms)
 
+    def window_for(self, bucket_ms: int) -> Window:
+        """The sensor's window with the plan's bucket width (re-bucketed after a registry
+        change altered it)."""
+        w = self.window
+        if w is None:
+            w = self.window = Window(bucket_ms)
+        elif w.bucket_ms != bucket_ms:
+            w = self.window = Window.from_json(w.to_json(), bucket_ms)
+        return w
+
     def to_json(self) -> list[Any]:
+        w = self.window
         return [self.last_ts, self.last_value, self.same_since, self.watermark,
-                [[t, v] for t, v in self.samples]]
+                None if w is None or not len(w) else [w.bucket_ms, w.to_json()]]
 
     @classmethod
-    def from_json(cls, raw: list[Any]) -> SensorState:
+    def from_json(cls, raw: list[Any], version: int) -> SensorState:
         s = cls()
         s.last_ts, s.last_value, s.same_since, s.watermark = raw[0], raw[1], raw[2], raw[3]
-        s.samples = [(int(t), float(v)) for t, v in raw[4]]
+        saved = raw[4]
+        if version == 1:
+            # v1: a raw list of [ts, value] samples.
+            if saved:
+                s.window = from_samples([(int(t), float(v)) for t, v in saved],
+                                        DEFAULT_BUCKET_MS)
+        elif saved:
+            s.window = Window.from_json(saved[1], int(saved[0]))
         return s
 
 
 class RuleState:
-    """Debounced level, pending change, emitted episode and flapping of one rule."""
+    """Debounced level, pending change, emitted episode, flapping and standing of one rule."""
 
-    __slots__ = ("alarm_id", "down", "emitted", "flapping", "level", "since", "transitions", "up")
+    __slots__ = ("alarm_id", "danger", "down", "emitted", "flapping", "held_by", "level",
+                 "rising", "silenced", "since", "stale", "suppressed", "transitions", "up")
 
     def __init__(self) -> None:
         self.level: str | None = None  # the rule's debounced level now
@@ -51,6 +84,13 @@ class RuleState:
         self.since: int = 0  # event time the episode was raised
         self.flapping: bool = False
         self.transitions: list[int] = []  # times of recent level changes (flap detection)
+        # Standing, as last told (re-evaluated when what caused it ends):
+        self.suppressed: str | None = None  # alarm id of the fault/outage that inhibits it
+        self.silenced: bool = False  # inside a maintenance window that covers it
+        self.held_by: str | None = None  # alarm id of a fail-dangerous fault holding it
+        self.stale: int | None = None  # the gateway is silent since this event time (ms)
+        self.rising: bool = False  # its last transition was upwards (raised / escalated)
+        self.danger: bool = False  # a sensor fault that began while the sensor was serious
 
     @property
     def idle(self) -> bool:
@@ -59,12 +99,16 @@ class RuleState:
 
     def to_json(self) -> list[Any]:
         return [self.level, self.up, self.down, None, self.emitted, self.alarm_id, self.since,
-                self.flapping, self.transitions]
+                self.flapping, self.transitions, self.suppressed, self.silenced, self.held_by,
+                self.stale, self.rising, self.danger]
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> RuleState:
         r = cls()
-        (r.level, up, down, _, r.emitted, r.alarm_id, r.since, r.flapping, r.transitions) = raw
+        (r.level, up, down, _, r.emitted, r.alarm_id, r.since, r.flapping,
+         r.transitions) = raw[:9]
+        if len(raw) >= 15:
+            (r.suppressed, r.silenced, r.held_by, r.stale, r.rising, r.danger) = raw[9:15]
         r.up = {k: (int(v[0]), int(v[1])) for k, v in up.items()}
         r.down = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in (down or {}).items()}
         return r
@@ -111,7 +155,7 @@ class FacilityState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": STATE_VERSION,
             "sensors": {k: s.to_json() for k, s in self.sensors.items()},
             "rules": {k: r.to_json() for k, r in self.rules.items() if not r.idle},
             "seq": self.last_seq, "gap_ok": self.gap_ok, "recv": self.last_received,
@@ -124,7 +168,11 @@ class FacilityState:
         f = cls()
         if not raw:
             return f
-        f.sensors = {k: SensorState.from_json(v) for k, v in raw["sensors"].items()}
+        version = raw.get("v", 1)
+        if not isinstance(version, int) or not 1 <= version <= STATE_VERSION:
+            raise StateVersionError(f"saved facility state has version {version!r}; this "
+                                    f"release reads versions 1 to {STATE_VERSION}")
+        f.sensors = {k: SensorState.from_json(v, version) for k, v in raw["sensors"].items()}
         f.rules = {k: RuleState.from_json(v) for k, v in raw["rules"].items()}
         f.last_seq, f.gap_ok, f.last_received = raw["seq"], raw["gap_ok"], raw["recv"]
         f.first_ts, f.latest_ts, f.checkpoint_ts = raw["first"], raw["latest"], raw["ck"]

@@ -42,6 +42,11 @@ def severity(level: str | None) -> int:
     return _SEV[level]
 
 
+def level_of(sev: int) -> str | None:
+    """The level of a severity (0: none)."""
+    return _LEVEL_BY_SEV[sev]
+
+
 def _change(prev: str | None, new: str | None) -> AlarmEventType:
     if prev is None:
         return AlarmEventType.RAISED

@@ -1,0 +1,85 @@
+"""Every processor worker reads ``lifeline.context`` in full (all partitions, no consumer
+group) into its :class:`RainContext`: what the other workers' rain gauges saw.
+
+A plain aiokafka consumer, not a Faust agent: each worker needs *every* partition, which a
+group would split between them (a Faust GlobalTable would do it through Faust's table
+recovery, which LOCAL_STACK.md shows to be fragile on the local broker). Records are
+idempotent (newest time wins), so reading from the beginning after a restart is correct.
+A record that cannot be read is counted and logged with its source, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from schemas.common import to_epoch_ms
+from schemas.context import DistrictRain
+from services.core import topics
+from services.core.health import Counters
+from services.core.kafka import security_kwargs
+from services.core.logging import get_logger
+from services.core.settings import KafkaSettings
+from services.processor.engine.context import RainContext
+
+log = get_logger("lifeline.processor.context")
+
+
+def consumer_kwargs(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
+    kw: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap, "client_id": client_id,
+                          "enable_auto_commit": False, "group_id": None,
+                          **security_kwargs(kafka)}
+    if kafka.flavor == "tansu":
+        kw["fetch_max_wait_ms"] = 250  # Tansu holds every fetch for its full max wait
+    return kw
+
+
+def apply_record(context: RainContext, value: bytes, counters: Counters, src: str) -> bool:
+    """Apply one record; False (counted and logged, nothing applied) when it is not a
+    valid context record."""
+    try:
+        rec = DistrictRain.model_validate_json(value)
+    except (ValidationError, ValueError) as exc:
+        counters.inc("context_rejected")
+        log.warning("context.rejected", source=src, detail=str(exc)[:300])
+        return False
+    context.apply(rec.district, to_epoch_ms(rec.ts))
+    counters.inc("context_applied")
+    return True
+
+
+class ContextFeed:
+    def __init__(self, kafka: KafkaSettings, context: RainContext, counters: Counters) -> None:
+        self.kafka = kafka
+        self.context = context
+        self.counters = counters
+
+    async def run(self) -> None:
+        while True:
+            c = AIOKafkaConsumer(**consumer_kwargs(self.kafka, "lifeline-processor-context"))
+            try:
+                await c.start()
+                await c.topics()  # fetch metadata of every topic
+                parts = c.partitions_for_topic(topics.CONTEXT) or set()
+                if not parts:
+                    await asyncio.sleep(2.0)  # not created yet: look again
+                    continue
+                tps = [TopicPartition(topics.CONTEXT, p) for p in sorted(parts)]
+                c.assign(tps)
+                await c.seek_to_beginning(*tps)
+                while True:
+                    batches = await c.getmany(timeout_ms=1000, max_records=1000)
+                    for tp, records in batches.items():
+                        for r in records:
+                            if r.value is not None:
+                                apply_record(self.context, r.value, self.counters,
+                                             f"kafka:{tp.topic}[{tp.partition}]@{r.offset}")
+            except KafkaError as exc:
+                log.warning("context.kafka_error", error=str(exc)[:300])
+                await asyncio.sleep(2.0)
+            finally:
+                await c.stop()
