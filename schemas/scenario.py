@@ -8,12 +8,35 @@ A scenario composes, on a timeline of simulated time (seconds from its start):
   peak position) — rain drives the drainage and sewage models;
 - ``incidents``: things that happen to facilities (bridge damage, a toxic gas build-up, an
   illegal discharge, a pump failure …), each stating the alarms it must produce: facility,
-  optionally sensor, the least level, and within how many seconds of the incident start;
+  optionally sensor (or the facility id, for a facility-wide alarm) and rule, the least
+  level, and within how many seconds of the incident start;
 - ``faults``: sensor and gateway faults (dropout, stuck, spike, drift, clock skew,
-  duplicated and out-of-order reports, gateway offline), which must *not* be reported as
-  facility alarms.
+  duplicated and out-of-order reports, gateway offline, a drowned level gauge …), which must
+  *not* be reported as facility alarms — unless something real explains the alarm (a storm
+  or incident there: then the fault must not hide it);
+- ``expect_silenced``: alarms a maintenance window must silence (recorded, paged to nobody).
 
 Storms are incidents too: a storm's ``expect`` lists the alarms it must raise.
+
+Incident kinds (``severity`` scales each; 1 is what the shipped expectations assume):
+
+- ``bridge_damage``: stiffness loss over the incident — deflection per temperature grows,
+  cracks widen, the bearing slides, the pier tilts;
+- ``heavy_traffic``: a convoy of heavy vehicles (acceleration bursts);
+- ``toxic_gas``: H2S and CH4 build up in a sewer manhole over the first 30 % of the
+  incident, then hold (a blocked vent);
+- ``gas_release``: sludge disturbed by dredging (清淤) releases H2S and CH4 fast: a linear
+  rise to its plateau (H2S about 93 mg/m³, CH4 about 48 %LEL at severity 1) within
+  ``GAS_RELEASE_RAMP_S`` (20 minutes) of the start, held to the end;
+- ``illegal_discharge``: COD and NH3-N pulse up, pH falls;
+- ``pump_failure``: the pumps stop (state 0, current 0); the wet well fills from its
+  inflow, the RTU keeps reporting;
+- ``power_failure``: a blackout at a pump station or pumping well: the pumps stop as in
+  ``pump_failure`` and the gateway goes silent at the same moment for the incident's
+  duration — unless ``ups: true`` (an RTU on a UPS keeps reporting). The wet well keeps
+  filling from its inflow, which rain over the district drives;
+- ``blockage``: a sewer blockage: the level upstream rises (2.6 m in the first 30 % of the
+  incident at a drainage manhole) to overflow.
 """
 
 from __future__ import annotations
@@ -35,12 +58,27 @@ class ScenarioError(ValueError):
 
 
 class Expect(Contract):
-    """An alarm the incident must produce: a facility alarm (not a sensor fault)."""
+    """An alarm the incident must produce: a facility alarm (not a sensor fault), paged —
+    neither suppressed nor silenced when it counts."""
 
     facility: Identifier
-    sensor: Identifier | None = Field(default=None, description="Any sensor when omitted.")
+    sensor: Identifier | None = Field(
+        default=None, description="Any sensor when omitted; the facility id for a "
+                                  "facility-wide alarm (composite, facility-dark).")
+    rule: Identifier | None = Field(
+        default=None, description="The alarm's rule (e.g. facility-dark, "
+                                  "wet-well-high-pump-off, value-upper); any when omitted.")
     level: AlarmLevel = Field(description="The least level that counts.")
     within_s: Seconds = Field(description="Latest acceptable delay after the start.")
+
+
+class ExpectSilenced(Contract):
+    """An alarm a maintenance window must silence: some alarm there comes out ``silenced``
+    and none there is paged (every raise, escalation or update of it is silenced)."""
+
+    facility: Identifier
+    sensor: Identifier | None = Field(default=None, description="Any sensor when omitted; "
+                                      "the facility id for a gateway alarm.")
 
 
 class Storm(Contract):
@@ -61,6 +99,11 @@ class IncidentKind(StrEnum):
     ILLEGAL_DISCHARGE = "illegal_discharge"  # COD and NH3-N spike, pH falls
     PUMP_FAILURE = "pump_failure"  # the pumps stop: the wet well fills
     BLOCKAGE = "blockage"  # a sewer blockage: level rises upstream, overflow
+    POWER_FAILURE = "power_failure"  # blackout: pumps stop, the gateway goes dark (no UPS)
+    GAS_RELEASE = "gas_release"  # dredging stirs up sludge: H2S/CH4 to red within minutes
+
+
+GAS_RELEASE_RAMP_S = 1200.0  # a gas release reaches its plateau this long after its start
 
 
 class Incident(Contract):
@@ -72,6 +115,14 @@ class Incident(Contract):
     severity: Annotated[float, Field(gt=0, le=3)] = Field(
         default=1.0, description="1 = the magnitude the shipped expectations were written for.")
     expect: list[Expect] = Field(default_factory=list)
+    ups: bool = Field(default=False, description="power_failure only: the RTU is on a UPS and "
+                                                 "keeps reporting while the pumps are down.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Incident:
+        if self.ups and self.kind is not IncidentKind.POWER_FAILURE:
+            raise ValueError(f"ups is for a power_failure, not a {self.kind}")
+        return self
 
 
 class FaultKind(StrEnum):
@@ -83,9 +134,33 @@ class FaultKind(StrEnum):
     DUPLICATE = "duplicate"  # every report sent twice
     OUT_OF_ORDER = "out_of_order"  # reports delayed and sent after newer ones
     GATEWAY_OFFLINE = "gateway_offline"  # the whole facility goes silent
+    SUBMERGED = "submerged"  # a level gauge drowned at the cover: over range high, or nothing
+    IN_RANGE_SPIKE = "in_range_spike"  # single false but plausible values, inside the range
+
+
+GATEWAY_FAULTS = frozenset({FaultKind.CLOCK_SKEW, FaultKind.DUPLICATE, FaultKind.OUT_OF_ORDER,
+                            FaultKind.GATEWAY_OFFLINE})
 
 
 class Fault(Contract):
+    """A sensor or gateway fault over ``[start_s, start_s + duration_s)``.
+
+    - ``dropout``: the sensor stops reporting; ``stuck``: it repeats the value it read when
+      the fault began; ``drift``: an offset growing linearly to ``magnitude`` spans;
+    - ``spike``: one absurd value every 10 minutes, ``magnitude`` spans above range max;
+    - ``in_range_spike``: one false but plausible value every 10 minutes (a fault of 600 s
+      or less: exactly one, at its start) — the true value plus ``magnitude`` spans,
+      clamped inside the instrument range (a splash, a floating object under the gauge);
+    - ``submerged``: a level gauge under water — while the simulated water at the
+      facility is at its cover (``at_cover``, the default; a gauge with no cover in the
+      model, a pump station's wet well, is drowned for the whole fault) it reads
+      ``magnitude`` spans above its range max (``reads: over_range``) or nothing
+      (``reads: nothing``). ``at_cover: false`` drowns it for the whole fault whatever the
+      water does (water in the housing): on a dry day, a plain sensor fault;
+    - gateway faults: ``clock_skew`` (``magnitude`` seconds), ``duplicate``,
+      ``out_of_order``, ``gateway_offline``.
+    """
+
     kind: FaultKind
     facility: Identifier
     sensor: Identifier | None = Field(default=None, description="Sensor faults need one.")
@@ -93,13 +168,22 @@ class Fault(Contract):
     duration_s: Annotated[float, Field(gt=0, le=30 * 86400)]
     magnitude: float = Field(default=1.0, allow_inf_nan=False, description="Spike/drift size "
                              "(in instrument spans), clock skew (seconds), delay (reports).")
+    reads: Literal["over_range", "nothing"] = Field(
+        default="over_range", description="submerged only: what the drowned gauge reports.")
+    at_cover: bool = Field(default=True, description="submerged only: drowned only while the "
+                                                     "water is at the cover.")
 
     @model_validator(mode="after")
     def _check(self) -> Fault:
-        gateway = {FaultKind.CLOCK_SKEW, FaultKind.DUPLICATE, FaultKind.OUT_OF_ORDER,
-                   FaultKind.GATEWAY_OFFLINE}
-        if self.kind not in gateway and self.sensor is None:
+        if self.kind not in GATEWAY_FAULTS and self.sensor is None:
             raise ValueError(f"a {self.kind} fault needs a sensor")
+        if self.kind in GATEWAY_FAULTS and self.sensor is not None:
+            raise ValueError(f"a {self.kind} fault is the gateway's: no sensor")
+        if self.kind is not FaultKind.SUBMERGED and (self.reads != "over_range"
+                                                     or not self.at_cover):
+            raise ValueError("reads and at_cover are for a submerged fault")
+        if self.kind in (FaultKind.SPIKE, FaultKind.SUBMERGED) and self.magnitude < 0:
+            raise ValueError(f"a {self.kind} fault's magnitude is a size above range max (>= 0)")
         return self
 
 
@@ -117,6 +201,8 @@ class Scenario(Contract):
     faults: list[Fault] = Field(default_factory=list)
     expect_no_alarms: bool = Field(default=False, description="Nothing may raise a facility "
                                    "alarm (a dry day).")
+    expect_silenced: list[ExpectSilenced] = Field(
+        default_factory=list, description="Alarms a maintenance window must silence.")
     max_false_alarms_per_1000_sensor_hours: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")

@@ -258,7 +258,10 @@ def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
         # the scenario starts in the past so that its end is reached just as it is published.
         latest = time.time() - sc.duration_s * (1 - 1 / pace)
         t0 = start_epoch(latest, sc.start_local, ZoneInfo(reg.timezone))
-    run = ScenarioRun(reg, sc, t0=t0, keep_truth=truth is not None)
+    try:
+        run = ScenarioRun(reg, sc, t0=t0, keep_truth=truth is not None)
+    except ScenarioError as exc:  # the scenario names facilities the registry lacks
+        raise _fail(str(exc)) from exc
     typer.echo(f"scenario {sc.name}: {len(run.gateways)} facilities, {run.sensor_count} "
                f"sensors, {sc.duration_s / 3600:.1f} h at {pace:g}x from "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0))}")

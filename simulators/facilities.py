@@ -13,8 +13,10 @@ Drainage (per facility, parameters drawn from the seed):
     minutes later (facilities of one district, upstream → downstream by number);
   - pipe / manhole level from flow (normal-depth shape ``h = h0 + k Q^0.8``), capped at
     the cover (3.0 m): overflow;
-  - pump station: the wet well (400 m²) fills with inflow, pumps (1,200 L/s) start at
-    3.0 m and stop at 1.5 m;
+  - pump station: the wet well (400 m², 8 m deep) fills with inflow (50 L/s dry weather
+    plus 40 % of the catchment's runoff of the rain falling now), pumps (1,200 L/s) start
+    at 3.0 m and stop at 1.5 m; a pump failure or a power failure stops them (state 0,
+    current 0) and the well fills — a storm fills it metres an hour;
   - underpass ponding: rain above 30 mm/h (the inlets' capacity) collects, 1.5 cm per
     minute per 60 mm/h of excess, and drains at 0.6 cm per minute.
 Bridge: daily temperature cycle (peak 15:00 local) driving deflection, strain and bearing
@@ -23,7 +25,13 @@ Bridge: daily temperature cycle (peak 15:00 local) driving deflection, strain an
   bearing displacement and pier tilt growing with the incident's progress.
 Sewage: diurnal flow and level (low at 04:00, peaks morning and evening), rain
   infiltration; COD / NH3-N / pH with noise and an illegal-discharge pulse; H2S and CH4
-  build-up in manholes; a pumping well cycling its pumps; blockages raising the level.
+  build-up in manholes (toxic_gas: over 30 % of the incident) and a fast release when
+  dredging stirs up the sludge (gas_release: to the plateau within 20 minutes); a pumping
+  well (100 m²) cycling its pumps, stopped by a pump or power failure; blockages raising
+  the level.
+
+Level gauges under a cover (manholes) know where the cover is (``cover_m``): the scenario
+runner drowns a gauge with a ``submerged`` fault while the water is there.
 """
 
 from __future__ import annotations
@@ -35,9 +43,11 @@ from dataclasses import dataclass, field
 
 from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Facility, Sensor
-from schemas.scenario import Incident, IncidentKind
+from schemas.scenario import GAS_RELEASE_RAMP_S, Incident, IncidentKind
 
-COVER_M = 3.0
+COVER_M = 3.0  # drainage manhole: water at the cover is overflow
+SEWER_COVER_M = 5.0  # sewer manhole depth (its gauge's range)
+WET_WELL_DEPTH_M = 8.0  # pump station wet well: above it the station floods
 
 
 @dataclass
@@ -52,6 +62,17 @@ class Env:
 
     def incident(self, kind: IncidentKind) -> tuple[Incident, float] | None:
         return next(((i, p) for i, p in self.incidents if i.kind is kind), None)
+
+    @property
+    def pumps_down(self) -> bool:
+        """A pump failure or a power failure: the pumps cannot run."""
+        return any(i.kind in (IncidentKind.PUMP_FAILURE, IncidentKind.POWER_FAILURE)
+                   for i, _ in self.incidents)
+
+    @property
+    def gateway_dark(self) -> bool:
+        """A power failure without a UPS: the RTU is down with the pumps."""
+        return any(i.kind is IncidentKind.POWER_FAILURE and not i.ups for i, _ in self.incidents)
 
 
 def diurnal(local_hour: float) -> float:
@@ -73,6 +94,11 @@ class Model:
 
     def noise(self, sd: float) -> float:
         return self.rnd.gauss(0.0, sd)
+
+    def cover_m(self, sensor: Sensor) -> float | None:
+        """The level at which this water-level gauge is under water (its manhole's cover);
+        None when the model has no cover for it."""
+        return None
 
 
 class DrainageModel(Model):
@@ -105,14 +131,15 @@ class DrainageModel(Model):
         self.pond_cm = max(0.0, self.pond_cm + (1.5 * excess / 60 if excess > 0 else -0.6)
                            * dt / 60)
         # Pump station wet well (400 m²): inflow vs the pumps' 1,200 L/s.
-        failed = env.incident(IncidentKind.PUMP_FAILURE) is not None
+        failed = env.pumps_down
         q_in = 50 + 0.4 * self.c * env.rain_mm_h
         if self.wet_m >= 3.0 and not failed:
             self.pump_on = True
         if self.wet_m <= 1.5 or failed:
             self.pump_on = False
         q_out = 1200 if self.pump_on else 0
-        self.wet_m = max(0.3, self.wet_m + (q_in - q_out) / 1000 / 400 * dt)
+        self.wet_m = min(WET_WELL_DEPTH_M,
+                         max(0.3, self.wet_m + (q_in - q_out) / 1000 / 400 * dt))
 
     def delayed_storm_flow(self, t: float) -> float:
         """This manhole's storm flow ten minutes ago (what reaches the next one now)."""
@@ -150,6 +177,11 @@ class DrainageModel(Model):
 
     def register_gauge(self, sensor: Sensor) -> None:
         self.gauge.setdefault(sensor.id, 0.0)
+
+    def cover_m(self, sensor: Sensor) -> float | None:
+        if sensor.metric is Metric.WATER_LEVEL and not sensor.id.endswith("W1"):
+            return COVER_M
+        return None
 
 
 class BridgeModel(Model):
@@ -202,7 +234,7 @@ class SewageModel(Model):
 
     def advance(self, env: Env, dt: float) -> None:
         self.rain = env.rain_mm_h
-        failed = env.incident(IncidentKind.PUMP_FAILURE) is not None
+        failed = env.pumps_down
         q_in = 60 + 60 * diurnal(env.local_hour) + 3 * env.rain_mm_h  # L/s
         if self.well_m >= 3.5 and not failed:
             self.pump_on = True
@@ -215,6 +247,9 @@ class SewageModel(Model):
         m, h = sensor.metric, env.local_hour
         gas = env.incident(IncidentKind.TOXIC_GAS)
         g = min(1.0, gas[1] / 0.3) * gas[0].severity if gas else 0.0  # build-up, then held
+        rel = env.incident(IncidentKind.GAS_RELEASE)
+        if rel is not None:  # dredging: fast, to the plateau within the ramp, then held
+            g += 1.3 * min(1.0, rel[1] * rel[0].duration_s / GAS_RELEASE_RAMP_S) * rel[0].severity
         spill = env.incident(IncidentKind.ILLEGAL_DISCHARGE)
         s = math.sin(math.pi * spill[1]) * spill[0].severity if spill else 0.0  # a pulse
         if m is Metric.H2S:
@@ -238,10 +273,16 @@ class SewageModel(Model):
                 return self.well_m + self.noise(0.01)
             blocked = env.incident(IncidentKind.BLOCKAGE)
             extra = 3.6 * min(1.0, blocked[1] / 0.3) * blocked[0].severity if blocked else 0.0
-            return min(5.0, 1.2 + 0.3 * diurnal(h) + 0.01 * self.rain + extra + self.noise(0.01))
+            return min(SEWER_COVER_M, 1.2 + 0.3 * diurnal(h) + 0.01 * self.rain + extra
+                       + self.noise(0.01))
         if m is Metric.PUMP_STATE:
             return 1.0 if self.pump_on else 0.0
         raise KeyError(m)
+
+    def cover_m(self, sensor: Sensor) -> float | None:
+        if sensor.metric is Metric.WATER_LEVEL and not sensor.id.endswith("W1"):
+            return SEWER_COVER_M
+        return None
 
 
 def model_for(facility: Facility, rnd: random.Random) -> Model:

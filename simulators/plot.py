@@ -1,8 +1,11 @@
-"""One PNG per storm or incident: the sensors it was expected to alarm on, their true and
-reported values, the registry's thresholds, the incident's window and the alarms raised."""
+"""One PNG per storm or incident: the sensors it was expected to alarm on (every sensor with
+rules of the facility, for a facility-wide expectation or an incident that expects
+nothing), their true and reported values (gaps where nothing was reported), the registry's
+thresholds, the incident's window and the alarms raised (dotted: suppressed or silenced)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,15 @@ def plot_incidents(scenario: Scenario, registry: Registry, truth: dict[str, Any]
                       [(e.facility, e.sensor) for e in st.expect]))
     for inc in scenario.incidents:
         items.append((inc.name, inc.start_s, inc.duration_s,
-                      [(e.facility, e.sensor) for e in inc.expect]))
+                      [(e.facility, e.sensor) for e in inc.expect] or [(inc.facility, None)]))
     for name, start, duration, targets in items:
         keys = []
         for fid, sid in targets:
             f = registry.facility(fid)
             if f is None:
                 continue
+            if sid == fid:
+                sid = None  # a facility-wide alarm: all its sensors
             for s in f.sensors:
                 if (sid is None or s.id == sid) and f"{fid}/{s.id}" in series and \
                         f"{fid}/{s.id}" not in keys and s.rules:
@@ -51,9 +56,9 @@ def plot_incidents(scenario: Scenario, registry: Registry, truth: dict[str, Any]
             rows = series[key]
             hours = [r[0] / 3600 for r in rows]  # type: ignore[operator]
             ax.plot(hours, [r[1] for r in rows], lw=1, color="#555", label="true")
-            reported = [(r[0] / 3600, r[2]) for r in rows if r[2] is not None]  # type: ignore[operator]
-            if reported and any(r[1] != r[2] for r in rows):
-                ax.plot(*zip(*reported, strict=True), lw=0.8, color="#9254de", label="reported")
+            if any(r[1] != r[2] for r in rows):  # nothing reported: a gap in the line
+                ax.plot(hours, [math.nan if r[2] is None else r[2] for r in rows], lw=0.8,
+                        color="#9254de", label="reported")
             sensor = registry.sensor(fid, sid)
             if sensor is not None:
                 for rule in sensor.rules:
@@ -66,8 +71,9 @@ def plot_incidents(scenario: Scenario, registry: Registry, truth: dict[str, Any]
                 if ev.facility_id == fid and ev.category is AlarmCategory.FACILITY and \
                         ev.event.value in ("raised", "escalated") and ev.level is not None:
                     x = (ev.ts.timestamp() - t0) / 3600
-                    ax.axvline(x, color=COLOURS[ev.level.value], lw=1.5 if ev.sensor == sid
-                               else 0.5)
+                    ax.axvline(x, color=COLOURS[ev.level.value],
+                               lw=1.5 if ev.sensor in (sid, fid) else 0.5,
+                               ls=":" if ev.silenced or ev.suppressed_by else "-")
             ax.set_ylabel(f"{sid}\n({sensor.unit if sensor else ''})", fontsize=8)
         axes[-1, 0].set_xlabel("hours since the scenario's start")
         axes[0, 0].set_title(f"{scenario.name}: {name} (shaded) — dashed: thresholds, "

@@ -2,9 +2,15 @@
 
 ``ScenarioRun.reports()`` yields ``(t, topic, payload)`` in simulated order; the caller
 paces them (``lifeline simulate --scenario … --speed 600x``) or feeds them straight into
-the alarm engine (``offline_alarms``, for calibration and fast tests). Ground truth — what
-each sensor really measured, what was reported, and every incident and fault — is kept
-for the facilities the scenario watches, for scoring and plots.
+the alarm engine (``tests/scenario_replay.py``, for calibration and fast tests). Ground
+truth — what each sensor really measured, what was reported (None: nothing), and every
+incident and fault — is kept for the facilities the scenario watches, for scoring and
+plots.
+
+A power failure without a UPS silences the facility's gateway like a ``gateway_offline``
+fault (the truth still records what the instruments would have measured). A scenario is
+checked against the registry first (:func:`check_scenario`): its incidents, faults and
+expectations must name facilities it runs and sensors they have, of the right kind.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.kinds import FacilityKind
+from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Facility, Registry
-from schemas.scenario import Fault, FaultKind, Scenario
+from schemas.scenario import Fault, FaultKind, IncidentKind, Scenario, ScenarioError
 from schemas.telemetry import telemetry_topic
 from simulators.facilities import DrainageModel, Env, Model, model_for
 from simulators.weather import Weather
@@ -49,6 +55,55 @@ def select(registry: Registry, selectors: list[str]) -> list[Facility]:
     return out
 
 
+_NEEDS: dict[IncidentKind, tuple[set[Metric], str]] = {
+    IncidentKind.POWER_FAILURE: ({Metric.PUMP_STATE}, "a pump station or pumping well"),
+    IncidentKind.PUMP_FAILURE: ({Metric.PUMP_STATE}, "a pump station or pumping well"),
+    IncidentKind.GAS_RELEASE: ({Metric.H2S, Metric.CH4}, "gas detectors"),
+    IncidentKind.TOXIC_GAS: ({Metric.H2S, Metric.CH4}, "gas detectors"),
+    IncidentKind.BLOCKAGE: ({Metric.WATER_LEVEL}, "a level gauge"),
+}
+
+
+def check_scenario(registry: Registry, scenario: Scenario) -> list[str]:
+    """What in ``scenario`` does not fit ``registry``: facilities it does not run, sensors
+    they lack, incidents on facilities of the wrong kind (empty: it fits)."""
+    running = {f.id: f for f in select(registry, scenario.facilities)}
+    problems = []
+
+    def facility(fid: str, what: str) -> Facility | None:
+        f = running.get(fid)
+        if f is None:
+            problems.append(f"{what}: facility {fid} is not in the scenario's facilities")
+        return f
+
+    def sensor(f: Facility, sid: str | None, what: str) -> None:
+        if sid is not None and sid != f.id and all(s.id != sid for s in f.sensors):
+            problems.append(f"{what}: {f.id} has no sensor {sid}")
+
+    expects = [(st.name, e) for st in scenario.storms for e in st.expect]
+    for inc in scenario.incidents:
+        f = facility(inc.facility, inc.name)
+        need = _NEEDS.get(inc.kind)
+        if f is not None and need is not None and not need[0] & f.metrics:
+            problems.append(f"{inc.name}: a {inc.kind} needs {need[1]}, {f.id} has none")
+        expects += [(inc.name, e) for e in inc.expect]
+    for name, e in expects:
+        if (f := facility(e.facility, name)) is not None:
+            sensor(f, e.sensor, name)
+    for silent in scenario.expect_silenced:
+        if (f := facility(silent.facility, "expect_silenced")) is not None:
+            sensor(f, silent.sensor, "expect_silenced")
+    for flt in scenario.faults:
+        what = f"{flt.kind} fault"
+        if (f := facility(flt.facility, what)) is None:
+            continue
+        sensor(f, flt.sensor, what)
+        s = next((s for s in f.sensors if s.id == flt.sensor), None)
+        if flt.kind is FaultKind.SUBMERGED and s is not None and s.metric is not Metric.WATER_LEVEL:
+            problems.append(f"{what}: {s.id} is not a level gauge")
+    return problems
+
+
 def start_epoch(latest: float, start_local: str, zone: ZoneInfo) -> float:
     """The last instant not after ``latest`` whose local time of day is ``start_local``."""
     hh, mm = (int(x) for x in start_local.split(":"))
@@ -57,6 +112,12 @@ def start_epoch(latest: float, start_local: str, zone: ZoneInfo) -> float:
     if t > local:
         t -= timedelta(days=1)
     return t.timestamp()
+
+
+def next_start(earliest: float, start_local: str, zone: ZoneInfo) -> float:
+    """The first instant not before ``earliest`` whose local time of day is ``start_local``."""
+    t = start_epoch(earliest, start_local, zone)
+    return t if t >= earliest else start_epoch(earliest + 86400, start_local, zone)
 
 
 @dataclass
@@ -72,6 +133,10 @@ class _Gateway:
 class ScenarioRun:
     def __init__(self, registry: Registry, scenario: Scenario, *, t0: float,
                  keep_truth: bool = True) -> None:
+        problems = check_scenario(registry, scenario)
+        if problems:
+            raise ScenarioError(f"scenario {scenario.name} does not fit registry "
+                                f"{registry.name}: " + "; ".join(problems))
         self.registry = registry
         self.scenario = scenario
         self.t0 = t0
@@ -87,6 +152,7 @@ class ScenarioRun:
         watched |= {e.facility for i in scenario.incidents for e in i.expect}
         watched |= {i.facility for i in scenario.incidents} | {f.facility for f in
                                                                scenario.faults}
+        watched |= {x.facility for x in scenario.expect_silenced}
         self.truth: dict[str, list[tuple[float, float, float | None]]] = {}
         self.keep = watched if keep_truth else set()
         self.faults: dict[str, list[Fault]] = {}
@@ -139,6 +205,7 @@ class ScenarioRun:
             return
         faults = self._active(g.facility.id, t)
         kinds = {f.kind for f in faults}
+        dark = FaultKind.GATEWAY_OFFLINE in kinds or env.gateway_dark
         keep = g.facility.id in self.keep
         readings = []
         for s in due:
@@ -154,19 +221,29 @@ class ScenarioRun:
                     value = None
                 elif f.kind is FaultKind.STUCK:
                     value = g.frozen.setdefault(s.id, true)
-                elif f.kind is FaultKind.SPIKE:
-                    # An absurd value now and then: beyond the instrument's range.
+                elif f.kind in (FaultKind.SPIKE, FaultKind.IN_RANGE_SPIKE):
+                    # Now and then (every 10 minutes, the first at the fault's start) one
+                    # false value: absurd, beyond the instrument's range, or plausible.
                     if int((t - f.start_s) // 600) != int((t - s.interval_s - f.start_s) // 600):
-                        value = hi + f.magnitude * (hi - lo)
+                        if f.kind is FaultKind.SPIKE:
+                            value = hi + f.magnitude * (hi - lo)
+                        else:
+                            value = min(hi, max(lo, true + f.magnitude * (hi - lo)))
                 elif f.kind is FaultKind.DRIFT:
                     value = true + f.magnitude * (hi - lo) * (t - f.start_s) / f.duration_s
+                elif f.kind is FaultKind.SUBMERGED:
+                    cover = g.model.cover_m(s)
+                    if not f.at_cover or cover is None or true >= cover - 1e-9:
+                        value = None if f.reads == "nothing" else hi + f.magnitude * (hi - lo)
+            if dark:
+                value = None  # nothing leaves the facility
             if keep:
                 self.truth.setdefault(f"{g.facility.id}/{s.id}", []).append(
                     (t, round(true, 4), None if value is None else round(value, 4)))
             if value is not None:
                 readings.append({"sensor": s.id, "metric": s.metric.value,
                                  "value": round(value, 4), "unit": s.unit})
-        if FaultKind.GATEWAY_OFFLINE in kinds or not readings:
+        if dark or not readings:
             return
         g.seq += 1
         skew = sum(f.magnitude for f in faults if f.kind is FaultKind.CLOCK_SKEW)

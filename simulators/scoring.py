@@ -2,8 +2,10 @@
 alarm events Lifeline produced.
 
 - per expectation of every storm and incident: detected (a *facility* alarm on that
-  facility — and sensor, if named — at the stated level or worse, raised or escalated
-  between the start and ``within_s`` after it), and the detection delay;
+  facility — and sensor and rule, if named — at the stated level or worse, reported
+  between the start and ``within_s`` after it), and the detection delay. A facility-wide
+  alarm (composite, ``facility-dark``) has the facility id as its sensor: it satisfies an
+  expectation naming no sensor or naming the facility id;
 - false alarms: facility alarms raised that no storm or incident explains (an alarm on a
   facility in a storm's district or an incident's facility, between its start and its end
   plus ``GRACE_S``, is explained), per 1,000 sensor-hours;
@@ -11,8 +13,16 @@ alarm events Lifeline produced.
   while a fault was injected there, that nothing real explains — the engine should have
   called them sensor or gateway faults.
 
-Facility alarms the engine itself inhibited (``suppressed_by`` a sensor or gateway fault:
-recorded, paged to nobody) or silenced (maintenance) are counted apart, not as reported.
+Reported means paged: a facility alarm's ``raised``, ``escalated`` or ``flapping`` event,
+or an ``updated`` one (same level, changed standing), that is neither ``suppressed_by`` a
+sensor or gateway fault nor ``silenced`` by maintenance. So an alarm suppressed when it
+was raised and released later (``updated`` with ``suppressed_by`` null, once the fault
+clears) counts as reported — and detected — from the release; an ``updated`` with
+``held_by_fault`` (a fault began while the alarm was serious: held, still paged) keeps it
+reported. Suppressed (``inhibited``), silenced and held alarms are counted apart.
+
+``expect_silenced``: some alarm at that facility (and sensor) came out silenced, and none
+there was paged.
 
 Times are event times: alarm ``ts`` against the scenario's ``t0`` + offsets.
 """
@@ -27,6 +37,8 @@ from schemas.scenario import Expect, Scenario
 
 GRACE_S = 3600.0  # after a storm or incident ends, its alarms may take this long to clear
 RAISING = (AlarmEventType.RAISED, AlarmEventType.ESCALATED, AlarmEventType.FLAPPING)
+# Events that page (unless suppressed or silenced): a raise, or a change of standing.
+REPORTING = (*RAISING, AlarmEventType.UPDATED)
 
 
 @dataclass
@@ -39,6 +51,19 @@ class ExpectScore:
     detected: bool
     delay_s: float | None
     alarm_rule: str | None = None
+    rule: str | None = None  # the rule the expectation names
+
+
+@dataclass
+class SilencedScore:
+    facility: str
+    sensor: str | None
+    silenced: int  # alarms there that came out silenced
+    paged: int  # alarms there that were paged all the same
+
+    @property
+    def met(self) -> bool:
+        return self.silenced > 0 and self.paged == 0
 
 
 @dataclass
@@ -51,7 +76,11 @@ class Score:
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     faults_as_facility_alarms: list[dict[str, Any]] = field(default_factory=list)
     sensor_or_gateway_alarms: int = 0
-    inhibited: int = 0
+    inhibited: int = 0  # alarms suppressed by a sensor or gateway fault (at some time)
+    released: int = 0  # facility alarms among them released later (updated, unsuppressed)
+    silenced: int = 0  # alarms (any category) silenced by a maintenance window
+    held_by_fault: int = 0  # facility alarms held by a fault that began while they were serious
+    silenced_expectations: list[SilencedScore] = field(default_factory=list)
 
     @property
     def detected(self) -> int:
@@ -65,6 +94,8 @@ class Score:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for row, e in zip(d["silenced_expectations"], self.silenced_expectations, strict=True):
+            row["met"] = e.met
         d.update(detected=self.detected, expected=len(self.expectations),
                  false_alarms_per_1000_sensor_hours=round(self.false_alarm_rate, 3))
         return d
@@ -72,23 +103,31 @@ class Score:
     def passed(self, scenario: Scenario) -> bool:
         return (self.detected == len(self.expectations) and not self.faults_as_facility_alarms
                 and (not scenario.expect_no_alarms or self.facility_alarms == 0)
+                and all(e.met for e in self.silenced_expectations)
                 and self.false_alarm_rate <= scenario.max_false_alarms_per_1000_sensor_hours)
 
     def table(self) -> str:
         lines = [f"scenario {self.scenario}: {self.sensors} sensors, {self.hours:.1f} h",
                  f"{'source':<28} {'facility':<14} {'sensor':<16} {'level':<7} "
-                 f"{'within':>7} {'result':<9} {'delay':>7}"]
+                 f"{'within':>7} {'result':<9} {'delay':>7} rule"]
         for e in self.expectations:
             result = "detected" if e.detected else "MISSED"
             delay = f"{e.delay_s:.0f}s" if e.delay_s is not None else "-"
             lines.append(f"{e.source:<28} {e.facility:<14} {e.sensor or '*':<16} {e.level:<7} "
-                         f"{e.within_s:>6.0f}s {result:<9} {delay:>7}")
+                         f"{e.within_s:>6.0f}s {result:<9} {delay:>7} "
+                         f"{e.alarm_rule or e.rule or '-'}")
+        for x in self.silenced_expectations:
+            lines.append(f"{'expect silenced':<28} {x.facility:<14} {x.sensor or '*':<16} "
+                         f"{'silenced' if x.met else 'NOT SILENCED'}: {x.silenced} silenced, "
+                         f"{x.paged} paged")
         lines.append(f"incidents detected: {self.detected}/{len(self.expectations)}; facility "
                      f"alarms raised: {self.facility_alarms}; false alarms: "
                      f"{len(self.false_alarms)} ({self.false_alarm_rate:.3f} per 1,000 "
                      f"sensor-hours); sensor faults reported as facility alarms: "
                      f"{len(self.faults_as_facility_alarms)}; sensor/gateway alarms: "
-                     f"{self.sensor_or_gateway_alarms}")
+                     f"{self.sensor_or_gateway_alarms}; suppressed: {self.inhibited} "
+                     f"(released {self.released}); silenced: {self.silenced}; held by a "
+                     f"fault: {self.held_by_fault}")
         for row in self.false_alarms[:20]:
             lines.append(f"  false alarm: {row}")
         for row in self.faults_as_facility_alarms[:20]:
@@ -114,24 +153,32 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
     mine.sort(key=lambda x: x[0])
     s = Score(scenario.name, sensors, scenario.duration_s / 3600)
     # Inhibited alarms (a sensor or gateway fault explains them; recorded, paged to
-    # nobody) and silenced ones (maintenance) are not reported as facility alarms.
+    # nobody) and silenced ones (maintenance) are not reported as facility alarms; an
+    # inhibited one released later is reported from its release.
+    # Alarms raised after the scenario's end are not its alarms: when a simulation stops,
+    # every gateway falls silent at once (and critical facilities go "dark").
     facility_alarms = [(t, ev) for t, ev in mine if ev.category is AlarmCategory.FACILITY
-                       and ev.event in RAISING and ev.level is not None
-                       and ev.suppressed_by is None and not ev.silenced]
-    s.inhibited = len({ev.alarm_id for _, ev in mine if ev.suppressed_by is not None})
+                       and _paged(ev) and t <= scenario.duration_s]
+    suppressed = {ev.alarm_id for _, ev in mine if ev.suppressed_by is not None}
+    s.inhibited = len(suppressed)
+    s.released = len(suppressed & {ev.alarm_id for _, ev in facility_alarms})
+    s.silenced = len({ev.alarm_id for _, ev in mine if ev.silenced})
+    s.held_by_fault = len({ev.alarm_id for _, ev in mine if ev.held_by_fault is not None})
     s.sensor_or_gateway_alarms = len({ev.alarm_id for _, ev in mine
                                       if ev.category is not AlarmCategory.FACILITY})
     s.facility_alarms = len({ev.alarm_id for _, ev in facility_alarms})
 
     def check(source: str, start: float, e: Expect) -> None:
         hit = next(((t, ev) for t, ev in facility_alarms
-                    if ev.facility_id == e.facility and (e.sensor is None or ev.sensor == e.sensor)
+                    if ev.facility_id == e.facility
+                    and (e.sensor is None or ev.sensor == e.sensor)
+                    and (e.rule is None or ev.rule == e.rule)
                     and ev.level is not None and ev.level.severity >= e.level.severity
                     and start <= t <= start + e.within_s), None)
         s.expectations.append(ExpectScore(
             source, e.facility, e.sensor, e.level.value, e.within_s, hit is not None,
             None if hit is None else round(hit[0] - start, 1),
-            None if hit is None else hit[1].rule))
+            None if hit is None else hit[1].rule, e.rule))
 
     explained: list[tuple[set[str] | None, str | None, float, float]] = []
     for st in scenario.storms:
@@ -172,7 +219,23 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
             s.faults_as_facility_alarms.append({**row, "fault": faulty[0].kind.value})
         else:
             s.false_alarms.append(row)
+
+    for x in scenario.expect_silenced:
+        there = [ev for _, ev in mine if ev.facility_id == x.facility
+                 and (x.sensor is None or ev.sensor == x.sensor)
+                 and ev.event in REPORTING and ev.level is not None]
+        paged = {ev.alarm_id for ev in there if _paged(ev)}
+        s.silenced_expectations.append(SilencedScore(
+            x.facility, x.sensor, len({ev.alarm_id for ev in there if ev.silenced} - paged),
+            len(paged)))
     return s
+
+
+def _paged(ev: AlarmEvent) -> bool:
+    """The event pages someone: a raise or a change of standing, at a level, neither
+    suppressed by a fault nor silenced by maintenance."""
+    return (ev.event in REPORTING and ev.level is not None and ev.suppressed_by is None
+            and not ev.silenced)
 
 
 def _base(facility: str) -> str:

@@ -1,23 +1,36 @@
 """A scenario straight through ingest's validator and the alarm engine, in process:
 the same code as the pipeline without MQTT and Kafka (seconds, not minutes). Used to
 calibrate the shipped scenarios and in unit tests; the integration test runs them through
-the real pipeline."""
+the real pipeline.
+
+Like the integration test, a scenario starts at its own local time of day
+(``start_local``, in the registry's time zone): the first such instant at or after the
+``t0`` given — maintenance windows and daily cycles depend on it. The processor's
+wall-clock tick (the gateway-offline deadman) runs every 5 simulated seconds, on the
+simulated clock."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from schemas.alarm import AlarmEvent
 from schemas.registry import Registry
 from schemas.scenario import Scenario
 from services.ingest.validate import Validator
 from services.processor.engine import AlarmEngine, FacilityState
-from simulators.scenario import ScenarioRun
+from simulators.scenario import ScenarioRun, next_start
 from simulators.scoring import Score, score
 
+TICK_S = 5.0  # the processor's wall-clock ticks
 
-def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0
-           ) -> tuple[ScenarioRun, list[AlarmEvent], Score]:
+
+def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0, *,
+           at_start_local: bool = True) -> tuple[ScenarioRun, list[AlarmEvent], Score]:
+    """Run ``scenario`` from ``t0`` (moved to the scenario's ``start_local`` unless
+    ``at_start_local`` is false) and score the alarm events the engine produced."""
+    if at_start_local:
+        t0 = next_start(t0, scenario.start_local, ZoneInfo(registry.timezone))
     engine = AlarmEngine(registry)
     validator = Validator(registry, max_payload_bytes=65536, max_future_s=300,
                           max_past_s=7 * 86400)
@@ -27,7 +40,7 @@ def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0
     last_tick = -1.0
     for t, topic, payload in run.reports():
         now = datetime.fromtimestamp(t0 + t, UTC)
-        if t - last_tick >= 5:  # the processor's wall-clock ticks (every 5 s)
+        if t - last_tick >= TICK_S:
             for fid, fs in states.items():
                 events += engine.tick(fid, fs, int((t0 + t) * 1000)).events
             last_tick = t

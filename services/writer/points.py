@@ -10,10 +10,12 @@ duplicated reading overwrites its own point instead of adding one.
                   services/writer/baseline.py)
 - ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level, category;
                   fields alarm_id, event_id, value, threshold, severity, previous_level, message,
-                  silenced, flapping, suppressed_by ("" when not suppressed)
+                  silenced, flapping, suppressed_by ("" when not suppressed), held_by_fault,
+                  entry (a confined-space entry was in progress)
 - ``alarm_state`` tags facility, sensor, rule, category, kind, district; fields alarm_id,
                   active, level, severity (0 when cleared), event, message, silenced,
-                  suppressed, flapping, since (written when raised), acked_by/acked_at/
+                  suppressed, flapping, held, stale_since, entry, since (written when
+                  raised), acked_by/acked_at/
                   ack_comment/resolved ("" reset when the alarm is raised or escalated; set
                   by acknowledgements from lifeline.oncall) — ``last()`` per
                   series is the alarm's current state
@@ -211,6 +213,8 @@ class PointBuilder:
              .field("alarm_id", ev.alarm_id).field("event_id", ev.event_id)
              .field("silenced", ev.silenced).field("flapping", ev.flapping)
              .field("suppressed_by", ev.suppressed_by or "")
+             .field("held_by_fault", ev.held_by_fault or "")
+             .field("entry", ev.entry is not None)
              .field("severity", ev.level.severity if ev.level else 0)
              .field("previous_level", ev.previous_level.value if ev.previous_level else "none")
              .field("message", ev.message)
@@ -252,7 +256,10 @@ class PointBuilder:
              .field("severity", ev.level.severity if ev.level else 0)
              .field("event", ev.event.value).field("message", ev.message)
              .field("silenced", ev.silenced).field("suppressed", ev.suppressed_by is not None)
-             .field("flapping", ev.flapping)
+             .field("flapping", ev.flapping).field("held", ev.held_by_fault is not None)
+             .field("stale_since", ev.stale_since.isoformat(timespec="seconds")
+                    if ev.stale_since else "")
+             .field("entry", ev.entry is not None)
              .time(to_epoch_ms(ev.ts), WritePrecision.MS))
         if ev.event is AlarmEventType.RAISED:
             p.field("since", ev.ts.isoformat(timespec="seconds"))
@@ -260,6 +267,7 @@ class PointBuilder:
             # A new episode or a worse level is not acknowledged (yet): the notifier
             # re-pages a worse level, so an older acknowledgement no longer holds.
             p.field("acked_by", "").field("acked_at", "").field("ack_comment", "")
+            p.field("resolved", False)  # a worse level re-opens a resolved alarm too
         line: str = p.to_line_protocol()
         return line
 

@@ -58,7 +58,7 @@ def reference(samples: list[Sample], signal: Signal, window_s: float, rate_per_s
         return None
     r = _robust(win)
     half = [(t, v) for t, v in win if t > now - w // 2]
-    if len(half) >= 4 and half[-1][0] - half[0][0] >= window_s * 250:
+    if len(half) >= 5 and half[-1][0] - half[0][0] >= window_s * 250:
         r2 = _robust(half)
         if abs(r2) > abs(r):
             r = r2
@@ -284,6 +284,20 @@ def test_noise_free_line_gives_its_slope(slope: float, interval_s: float, window
             known += 1
             assert r == pytest.approx(slope, rel=1e-9)
     assert known > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1_800_000), min_size=3, max_size=120, unique=True),
+       st.floats(-1.0, 1.0).filter(lambda x: abs(x) > 1e-3))
+def test_irregular_line_gives_its_slope(offsets: list[int], slope: float) -> None:
+    """Bucket points are (centroid, mean): on the line however the samples fall."""
+    w = Window(60_000)
+    for off in offsets:
+        w.add(BASE + off, 5.0 + slope * off / 60_000)
+    now = BASE + max(offsets)
+    r = w.signal(Signal.RATE, 1800.0, 60.0, now)
+    if r is not None:
+        assert r == pytest.approx(slope, rel=1e-6)
 
 
 # --- TWA ----------------------------------------------------------------------------------

@@ -18,31 +18,36 @@ that sample, so a replayed or duplicated reading never counts twice (a duplicate
 drops the buckets whose newest sample is at or before ``t``, and later ``add`` calls
 ignore samples at or before ``t`` (they could only land outside every window).
 
-A bucket is inside the window ``(now - W, now]`` when its newest sample's time is: with one
-sample per bucket this is exactly the raw-sample window. Hence:
+With ``W = int(window_s * 1000)`` ms, a bucket is inside the window ``(now - W, now]``
+when its newest sample's time is: with one sample per bucket this is exactly the
+raw-sample window. Hence:
 
 - SUM, MEAN, MIN, MAX, RMS over single-sample buckets (a sensor reporting at most once per
   bucket, in any order, with duplicates) are bit-for-bit those of the raw samples in the
   window (sums are kept exactly, as binary fixed-point integers, so they are correctly
   rounded like ``math.fsum``). With several samples per bucket (a flood, a sensor faster
   than declared, jitter across a bucket boundary) the only error is at the window's old
-  edge: the oldest bucket counts whole or not at all, by its newest sample. A bucket with
-  samples on both sides of ``now`` (only when asked about the past) is left out whole.
+  edge: the oldest bucket counts whole or not at all, by its newest sample (at most one
+  bucket's samples too many). A bucket with samples on both sides of ``now`` (only when
+  asked about the past) is left out whole.
 - TWA (time-weighted mean): the mean of the per-bucket means of the buckets in the window:
   each bucket is an equal slice of time, so a burst in one slice weighs as one slice; for a
   regular series it is the arithmetic mean. Known once the covered span (newest minus
-  oldest sample in the window) is at least half the window.
+  oldest sample in the window) is at least half the window. With several samples per
+  bucket it is approximate in the same way at the old edge.
 - RATE (robust, per ``rate_per_s`` seconds), over per-bucket points (centroid time, mean):
   known once the covered span is at least half the window and the window holds at least
   3 points. ``robust(points)`` is the slope between the medians (of time and of value,
   separately) of the oldest 3 and the newest 3 points (the groups overlap when there are
   4 or 5 points); with exactly 3 points it is the endpoint slope (not robust). The rate is
   the steeper (by magnitude) of ``robust`` over the whole window and ``robust`` over the
-  points of its newest half ``(now - W/2, now]`` when that half holds at least 4 points
-  covering a quarter of the window: a rise sustained over the newest half shows at full
-  slope, and a single outlier anywhere is at most one of three in every median group, so
-  it moves each median only within the range of the other two. Noise-free linear data
-  gives the true slope.
+  points of its newest half ``(now - W/2, now]`` (``W/2`` in whole ms) when that half
+  holds at least 5 points covering a quarter of the window: a rise sustained over the
+  newest half shows at full slope, and a single outlier anywhere is at most one of three
+  in every median group, so it moves each median only within the range of the other two
+  (robust to one outlier from 4 points in the window on). Noise-free linear data gives
+  the true slope, however the samples fall into buckets (centroids and means of points
+  on a line are on it).
 - VALUE: the newest sample at or before ``now``.
 
 Cost: ``add`` and ``signal`` are amortised O(1) per reading for SUM, MEAN, RMS, TWA and
@@ -132,6 +137,8 @@ _MAX_AGGS = 16  # distinct window lengths with running aggregates (a registry ha
 
 # What a signal needs kept per window length.
 _SUM, _SQ, _MEANS, _MIN, _MAX = 1, 2, 4, 8, 16
+_VALUE, _SUM_S, _MEAN_S, _RMS_S, _MIN_S, _MAX_S, _TWA_S = (
+    Signal.VALUE, Signal.SUM, Signal.MEAN, Signal.RMS, Signal.MIN, Signal.MAX, Signal.TWA)
 _NEEDS = {Signal.SUM: _SUM, Signal.MEAN: _SUM, Signal.RMS: _SQ, Signal.TWA: _MEANS,
           Signal.MIN: _MIN, Signal.MAX: _MAX, Signal.RATE: 0}
 
@@ -149,23 +156,35 @@ class _Exact:
         self.exp = 0
         self.pinf = self.ninf = 0  # infinite terms (only from a square or sum overflowing)
 
-    def add(self, x: float, sign: int = 1) -> None:
+    def add(self, x: float) -> None:
         try:
             n, d = x.as_integer_ratio()
         except OverflowError:
-            if x > 0:
-                self.pinf += sign
-            else:
-                self.ninf += sign
+            self._infinite(x, 1)
             return
         j = d.bit_length() - 1
         if j > self.exp:
             self.num <<= j - self.exp
             self.exp = j
-        self.num += sign * (n << (self.exp - j))
+        self.num += n << (self.exp - j)
 
     def sub(self, x: float) -> None:
-        self.add(x, -1)
+        try:
+            n, d = x.as_integer_ratio()
+        except OverflowError:
+            self._infinite(x, -1)
+            return
+        j = d.bit_length() - 1
+        if j > self.exp:
+            self.num <<= j - self.exp
+            self.exp = j
+        self.num -= n << (self.exp - j)
+
+    def _infinite(self, x: float, sign: int) -> None:
+        if x > 0:
+            self.pinf += sign
+        else:
+            self.ninf += sign
 
     def value(self) -> float:
         if self.pinf or self.ninf:
@@ -385,7 +404,8 @@ class Window:
         bl = self._b
         if not bl or bl[0][0] > keep_after:
             return
-        j = bisect_right(bl, keep_after, key=_NEWEST)
+        j = 1 if len(bl) == 1 or bl[1][0] > keep_after else bisect_right(bl, keep_after,
+                                                                         key=_NEWEST)
         for a in self._aggs.values():
             for e in bl[a.lo:min(a.hi, j)]:
                 a.leave(e)
@@ -442,7 +462,7 @@ class Window:
                now: int) -> float | None:
         """The signal over ``(now - window_s, now]`` (event time, ms); None = not known."""
         bl = self._b
-        if signal is Signal.VALUE:
+        if signal is _VALUE:
             if bl and bl[-1][0] <= now:
                 return float(bl[-1][1])
             i = bisect_right(bl, now, key=_NEWEST)
@@ -454,26 +474,26 @@ class Window:
         lo, hi = a.lo, a.hi
         if lo == hi:
             return None
-        if signal is Signal.SUM:
+        if signal is _SUM_S:
             return a.s.value()
-        if signal is Signal.MEAN:
+        if signal is _MEAN_S:
             return a.s.value() / a.n
-        if signal is Signal.RMS:
+        if signal is _RMS_S:
             return math.sqrt(a.q.value() / a.n)
-        if signal is Signal.MIN:
+        if signal is _MIN_S:
             return self._extreme(a, True)
-        if signal is Signal.MAX:
+        if signal is _MAX_S:
             return self._extreme(a, False)
         t_new = bl[hi - 1][0]
         if t_new - _oldest(bl[lo]) < window_s * 500:
             return None  # less than half the window covered: not yet known
-        if signal is Signal.TWA:
+        if signal is _TWA_S:
             return a.m.value() / (hi - lo)
         if hi - lo < 3:  # RATE
             return None
         r = self._robust(lo, hi)
         h = bisect_right(bl, now - w // 2, lo, hi, key=_NEWEST)
-        if hi - h >= 4 and t_new - _oldest(bl[h]) >= window_s * 250:
+        if hi - h >= 5 and t_new - _oldest(bl[h]) >= window_s * 250:
             r2 = self._robust(h, hi)
             if abs(r2) > abs(r):
                 r = r2
@@ -484,10 +504,12 @@ class Window:
         buckets ``[lo, hi)`` (endpoints when there are only 3)."""
         bl, b = self._b, self._bms
         if hi - lo < 4:
-            (t0, v0), (t1, v1) = _point(bl[lo], b), _point(bl[hi - 1], b)
+            e0, e1 = bl[lo], bl[hi - 1]
+            (t0, v0) = e0 if len(e0) == 2 else _point(e0, b)
+            (t1, v1) = e1 if len(e1) == 2 else _point(e1, b)
             return (v1 - v0) / (t1 - t0)
-        o1, o2, o3 = _point(bl[lo], b), _point(bl[lo + 1], b), _point(bl[lo + 2], b)
-        n1, n2, n3 = _point(bl[hi - 3], b), _point(bl[hi - 2], b), _point(bl[hi - 1], b)
+        o1, o2, o3, n1, n2, n3 = (e if len(e) == 2 else _point(e, b) for e in (
+            bl[lo], bl[lo + 1], bl[lo + 2], bl[hi - 3], bl[hi - 2], bl[hi - 1]))
         return (_median3(n1[1], n2[1], n3[1]) - _median3(o1[1], o2[1], o3[1])) / (n2[0] - o2[0])
 
     # -- persistence -------------------------------------------------------------------
