@@ -578,8 +578,12 @@ def oncall_check(
         cfg = load_oncall(_oncall_file(path))
     except OnCallError as exc:
         raise _fail(str(exc)) from exc
+    warnings = cfg.warnings()
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
     typer.echo(json.dumps({"people": len(cfg.people), "teams": [t.id for t in cfg.teams],
-                           "channels": [c.id for c in cfg.channels], "routes": len(cfg.routes)},
+                           "channels": [c.id for c in cfg.channels], "routes": len(cfg.routes),
+                           "urgent_channels": cfg.urgent_channels, "warnings": len(warnings)},
                           ensure_ascii=False))
 
 
