@@ -23,7 +23,7 @@ from services.stack.manager import (
     check_dependencies,
     free_port,
 )
-from services.stack.services import SERVICES, ServiceProcess
+from services.stack.services import SERVICES, ServiceProcess, stop_all
 from simulators.basic import SteadySimulator
 from simulators.publisher import Publisher
 
@@ -139,6 +139,7 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
         "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{notifier_port}"},
         stack.logs, notifier_port)
     stop = threading.Event()
+    followers: list[threading.Thread] = []
     pub: Publisher | None = None
     try:
         _say(f"stack healthy in {time.monotonic() - t0:.1f}s; starting services "
@@ -168,6 +169,7 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
         alarm_thread = threading.Thread(target=lambda: asyncio.run(_follow_alarms(
             kafka, stop, stop_async)), daemon=True)
         alarm_thread.start()
+        followers.append(alarm_thread)
 
         sim = SteadySimulator(reg)
         pub = Publisher("127.0.0.1", int(env["LIFELINE_MQTT_PORT"]),
@@ -210,18 +212,25 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         return 1
     finally:
+        # Order matters (the terminal's Ctrl-C reached only this process: the children
+        # have their own process groups): the simulator and the alarm follower first, then
+        # the services while their brokers still run, then the brokers.
+        stopping = time.monotonic()
         stop.set()
         _say("stopping …")
         if pub is not None:
             pub.close()
-            time.sleep(1.5)
+        for t in followers:
+            t.join(2.0)
+        if pub is not None:
             _status(pub, procs)
-        for p in procs.values():
-            p.stop()
+        killed = stop_all(list(procs.values()))
         if owned:
             stack.down()
-        _say(f"stopped. Data was in {stack.state} (InfluxDB data stays there; "
-             "Tansu keeps Kafka in memory only).")
+        _say(f"stopped in {time.monotonic() - stopping:.1f}s"
+             + (f" ({', '.join(killed)} killed after the grace period)" if killed else "")
+             + f". Data was in {stack.state} (InfluxDB data stays there; Tansu keeps "
+               "Kafka in memory only).")
     return 0
 
 

@@ -1,9 +1,11 @@
 """Child processes that do not outlive their owner.
 
 A foreground child gets ``PR_SET_PDEATHSIG`` so it receives SIGTERM if the owner dies,
-even by ``kill -9``; a daemon child (``lifeline stack up``) is started in its own session
-and tracked by a pid file that records its command line, so ``stack down`` never signals a
-recycled pid.
+even by ``kill -9``, and its own process group: a terminal's Ctrl-C goes to the whole
+foreground group, and the owner — not the terminal — must decide the order in which
+things stop (services before the brokers they need to shut down cleanly). A daemon child
+(``lifeline stack up``) is started in its own session and tracked by a pid file that
+records its command line, so ``stack down`` never signals a recycled pid.
 """
 
 from __future__ import annotations
@@ -43,8 +45,35 @@ def spawn(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = Non
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, cwd=cwd,
             start_new_session=daemon,
+            process_group=None if daemon else 0,
             preexec_fn=child if (nice or not daemon) else None,
         )
+
+
+def terminate_all(pids: Sequence[int], *, grace: float) -> list[int]:
+    """SIGTERM every process at once, wait up to ``grace`` for all of them, SIGKILL the
+    rest; returns the pids that had to be killed."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    live = list(pids)
+    while live and time.monotonic() < deadline:
+        for pid in live:
+            _reap(pid)
+        live = [pid for pid in live if alive(pid)]
+        if live:
+            time.sleep(0.05)
+    for pid in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in live:
+        for _ in range(100):
+            _reap(pid)
+            if not alive(pid):
+                break
+            time.sleep(0.02)
+    return live
 
 
 def cmdline(pid: int) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from services.stack.process import spawn, terminate
+from services.stack.process import spawn, terminate, terminate_all
 
 SERVICES = ("ingest", "processor", "writer")
 HEALTH_PORT_ENV = {
@@ -92,3 +93,16 @@ class ServiceProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def stop_all(procs: list[ServiceProcess], grace: float = 4.0) -> list[str]:
+    """Stop services together (SIGTERM to all, SIGKILL after ``grace``): a Faust worker's
+    orderly shutdown needs its broker, so this runs before the stack goes down. Returns
+    the names that had to be killed (at-least-once makes that safe, but it is said)."""
+    live = {p.proc.pid: p for p in procs if p.proc is not None and p.proc.poll() is None}
+    killed = terminate_all(list(live), grace=grace)
+    for p in live.values():
+        if p.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.proc.wait(1)
+    return [live[pid].name for pid in killed]
