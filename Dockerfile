@@ -7,14 +7,21 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY schemas ./schemas
 COPY services ./services
 COPY simulators ./simulators
+# grafana-client pulls in urllib3-future, whose .pth start-up hook replaces the urllib3 package
+# in site-packages with itself whenever Python starts and site-packages is writable (it is in
+# .venv, where the tests run). Starting Python once here, as root, makes the image the same as
+# the tested environment; at run time the non-root user cannot change site-packages.
 RUN python -m venv /opt/lifeline \
- && /opt/lifeline/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt .
+ && /opt/lifeline/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt . \
+ && /opt/lifeline/bin/python -c "import urllib3, sys; sys.exit(0 if hasattr(urllib3, 'HTTPConnectionPool') else 1)"
 
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --home-dir /app --create-home lifeline
 COPY --from=build /opt/lifeline /opt/lifeline
 COPY deploy/registry /app/deploy/registry
 WORKDIR /app
+# Kafka's and MQTT's CA (docker-compose mounts deploy/clients here).
+RUN mkdir -p /etc/lifeline/tls
 USER lifeline
 ENV PATH=/opt/lifeline/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -31,21 +31,33 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int):
         if not 0 <= value < _MAX_EPOCH_MS:
-            raise ValueError(f"epoch milliseconds out of range: {value}")
+            shown = (str(value) if -10**30 < value < 10**30
+                     else f"an integer of {len(str(abs(value)))} digits")
+            raise ValueError(f"epoch milliseconds out of range: {shown}")
         return datetime.fromtimestamp(value / 1000, tz=UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from exc
         if parsed.tzinfo is None:
             raise ValueError("timestamp needs a UTC offset (e.g. 'Z' or '+08:00')")
-        return parsed.astimezone(UTC)
+        return _to_utc(parsed, value[:40])
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("timestamp needs a UTC offset")
-        return value.astimezone(UTC)
+        return _to_utc(value, value.isoformat())
     raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
+
+
+def _to_utc(value: datetime, shown: str) -> datetime:
+    """``value`` in UTC; a ValueError (never OverflowError) when its offset carries it
+    outside years 1–9999 (``0001-01-01T00:00:00+00:01``, ``9999-12-31T23:59:59-23:59``)."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"timestamp {shown!r} is outside years 1-9999 once converted to "
+                         "UTC") from exc
 
 
 def format_timestamp(value: datetime) -> str:

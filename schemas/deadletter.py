@@ -35,6 +35,10 @@ class RejectReason(StrEnum):
     UNDECODABLE_EVENT = "undecodable_event"
     SINK_REJECTED = "sink_rejected"
     RATE_LIMITED = "rate_limited"
+    # MQTT hygiene (ingest): a retained message is replayed by the broker on every
+    # (re)subscription; QoS 0 carries no delivery guarantee.
+    RETAINED = "retained"
+    QOS0 = "qos0"
 
 
 class Problem(Contract):

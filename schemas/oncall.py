@@ -9,6 +9,8 @@ Three contracts live here:
   Like the registry, it is data with provenance, not code.
 - :class:`AckRequest` — the value of Kafka topic ``lifeline.acks`` (key = facility id):
   someone acknowledged or resolved an alarm, from the acknowledgement page or the CLI.
+  Every acknowledgement is signed (``signature``, HMAC-SHA256 over all its other fields,
+  services.notifier.acks); the notifier applies only those whose signature verifies.
 - :class:`OnCallRecord` — the value of ``lifeline.oncall`` (key = facility id): the audit
   trail. Every notification, delivery attempt, acknowledgement and escalation step.
 
@@ -77,9 +79,21 @@ class Channel(Contract):
                                      "verified.")
     sender: str | None = None
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    personal: bool | None = Field(default=None, description=(
+        "Messages on this channel reach the addressee alone (default: true for sms, false "
+        "otherwise; group robots cannot be personal). An acknowledgement link sent on a "
+        "step whose channels are not all personal asks for a one-time code sent to the "
+        "acting person's own phone."))
+
+    @property
+    def is_personal(self) -> bool:
+        return self.personal if self.personal is not None else self.type is ChannelType.SMS
 
     @model_validator(mode="after")
     def _check(self) -> Channel:
+        if self.personal and self.type in (ChannelType.DINGTALK, ChannelType.WECOM):
+            raise ValueError(f"channel {self.id}: a group robot cannot be personal (everyone "
+                             "in the group reads its messages)")
         if self.type is ChannelType.EMAIL:
             if not self.smtp_host or not self.sender:
                 raise ValueError(f"channel {self.id}: e-mail needs smtp_host and sender")
@@ -208,6 +222,10 @@ class OnCallConfig(Contract):
                     "channels to try at once, most urgent first. Empty: each team's first "
                     "escalation step's channels. The crew leader, who is not in this file, is "
                     "reached only on the sms channels among them.")
+    code_channel: Identifier | None = Field(
+        default=None,
+        description="The sms channel that sends one-time codes to confirm who acknowledges "
+                    "from a link posted in a shared channel (default: the first sms channel).")
 
     @model_validator(mode="after")
     def _refs(self) -> OnCallConfig:
@@ -249,7 +267,43 @@ class OnCallConfig(Contract):
                 raise ValueError(f"urgent_channels: unknown channel {c}")
         if len(set(self.urgent_channels)) != len(self.urgent_channels):
             raise ValueError("urgent_channels: a channel is listed twice")
+        if self.code_channel is not None:
+            if self.code_channel not in channels:
+                raise ValueError(f"code_channel: unknown channel {self.code_channel}")
+            if self.channel(self.code_channel).type is not ChannelType.SMS:
+                raise ValueError(f"code_channel: {self.code_channel} is not an sms channel")
         return self
+
+    def code_sms_channel(self) -> Channel | None:
+        """The sms channel one-time codes go out on (None: the file has no sms channel)."""
+        if self.code_channel is not None:
+            return self.channel(self.code_channel)
+        return next((c for c in self.channels if c.type is ChannelType.SMS), None)
+
+    def step_is_personal(self, channel_ids: list[str]) -> bool:
+        """Whether a message on these channels reaches its addressee alone (then its
+        acknowledgement link needs no one-time code)."""
+        by_id = {c.id: c for c in self.channels}
+        return bool(channel_ids) and all(c in by_id and by_id[c].is_personal
+                                         for c in channel_ids)
+
+    def team_people(self, team_id: str) -> list[str]:
+        """Who may act for a team: its rota members, overrides, the people its escalation
+        names and the members of the teams it escalates to (first appearance first)."""
+        team = next((t for t in self.teams if t.id == team_id), None)
+        if team is None:
+            return []
+        out = [m for layer in team.layers for m in layer.members]
+        out += [o.person for o in team.overrides]
+        for step in team.escalation:
+            what, _, ref = step.notify.partition(":")
+            if what == "person":
+                out.append(ref)
+            elif what == "team" and ref != team_id:
+                other = self.team(ref)
+                out += [m for layer in other.layers for m in layer.members]
+                out += [o.person for o in other.overrides]
+        return list(dict.fromkeys(out))
 
     def phone_channels(self, ids: list[str]) -> list[str]:
         """The channels among ``ids`` that address a phone number (an ad-hoc crew leader)."""
@@ -269,6 +323,16 @@ class OnCallConfig(Contract):
             if not self.phone_channels(first):
                 out.append("urgent_channels is empty and no team's first step has an sms "
                            "channel: the crew leader of a confined-space entry cannot be paged")
+        shared = sorted({t.id for t in self.teams for s in t.escalation
+                         if not self.step_is_personal(s.channels)})
+        if shared and self.code_sms_channel() is None:
+            out.append(f"teams {', '.join(shared)} page on shared channels and there is no sms "
+                       "channel for one-time codes: their links cannot acknowledge (use "
+                       "`lifeline oncall ack`)")
+        phoneless = sorted(p.id for p in self.people if not p.phone)
+        if shared and phoneless:
+            out.append(f"{', '.join(phoneless)} have no phone: they cannot confirm an "
+                       "acknowledgement from a link posted in a shared channel")
         return out
 
     @property
@@ -298,17 +362,35 @@ class AckAction(StrEnum):
     # Either way, a worse level afterwards re-opens the alarm and pages again.
 
 
-class AckRequest(Contract):
-    """Someone answered. Key on ``lifeline.acks``: the facility id."""
+SecondFactor = Literal["sms"]
 
-    alarm_id: str
+
+class AckRequest(Contract):
+    """Someone answered. Key on ``lifeline.acks``: the facility id.
+
+    ``signature`` covers every other field (services.notifier.acks: HMAC-SHA256 with a key
+    derived from the notifier's link secret); an unsigned, forged or altered record is
+    recorded as ``ignored`` and changes nothing."""
+
+    alarm_id: Annotated[str, Field(min_length=1, max_length=100)]
     facility_id: Identifier
     action: AckAction = AckAction.ACKNOWLEDGE
     by: Annotated[str, Field(min_length=1, max_length=100)]
     comment: Annotated[str, Field(max_length=2000)] = ""
     via: Literal["link", "cli", "api"] = "link"
-    token_id: str | None = Field(default=None, description="The link's id (replays refused).")
+    token_id: str | None = Field(default=None, max_length=100, description=(
+        "The link's id, or a random id of a command-line acknowledgement: a record whose "
+        "id was used before in the episode is refused (replays)."))
+    addressee: str | None = Field(default=None, max_length=100, description=(
+        "Links: the person the link was sent to (``by`` may be a colleague who proved who "
+        "they are with a one-time code)."))
+    second_factor: SecondFactor | None = Field(default=None, description=(
+        "How ``by`` was confirmed: ``sms`` — a one-time code sent to their own phone was "
+        "entered on the page; null — not asked (a link sent only to the person's own "
+        "phone, or the command line)."))
     ts: Timestamp
+    signature: str | None = Field(default=None, max_length=200, description=(
+        "v1=<hex HMAC-SHA256> over the canonical JSON of every other field."))
 
 
 class RecordType(StrEnum):
@@ -321,7 +403,7 @@ class RecordType(StrEnum):
     ESCALATED = "escalated"  # moved to the next step (or repeated the step)
     REOPENED = "reopened"  # a worse level re-opened an acknowledged or resolved alarm
     STOPPED = "stopped"  # escalation over: acknowledged, resolved or cleared
-    IGNORED = "ignored"  # an ack that changed nothing (duplicate, replayed, unknown alarm)
+    IGNORED = "ignored"  # an ack that changed nothing (duplicate, replayed, unknown alarm, forged)
     UNROUTED = "unrouted"  # no route matched: nobody could be paged (also a health problem)
 
 
@@ -344,7 +426,8 @@ class OnCallRecord(Contract):
     repeat: int | None = None
     person: str | None = Field(default=None, description="A person id of the on-call file, "
                                "or crew:<phone> for the crew leader of a confined-space entry.")
-    channel: str | None = None
+    channel: str | None = Field(default=None, description="Deliveries: the channel id. "
+                                "Acknowledgements: how it came (link, link+sms-code, cli).")
     level: AlarmLevel | None = None
     ok: bool | None = None
     detail: str = ""

@@ -43,6 +43,9 @@ app.add_typer(mqtt_app, name="mqtt")
 oncall_app = typer.Typer(help="On-call: rotas, acknowledgements, the audit trail.",
                          no_args_is_help=True)
 app.add_typer(oncall_app, name="oncall")
+dlq_app = typer.Typer(help="The dead-letter topic lifeline.readings.dlq: replay refused reports.",
+                      no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 class SimulatorMqtt(_Group):
@@ -660,6 +663,48 @@ def oncall_history(
         raise _fail(f"no on-call records for alarm {alarm_id}")
     for row in rows:
         typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------- dead letters
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: Annotated[str, typer.Option(help="Dead letters with this reason (any of their "
+                                             "problems), e.g. rate_limited, qos0, retained.")],
+    since: Annotated[str, typer.Option(help="Refused at or after this instant (ISO 8601 with "
+                                            "offset, e.g. 2026-11-26T08:00:00+08:00).")],
+    until: Annotated[str | None, typer.Option(help="Refused before this instant.")] = None,
+    facility: Annotated[str | None, typer.Option(help="Only this facility's.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count; produce "
+                                                            "nothing.")] = False,
+    idle: Annotated[float, typer.Option(min=0.5, help="Stop reading the DLQ after N s "
+                                                      "without records.")] = 3.0,
+) -> None:
+    """Send selected dead letters' raw payloads back through ingest's validation: what it
+    accepts goes to lifeline.readings as ingest would produce it (original event times, so
+    a second replay overwrites), what it refuses is listed on stderr with its reason.
+    Prints a one-line JSON summary."""
+    import asyncio
+
+    from schemas.deadletter import RejectReason
+    from services.core.dlq import Selection, parse_instant, run_replay
+
+    try:
+        why = RejectReason(reason)
+    except ValueError as exc:
+        raise _fail(f"unknown reason {reason!r}; one of "
+                    f"{', '.join(r.value for r in RejectReason)}") from exc
+    try:
+        selection = Selection(why, parse_instant(since), parse_instant(until) if until else None,
+                              facility)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+    def refused(row: dict[str, object]) -> None:
+        typer.echo(json.dumps(row, ensure_ascii=False), err=True)
+
+    report = asyncio.run(run_replay(selection, dry_run=dry_run, idle_s=idle,
+                                    on_refused=refused))
+    typer.echo(json.dumps(report.summary(), ensure_ascii=False))
 
 
 def main() -> None:

@@ -8,6 +8,11 @@ comes with a dead letter carrying at least one problem with a reason; what it ac
 a valid ``ReadingBatch`` of known sensors with finite values; and a valid report next to
 the garbage is still accepted, unchanged. The suite runs a short version
 (tests/unit/test_ingest_fuzz.py); the figures of the long run are in docs/benchmarks.md.
+
+Among the generated: integers longer than Python's int-str conversion limit (4,300
+digits; ``json.dumps`` cannot even write them, so they are spliced into the text) in any
+field, and RFC 3339 times at the edges of years 1 and 9999 whose offset carries them out
+of range in UTC (``0001-01-01T00:00:00+00:01``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,20 @@ GOOD = {"ts": "2026-07-01T07:59:00Z", "seq": 7,
                      {"sensor": "DR-BH-001-Q1", "metric": "flow", "value": 130.0,
                       "unit": "L/s"}]}
 
+# Integers beyond the int-str conversion limit, as JSON text (json.dumps refuses them).
+HUGE_DIGITS = st.integers(4301, 6000)
+huge_ints = st.builds(lambda n, neg, lead: ("-" if neg else "") + str(lead) + "7" * (n - 1),
+                      HUGE_DIGITS, st.booleans(), st.integers(1, 9))
+# Times near the ends of datetime's range; with an offset some fall outside it in UTC.
+edge_times = st.one_of(
+    st.builds(lambda mi, se, oh, om: f"0001-01-01T00:{mi:02d}:{se:02d}+{oh:02d}:{om:02d}",
+              st.integers(0, 59), st.integers(0, 59), st.integers(0, 23), st.integers(0, 59)),
+    st.builds(lambda mi, se, oh, om: f"9999-12-31T23:{mi:02d}:{se:02d}-{oh:02d}:{om:02d}",
+              st.integers(0, 59), st.integers(0, 59), st.integers(0, 23), st.integers(0, 59)),
+    st.sampled_from(["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-23:59",
+                     "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z",
+                     "0001-01-01T00:00:00-00:01", "9999-12-31T23:59:59+23:59"]))
+
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                       st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
 json_any = st.recursive(json_leaf, lambda inner: st.one_of(
@@ -43,7 +62,7 @@ json_any = st.recursive(json_leaf, lambda inner: st.one_of(
 timestamps = st.one_of(st.text(max_size=40), st.integers(-2**63, 2**63),
                        st.sampled_from(["2026-07-01T07:59:00Z", "2999-01-01T00:00:00Z",
                                         "1970-01-01T00:00:00Z", "2026-07-01T07:59:00",
-                                        "2026-13-45T99:99:99Z"]))
+                                        "2026-13-45T99:99:99Z"]), edge_times)
 reading = st.fixed_dictionaries(
     {}, optional={"sensor": st.one_of(st.sampled_from(["DR-BH-001-L1", "DR-BH-001-Q1",
                                                        "DR-BH-001-R1", "BR-BH-001-D1"]),
@@ -70,17 +89,31 @@ def _mutate(path: tuple[str, ...], value: object) -> bytes:
     return json.dumps(doc, allow_nan=True).encode()
 
 
+_MARK = "\u0000huge\u0000"
+
+
+def _splice(path: tuple[str, ...], token: str) -> bytes:
+    """The valid report with the JSON text ``token`` (e.g. a 5,000-digit integer) at
+    ``path``."""
+    text = _mutate(path, _MARK).decode()
+    return text.replace(json.dumps(_MARK), token, 1).encode()
+
+
 # A valid report with one field made hostile: partial acceptance and per-reading reasons.
 FIELDS = [("ts",), ("seq",), ("readings",), ("readings", "0"),
           *[("readings", i, k) for i in ("0", "1") for k in ("sensor", "metric", "value",
                                                             "unit", "ts")]]
 mutated = st.builds(_mutate, st.sampled_from(FIELDS), st.one_of(json_leaf, timestamps,
                                                                  json_any))
+# Huge integers anywhere, and edge-of-range times where times belong.
+huge = st.builds(_splice, st.sampled_from(FIELDS), huge_ints)
+TIME_FIELDS = [("ts",), ("readings", "0", "ts"), ("readings", "1", "ts")]
+edged = st.builds(_mutate, st.sampled_from(TIME_FIELDS), edge_times)
 topics = st.one_of(st.just(GOOD_TOPIC), st.sampled_from([
     "lifeline/bridge/DR-BH-001/telemetry", "lifeline/drainage/NOPE/telemetry",
     "lifeline/drainage/DR-BH-001/status", "lifeline//DR-BH-001/telemetry", "#", ""]),
     st.text(max_size=80))
-payloads = st.one_of(mutated, mutated,
+payloads = st.one_of(mutated, mutated, huge, edged,
                      report.map(lambda d: json.dumps(d, allow_nan=True).encode()),
                      json_any.map(lambda d: json.dumps(d, allow_nan=True).encode()),
                      st.binary(max_size=300),

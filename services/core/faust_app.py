@@ -2,11 +2,15 @@
 
 Every Faust service gets: the broker flavour's settings (services.core.kafka), its data
 folder under the state dir, Faust's web server bound to loopback on the service's health
-port with ``/health`` and ``/counters`` pages, and JSON logs.
+port with ``/health`` and ``/counters`` pages — and nothing else: Faust's built-in views
+(``/table/…`` would list every table's contents, ``/router/…`` the cluster's workers,
+``/``, ``/graph``, ``/assignment``, ``/performance``) are off — and JSON logs.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,7 @@ def make_app(name: str, kafka: KafkaSettings, *, web_port: int, web_host: str = 
 
     datadir = state_dir() / "faust" / name
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         f"lifeline-{name}",
         store="memory://",
         datadir=str(datadir),
@@ -62,6 +66,13 @@ def make_app(name: str, kafka: KafkaSettings, *, web_port: int, web_host: str = 
         web_port=web_port,
         web_bind=web_host,
         web_host=web_host,
+        # Faust's built-in views, each behind its own setting (faust.web.base.BLUEPRINT_FLAGS).
+        # Lifeline routes nothing through Faust's web (no @app.table_route): /router is unused.
+        web_tables_enabled=False,  # /table/<name>/<key>: every table's data, unauthenticated
+        web_router_enabled=False,  # /router/…: who owns which key, the other workers' URLs
+        web_stats_enabled=False,  # / and /assignment: sensor counters, partition assignment
+        web_graph_enabled=False,  # /graph: the worker's service tree
+        web_metrics_enabled=False,  # /performance/
         autodiscover=False,
         # Faust's own producer buffers before send; ack latency matters more here.
         stream_buffer_maxsize=4096,
@@ -69,6 +80,18 @@ def make_app(name: str, kafka: KafkaSettings, *, web_port: int, web_host: str = 
         **faust_kwargs(kafka),
         **extra,
     )
+    without_builtin_views(app)
+    return app
+
+
+def without_builtin_views(app: faust.App) -> None:
+    """Drop every built-in Faust blueprint still enabled — the production index at ``/``
+    has no setting — so that the web server serves only the pages Lifeline adds.
+    Faust's BlueprintManager has no public way to remove one; it keeps them in
+    ``_enabled`` until the server starts (``init_server``)."""
+    blueprints: Any = app.web.blueprints
+    blueprints._enabled = [(prefix, bp) for prefix, bp in blueprints._enabled
+                           if not (isinstance(bp, str) and bp.startswith("faust.web.apps."))]
 
 
 def add_health_pages(app: faust.App, health: Health,
@@ -214,7 +237,7 @@ def run_worker(app: faust.App, *, loglevel: str = "INFO", service: str) -> None:
 
     mode.loop.use("uvloop")
     configure(loglevel, service=service)
-    worker = faust.Worker(
+    worker = _DeadlineWorker(
         app,
         loglevel=parse_level(loglevel)[0],
         logging_config=logging_config(loglevel),
@@ -225,6 +248,43 @@ def run_worker(app: faust.App, *, loglevel: str = "INFO", service: str) -> None:
     # record: measured at ~3 % of a busy worker); services have no terminal to spin on.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+SHUTDOWN_DEADLINE_S = 10.0
+
+
+def _exit_after(deadline_s: float, service: str) -> None:
+    """Backstop for a shutdown that waits on something gone (a broker stopped first: Faust's
+    ``stop_and_shutdown`` then retries for minutes): end the process. At-least-once makes
+    that safe — everything not committed is redelivered."""
+    import os
+    import threading
+
+    def watch() -> None:
+        time.sleep(deadline_s)
+        get_logger("lifeline.faust").warning("worker.shutdown_deadline", service=service,
+                                             seconds=deadline_s)
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="shutdown-deadline", daemon=True).start()
+
+
+class _DeadlineWorker(faust.Worker):
+    """A Faust worker whose SIGTERM/SIGINT shutdown ends within ``SHUTDOWN_DEADLINE_S``."""
+
+    def _arm(self) -> None:
+        if not getattr(self, "_lifeline_deadline", False):
+            self._lifeline_deadline = True
+            _exit_after(SHUTDOWN_DEADLINE_S, self.app.conf.id)
+
+    def _on_sigterm(self) -> None:
+        self._arm()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm()
+        super()._on_sigint()
 
 
 STREAM_STALL_S = 15.0

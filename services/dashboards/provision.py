@@ -1,6 +1,8 @@
-"""Provision an existing Grafana over its HTTP API with ``grafana-api``: the InfluxDB
-datasource, a folder and every generated dashboard. Idempotent: what is already as
-generated is left alone, so a second run makes no change."""
+"""Provision an existing Grafana over its HTTP API with ``grafana-client`` (the maintained
+successor of the unmaintained ``grafana-api``): the InfluxDB datasource, a folder and every
+generated dashboard. Idempotent: what is already as generated is left alone, so a second
+run makes no change. The Grafana token and the InfluxDB token are checked like every other
+secret (``services.core.settings.check_secret``) before anything is sent."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from grafana_api.grafana_api import GrafanaClientError, GrafanaUnauthorizedError
-from grafana_api.grafana_face import GrafanaFace
+from grafana_client.api import GrafanaApi
+from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
 from schemas.registry import Registry
+from services.core.settings import check_secret
 from services.dashboards.generate import DATASOURCE, dashboards
 
 DATASOURCE_NAME = "Lifeline InfluxDB"
@@ -32,8 +35,10 @@ class Report:
 
 def _client(url: str, token: str) -> Any:
     u = urlparse(url)
-    return GrafanaFace(auth=token, host=u.hostname or "localhost", port=u.port,
-                       protocol=u.scheme or "http", url_path_prefix=u.path.strip("/"))
+    prefix = u.path.strip("/")
+    # grafana-client joins "{prefix}api" itself: a prefix needs its trailing slash.
+    return GrafanaApi(auth=token, host=u.hostname or "localhost", port=u.port,
+                      protocol=u.scheme or "http", url_path_prefix=f"{prefix}/" if prefix else "")
 
 
 def datasource_model(influx_url: str, influx_token: str, database: str) -> dict[str, Any]:
@@ -55,6 +60,11 @@ def _missing(exc: GrafanaClientError) -> bool:
 
 def provision(url: str, token: str, registry: Registry, *, influx_url: str, influx_token: str,
               database: str = "lifeline") -> Report:
+    try:
+        check_secret("LIFELINE_GRAFANA_TOKEN", token)
+        check_secret("LIFELINE_INFLUX_TOKEN", influx_token)
+    except ValueError as exc:
+        raise ProvisionError(str(exc)) from None
     api = _client(url, token)
     report = Report()
     ds = datasource_model(influx_url, influx_token, database)
@@ -107,4 +117,6 @@ def provision(url: str, token: str, registry: Registry, *, influx_url: str, infl
         raise ProvisionError(f"Grafana at {url} refused the token (401)") from exc
     except GrafanaClientError as exc:
         raise ProvisionError(f"Grafana at {url} refused a request: {exc}") from exc
+    except GrafanaException as exc:  # 5xx, timeouts
+        raise ProvisionError(f"Grafana at {url} failed: {exc}") from exc
     return report

@@ -5,6 +5,24 @@ record made from it — the readings batch and/or the dead letter — and acks g
 order messages arrived (MQTT 3.1.1 §4.6). A crash anywhere before the PUBACK makes the
 broker redeliver from the persistent session; duplicates are harmless downstream because
 points are keyed by event time and alarms by deterministic ids.
+
+Backpressure: at most ``max_pending`` messages (and ``max_pending_bytes`` of payload) are
+held between arrival and PUBACK. When Kafka is slow or down and that is reached, the
+MQTT network thread waits in the hand-over instead of queueing more: ingest reads nothing
+from the socket, the broker keeps the rest in the persistent session (and, if the wait
+outlasts the keepalive, drops the connection; ingest reconnects and the broker
+redelivers everything unacknowledged). Memory stays bounded and nothing acknowledged is
+lost. Mosquitto's own window (``max_inflight_messages``) usually binds first.
+
+MQTT hygiene: a retained message (``retain`` set: the broker replays it on every
+subscription, which would look like a repeated old report) is dead-lettered as
+``retained``; a QoS 0 message (no delivery guarantee, nothing to acknowledge) as
+``qos0``. Both keep their bytes and can be replayed (``lifeline dlq replay``).
+
+Client id: ingest connects with its MQTT username as client id (``client_id`` unset),
+which is what a broker with ``use_username_as_clientid`` (the local stack) makes of any
+client id anyway; the persistent session is keyed by it, so it survives restarts and
+switching that option on, and no other account can take it over (kick ingest off).
 """
 
 from __future__ import annotations
@@ -25,6 +43,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from paho.mqtt.enums import CallbackAPIVersion
 
+from schemas.deadletter import Problem, RejectReason, dead_letter
 from schemas.registry import Registry, load_registry
 from schemas.telemetry import TOPIC_FILTER
 from services.core import topics
@@ -32,7 +51,7 @@ from services.core.health import Counters, Health, health_record, serve
 from services.core.kafka import producer_kwargs
 from services.core.logging import get_logger
 from services.ingest.config import IngestConfig
-from services.ingest.ratelimit import GatewayLimiter, gateway_of
+from services.ingest.ratelimit import BACKLOG, Decision, GatewayPolicy, gateway_of
 from services.ingest.validate import Outcome, Validator
 
 log = get_logger("lifeline.ingest")
@@ -44,6 +63,7 @@ class _Pending:
     qos: int
     generation: int
     at: float  # time.monotonic() on arrival
+    size: int = 0  # payload bytes (the backpressure bound)
     done: bool = False
 
 
@@ -55,10 +75,22 @@ class IngestService:
                                    max_future_s=s.max_future_s, max_past_s=s.max_past_s)
         self.counters = Counters("received", "accepted_reports", "accepted_readings",
                                  "rejected_messages", "partial_messages", "acked",
-                                 "kafka_retries")
+                                 "kafka_retries", "rate_limited", "backlog_admitted",
+                                 "backpressure_pauses")
         self.health = Health("ingest", self.counters)
-        self.limiter = GatewayLimiter(s.gateway_rate_per_s, s.gateway_burst)
-        self._limited: dict[str, list[float]] = {}  # gateway -> [dropped since record, at]
+        self.policy = GatewayPolicy(rate=s.gateway_rate_per_s, burst=s.gateway_burst,
+                                    hard_rate=s.gateway_hard_rate_per_s,
+                                    hard_burst=s.gateway_hard_burst,
+                                    backlog_min_age_s=s.backlog_min_age_s,
+                                    backlog_min_spacing_s=s.backlog_min_spacing_s)
+        # (reason, facility) -> [last log line at, rejections not logged since]
+        self._reject_log: dict[tuple[str, str | None], list[float]] = {}
+        # Backpressure: the MQTT thread waits on this while too much is unacknowledged.
+        self._room = threading.Condition()
+        self._pending_bytes = 0
+        self._paused = False
+        self._closing = False
+        self._last_pause_log = -1e9
         self._pending: deque[_Pending] = deque()
         self._inbox: deque[tuple[_Pending, Outcome]] = deque()  # MQTT thread -> event loop
         self._wake = asyncio.Event()
@@ -73,13 +105,20 @@ class IngestService:
         self._retry_lock = asyncio.Lock()
         self._last_retry_log = -1e9
         self.counters.gauge("pending_acks", lambda: len(self._pending))
+        self.counters.gauge("pending_bytes", lambda: self._pending_bytes)
+        self.counters.gauge("mqtt_paused", lambda: int(self._paused))
         self.health.problem("mqtt", "not connected yet")
         self.health.problem("kafka", "producer not started yet")
 
     # ------------------------------------------------------------------ MQTT side
     def _client(self) -> mqtt.Client:
         m = self.cfg.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.ingest.client_id,
+        client_id = self.cfg.ingest.client_id or m.username
+        if client_id != m.username:
+            log.warning("mqtt.client_id_not_username", client_id=client_id, username=m.username,
+                        note="a broker with use_username_as_clientid keys the persistent "
+                             "session by the username, not by this id")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         client.username_pw_set(m.username, m.password.get_secret_value())
         if m.tls:
@@ -104,6 +143,8 @@ class IngestService:
         # Acks owed on an earlier connection must not be sent on this one: the broker
         # redelivers those messages and their packet ids may be reused.
         self._generation += 1
+        # The broker redelivers what was unacknowledged: older than the backlog lanes.
+        self.policy.reset_backlogs()
         client.subscribe(TOPIC_FILTER, qos=1)
         self._connected.set()
         self.health.ok("mqtt")
@@ -116,20 +157,20 @@ class IngestService:
         log.warning("mqtt.disconnected", reason=str(reason))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
+        if not self._wait_for_room(len(payload)):
+            return  # stopping: left unacknowledged, the broker redelivers it
         received_at = datetime.now(UTC)
         now = time.monotonic()
-        entry = _Pending(msg.mid, msg.qos, self._generation, now)
+        entry = _Pending(msg.mid, msg.qos, self._generation, now, len(payload))
         self._pending.append(entry)
         self.counters.inc("received")
-        gateway = gateway_of(msg.topic)
-        if not self.limiter.allow(gateway, now):
-            outcome = self._rate_limited(msg, gateway, received_at, now)
-        else:
-            try:
-                outcome = self.validator.validate(msg.topic, bytes(msg.payload), received_at)
-            except Exception as exc:
-                log.exception("ingest.validator_crashed", topic=msg.topic, error=str(exc))
-                outcome = self._crash_outcome(msg, received_at, exc)
+        try:
+            outcome = self._outcome(msg.topic, payload, bool(msg.retain), msg.qos,
+                                    received_at, now)
+        except Exception as exc:
+            log.exception("ingest.validator_crashed", topic=msg.topic, error=str(exc))
+            outcome = self._crash_outcome(msg, received_at, exc)
         # Hand over to the event loop: one wake-up per burst, not one per message.
         self._inbox.append((entry, outcome))
         if not self._wake_scheduled:
@@ -137,32 +178,75 @@ class IngestService:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _rate_limited(self, msg: mqtt.MQTTMessage, gateway: str, received_at: datetime,
-                      now: float) -> Outcome:
-        """Over its rate: one dead letter per gateway and second carries the count of the
-        messages dropped since the previous one (a flood is recorded without becoming
-        a flood of dead letters); the rest are counted and acknowledged."""
-        from schemas.deadletter import Problem, RejectReason, dead_letter
+    def _wait_for_room(self, size: int) -> bool:
+        """Backpressure: block the MQTT network thread (it then reads nothing more) while
+        ``max_pending`` messages or ``max_pending_bytes`` wait for Kafka; ``False`` when
+        ingest stops meanwhile. One message always fits into an empty queue."""
+        s = self.cfg.ingest
+        with self._room:
+            def room() -> bool:
+                return not self._pending or (len(self._pending) < s.max_pending and
+                                             self._pending_bytes + size <= s.max_pending_bytes)
 
+            if not room():
+                self._paused = True
+                self.counters.inc("backpressure_pauses")
+                since = time.monotonic()
+                if since - self._last_pause_log >= 10.0:  # sustained: one line per 10 s
+                    self._last_pause_log = since
+                    log.warning("mqtt.paused", pending=len(self._pending),
+                                pending_bytes=self._pending_bytes,
+                                note="waiting for Kafka; not reading MQTT")
+                while not room():
+                    if self._closing:
+                        self._paused = False
+                        return False
+                    self._room.wait(0.5)
+                self._paused = False
+                if time.monotonic() - since >= 1.0:
+                    log.info("mqtt.resumed", paused_s=round(time.monotonic() - since, 1))
+            self._pending_bytes += size
+            return True
+
+    def _outcome(self, topic: str, payload: bytes, retain: bool, qos: int,
+                 received_at: datetime, now: float) -> Outcome:
+        """MQTT hygiene, validation, then the gateway's rate limits (ratelimit.py)."""
+        if retain:
+            return self.validator.refuse(
+                topic, payload, received_at, RejectReason.RETAINED,
+                "retained message: the broker replays it on every subscription, so it is "
+                "not a new report (publish telemetry with retain=false)")
+        if qos == 0:
+            return self.validator.refuse(
+                topic, payload, received_at, RejectReason.QOS0,
+                "QoS 0 message: no delivery guarantee and nothing to acknowledge (publish "
+                "telemetry with QoS 1)")
+        outcome = self.validator.validate(topic, payload, received_at)
+        if outcome.batch_json is None:
+            return outcome  # refused whole: dead-lettered with its own reason
+        decision = self.policy.admit(outcome.facility_id or gateway_of(topic),
+                                     outcome.event_time, received_at, now)
+        if decision.lane == BACKLOG:
+            self.counters.inc("backlog_admitted")
+        if decision.admitted:
+            return outcome
         self.counters.inc("rate_limited")
-        state = self._limited.setdefault(gateway, [0.0, -1e9])
-        state[0] += 1
-        if now - state[1] < 1.0:
-            return Outcome(None, None, None)
-        dropped, state[0], state[1] = int(state[0]), 0.0, now
-        detail = (f"gateway {gateway} over its rate ({self.cfg.ingest.gateway_rate_per_s:g} "
-                  f"msg/s, burst {self.cfg.ingest.gateway_burst:g}): {dropped} message(s) "
-                  "refused since the last record")
-        return Outcome(gateway, None, dead_letter(
-            problems=[Problem(reason=RejectReason.RATE_LIMITED, detail=detail)],
-            service="ingest", source=f"mqtt:{msg.topic}", payload=bytes(msg.payload),
+        return self._rate_limited(topic, payload, outcome, decision, received_at)
+
+    def _rate_limited(self, topic: str, payload: bytes, outcome: Outcome, decision: Decision,
+                      received_at: datetime) -> Outcome:
+        """A limited message: one dead letter with its raw bytes (replayable), reason
+        ``rate_limited``, plus whatever validation found; acknowledged once in Kafka."""
+        problems = [Problem(reason=RejectReason.RATE_LIMITED, detail=decision.detail)]
+        if outcome.dead_letter is not None:
+            problems.extend(outcome.dead_letter.problems)
+        return Outcome(outcome.facility_id, None, dead_letter(
+            problems=problems, service="ingest", source=f"mqtt:{topic}", payload=payload,
             received_at=received_at, keep_bytes=self.cfg.ingest.max_payload_bytes,
-            facility_id=gateway))
+            facility_id=outcome.facility_id))
 
     def _crash_outcome(self, msg: mqtt.MQTTMessage, received_at: datetime,
                        exc: Exception) -> Outcome:
-        from schemas.deadletter import Problem, RejectReason, dead_letter
-
         problem = Problem(reason=RejectReason.SCHEMA, detail=f"validator error: {exc!r}"[:300])
         return Outcome(None, None, dead_letter(
             problems=[problem], service="ingest", source=f"mqtt:{msg.topic}", payload=bytes(msg.payload),
@@ -272,16 +356,34 @@ class IngestService:
             self.counters.inc("rejected_messages" if outcome.batch_json is None
                               else "partial_messages")
             self.counters.inc(f"rejected.{dl.reason}")
+            # One line per reason, facility and second (a flood must not become a flood
+            # of log lines); the counters have every one.
+            now = time.monotonic()
+            key = (str(dl.reason), dl.facility_id)
+            seen = self._reject_log.get(key)
+            if seen is not None and now - seen[0] < 1.0:
+                seen[1] += 1
+                return
+            self._reject_log[key] = [now, 0]
             log.warning("ingest.rejected", reason=str(dl.reason), source=dl.source,
                         facility_id=dl.facility_id, detail=dl.detail[:300],
-                        sensor=next((p.sensor for p in dl.problems if p.sensor), None))
+                        sensor=next((p.sensor for p in dl.problems if p.sensor), None),
+                        **({"not_logged_before": int(seen[1])} if seen and seen[1] else {}))
 
     def _flush_acks(self) -> None:
+        popped = freed = 0
         while self._pending and self._pending[0].done:
             e = self._pending.popleft()
+            popped += 1
+            freed += e.size
             if e.generation == self._generation and e.qos > 0:
                 self._client_ref.ack(e.mid, e.qos)
                 self.counters.inc("acked")
+        if popped:
+            with self._room:
+                self._pending_bytes -= freed
+                if self._paused:  # the MQTT thread waits for room
+                    self._room.notify_all()
 
     async def _watch_acks(self) -> None:
         """Kafka may hold a request without failing it (a stalled broker; the client keeps
@@ -352,6 +454,9 @@ class IngestService:
         deadline = self._loop.time() + s.drain_timeout_s
         while self._pending and self._loop.time() < deadline:  # noqa: ASYNC110 — polls a thread-fed deque
             await asyncio.sleep(0.05)
+        with self._room:  # a message waiting for room stays unacknowledged (redelivered)
+            self._closing = True
+            self._room.notify_all()
         client.disconnect()
         client.loop_stop()
         pump.cancel()

@@ -9,12 +9,19 @@ written with :func:`json.dumps` — about a third of the cost of building pydant
 Anything unusual (a missing key, an extra key, a string where a number belongs, a
 reading's own time, an unknown sensor, …) takes the strict pydantic path, which also
 writes every error message. tests/unit/test_validate_fast.py holds the two equal.
+
+Hostile input is refused, never raised: an integer longer than Python's int-str
+conversion limit (4,300 digits) becomes a stand-in that the contract refuses as
+``schema`` naming its field (``seq``, ``readings.0.value``); a time whose offset carries
+it outside years 1–9999 is a ``schema`` problem naming ``ts`` (schemas/common.py).
+tests/fuzz_ingest.py generates both.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
@@ -40,17 +47,54 @@ class _Envelope(Contract):
     readings: Annotated[list[Any], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
 
 
+class _HugeInt:
+    """A JSON integer too long for Python's int-str conversion limit (``int()`` raises
+    ValueError beyond 4,300 digits): kept as this stand-in, which every contract field
+    refuses, so the dead letter can name the field instead of the validator raising."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.digits} digits>"
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    try:
+        return int(text)
+    except ValueError:
+        return _HugeInt(text)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``; integers beyond the conversion limit become :class:`_HugeInt`.
+
+    The hook costs a Python call per integer, so it is used only when the plain parse
+    failed on such an integer (a ValueError that is not a JSONDecodeError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return json.loads(text, parse_int=_parse_int)
+
+
 class Outcome:
     """What became of one message: the accepted readings as the Kafka value (JSON of a
-    :class:`ReadingBatch`) and/or a dead letter."""
+    :class:`ReadingBatch`) and/or a dead letter. ``event_time`` is the report's own time
+    when it could be read (the rate limits tell a backlog from a flood by it)."""
 
-    __slots__ = ("_batch", "batch_json", "dead_letter", "facility_id", "readings")
+    __slots__ = ("_batch", "batch_json", "dead_letter", "event_time", "facility_id",
+                 "readings")
 
     def __init__(self, facility_id: str | None, batch: ReadingBatch | None,
                  dead_letter: DeadLetter | None, *, batch_json: bytes | None = None,
-                 readings: int = 0) -> None:
+                 readings: int = 0, event_time: datetime | None = None) -> None:
         self.facility_id = facility_id
         self.dead_letter = dead_letter
+        self.event_time = event_time
         self._batch = batch
         if batch is not None:
             batch_json, readings = batch.model_dump_json().encode(), len(batch.readings)
@@ -69,8 +113,12 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors()[:5]:
         loc = ".".join(str(x) for x in err["loc"])
         got = err.get("input")
+        if isinstance(got, _HugeInt):
+            parts.append(f"{prefix}{loc or 'message'}: an integer of {got.digits} digits is "
+                         f"refused (more than {sys.get_int_max_str_digits() or 4300})")
+            continue
         shown = repr(got)[:60] if not isinstance(got, dict | list) else type(got).__name__
-        parts.append(f"{prefix}{loc or 'message'}: {err['msg']} (got {shown})")
+        parts.append(f"{prefix}{loc or 'message'}: {err['msg'][:200]} (got {shown})")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f"; … {more} more" if more > 0 else "")
 
@@ -89,6 +137,21 @@ class Validator:
         return dead_letter(problems=problems, service=SERVICE, source=f"mqtt:{topic}",
                            payload=payload, received_at=received_at,
                            keep_bytes=self.max_payload_bytes, facility_id=facility_id)
+
+    def facility_of(self, topic: str) -> str | None:
+        """The registered facility a well-formed telemetry topic names (else ``None``)."""
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != "lifeline" or parts[3] != "telemetry":
+            return None
+        facility = self.registry.facility(parts[2])
+        return facility.id if facility is not None and facility.kind == parts[1] else None
+
+    def refuse(self, topic: str, payload: bytes, received_at: datetime,
+               reason: RejectReason, detail: str) -> Outcome:
+        """A whole message refused before validation (MQTT hygiene, rate limits)."""
+        fid = self.facility_of(topic)
+        problem = Problem(reason=reason, detail=detail)
+        return Outcome(fid, None, self._reject(topic, payload, received_at, [problem], fid))
 
     def validate(self, topic: str, payload: bytes, received_at: datetime) -> Outcome:
         def whole(reason: RejectReason, detail: str, fid: str | None = None) -> Outcome:
@@ -115,8 +178,8 @@ class Validator:
         except UnicodeDecodeError as exc:
             return whole(RejectReason.NOT_UTF8, f"payload is not UTF-8: {exc}", fid)
         try:
-            raw = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            raw = _loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             return whole(RejectReason.NOT_JSON, f"payload is not JSON: {exc}"[:300], fid)
         fast = self._fast(fid, facility.kind, raw, received_at) if self.fast else None
         if fast is not None:
@@ -139,7 +202,7 @@ class Validator:
             batch = ReadingBatch(facility_id=fid, kind=facility.kind, seq=env.seq,
                                  received_at=received_at, readings=accepted)
         dl = self._reject(topic, payload, received_at, problems, fid) if problems else None
-        return Outcome(fid, batch, dl)
+        return Outcome(fid, batch, dl, event_time=env.ts)
 
     def _fast(self, fid: str, kind: str, raw: Any, received_at: datetime) -> Outcome | None:
         """The everyday report, accepted whole; ``None`` sends it to the strict path."""
@@ -152,7 +215,7 @@ class Validator:
             return None
         try:
             ts = parse_timestamp(ts_raw)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
         if ts - received_at > self.max_future or received_at - ts > self.max_past:
             return None
@@ -186,7 +249,7 @@ class Validator:
                 "received_at": format_timestamp(received_at), "readings": out}
         return Outcome(fid, None, None, batch_json=json.dumps(body, separators=(",", ":"),
                                                               allow_nan=False).encode(),
-                       readings=len(out))
+                       readings=len(out), event_time=ts)
 
     def _reading(self, fid: str, i: int, item: Any, msg_ts: datetime,
                  received_at: datetime) -> tuple[Reading | None, Problem | None]:

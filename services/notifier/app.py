@@ -13,25 +13,40 @@ Sending is not done in the agent: the agent hands notifications to the
 :class:`~services.notifier.delivery.Deliverer`, which sends in background tasks and
 reports every attempt to ``lifeline.oncall``. What can still page twice: a crash in the
 milliseconds between a channel accepting a message and its outcome reaching Kafka.
+
+Trust boundaries: Faust's web server (the health port) serves ``/health`` and
+``/counters`` only; the acknowledgement page has a site of its own on the public port
+(services.notifier.ackpage). Acknowledgements on ``lifeline.acks`` are applied only when
+their signature verifies (services.notifier.acks); any other is recorded as ``ignored``,
+counted (``acks_forged``) and logged with its source. No record on the input topics stops
+the agent: what fails validation is counted (``rejected``), what the engine cannot handle
+is counted (``record_errors``), both logged with ``topic[partition]@offset``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import faust
-from faust.web import Request, Response, View
 from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
 
 from schemas.alarm import AlarmEvent
-from schemas.oncall import AckAction, AckRequest, OnCallConfig, OnCallRecord, RecordType
+from schemas.oncall import (
+    AckRequest,
+    ChannelType,
+    OnCallConfig,
+    OnCallRecord,
+    Person,
+    RecordType,
+    record_id_for,
+)
 from schemas.registry import Registry
 from services.core import topics
 from services.core.faust_app import (
@@ -43,12 +58,21 @@ from services.core.faust_app import (
 )
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
-from services.notifier.channels import Senders
+from services.notifier.ackpage import AckPage, PublicSite
+from services.notifier.acks import AckSigner
+from services.notifier.channels import ChannelError, Senders
 from services.notifier.config import NotifierConfig
 from services.notifier.delivery import Deliverer, RetryPolicy
-from services.notifier.escalation import Escalator, FacilityOnCall, OnCallStateError, Outcome
-from services.notifier.links import AckLink, LinkError, Signer
-from services.notifier.web import SECURITY_HEADERS, alarm_page, message_page, recent_readings
+from services.notifier.escalation import (
+    Escalator,
+    FacilityOnCall,
+    OnCallStateError,
+    Outcome,
+    alarm_fields,
+)
+from services.notifier.links import Signer
+from services.notifier.otp import CodeStore
+from services.notifier.web import recent_readings
 
 log = get_logger("lifeline.notifier")
 
@@ -77,9 +101,10 @@ class Notifier:
     escalator: Escalator
     deliverer_ref: list[Deliverer]
     signer: Signer
+    ack_signer: AckSigner
+    page: AckPage | None = None  # the public acknowledgement page (its own port)
     cache: dict[str, FacilityOnCall] = field(default_factory=dict)
     resumed: set[int] = field(default_factory=set)  # partitions whose pending work is requeued
-    used_links: set[str] = field(default_factory=set)  # links used through this worker
 
     @property
     def deliverer(self) -> Deliverer:
@@ -90,9 +115,12 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
     s = cfg.notifier
     secret = s.link_secret.get_secret_value()
     signer = Signer(secret, s.link_ttl_s)
+    ack_signer = AckSigner(secret)
     app = make_app("notifier", cfg.kafka, web_port=s.health_port, web_host=s.health_host)
-    counters = Counters("alarm_events", "acks", "notifications", "notifications_delivered",
-                        "notifications_failed", "messages_sent", "rejected", "escalations")
+    counters = Counters("alarm_events", "acks", "acks_forged", "notifications",
+                        "notifications_delivered", "notifications_failed", "messages_sent",
+                        "rejected", "record_errors", "escalations", "links_refused",
+                        "links_replayed", "codes_sent", "codes_refused", "codes_failed")
     health = Health("notifier", counters)
 
     def raw(*names: str) -> Any:
@@ -106,7 +134,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
     for warning in oncall.warnings():  # valid but unsafe: said at start, not refused
         log.warning("oncall.config_warning", detail=warning)
     holder: list[Deliverer] = []
-    n = Notifier(app, None, table, health, escalator, holder, signer)
+    n = Notifier(app, None, table, health, escalator, holder, signer, ack_signer)
 
     async def emit(rec: OnCallRecord) -> None:
         await audit.send(key=rec.facility_id.encode(), value=rec.model_dump_json().encode())
@@ -161,6 +189,44 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
                     deliverer().submit(note)
         n.resumed.add(partition)
 
+    async def forged(req: AckRequest, why: str, src: str, now_ms: int) -> None:
+        """An acknowledgement whose signature does not verify: recorded, never applied.
+        It touches no state (a flood of forged records creates no table entries)."""
+        counters.inc("acks_forged")
+        fs = n.cache.get(req.facility_id)
+        ep = fs.episodes.get(req.alarm_id) if fs is not None else None
+        rec = OnCallRecord(
+            record_id=record_id_for(RecordType.IGNORED, req.alarm_id, "forged", src),
+            type=RecordType.IGNORED, ts=datetime.fromtimestamp(now_ms / 1000, UTC),
+            alarm_id=req.alarm_id, facility_id=req.facility_id, channel=req.via,
+            **(alarm_fields(ep.alarm) if ep is not None else {}),
+            detail=f"{why}: not applied (claims {req.action.value} by {req.by!r} via "
+                   f"{req.via}; {src})"[:500])
+        await emit(rec)
+        log.warning("oncall.ack_forged", source=src, reason=why, facility_id=req.facility_id,
+                    alarm_id=req.alarm_id, claimed_by=req.by, via=req.via)
+
+    async def handle(msg: Any, value: bytes, now_ms: int, src: str) -> None:
+        if msg.topic == topics.ALARMS:
+            ev = AlarmEvent.model_validate_json(value)
+            counters.inc("alarm_events")
+            fs = state(ev.facility_id, msg.partition)
+            await apply(ev.facility_id, fs, escalator.on_alarm(fs, ev, now_ms))
+        elif msg.topic == topics.ACKS:
+            req = AckRequest.model_validate_json(value)
+            why = ack_signer.problem(req)
+            if why is not None:
+                await forged(req, why, src, now_ms)
+                return
+            counters.inc("acks")
+            fs = state(req.facility_id, msg.partition)
+            await apply(req.facility_id, fs, escalator.on_ack(fs, req, now_ms))
+        else:
+            rec = OnCallRecord.model_validate_json(value)
+            if rec.type in OUTCOMES:
+                fs = state(rec.facility_id, msg.partition)
+                await apply(rec.facility_id, fs, escalator.on_outcome(fs, rec, now_ms))
+
     @app.agent(source)
     async def notify(stream: Any) -> None:
         async for event in stream.events():
@@ -176,26 +242,20 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
                 continue
             src = f"kafka:{msg.topic}[{msg.partition}]@{msg.offset}"
             try:
-                if msg.topic == topics.ALARMS:
-                    ev = AlarmEvent.model_validate_json(value)
-                    counters.inc("alarm_events")
-                    fs = state(ev.facility_id, msg.partition)
-                    await apply(ev.facility_id, fs, escalator.on_alarm(fs, ev, now_ms))
-                elif msg.topic == topics.ACKS:
-                    req = AckRequest.model_validate_json(value)
-                    counters.inc("acks")
-                    fs = state(req.facility_id, msg.partition)
-                    await apply(req.facility_id, fs, escalator.on_ack(fs, req, now_ms))
-                else:
-                    rec = OnCallRecord.model_validate_json(value)
-                    if rec.type in OUTCOMES:
-                        fs = state(rec.facility_id, msg.partition)
-                        await apply(rec.facility_id, fs, escalator.on_outcome(fs, rec, now_ms))
+                await handle(msg, value, now_ms, src)
             except ValidationError as exc:
                 counters.inc("rejected")
                 log.warning("notifier.rejected", source=src,
                             error=str(exc.errors()[0]["msg"])[:300],
                             facility_id=msg.key.decode(errors="replace") if msg.key else None)
+            except (OnCallStateError, ValueError, TypeError, KeyError, AttributeError,
+                    IndexError) as exc:
+                # A record the contracts accept but the engine cannot handle: one bad
+                # record must not stop the agent, and with it every facility's paging.
+                counters.inc("record_errors")
+                log.error("notifier.record_failed", source=src,
+                          error=f"{type(exc).__name__}: {exc}"[:300],
+                          facility_id=msg.key.decode(errors="replace") if msg.key else None)
 
     n.agent = notify
 
@@ -228,64 +288,32 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
             status = f"已处理 Resolved by {ep.acked_by}"
         elif ep.acked_by:
             status = f"已确认 Acknowledged by {ep.acked_by}"
-        return ep.alarm, {"status": status, "open": not ep.resolved, "used": ep.used_tokens}
+        return ep.alarm, {"status": status, "open": not ep.resolved, "used": ep.used_tokens,
+                          "recipients": ep.recipients}
 
-    @app.page("/ack/{token}")
-    class AckPage(View):
-        def refused(self, token: str) -> AckLink | Response:
-            """The link, or the page that refuses it (forged: 403, expired: 410)."""
-            try:
-                return signer.verify(token)
-            except LinkError as exc:
-                counters.inc("links_refused")
-                return self.html(message_page("链接无效 Link refused", str(exc), "refused"),
-                                 status=exc.status, headers=dict(SECURITY_HEADERS))
+    async def publish(req: AckRequest) -> None:
+        await acks.send(key=req.facility_id.encode(), value=req.model_dump_json().encode())
 
-        async def get(self, request: Request, token: str) -> Response:
-            link = self.refused(token)
-            if not isinstance(link, AckLink):
-                return link
-            alarm, st = local_episode(link.alarm_id, link.facility_id)
-            if link.token_id in n.used_links or link.token_id in st.get("used", []):
-                st = {**st, "open": False, "status": st.get("status") or "链接已使用 Link used"}
-            readings = []
-            if alarm is not None:
-                readings = await recent_readings(cfg.influx, alarm["facility_id"], alarm["sensor"])
-            return self.html(alarm_page(link, token, alarm, st, readings, oncall.zone),
-                             headers=dict(SECURITY_HEADERS))
+    async def send_code(person: Person, text: str, message_id: str) -> None:
+        channel = oncall.code_sms_channel()
+        if channel is None or not person.phone:
+            raise ChannelError("no sms channel or no phone number", retryable=False)
+        await deliverer().senders.sms_text(channel, person.phone, text, message_id)
 
-        async def post(self, request: Request, token: str) -> Response:
-            link = self.refused(token)
-            if not isinstance(link, AckLink):
-                return link
-            _, st = local_episode(link.alarm_id, link.facility_id)
-            if link.token_id in n.used_links or link.token_id in st.get("used", []):
-                counters.inc("links_replayed")
-                return self.html(message_page("链接已使用 Link already used",
-                                              "This link has already been used.", "refused"),
-                                 status=409, headers=dict(SECURITY_HEADERS))
-            form = await request.post()
-            action = AckAction.RESOLVE if form.get("action") == "resolve" else AckAction.ACKNOWLEDGE
-            comment = str(form.get("comment") or "")[:2000]
-            req = AckRequest(alarm_id=link.alarm_id, facility_id=link.facility_id,
-                             action=action, by=link.person, comment=comment, via="link",
-                             token_id=link.token_id, ts=datetime.now(UTC))
-            n.used_links.add(link.token_id)
-            await acks.send(key=link.facility_id.encode(), value=req.model_dump_json().encode())
-            log.info("oncall.ack_received", facility_id=link.facility_id,
-                     alarm_id=link.alarm_id, person=link.person, action=action.value)
-            # Wait briefly for the agent's verdict when this worker owns the facility.
-            verdict = ""
-            for _ in range(30):
-                _, st = local_episode(link.alarm_id, link.facility_id)
-                verdict = st.get("status", "")
-                if verdict:
-                    break
-                await asyncio.sleep(0.1)
-            title = ("已处理 Resolved" if action is AckAction.RESOLVE else "已确认 Acknowledged")
-            text = verdict or "Sent; the escalation stops when the notifier has processed it."
-            return self.html(message_page(title, f"{text} — 升级已停止 escalation stopped.",
-                                          "done"), headers=dict(SECURITY_HEADERS))
+    async def readings(facility: str, sensor: str) -> list[tuple[str, float]]:
+        return await recent_readings(cfg.influx, facility, sensor)
+
+    page = n.page = AckPage(
+        oncall, signer, ack_signer,
+        CodeStore(s.code_ttl_s, s.code_attempts, s.code_resend_s, s.code_max_per_link),
+        counters, publish, send_code, local_episode, readings)
+
+    @app.service
+    class _Public(PublicSite):
+        """The acknowledgement page on its own port (started after table recovery)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(page.application, s.public_host, s.public_port, **kwargs)
 
     @app.on_before_shutdown.connect
     async def _drain(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:
@@ -308,6 +336,31 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
     return n
 
 
+def channel_secrets_checked(oncall: OnCallConfig, env: Mapping[str, str] | None = None) -> None:
+    """Refuse to start with a placeholder or published example as a channel's secret (the
+    robots' tokens, the webhook's HMAC key, the SMS key; the SMTP password only against
+    placeholders and examples — providers issue short ones). One line per variable, never
+    the value."""
+    import os
+
+    from services.core.settings import SettingsError, secret_problem
+
+    values = os.environ if env is None else env
+    problems = []
+    for ch in oncall.channels:
+        for name in (ch.secret_env, ch.token_env):
+            raw = values.get(name) if name else None
+            if not raw or name is None:
+                continue  # unset: the channel fails at send time, and says so
+            why = secret_problem(raw)
+            if why is not None and ch.type is ChannelType.EMAIL and why.startswith("shorter"):
+                why = None
+            if why is not None:
+                problems.append(f"{name} (channel {ch.id}): {why}")
+    if problems:
+        raise SettingsError(problems)
+
+
 def main() -> None:
     from schemas.oncall import load_oncall
     from schemas.registry import load_registry
@@ -316,8 +369,9 @@ def main() -> None:
     cfg = NotifierConfig()
     if len(cfg.notifier.link_secret.get_secret_value()) < 16:
         raise SystemExit("LIFELINE_NOTIFIER_LINK_SECRET must be set (16 characters or more): it "
-                         "signs the acknowledgement links")
+                         "signs the acknowledgement links and the acknowledgements")
     oncall = load_oncall(cfg.notifier.oncall)
+    channel_secrets_checked(oncall)
     registry = load_registry(cfg.common.registry)
     app = build(cfg, oncall, registry).app
     run_worker(app, loglevel=cfg.common.log_level, service="notifier")

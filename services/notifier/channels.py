@@ -152,12 +152,17 @@ class Senders:
         return self._robot_result(answer, "wecom")
 
     async def _sms(self, channel: Channel, person: Person, msg: Message) -> str:
-        assert channel.url is not None
         if not person.phone:
             raise ChannelError(f"{person.id} has no phone number", retryable=False)
+        return await self.sms_text(channel, person.phone, msg.text, msg.delivery_id)
+
+    async def sms_text(self, channel: Channel, phone: str, text: str, message_id: str) -> str:
+        """One SMS of ``text`` to ``phone`` (also the one-time codes of the ack page: the
+        text is never logged, and errors carry only the gateway's status and answer)."""
+        assert channel.url is not None
         key = self._secret(channel.token_env, channel, "API key")
-        text = msg.text if len(msg.text) <= 500 else msg.text[:497] + "…"
-        body = {"to": person.phone, "text": text, "id": msg.delivery_id}
+        text = text if len(text) <= 500 else text[:497] + "…"
+        body = {"to": phone, "text": text, "id": message_id}
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         status, _ = await self._post(channel, channel.url, json.dumps(body, ensure_ascii=False)
                                      .encode(), headers)

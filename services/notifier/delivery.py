@@ -65,7 +65,10 @@ class Deliverer:
         self.latencies: deque[float] = deque(maxlen=1000)  # created → delivered, seconds
 
     def ack_url(self, n: Notification) -> str:
-        token = self.signer.sign(AckLink(n.alarm_id, n.facility_id, n.person, n.notification_id))
+        # Shared unless every channel of the step reaches the person alone: then whoever
+        # opens it must confirm who they are with a one-time code (services.notifier.ackpage).
+        token = self.signer.sign(AckLink(n.alarm_id, n.facility_id, n.person, n.notification_id,
+                                         n.team, not self.cfg.step_is_personal(n.channels)))
         return f"{self.public_url}/ack/{token}"
 
     def _remember(self, nid: str) -> bool:

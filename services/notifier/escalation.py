@@ -20,7 +20,8 @@ as usual. Each recipient gets one entry page per episode and level: a repeat doe
 page the crew leader again, a worse level does.
 
 Acknowledge and resolve both stop the escalation; a worse level afterwards re-opens the
-alarm and pages again (recorded as ``reopened``).
+alarm and pages again (recorded as ``reopened``). The engine trusts the acknowledgements
+it is given: the agent hands it only those whose signature verifies (services.notifier.acks).
 
 The state of a facility is saved as JSON with a format version ``v``
 (:data:`STATE_VERSION`); :meth:`FacilityOnCall.from_json` migrates older versions and
@@ -550,9 +551,11 @@ class Escalator:
         # Written beside the alarm's state in InfluxDB: after its latest event, so last()
         # shows it even when event time runs ahead of the wall clock (replays, simulators).
         state_ts = max(now_ms, ep.last_event_ms + 1)
+        # How it came (the channel tag of the audit trail): link, link+sms-code, cli.
+        how = f"{req.via}+{req.second_factor}-code" if req.second_factor else req.via
         out.records.append(self._record(
             RecordType.RESOLVED if resolved else RecordType.ACKNOWLEDGED, ep, req.facility_id,
-            now_ms, req.by, req.action, person=req.by, level=ep.level,
+            now_ms, req.by, req.action, person=req.by, level=ep.level, channel=how,
             detail=req.comment, state_ts=_iso(state_ts)))
         self._stop(ep, f"{req.action.value}d by {req.by}", now_ms, out)
         return out

@@ -1,9 +1,15 @@
 """Signed, expiring acknowledgement links (itsdangerous, HMAC-SHA256 with a server secret).
 
-A link names the alarm, its facility, the person it was sent to and the notification it
-came with; nothing in it is secret, but nobody without the server's secret can make one,
-and a link older than its lifetime is refused. Replays of a used link are refused by the
-notifier's state (the link's id is recorded with the acknowledgement).
+A link names the alarm, its facility, the person it was sent to, the notification it came
+with, the team whose chain sent it, and whether it went to a shared channel; nothing in it
+is secret, but nobody without the server's secret can make one, and a link older than its
+lifetime is refused. Replays of a used link are refused by the notifier's state (the link's
+id is recorded with the acknowledgement).
+
+A link sent on a step whose channels are not all personal (a DingTalk or WeCom group, a
+webhook, e-mail) is *shared*: whoever opens it must say who they are and enter a one-time
+code sent to their own phone before it acknowledges (services.notifier.ackpage). Links
+made before that existed (four fields) count as shared.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class AckLink:
     facility_id: str
     person: str
     notification_id: str
+    team: str = ""
+    shared: bool = True  # False only when every channel of the step reaches the person alone
 
     @property
     def token_id(self) -> str:
@@ -44,7 +52,7 @@ class Signer:
 
     def sign(self, link: AckLink) -> str:
         token: str = self._s.dumps([link.alarm_id, link.facility_id, link.person,
-                                    link.notification_id])
+                                    link.notification_id, link.team, int(link.shared)])
         return token
 
     def verify(self, token: str) -> AckLink:
@@ -54,6 +62,11 @@ class Signer:
             raise LinkError("this link has expired", 410) from exc
         except BadSignature as exc:
             raise LinkError("this link is not valid", 403) from exc
-        if not (isinstance(data, list) and len(data) == 4 and all(isinstance(x, str) for x in data)):
+        if not isinstance(data, list):
             raise LinkError("this link is not valid", 403)
-        return AckLink(*data)
+        if len(data) == 4 and all(isinstance(x, str) for x in data):
+            return AckLink(*data)  # a link of an earlier notifier: shared
+        if (len(data) == 6 and all(isinstance(x, str) for x in data[:5])
+                and data[5] in (0, 1) and not isinstance(data[5], bool)):
+            return AckLink(data[0], data[1], data[2], data[3], data[4], bool(data[5]))
+        raise LinkError("this link is not valid", 403)

@@ -1,5 +1,9 @@
 """What ``lifeline oncall`` does: who is on duty, acknowledge from the command line, and
-the audit trail of one alarm."""
+the audit trail of one alarm.
+
+A command-line acknowledgement is signed like the page's (services.notifier.acks), with
+the key derived from ``LIFELINE_NOTIFIER_LINK_SECRET``: whoever may acknowledge from the
+shell holds the notifier's secret (the local stack writes it to its ``stack.env``)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from schemas.oncall import AckAction, AckRequest, OnCallConfig
 from services.core import topics
 from services.core.influxql import query, quote_str
 from services.core.kafka import producer_kwargs
-from services.core.settings import InfluxSettings, KafkaSettings
+from services.core.settings import InfluxSettings, KafkaSettings, load
+from services.notifier.acks import AckSigner, cli_token_id
 from services.notifier.rota import on_duty, schedule
 
 
@@ -44,10 +49,23 @@ async def find_facility(influx: InfluxSettings, alarm_id: str) -> str | None:
     return str(series[0]["values"][0][cols.index("facility")])
 
 
+def cli_signer() -> AckSigner:
+    """The signer of command-line acknowledgements (SystemExit without the secret)."""
+    from services.notifier.config import NotifierSettings
+
+    secret = load(NotifierSettings).link_secret.get_secret_value()
+    try:
+        return AckSigner(secret)
+    except ValueError as exc:
+        raise SystemExit(f"{exc} (the notifier applies only signed acknowledgements)") from exc
+
+
 async def send_ack(kafka: KafkaSettings, alarm_id: str, facility_id: str, by: str,
-                   comment: str, action: AckAction) -> AckRequest:
-    req = AckRequest(alarm_id=alarm_id, facility_id=facility_id, action=action, by=by,
-                     comment=comment, via="cli", ts=datetime.now(UTC))
+                   comment: str, action: AckAction, signer: AckSigner | None = None
+                   ) -> AckRequest:
+    req = (signer or cli_signer()).sign(AckRequest(
+        alarm_id=alarm_id, facility_id=facility_id, action=action, by=by, comment=comment,
+        via="cli", token_id=cli_token_id(), ts=datetime.now(UTC)))
     producer = AIOKafkaProducer(**producer_kwargs(kafka, "lifeline-oncall-cli"))
     await producer.start()
     try:

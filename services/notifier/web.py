@@ -1,11 +1,12 @@
-"""The acknowledgement page: ``GET /ack/<token>`` shows the alarm with its recent readings;
-``POST /ack/<token>`` (a form: action, comment) acknowledges or resolves it.
+"""The acknowledgement page's HTML: ``GET /ack/<token>`` shows the alarm with its recent
+readings; ``POST /ack/<token>`` (a form: action, comment) acknowledges or resolves it. The
+handlers are in services.notifier.ackpage, served on the notifier's public port only.
 
 GET never changes anything: chat apps (DingTalk, WeCom) fetch links to preview them, and a
-preview must not acknowledge a page nobody has read. The token is the only credential: it
-is signed and expires (services.notifier.links), and a used link is refused. Responses
-carry a strict Content-Security-Policy, no referrer (the token is in the URL), no caching
-and no framing.
+preview must not acknowledge a page nobody has read. The token is signed and expires
+(services.notifier.links), and a used link is refused; a link posted in a shared channel
+also needs a one-time code sent to the acting person's own phone. Responses carry a strict
+Content-Security-Policy, no referrer (the token is in the URL), no caching and no framing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from schemas.oncall import Person
 from services.core.influxql import QueryError, query, quote_str
 from services.core.settings import InfluxSettings
 from services.notifier.links import AckLink
@@ -39,6 +41,9 @@ h1{font-size:1.25rem}.lv{display:inline-block;padding:.1rem .6rem;border-radius:
 .none{background:#8c8c8c}table{border-collapse:collapse;width:100%}td,th{padding:.25rem .4rem;
 text-align:left;border-bottom:1px solid #eee;font-size:.9rem}textarea{width:100%;min-height:4rem}
 button{font-size:1rem;padding:.5rem 1rem;margin:.5rem .5rem 0 0}.note{color:#555;font-size:.9rem}
+fieldset{border:1px solid #ddd;border-radius:6px;margin:.5rem 0}label.who{display:block;padding:.2rem 0}
+.off{color:#8c8c8c}input.code{font-size:1.4rem;letter-spacing:.3rem;width:9rem}
+.warn{color:#d4380d}
 """
 
 
@@ -74,9 +79,81 @@ def _sparkline(points: list[tuple[str, float]], threshold: float | None) -> str:
             f'<polyline fill="none" stroke="#1677ff" stroke-width="2" points="{path}"/>{line}</svg>')
 
 
+def ack_form(token: str, hidden: dict[str, str] | None = None, code: bool = False) -> str:
+    """Comment and the two buttons (with ``code``: the one-time code field first)."""
+    fields = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                     for k, v in (hidden or {}).items())
+    code_html = ('<label for="code">验证码 One-time code</label><br>'
+                 '<input class="code" id="code" name="code" inputmode="numeric" '
+                 'autocomplete="one-time-code" maxlength="6" pattern="[0-9]{6}" required><br>'
+                 if code else "")
+    return (f'<form method="post" action="/ack/{html.escape(token)}">{fields}{code_html}'
+            f'<label for="comment">备注 Comment</label>'
+            f'<textarea id="comment" name="comment" maxlength="2000"></textarea>'
+            f'<button id="acknowledge" name="action" value="acknowledge">确认 Acknowledge'
+            f'</button><button id="resolve" name="action" value="resolve">已处理 Resolve'
+            f"</button></form>")
+
+
+def masked_phone(phone: str) -> str:
+    return f"尾号 …{phone[-4:]}"
+
+
+def identify_form(token: str, people: list[Person], addressee: str, code_possible: bool,
+                  message: str = "") -> str:
+    """A link from a shared channel: who is acting? A code goes to that person's phone."""
+    rows = []
+    for p in people:
+        pid = html.escape(p.id)
+        name = html.escape(p.name)
+        if p.phone and code_possible:
+            checked = " checked" if p.id == addressee else ""
+            rows.append(f'<label class="who"><input type="radio" name="person" value="{pid}" '
+                        f'id="person-{pid}"{checked} required> {name} '
+                        f'<span class="note">({html.escape(masked_phone(p.phone))})</span></label>')
+        else:
+            why = ("无手机号 no phone number: cannot receive a code — acknowledge by phone "
+                   "with the duty room or with `lifeline oncall ack`") if not p.phone else (
+                "no SMS channel for codes is configured")
+            rows.append(f'<label class="who off"><input type="radio" disabled '
+                        f'id="person-{pid}"> {name} — {html.escape(why)}</label>')
+    warn = f'<p id="message" class="warn">{html.escape(message)}</p>' if message else ""
+    if not code_possible:
+        return (warn + '<p id="nocode" class="warn">此链接发送到群组 This link was posted in a '
+                "shared channel and this notifier has no SMS channel for one-time codes: "
+                "acknowledge with `lifeline oncall ack`.</p>")
+    return (f'{warn}<form method="post" action="/ack/{html.escape(token)}">'
+            "<fieldset><legend>你是谁？ Who is acknowledging?</legend>"
+            '<p class="note">此链接发送到群组，任何人都能看到。验证码将发送到所选人员的手机。 '
+            "This link was posted in a shared channel: choose yourself, and a one-time code "
+            "is sent to your own phone.</p>"
+            f"{''.join(rows)}</fieldset>"
+            '<button id="send_code" name="action" value="send_code">发送验证码 Send code'
+            "</button></form>")
+
+
+def code_page_body(token: str, challenge: str, person: Person, ttl_s: float,
+                   message: str = "") -> str:
+    """After a code was sent: enter it, then acknowledge or resolve."""
+    warn = f'<p id="message" class="warn">{html.escape(message)}</p>' if message else ""
+    phone = masked_phone(person.phone or "")
+    return (f'<h1 id="code_sent">验证码已发送 Code sent</h1>{warn}'
+            f'<p class="note">A 6-digit code was sent to {html.escape(person.name)} '
+            f"({html.escape(phone)}); it is valid {ttl_s / 60:g} minutes. "
+            "只有正确的验证码才能确认 Only the right code acknowledges.</p>"
+            + ack_form(token, {"challenge": challenge}, code=True))
+
+
+def code_page(token: str, challenge: str, person: Person, ttl_s: float,
+              message: str = "") -> str:
+    return _page("Lifeline code", code_page_body(token, challenge, person, ttl_s, message))
+
+
 def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: dict[str, Any],
-               readings: list[tuple[str, float]], zone: ZoneInfo) -> str:
-    """The alarm, what is known of its state, its recent readings and the form."""
+               readings: list[tuple[str, float]], zone: ZoneInfo,
+               form: str | None = None) -> str:
+    """The alarm, what is known of its state, its recent readings and the form (``form``:
+    another form in place of the acknowledgement form, e.g. who-is-acting)."""
     if alarm is None:
         head = (f"<h1>告警 Alarm {html.escape(link.alarm_id[:8])}</h1>"
                 f'<p class="note">设施 Facility {html.escape(link.facility_id)}. '
@@ -105,16 +182,11 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
                        for t, v in readings[-8:])
         recent = (f"<h2>最近读数 Recent readings</h2>{spark}"
                   f"<table><tr><th>time (UTC)</th><th>value</th></tr>{last}</table>")
-    form = ""
+    shown = ""
     if state.get("open", True):
-        form = (f'<form method="post" action="/ack/{html.escape(token)}">'
-                f'<label for="comment">备注 Comment</label>'
-                f'<textarea id="comment" name="comment" maxlength="2000"></textarea>'
-                f'<button id="acknowledge" name="action" value="acknowledge">确认 Acknowledge'
-                f'</button><button id="resolve" name="action" value="resolve">已处理 Resolve'
-                f"</button></form>")
+        shown = ack_form(token) if form is None else form
     who = f'<p class="note">For 发送给 {html.escape(link.person)}</p>'
-    return _page("Lifeline alarm", head + status_html + recent + form + who)
+    return _page("Lifeline alarm", head + status_html + recent + shown + who)
 
 
 async def recent_readings(influx: InfluxSettings, facility: str, sensor: str,

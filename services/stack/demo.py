@@ -49,8 +49,12 @@ def demo_oncall(source: Path, target: Path, receiver_url: str) -> Path:
     import yaml
 
     doc = yaml.safe_load(source.read_text(encoding="utf-8"))
-    doc["channels"] = [{"id": c["id"], "type": "webhook", "url": receiver_url}
-                       for c in doc["channels"]]
+    # The console stands in for each person's own phone: a personal channel (no one-time
+    # code needed to acknowledge from its links), and no SMS channel for codes.
+    doc["channels"] = [{"id": c["id"], "type": "webhook", "url": receiver_url,
+                        "personal": True} for c in doc["channels"]]
+    doc.pop("code_channel", None)
+    doc.pop("urgent_channels", None)
     target.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     return target
 
@@ -101,8 +105,14 @@ class ConsoleReceiver:
 
 def run_demo(*, registry: Path, duration: float, breach_every: float,
              oncall: Path = Path("deploy/oncall/wenzhou-bay.yaml")) -> int:
+    import signal
+
     from services.core.logging import configure
 
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (kill, a supervisor) stops in order, as Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
     configure("WARNING")
     missing = check_dependencies()
     if missing:
@@ -132,11 +142,12 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
     procs = {n: ServiceProcess(n, env, stack.logs, free_port()) for n in SERVICES}
     phone = ConsoleReceiver()
     phone.start()
-    notifier_port = free_port()
+    notifier_port, public_port = free_port(), free_port()
     procs["notifier"] = ServiceProcess("notifier", {
         **env, "LIFELINE_NOTIFIER_ONCALL": str(demo_oncall(oncall, stack.state / "oncall.yaml",
                                                            phone.url)),
-        "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{notifier_port}"},
+        "LIFELINE_NOTIFIER_PUBLIC_PORT": str(public_port),
+        "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{public_port}"},
         stack.logs, notifier_port)
     stop = threading.Event()
     followers: list[threading.Thread] = []

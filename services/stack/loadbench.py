@@ -113,8 +113,8 @@ async def _baseline(stack: Stack, reports: list[tuple[str, bytes]]) -> dict[str,
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-baseline-forwarder")
-    sub.username_pw_set(env["LIFELINE_SIMULATOR_MQTT_USERNAME"],
-                        env["LIFELINE_SIMULATOR_MQTT_PASSWORD"])
+    sub.username_pw_set(env["LIFELINE_BENCH_MQTT_USERNAME"],
+                        env["LIFELINE_BENCH_MQTT_PASSWORD"])
     ready = threading.Event()
 
     def on_connect(c: Any, *_a: Any) -> None:
@@ -229,7 +229,9 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
                "LIFELINE_NOTIFIER_ONCALL": str(state / "oncall.yaml")}
         for name in ("ingest", "processor", "writer", "notifier"):
             port = free_port()
-            extra = {"LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{port}"} \
+            public = free_port()
+            extra = {"LIFELINE_NOTIFIER_PUBLIC_PORT": str(public),
+                     "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{public}"} \
                 if name == "notifier" else {}
             procs[name] = ServiceProcess(name, {**env, **extra}, stack.logs, port)
             procs[name].start()

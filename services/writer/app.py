@@ -3,10 +3,11 @@
 (services/writer/readings.py: Faust's per-event cost was the writer's bottleneck); the
 other, much smaller streams are Faust agents.
 
-Events are taken in batches (``stream.take``); Faust acknowledges a batch only when the
-agent asks for the next one, i.e. after the sink stored it. While the sink is down the
+Events are taken in batches (``stream.take_events``); Faust acknowledges a batch only when
+the agent asks for the next one, i.e. after the sink stored it. While the sink is down the
 agent retries the same batch with backoff, Faust stops fetching once its buffer is full,
-and Kafka retains the rest: backpressure, never a skip.
+and Kafka retains the rest: backpressure, never a skip. Points the database refuses are
+isolated and only their events dead-lettered (services/writer/batch.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import aiohttp
 import faust
 from aiokafka.errors import KafkaError
 from mode.types.signals import BaseSignalT
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, wait_exponential
 
 from schemas.alarm import AlarmEvent
 from schemas.deadletter import Problem, RejectReason, dead_letter
@@ -31,54 +32,22 @@ from services.core.faust_app import add_health_pages, make_app, register_gauges,
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.writer.baseline import DiurnalBaseline
+from services.writer.batch import Batch, BatchWriter, merge
 from services.writer.config import WriterConfig
 from services.writer.points import PointBuilder
 from services.writer.readings import ReadingsConsumer
-from services.writer.sinks import Sink, SinkRejected, SinkUnavailable, make_sink
+from services.writer.sinks import make_sink
 from services.writer.storage import StorageSetupError, ensure_layout
 
 log = get_logger("lifeline.writer")
-
-
-class BatchWriter:
-    """Turns raw Kafka values into points and stores them, retrying until stored."""
-
-    def __init__(self, sink: Sink, counters: Counters, health: Health, retry_max_s: float,
-                 dead_letter_cb: Callable[[bytes, str, RejectReason, str], Any]) -> None:
-        self.sink = sink
-        self.counters = counters
-        self.health = health
-        self.retry_max_s = retry_max_s
-        self.dead_letter = dead_letter_cb
-
-    async def store(self, lines: list[str], what: str, long_term: bool = False,
-                    precision: str = "ms") -> None:
-        def _before_sleep(state: Any) -> None:
-            self.counters.inc("sink_retries")
-            exc = state.outcome.exception() if state.outcome else None
-            self.health.problem("sink", f"{self.sink.name} unavailable: {exc}")
-            log.warning("writer.sink_unavailable", sink=self.sink.name, batch=what,
-                        points=len(lines), attempt=state.attempt_number, error=str(exc))
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(SinkUnavailable),
-            wait=wait_exponential(multiplier=0.2, max=self.retry_max_s),
-            before_sleep=_before_sleep, reraise=True,
-        ):
-            with attempt:
-                await self.sink.write(lines, long_term=long_term, precision=precision)
-        if "sink" in self.health.payload()[1]["problems"]:
-            log.info("writer.sink_recovered", sink=self.sink.name)
-        self.health.ok("sink")
-        self.counters.inc("stored_points", len(lines))
-        self.counters.inc("written_batches")
 
 
 def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     app = make_app("writer", cfg.kafka, web_port=cfg.writer.health_port,
                    web_host=cfg.writer.health_host)
     counters = Counters("processed_events", "processed_alarm_events", "stored_points",
-                        "written_batches", "sink_retries", "rejected")
+                        "written_batches", "sink_retries", "rejected", "refused_batches",
+                        "isolation_writes", "refused_points")
     health = Health("writer", counters)
     baseline = DiurnalBaseline(registry, cfg.writer.baseline_warmup_h)
     points = PointBuilder(registry, baseline)
@@ -91,49 +60,45 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     alarms, dlq, pipeline, oncall = (raw_topic(t) for t in (
         topics.ALARMS, topics.READINGS_DLQ, topics.HEALTH, topics.ONCALL))
 
-    async def send_dead_letter(raw: bytes, source: str, reason: RejectReason,
-                               detail: str) -> None:
+    async def send_dead_letter(raw: bytes, source: str, reason: RejectReason, detail: str,
+                               problems: list[Problem] | None = None,
+                               facility_id: str | None = None) -> None:
         counters.inc("rejected")
         log.warning("writer.rejected", source=source, reason=str(reason), detail=detail[:300])
-        dl = dead_letter(problems=[Problem(reason=reason, detail=detail[:1000])],
-                         service="writer", source=source, payload=raw,
+        dl = dead_letter(problems=problems or [Problem(reason=reason, detail=detail[:1000])],
+                         service="writer", source=source, payload=raw, facility_id=facility_id,
                          received_at=datetime.now(UTC), keep_bytes=65536)
         await dlq.send(value=dl.model_dump_json().encode())
 
-    writer = BatchWriter(sink, counters, health, cfg.writer.retry_max_s, send_dead_letter)
+    writer = BatchWriter(sink, counters, health, cfg.writer.retry_max_s, send_dead_letter,
+                         cfg.writer.isolate_max_requests)
     n, within = cfg.writer.batch_events, cfg.writer.batch_seconds
 
-    async def store_or_dead_letter(lines: list[str], raws: list[bytes], source: str,
-                                   long_term: bool, precision: str = "ms") -> None:
-        if not lines:
-            return
-        try:
-            await writer.store(lines, source, long_term, precision)
-        except SinkRejected as exc:
-            # Some points of the batch were refused: InfluxDB 1.x stores the valid ones of
-            # a partial write, so the batch's raw events go to the DLQ with the reason.
-            for raw in raws:
-                await send_dead_letter(raw, source, RejectReason.SINK_REJECTED, str(exc))
+    def where(event: Any) -> str:
+        m = event.message
+        return f"kafka:{m.topic}[{m.partition}]@{m.offset}"
 
     async def consume(stream: Any, topic: str, to_lines: Callable[[bytes], list[str]],
                       counter: str, long_term: bool = False) -> None:
         source = f"kafka:{topic}"
         # Nothing is written before the retention policies exist (it would land in autogen).
         await storage_ready.wait()
-        async for values in stream.take(n, within=within):
-            lines: list[str] = []
-            raws: list[bytes] = []
-            for raw in values:
+        async for events in stream.take_events(n, within=within):
+            batch = Batch()
+            for event in events:
+                raw = event.value
                 try:
-                    lines.extend(to_lines(raw))
-                    raws.append(raw)
+                    lines = to_lines(raw)
                 except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-                    await send_dead_letter(raw, source, RejectReason.UNDECODABLE_EVENT, str(exc))
-            await store_or_dead_letter(lines, raws, source, long_term)
-            counters.inc(counter, len(values))
+                    await send_dead_letter(raw, where(event), RejectReason.UNDECODABLE_EVENT,
+                                           str(exc))
+                    continue
+                batch.add(raw, where(event), lines)
+            await writer.store_or_dead_letter(batch, source, long_term)
+            counters.inc(counter, len(events))
 
-    async def store_readings(lines: list[str], raws: list[bytes], source: str) -> None:
-        await store_or_dead_letter(lines, raws, source, False)
+    async def store_readings(batch: Batch) -> None:
+        await writer.store_or_dead_letter(batch, f"kafka:{topics.READINGS}", readings=True)
 
     readings = ReadingsConsumer(cfg.kafka, points.readings_raw, store_readings,
                                 send_dead_letter, counters, n, within)
@@ -169,22 +134,25 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
     async def store_oncall(stream: Any) -> None:
         source = f"kafka:{topics.ONCALL}"
         await storage_ready.wait()
-        async for values in stream.take(n, within=within):
-            audit: list[str] = []
-            acks: list[str] = []
-            for raw in values:
+        async for events in stream.take_events(n, within=within):
+            audit = Batch()
+            acks = Batch()
+            for event in events:
+                raw = event.value
                 try:
                     rec = OnCallRecord.model_validate_json(raw)
                 except ValueError as exc:
-                    await send_dead_letter(raw, source, RejectReason.UNDECODABLE_EVENT, str(exc))
+                    await send_dead_letter(raw, where(event), RejectReason.UNDECODABLE_EVENT,
+                                           str(exc))
                     continue
-                audit.append(points.oncall(rec))
+                audit.add(raw, where(event), [points.oncall(rec)])
                 ack = points.ack_state(rec)
                 if ack is not None:
-                    acks.append(ack)
-            await store_or_dead_letter(audit, values, source, True, "ns")
-            await store_or_dead_letter(acks, values, source, True)
-            counters.inc("processed_oncall_records", len(values))
+                    acks.add(raw, where(event), [ack])
+            refused = await writer.store_events(audit, source, True, "ns")
+            refused += await writer.store_events(acks, source, True)
+            await writer.send_refused(merge(refused))
+            counters.inc("processed_oncall_records", len(events))
 
     @app.on_before_shutdown.connect
     async def _close(_app: Any, /, *_args: Any, signal: BaseSignalT[Any], **_kw: Any) -> None:

@@ -17,6 +17,10 @@ class WriterSettings(_Group):
     batch_seconds: float = Field(default=0.5, gt=0, description="Longest wait to fill a batch.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest pause between retries.")
     timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one write.")
+    isolate_max_requests: int = Field(default=200, ge=0, description=(
+        "Writes, at most, to isolate the points the database refuses in one batch (halves "
+        "written again); what is still refused then is dead-lettered as a whole. 0: a "
+        "refused batch is dead-lettered whole."))
     raw_retention: str = Field(default="30d", pattern=r"^(INF|\d+[hdw])$",
                                description="How long raw readings are kept (InfluxDB 1.x).")
     long_retention: str = Field(default="INF", pattern=r"^(INF|\d+[hdw])$",

@@ -10,7 +10,10 @@ of Faust's features (no table, no state), only a consumer group and commits.
 Guarantees are the same: offsets are committed only after the sink stored the batch
 (at-least-once; points are keyed by event time, so a replay overwrites), a sink that is
 down is retried with backoff while Kafka retains the rest (backpressure, never a skip),
-and an event that cannot be decoded goes to the dead-letter topic with its reason.
+and an event that cannot be decoded goes to the dead-letter topic with its reason. When
+the database refuses some points of a batch, only their events are dead-lettered (as
+``kafka:lifeline.readings[<partition>]@<offset>``, services/writer/batch.py) and the rest is
+stored before the commit.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from services.core.health import Counters
 from services.core.kafka import security_kwargs
 from services.core.logging import get_logger
 from services.core.settings import KafkaSettings
+from services.writer.batch import Batch
 
 log = get_logger("lifeline.writer.readings")
 
-Store = Callable[[list[str], list[bytes], str], Awaitable[None]]
+Store = Callable[[Batch], Awaitable[None]]
 DeadLetter = Callable[[bytes, str, RejectReason, str], Awaitable[None]]
 
 
@@ -102,24 +106,23 @@ class ReadingsConsumer:
                         await self._finish(c, *in_flight)
                         in_flight = None
                     continue
-                lines: list[str] = []
-                raws: list[bytes] = []
+                events = Batch()
                 offsets: dict[TopicPartition, int] = {}
                 for tp, records in batch.items():
+                    where = f"kafka:{tp.topic}[{tp.partition}]@"
                     for rec in records:
                         value = rec.value or b""
                         try:
-                            lines.extend(self.to_lines(value))
-                            raws.append(value)
+                            lines = self.to_lines(value)
                         except ValueError as exc:  # pydantic's ValidationError included
-                            await self.dead_letter(
-                                value, f"kafka:{tp.topic}[{tp.partition}]@{rec.offset}",
-                                RejectReason.UNDECODABLE_EVENT, str(exc))
+                            await self.dead_letter(value, f"{where}{rec.offset}",
+                                                   RejectReason.UNDECODABLE_EVENT, str(exc))
+                            continue
+                        events.add(value, f"{where}{rec.offset}", lines)
                     offsets[tp] = records[-1].offset + 1
                 if in_flight is not None:
                     await self._finish(c, *in_flight)
-                write = asyncio.ensure_future(self.store(lines, raws,
-                                                         f"kafka:{topics.READINGS}"))
+                write = asyncio.ensure_future(self.store(events))
                 in_flight = (write, offsets, sum(len(r) for r in batch.values()))
             if in_flight is not None:
                 await self._finish(c, *in_flight)
@@ -132,7 +135,9 @@ class ReadingsConsumer:
 
     async def _finish(self, c: AIOKafkaConsumer, write: asyncio.Task[None],
                       offsets: dict[TopicPartition, int], events: int) -> None:
-        await write  # retries until stored (backpressure); raises only on shutdown
+        # Retries until stored (backpressure), refused points isolated and their events
+        # dead-lettered; raises only on shutdown.
+        await write
         try:
             await c.commit(offsets)
         except KafkaError as exc:

@@ -2,11 +2,16 @@
 
 A sink either stores a whole batch, raises :class:`SinkUnavailable` (retry later: the
 writer applies backpressure and skips nothing), or raises :class:`SinkRejected` for data
-the database refuses for good (the writer dead-letters those with the database's reason).
+the database refuses for good — HTTP 400/422 (a bad line, a field type conflict, a point
+outside the retention policy; InfluxDB 1.x stores the batch's other points and says
+``partial write``) and 413 (:class:`SinkTooLarge`). The writer then isolates the refused
+points by writing halves of the batch again and dead-letters only their events, with the
+database's reason (services/writer/batch.py).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,6 +29,32 @@ class SinkUnavailable(SinkError):
 
 class SinkRejected(SinkError):
     """The store refused the data itself (e.g. a field type conflict)."""
+
+
+class SinkTooLarge(SinkRejected):
+    """The request was too large (413): smaller parts of it may be stored."""
+
+
+def _refusal(name: str, status: int, text: str) -> SinkRejected | None:
+    """The exception for a refusing answer, None when the answer is not a refusal."""
+    if status in (400, 422):
+        return SinkRejected(f"{name} answered HTTP {status}: {text}")
+    if status == 413:
+        return SinkTooLarge(f"{name} answered HTTP 413 (request too large): {text}")
+    return None
+
+
+def _error_text(body: str) -> str:
+    """The ``error``/``message`` of InfluxDB's JSON answer (its own words), else the body."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body[:500]
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key])[:500]
+    return body[:500]
 
 
 class Sink(Protocol):
@@ -66,11 +97,13 @@ class InfluxV1Sink:
             async with self._session.post(self.url, params=params, data=body) as resp:
                 if resp.status == 204:
                     return
-                text = (await resp.text())[:500]
+                text = _error_text(await resp.text())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SinkUnavailable(f"{self.name} at {self.url}: {exc!r}") from exc
-        if resp.status == 400:
-            raise SinkRejected(f"{self.name} refused the batch: {text}")
+        refused = _refusal(self.name, resp.status, text)
+        if refused is not None:
+            raise refused
+        # 404 (no database yet), 401/403, 429, 5xx: not the data's fault, retried.
         raise SinkUnavailable(f"{self.name} answered HTTP {resp.status}: {text}")
 
     async def close(self) -> None:
@@ -118,10 +151,12 @@ class InfluxV2Sink:
                                                  write_precision=WritePrecision.NS if precision == "ns"
                                                  else WritePrecision.MS)
         except ApiException as exc:
-            text = f"{self.name} answered HTTP {exc.status}: {str(exc.body)[:500]}"
-            if exc.status in (400, 422):
-                raise SinkRejected(text) from exc
-            raise SinkUnavailable(text) from exc
+            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(
+                exc.body)
+            refused = _refusal(self.name, exc.status or 0, _error_text(body))
+            if refused is not None:
+                raise refused from exc
+            raise SinkUnavailable(f"{self.name} answered HTTP {exc.status}: {body[:500]}") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SinkUnavailable(f"{self.name} at {self.url}: {exc!r}") from exc
 

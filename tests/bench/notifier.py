@@ -98,10 +98,11 @@ def bench(alarms: int = 300, rate: float = 10.0) -> dict[str, Any]:
             rx = await Receiver({"webhook": SECRET}).start()
             try:
                 oncall(root / "oncall.yaml", rx.port)
-                port = free_port()
+                port, public = free_port(), free_port()
                 svc = ServiceProcess("notifier", {
                     **stack.env(), "LIFELINE_NOTIFIER_ONCALL": str(root / "oncall.yaml"),
-                    "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                    "LIFELINE_NOTIFIER_PUBLIC_PORT": str(public),
+                    "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{public}",
                     "LIFELINE_LOG_LEVEL": "WARNING", "BENCH_WEBHOOK_SECRET": SECRET},
                     stack.logs, port)
                 svc.start()

@@ -92,9 +92,10 @@ def receiver(pipeline: Pipeline, pipeline_env: dict[str, str], stack: Stack,
     port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), 20,
                         what="receiver port"))
     oncall_file(d / "oncall.yaml", port)
-    health = free_port()
+    health, public = free_port(), free_port()  # the acknowledgement page has its own port
     env = {**pipeline_env, "LIFELINE_NOTIFIER_ONCALL": str(d / "oncall.yaml"),
-           "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{health}",
+           "LIFELINE_NOTIFIER_PUBLIC_PORT": str(public),
+           "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{public}",
            "LIFELINE_NOTIFIER_TICK_INTERVAL_S": "0.5",
            "TEST_LIFE_HOOK_SECRET": HOOK_SECRET, "TEST_LIFE_SMS_KEY": SMS_KEY}
     svc = ServiceProcess("notifier", env, stack.logs, health)

@@ -118,3 +118,56 @@ class Run:
 
     def pages(self) -> list[tuple[str, str, int, int]]:
         return [(n.person, n.kind, n.step, n.repeat) for n in self.sent]
+
+
+# ---------------------------------------------------------------- the notifier app, no broker
+
+LINK_SECRET = "unit-test-link-secret-0123456789"
+
+
+def build_notifier(monkeypatch: Any, tmp_path: Any, cfg: OnCallConfig | None = None,
+                   **env: str) -> Any:
+    """The notifier's Faust app (services.notifier.app.build) for test_context: no broker,
+    its own state dir, a stub deliverer that only collects what it is handed."""
+    from services.notifier.app import build
+    from services.notifier.config import NotifierConfig
+
+    monkeypatch.setenv("LIFELINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LIFELINE_NOTIFIER_LINK_SECRET", LINK_SECRET)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from schemas.registry import Registry
+
+    n = build(NotifierConfig(), cfg or config(), Registry.model_construct(facilities=[]))
+
+    class Stub:
+        def __init__(self) -> None:
+            self.submitted: list[Any] = []
+            self.latencies: list[float] = []
+
+        def submit(self, note: Any) -> None:
+            self.submitted.append(note)
+
+    n.deliverer_ref.append(Stub())
+    return n
+
+
+async def put_on(agent: Any, topic: str, value: bytes, key: bytes, offset: int,
+                 partition: int = 0) -> None:
+    """``agent.put`` for an agent of several topics: the record arrives from ``topic``
+    (test_context names the agent's channel ``<internal>`` otherwise)."""
+    import time
+
+    from faust.types import Message
+
+    channel = agent.stream().channel
+    message = Message(topic=topic, partition=partition, offset=offset, timestamp=time.time(),
+                      timestamp_type=0, headers=None, key=key, value=value, checksum=b"",
+                      serialized_key_size=0, serialized_value_size=0,
+                      generation_id=agent.app.consumer_generation_id)
+    event = await channel.decode(message)
+    await channel.put(event)
+    async with agent.new_value_processed:
+        await agent.new_value_processed.wait()
+        if agent._crash_reason:
+            raise agent._crash_reason

@@ -16,7 +16,8 @@ from schemas.registry import Registry
 from services.dashboards.generate import dashboards
 from services.dashboards.provision import ProvisionError, provision
 
-TOKEN = "glsa_test_token"
+TOKEN = "glsa_lifelineUnitTest0123456789AB_0a1b2c3d"  # the shape of a service-account token
+INFLUX_TOKEN = "influx-grafana-read-0123456789abcdef"
 
 
 class FakeGrafana:
@@ -116,7 +117,7 @@ def test_provision_creates_then_changes_nothing(grafana: tuple[str, FakeGrafana]
                                                 registry: Registry) -> None:
     url, fake = grafana
     first = provision(url, TOKEN, registry, influx_url="http://influxdb:8086",
-                      influx_token="tok")
+                      influx_token=INFLUX_TOKEN)
     assert fake.errors == []
     assert sorted(first.created) == sorted(
         ["datasource Lifeline InfluxDB", "folder lifeline"]
@@ -124,11 +125,11 @@ def test_provision_creates_then_changes_nothing(grafana: tuple[str, FakeGrafana]
     assert fake.datasources["Lifeline InfluxDB"]["uid"] == "lifeline-influx"
     writes_before = [r for r in fake.requests if r[0] != "GET"]
     second = provision(url, TOKEN, registry, influx_url="http://influxdb:8086",
-                       influx_token="tok")
+                       influx_token=INFLUX_TOKEN)
     assert second.created == [] and second.updated == []
     assert [r for r in fake.requests if r[0] != "GET"] == writes_before  # no change at all
     changed = provision(url, TOKEN, registry, influx_url="http://influx2:8086",
-                        influx_token="tok")
+                        influx_token=INFLUX_TOKEN)
     assert changed.updated == ["datasource Lifeline InfluxDB"]
     assert fake.datasources["Lifeline InfluxDB"]["url"] == "http://influx2:8086"
 
@@ -137,4 +138,27 @@ def test_provision_reports_a_refused_token(grafana: tuple[str, FakeGrafana],
                                            registry: Registry) -> None:
     url, _ = grafana
     with pytest.raises(ProvisionError, match="refused the token"):
-        provision(url, "wrong", registry, influx_url="http://x:8086", influx_token="t")
+        provision(url, "glsa_notTheServersToken0123456789_ffffffff", registry,
+                  influx_url="http://x:8086", influx_token=INFLUX_TOKEN)
+
+
+def test_provision_refuses_placeholder_tokens_before_sending_anything(
+        grafana: tuple[str, FakeGrafana], registry: Registry) -> None:
+    url, fake = grafana
+    for token, influx_token, name in (("CHANGE-ME-grafana-service-token", INFLUX_TOKEN,
+                                       "LIFELINE_GRAFANA_TOKEN"),
+                                      (TOKEN, "CHANGE-ME-long-random-token",
+                                       "LIFELINE_INFLUX_TOKEN")):
+        with pytest.raises(ProvisionError, match=f"^{name} is refused") as info:
+            provision(url, token, registry, influx_url="http://x:8086",
+                      influx_token=influx_token)
+        assert "CHANGE-ME" not in str(info.value)
+    assert fake.requests == []
+
+
+def test_grafana_behind_a_path_prefix() -> None:
+    from services.dashboards.provision import _client
+
+    assert _client("https://ops.example.net/grafana/", TOKEN).client.url == \
+        "https://ops.example.net/grafana/api"
+    assert _client("http://grafana:3000", TOKEN).client.url == "http://grafana:3000/api"

@@ -20,7 +20,7 @@ TOPIC = "lifeline/drainage/DR-BH-001/telemetry"
 def _message(mid: int) -> SimpleNamespace:
     payload = json.dumps({"ts": "2026-11-26T00:00:00Z", "seq": mid, "readings": [
         {"sensor": "DR-BH-001-L1", "metric": "water_level", "value": 1.0, "unit": "m"}]})
-    return SimpleNamespace(mid=mid, qos=1, topic=TOPIC, payload=payload.encode())
+    return SimpleNamespace(mid=mid, qos=1, retain=False, topic=TOPIC, payload=payload.encode())
 
 
 class _Producer:

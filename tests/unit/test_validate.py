@@ -158,3 +158,34 @@ def test_ppm_for_a_water_quality_metric_is_refused(v: Validator) -> None:
                                      "unit": "ppm"}), NOW)
     assert out.batch is None and out.dead_letter is not None
     assert out.dead_letter.reason == "bad_unit"
+
+
+HUGE = "9" * 4301  # one digit beyond Python's int-str conversion limit
+
+
+@pytest.mark.parametrize(("field", "raw"), [
+    ("readings.0.value", ('{"ts": "2026-07-01T08:00:00Z", "seq": 7, "readings": [{"sensor": '
+                          '"DR-BH-001-L1", "metric": "water_level", "value": ' + HUGE
+                          + ', "unit": "m"}]}')),
+    ("seq", ('{"ts": "2026-07-01T08:00:00Z", "seq": ' + HUGE + ', "readings": [{"sensor": '
+             '"DR-BH-001-L1", "metric": "water_level", "value": 1, "unit": "m"}]}')),
+    ("ts", ('{"ts": -' + HUGE + ', "seq": 7, "readings": [{"sensor": "DR-BH-001-L1", '
+            '"metric": "water_level", "value": 1, "unit": "m"}]}')),
+    ("ts", payload(reading(), ts="0001-01-01T00:00:00+00:01").decode()),
+    ("ts", payload(reading(), ts="9999-12-31T23:59:59-23:59").decode()),
+    ("readings.0.ts", payload(reading(ts="9999-12-31T23:59:59-23:59")).decode()),
+])
+def test_hostile_numbers_and_times_are_refused_not_raised(registry: Registry, field: str,
+                                                          raw: str) -> None:
+    v = Validator(registry, max_payload_bytes=65536, max_future_s=300, max_past_s=86400)
+    out = v.validate(TOPIC, raw.encode(), NOW)
+    assert out.batch is None and out.dead_letter is not None
+    assert out.dead_letter.reason == "schema"
+    assert out.dead_letter.detail.startswith(f"{field}: ")
+
+
+def test_a_time_at_the_calendars_edge_that_parses_is_just_too_old(v: Validator) -> None:
+    out = v.validate(TOPIC, payload(reading(), ts="0001-01-01T00:00:00Z"), NOW)
+    assert out.dead_letter is not None and out.dead_letter.reason == "timestamp_past"
+    out = v.validate(TOPIC, payload(reading(), ts="9999-12-31T23:59:59+23:59"), NOW)
+    assert out.dead_letter is not None and out.dead_letter.reason == "timestamp_future"

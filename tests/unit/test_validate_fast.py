@@ -197,3 +197,28 @@ def test_gas_ppm_takes_the_fast_path_and_matches(registry: Registry,
     assert fast.batch is not None
     assert [(round(r.value, 2), r.unit) for r in fast.batch.readings] == [
         (13.94, "mg/m³"), (10.0, "%LEL"), (20.9, "%vol")]
+
+
+def test_the_two_paths_agree_on_hostile_numbers_and_times(registry: Registry) -> None:
+    """Integers beyond the int-str conversion limit (spliced in: json.dumps cannot write
+    them) and times whose offset leaves years 1–9999: both paths refuse them alike."""
+    fast_v, slow_v = _validators(registry)
+    sid, metric, unit = _sensors(registry)[0]
+
+    def doc(ts: str, seq: str, value: str, own_ts: str | None = None) -> bytes:
+        r = (f'{{"sensor": "{sid}", "metric": "{metric}", "value": {value}, "unit": "{unit}"'
+             + (f', "ts": {own_ts}' if own_ts else "") + "}")
+        return f'{{"ts": {ts}, "seq": {seq}, "readings": [{r}]}}'.encode()
+
+    huge = "8" * 5000
+    good_ts = '"2026-07-01T08:00:00Z"'
+    for raw in [doc(good_ts, huge, "1"), doc(good_ts, "1", huge), doc(good_ts, "1", "-" + huge),
+                doc(huge, "1", "1"), doc(good_ts, "1", "1", own_ts=huge),
+                doc('"0001-01-01T00:00:00+00:01"', "1", "1"),
+                doc('"9999-12-31T23:59:59-23:59"', "1", "1"),
+                doc(good_ts, "1", "1", own_ts='"0001-01-01T00:00:59+23:59"'),
+                doc('"0001-01-01T00:00:00Z"', "1", "1"),
+                doc('"9999-12-31T23:59:59+23:59"', "1", "1")]:
+        fast, slow = fast_v.validate(TOPIC, raw, NOW), slow_v.validate(TOPIC, raw, NOW)
+        _same(fast, slow)
+        assert fast.dead_letter is not None and fast.batch_json is None
