@@ -471,3 +471,23 @@ def test_old_compute_knows_twa() -> None:
     raw = [(BASE + i * 60_000, float(i)) for i in range(10)]
     assert signals.compute(raw, Signal.TWA, 600.0, 60.0, raw[-1][0]) == 4.5
     assert signals.compute(raw, Signal.TWA, 1800.0, 60.0, raw[-1][0]) is None
+
+
+def test_replaying_a_faster_than_declared_sensor_counts_nothing_twice() -> None:
+    """A gauge reporting every 5 s into 300 s buckets, restored from a checkpoint and fed
+    again from an older offset (at-least-once after a crash): the sums are unchanged."""
+    from services.processor.engine.signals import Window
+
+    samples = [(1_700_000_000_000 + i * 5_000, 0.5) for i in range(60)]
+    w = Window(300_000)
+    for t, v in samples[:40]:
+        w.add(t, v)
+    saved = Window.from_json(w.to_json(), 300_000)
+    for t, v in samples[20:]:  # 20 replayed, 20 new
+        saved.add(t, v)
+    now = samples[-1][0]
+    assert saved.signal(Signal.SUM, 3600, 60, now) == pytest.approx(30.0)
+    fresh = Window(300_000)
+    for t, v in samples:
+        fresh.add(t, v)
+    assert fresh.signal(Signal.SUM, 3600, 60, now) == pytest.approx(30.0)

@@ -13,8 +13,10 @@ times ``[k*bucket_ms, (k+1)*bucket_ms)``). A bucket holding one sample *is* that
 a ``(ts, value)`` pair; a bucket holding several keeps its newest sample ``(ts, value)``
 plus, for the older ones, their count, sum, sum of squares, min, max, oldest time and sum of
 times (the centroid). Adding a sample whose time equals a bucket's newest sample replaces
-that sample, so a replayed or duplicated reading never counts twice (a duplicate of an
-*older* sample of a multi-sample bucket is not recognised and counts again). ``trim(t)``
+that sample, so a replayed or duplicated reading never counts twice; a multi-sample bucket
+also remembers its older samples' times (up to ``SEEN_MAX``, 64), so their replays after a
+restart are ignored too — only beyond that (a flood) does a replayed older sample count
+again. ``trim(t)``
 drops the buckets whose newest sample is at or before ``t``, and later ``add`` calls
 ignore samples at or before ``t`` (they could only land outside every window).
 
@@ -54,9 +56,9 @@ Cost: ``add`` and ``signal`` are amortised O(1) per reading for SUM, MEAN, RMS, 
 RATE: each window length asked about keeps running aggregates over its buckets (in memory
 only, rebuilt lazily, never saved). MIN and MAX rescan the window's buckets when the
 bucket holding the extreme leaves it. ``to_json`` is ``[bucket_ms, bucket, ...]`` with a
-bucket as ``[ts, v]`` (one sample) or ``[ts, v, n, sum, sumsq, min, max, t0, toff]``
+bucket as ``[ts, v]`` (one sample) or ``[ts, v, n, sum, sumsq, min, max, t0, toff, seen]``
 (newest sample plus the ``n`` older ones; ``toff``: their times' sum, from the bucket's
-start). Values are never non-finite (ingest refuses them).
+start; ``seen``: their times, or null past ``SEEN_MAX``). Values are never non-finite (ingest refuses them).
 """
 
 from __future__ import annotations
@@ -216,25 +218,38 @@ def _point(e: Entry, bucket_ms: int) -> tuple[float, float]:
     return start + (e[8] + ts - start) / (n + 1), (e[3] + v) / (n + 1)
 
 
+SEEN_MAX = 64  # older samples' times a bucket remembers, to recognise their replays
+
+
+def _seen_with(seen: tuple[int, ...] | None, t: int) -> tuple[int, ...] | None:
+    if seen is None or len(seen) >= SEEN_MAX:
+        return None  # a flood: its replays are not recognised (bounded state first)
+    return tuple(sorted((*seen, t)))
+
+
 def _with(e: Entry, ts: int, v: float, bucket_ms: int) -> Entry:
-    """Bucket ``e`` with the sample (ts, v) added (same ts as its newest: replaced)."""
+    """Bucket ``e`` with the sample (ts, v) added (same ts as its newest: replaced; same ts
+    as one of its older samples: already counted, ignored — a replay after a restart)."""
     if len(e) == 2:
         t1, v1 = e
         if ts == t1:
             return ts, v
         start = ts // bucket_ms * bucket_ms
         if ts > t1:
-            return ts, v, 1, v1, v1 * v1, v1, v1, t1, t1 - start
-        return t1, v1, 1, v, v * v, v, v, ts, ts - start
-    t1, v1, n, s, q, lo, hi, t0, toff = e
+            return ts, v, 1, v1, v1 * v1, v1, v1, t1, t1 - start, (t1,)
+        return t1, v1, 1, v, v * v, v, v, ts, ts - start, (ts,)
+    t1, v1, n, s, q, lo, hi, t0, toff = e[:9]
+    seen: tuple[int, ...] | None = e[9] if len(e) > 9 else None
     if ts == t1:
-        return ts, v, n, s, q, lo, hi, t0, toff
+        return ts, v, n, s, q, lo, hi, t0, toff, seen
+    if seen is not None and ts in seen:
+        return e
     start = t1 // bucket_ms * bucket_ms
     if ts > t1:  # the newest becomes one of the older samples
         return (ts, v, n + 1, s + v1, q + v1 * v1, min(lo, v1), max(hi, v1), t0,
-                toff + t1 - start)
+                toff + t1 - start, _seen_with(seen, t1))
     return (t1, v1, n + 1, s + v, q + v * v, min(lo, v), max(hi, v), min(t0, ts),
-            toff + ts - start)
+            toff + ts - start, _seen_with(seen, ts))
 
 
 class _Agg:
@@ -533,9 +548,11 @@ class Window:
         for e in raw[1:]:
             if len(e) == 2:
                 entries.append((int(e[0]), float(e[1])))
-            elif len(e) == 9:
+            elif len(e) in (9, 10):
+                seen = tuple(int(t) for t in e[9]) if len(e) == 10 and e[9] is not None \
+                    else None
                 entries.append((int(e[0]), float(e[1]), int(e[2]), float(e[3]), float(e[4]),
-                                float(e[5]), float(e[6]), int(e[7]), int(e[8])))
+                                float(e[5]), float(e[6]), int(e[7]), int(e[8]), seen))
         b = w._bms
         if int(raw[0]) == b and all(entries[i][0] // b < entries[i + 1][0] // b
                                     for i in range(len(entries) - 1)):
@@ -556,11 +573,14 @@ class Window:
         old = self._b[i]
         n, s, q, lo, hi, t0 = e[2], e[3], e[4], e[5], e[6], e[7]
         tabs = e[8] + n * (e[0] // saved_ms * saved_ms)  # the older samples' time sum
+        # Re-bucketed samples are not remembered one by one: their replays count again.
         if len(old) == 2:
-            new: Entry = (old[0], old[1], n, s, q, lo, hi, t0, tabs - n * (old[0] // b * b))
+            new: Entry = (old[0], old[1], n, s, q, lo, hi, t0, tabs - n * (old[0] // b * b),
+                          None)
         else:
             new = (old[0], old[1], old[2] + n, old[3] + s, old[4] + q, min(old[5], lo),
-                   max(old[6], hi), min(old[7], t0), old[8] + tabs - n * (old[0] // b * b))
+                   max(old[6], hi), min(old[7], t0), old[8] + tabs - n * (old[0] // b * b),
+                   None)
         self._b[i] = new
         for a in self._aggs.values():
             if a.lo <= i < a.hi:
