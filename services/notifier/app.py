@@ -174,17 +174,21 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
             counters.inc("notifications")
             deliverer().submit(note)
 
-    def resume(partition: int) -> None:
-        """After (re)assignment: load this partition's facilities and requeue what is
-        pending (the table holds it; the deliverer drops ids it already has)."""
+    async def resume(partition: int) -> None:
+        """After (re)assignment: load this partition's facilities, reconcile them with the
+        on-call file as it is now (an edit may have removed a team or a person), and
+        requeue what is pending (the table holds it; the deliverer drops ids it already
+        has)."""
         for fid, saved in list(table.items()):
             if fid in n.cache or not saved:
                 continue
             fs = load(fid, saved)  # unreadable: afresh when the facility's next event comes
             if fs is not None and fs.partition == partition:
                 n.cache[fid] = fs
-        for fs in n.cache.values():
+        now_ms = int(time.time() * 1000)
+        for fid, fs in list(n.cache.items()):
             if fs.partition == partition:
+                await apply(fid, fs, escalator.reconcile(fs, now_ms))
                 for note in fs.pending():
                     deliverer().submit(note)
         n.resumed.add(partition)
@@ -235,7 +239,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
             now_ms = int(time.time() * 1000)
             if msg.topic == topics.ONCALL_TICKS:
                 if msg.partition not in n.resumed:
-                    resume(msg.partition)
+                    await resume(msg.partition)
                 for fid, fs in list(n.cache.items()):
                     if fs.partition == msg.partition and fs.episodes:
                         await apply(fid, fs, escalator.tick(fs, now_ms))

@@ -260,7 +260,22 @@ class Escalator:
         left with no chain is routed again. Every change is an audit record."""
         out = Outcome()
         teams = self._teams
+        people = {p.id for p in self.cfg.people}
         for ep in list(fs.episodes.values()):
+            for nid, note in list(ep.pending.items()):
+                person = str(note.get("person", ""))
+                if person in people or person.startswith("crew:"):
+                    continue
+                # Decided for someone the edited file no longer has: nobody to send it to.
+                del ep.pending[nid]
+                ep.done.append(nid)
+                out.records.append(self._record(
+                    RecordType.FAILED, ep, ep.alarm["facility_id"], now_ms, nid, "removed",
+                    notification_id=nid, kind=note.get("kind"), team=note.get("team") or None,
+                    step=note.get("step"), repeat=note.get("repeat"), person=person,
+                    level=ep.level, ok=False,
+                    detail=f"{person} is no longer in the on-call file"))
+                out.save = True
             kept = []
             for chain in ep.chains:
                 team = teams.get(chain.team)

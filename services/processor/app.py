@@ -177,14 +177,6 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
             msg = event.message
             value: bytes = event.value
             if msg.topic == topics.TICKS:
-                if behind(msg.partition):
-                    # Catching up after downtime: the readings waiting in Kafka would show
-                    # every gateway as silent. Judge silence only once caught up.
-                    counters.inc("ticks_skipped_behind")
-                    continue
-                # Silence is judged on the partition's own clock: a gateway is offline when
-                # it is silent compared with the reports being processed now, so a worker
-                # running behind (overload, catching up) does not declare everyone offline.
                 tick = parse_tick(value, time.time())
                 if tick is None:
                     # Anyone who can write the topic must not be able to declare every
@@ -195,6 +187,14 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                                      detail=f"not a tick within {TICK_SKEW_S:g}s of this "
                                             f"worker's clock: {value[:40]!r}")])
                     continue
+                if behind(msg.partition):
+                    # Catching up after downtime: the readings waiting in Kafka would show
+                    # every gateway as silent. Judge silence only once caught up.
+                    counters.inc("ticks_skipped_behind")
+                    continue
+                # Silence is judged on the partition's own clock: a gateway is offline when
+                # it is silent compared with the reports being processed now, so a worker
+                # running behind (overload, catching up) does not declare everyone offline.
                 now_ms = tick - proc.delay.get(msg.partition, 0)
                 engine = proc.engine
                 for fid, part in list(proc.owner.items()):

@@ -102,9 +102,17 @@ def test_a_backlog_is_stored_whole_beside_a_limited_flood_and_a_normal_gateway(
     # The whole backlog stored, at its event times; the normal gateway untouched.
     backlog_where = (f"facility='{BACKLOG}' AND time >= {start}ms "
                      f"AND time <= {start + 1439 * 60_000}ms")
-    wait_for(lambda: influx_count(stack, backlog_where) == 1440, timeout=180, interval=1,
-             what="all 1,440 backlog reports stored")
-    normal_where = f"facility='{NORMAL}' AND time >= {now - 2_000}ms AND time <= {now}ms"
+    try:
+        wait_for(lambda: influx_count(stack, backlog_where) == 1440, timeout=180, interval=1,
+                 what="all 1,440 backlog reports stored")
+    except AssertionError as exc:
+        letters = [(d["service"], d["reason"], d["detail"][:160])
+                   for d in topic_records(stack, topics.READINGS_DLQ)
+                   if d.get("facility_id") == BACKLOG and _since(d, since)]
+        raise AssertionError(f"{exc}; stored {influx_count(stack, backlog_where)}; ingest "
+                             f"counters {ingest.counters()}; dead letters {letters[:5]} "
+                             f"({len(letters)})") from exc
+    normal_where = f"facility='{NORMAL}' AND time >= {now - 2_000}ms AND time < {now + 1_000}ms"
     wait_for(lambda: influx_count(stack, normal_where) == 30, timeout=60,
              what="every normal report stored")
     # The flood: its burst went through, the rest was limited (1,000 burst, 20/s).

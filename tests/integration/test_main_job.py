@@ -24,7 +24,13 @@ def test_lifeline_run_shows_readings_and_alarms_and_cleans_up(tmp_path: Path) ->
     assert "PAGE  → " in text and "acknowledge: http://127.0.0.1:" in text, text[-3000:]
     last_status = [line for line in text.splitlines() if "published" in line][-1]
     assert "rejected 0" in last_status and "writer stored 0 points" not in last_status
-    assert "stopped." in text
+    import re
+
+    stopped = re.search(r"stopped in ([0-9.]+)s", text)
+    assert stopped, text[-3000:]
+    # Services stop together while their brokers still run, then the brokers (issue 15).
+    assert float(stopped.group(1)) <= 5.0, stopped.group(0)
+    assert "Traceback" not in text
     pids = [int(p.read_text().split()[0]) for p in (tmp_path / "state" / "pids").glob("*.pid")]
     assert pids == []  # pid files removed by the clean stop
     # and no stack component of this state folder survives

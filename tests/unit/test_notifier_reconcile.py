@@ -59,3 +59,19 @@ def test_an_unchanged_file_reconciles_nothing() -> None:
     run = Run()
     run.alarm(later(0), level="orange")
     assert Escalator(config(), {"F-1": "d"}).reconcile(run.fs, later(5)).records == []
+
+
+def test_a_pending_page_to_a_removed_person_is_recorded_not_sent() -> None:
+    run = Run()
+    run.alarm(later(0), level="orange")  # a page to ann, pending (not yet delivered)
+    assert run.fs.pending()
+    data = json.loads(config().model_dump_json(by_alias=True))
+    data["people"] = [p for p in data["people"] if p["id"] != "ann"]
+    for team in data["teams"]:
+        for layer in team["layers"]:
+            layer["members"] = [m for m in layer["members"] if m != "ann"]
+    new = restart_with(run, OnCallConfig.model_validate(data))
+    out = new.esc.reconcile(new.fs, later(5))
+    assert new.fs.pending() == []
+    [failed] = [r for r in out.records if r.type is RecordType.FAILED]
+    assert failed.person == "ann" and "no longer in the on-call file" in failed.detail

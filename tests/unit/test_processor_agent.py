@@ -75,3 +75,34 @@ async def test_agent_dead_letters_undecodable_and_late_events(processor: Any) ->
             await agent.put(batch(1.0, 0, 2), key=b"F-1")  # an hour older than the newest
     assert [d["reason"] for d in dlq] == ["undecodable_event", "late"]
     assert alarms.call_count == 1  # the good event after the bad one was still evaluated
+
+
+async def test_hostile_ticks_are_dead_lettered_and_the_agent_keeps_running(
+        processor: Any) -> None:
+    """Anyone who can write lifeline.ticks: a non-number, a far-future or an absurd tick is
+    dead-lettered with a reason, and readings after it are still evaluated."""
+    import time as _time
+
+    from services.core import topics
+
+    sent: list[dict[str, Any]] = []
+    dead: list[dict[str, Any]] = []
+
+    async def alarm(*, key: bytes, value: bytes) -> None:
+        sent.append(json.loads(value))
+
+    async def dlq(*, key: Any, value: bytes) -> None:
+        dead.append(json.loads(value))
+
+    far = str(int((_time.time() + 365 * 86400) * 1000)).encode()
+    with patch.object(processor.alarms, "send", side_effect=alarm), \
+            patch.object(processor.dlq, "send", side_effect=dlq):
+        async with processor.agent.test_context() as agent:
+            await agent.put(batch(1.0, 0, 1), key=b"F-1")
+            with patch.object(agent, "_get_strtopic", return_value=topics.TICKS):
+                for bad in (b"not-a-number", b"9" * 40, far, b"-1"):
+                    await agent.put(bad)
+            await agent.put(batch(3.0, 1, 2), key=b"F-1")
+    assert len(dead) == 4 and {d["reason"] for d in dead} == {"undecodable_event"}
+    assert all(d["source"].startswith("kafka:lifeline.ticks") for d in dead)
+    assert [(e["event"], e["level"]) for e in sent] == [("raised", "red")]
