@@ -16,17 +16,56 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.core import topics
-from services.stack.manager import Stack
+from services.stack.manager import Ports, Stack, free_port
+from services.stack.services import SERVICES, ServiceProcess
 from simulators.publisher import Publisher
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import TEST_FACILITIES, Pipeline, write_registry
 from tests.integration.helpers import influx_count, now_ms, report, topic_records, wait_for
+
+# This module counts rate-limit decisions and stored points exactly: it runs on a stack and
+# services of its own (what the session's other tests sent before would change the counts:
+# their gateways' token buckets, their facilities' points).
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("trust-stack"), Ports.free())
+    s.up()
+    yield s
+    s.down()
+
+
+@pytest.fixture(scope="module")
+def pipeline_env(stack: Stack) -> dict[str, str]:
+    path = stack.state / "registry.yaml"
+    write_registry(path, TEST_FACILITIES)
+    return {**stack.env(), "LIFELINE_REGISTRY": str(path),
+            "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
+            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_HEALTH_REPORT_S": "2"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
+    procs = {n: ServiceProcess(n, pipeline_env, stack.logs, free_port()) for n in SERVICES}
+    p = Pipeline(stack, procs)
+    for svc in procs.values():
+        svc.start()
+    try:
+        for name in SERVICES:
+            p.wait_ready(name)
+        yield p
+    finally:
+        for svc in procs.values():
+            svc.stop()
 
 BACKLOG, FLOOD, NORMAL = "DR-KG-002", "DR-LW-003", "DR-KG-003"
 HYGIENE = REPLAY = "DR-KJ-002"  # at different event times
