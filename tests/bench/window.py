@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from schemas.registry import Signal
 from services.processor.engine import signals
 from services.processor.engine.signals import Window
+from tests import raw_samples
+from tests.bench.run import machine as run_machine
 
 BASE = 1_700_000_040_000
 Rules = list[tuple[Signal, float]]
@@ -41,16 +40,9 @@ FLOOD_RULES: Rules = [(Signal.RATE, 600.0), (Signal.MEAN, 12 * 3600.0),
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} cores | "
-            f"Python {platform.python_version()}")
+    """The machine line, from the description every benchmark of the project prints."""
+    m = run_machine()
+    return f"{m['cpu']} | {m['cores']} cores | {m['memory_gib']} GiB | Python {m['python']}"
 
 
 def feeders(rules: Rules, bucket_ms: int) -> tuple[Callable[[int, float], None],
@@ -61,10 +53,10 @@ def feeders(rules: Rules, bucket_ms: int) -> tuple[Callable[[int, float], None],
     win = Window(bucket_ms)
 
     def feed_raw(ts: int, v: float) -> None:
-        signals.insert(raw, ts, v)
-        signals.trim(raw, ts - keep)
+        raw_samples.insert(raw, ts, v)
+        raw_samples.trim(raw, ts - keep)
         for sig, w in rules:
-            signals.compute(raw, sig, w, 60.0, ts)
+            raw_samples.compute(raw, sig, w, 60.0, ts)
 
     def feed_window(ts: int, v: float) -> None:
         win.add(ts, v)

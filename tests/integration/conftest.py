@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,10 @@ def pipeline_env(stack: Stack, registry_file: Path) -> dict[str, str]:
             "LIFELINE_HEALTH_REPORT_S": "2"}
 
 
-@pytest.fixture(scope="session")
-def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
-    procs = {n: ServiceProcess(n, pipeline_env, stack.logs, free_port()) for n in SERVICES}
+@contextmanager
+def running_pipeline(stack: Stack, env: dict[str, str]) -> Iterator[Pipeline]:
+    """Ingest, processor and writer as processes on ``stack``, ready, stopped afterwards."""
+    procs = {n: ServiceProcess(n, env, stack.logs, free_port()) for n in SERVICES}
     p = Pipeline(stack, procs)
     for svc in procs.values():
         svc.start()
@@ -186,6 +188,12 @@ def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
     finally:
         for svc in procs.values():
             svc.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
+    with running_pipeline(stack, pipeline_env) as p:
+        yield p
 
 
 @pytest.fixture

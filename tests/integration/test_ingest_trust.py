@@ -25,10 +25,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.core import topics
-from services.stack.manager import Ports, Stack, free_port
-from services.stack.services import SERVICES, ServiceProcess
+from services.stack.manager import Ports, Stack
 from simulators.publisher import Publisher
-from tests.integration.conftest import TEST_FACILITIES, Pipeline, write_registry
+from tests.integration.conftest import (
+    TEST_FACILITIES,
+    Pipeline,
+    running_pipeline,
+    write_registry,
+)
 from tests.integration.helpers import influx_count, now_ms, report, topic_records, wait_for
 
 # This module counts rate-limit decisions and stored points exactly: it runs on a stack and
@@ -55,17 +59,8 @@ def pipeline_env(stack: Stack) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
-    procs = {n: ServiceProcess(n, pipeline_env, stack.logs, free_port()) for n in SERVICES}
-    p = Pipeline(stack, procs)
-    for svc in procs.values():
-        svc.start()
-    try:
-        for name in SERVICES:
-            p.wait_ready(name)
+    with running_pipeline(stack, pipeline_env) as p:
         yield p
-    finally:
-        for svc in procs.values():
-            svc.stop()
 
 BACKLOG, FLOOD, NORMAL = "DR-KG-002", "DR-LW-003", "DR-KG-003"
 HYGIENE = REPLAY = "DR-KJ-002"  # at different event times

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.registry import Signal
-from services.processor.engine import signals
 from services.processor.engine.signals import Window, from_samples
+from tests import raw_samples
 
 Sample = tuple[int, float]
 BASE = 1_700_000_040_000  # a multiple of 60 s, epoch ms
@@ -104,13 +104,13 @@ class Both:
         """Add; trim on an in-order reading. True if in order (the engine evaluates then)."""
         self.w.add(ts, v)
         if self.floor is None or ts > self.floor:  # the window ignores samples behind a trim
-            signals.insert(self.raw, ts, v)
+            raw_samples.insert(self.raw, ts, v)
         if self.newest is not None and ts < self.newest:
             return False
         self.newest = ts
         self.floor = ts - self.keep_ms
         self.w.trim(self.floor)
-        signals.trim(self.raw, self.floor)
+        raw_samples.trim(self.raw, self.floor)
         return True
 
 
@@ -233,9 +233,9 @@ def test_one_spike_does_not_trip_a_rate_of_rise() -> None:
     assert got[:5] == [None] * 5  # less than half the window covered
     assert all(r is not None and r < 0.05 for r in got[5:]), got
     raw: list[Sample] = []  # the old endpoint rate does trip
-    signals.insert(raw, BASE + 21 * 60_000, 3.5)
-    signals.insert(raw, BASE + 12 * 60_000, 1.0)
-    old = signals.compute(raw, Signal.RATE, 600.0, 60.0, BASE + 21 * 60_000)
+    raw_samples.insert(raw, BASE + 21 * 60_000, 3.5)
+    raw_samples.insert(raw, BASE + 12 * 60_000, 1.0)
+    old = raw_samples.compute(raw, Signal.RATE, 600.0, 60.0, BASE + 21 * 60_000)
     assert old is not None and old > 0.05
 
 
@@ -412,13 +412,13 @@ def test_rebucketing_when_the_width_changes() -> None:
 def test_from_samples_migrates_old_state() -> None:
     raw: list[Sample] = []
     for i in range(300):
-        signals.insert(raw, BASE + i * 60_000 + (i * 13) % 1000, math.cos(i))
+        raw_samples.insert(raw, BASE + i * 60_000 + (i * 13) % 1000, math.cos(i))
     old_json = [[t, v] for t, v in raw]  # what SensorState saved so far
     now = raw[-1][0]
     for w in (from_samples(raw, 60_000), Window.from_json(old_json, 60_000)):
         assert len(w) == 300
         for sig in (Signal.SUM, Signal.MEAN, Signal.MIN, Signal.MAX, Signal.RMS):
-            assert w.signal(sig, 3600.0, 60.0, now) == signals.compute(raw, sig, 3600.0, 60.0,
+            assert w.signal(sig, 3600.0, 60.0, now) == raw_samples.compute(raw, sig, 3600.0, 60.0,
                                                                        now)
     coarse = from_samples(raw, 600_000)  # registry now wants coarser buckets
     assert len(coarse) == 30 or len(coarse) == 31
@@ -469,8 +469,8 @@ def test_trim_drops_buckets_by_their_newest_sample() -> None:
 
 def test_old_compute_knows_twa() -> None:
     raw = [(BASE + i * 60_000, float(i)) for i in range(10)]
-    assert signals.compute(raw, Signal.TWA, 600.0, 60.0, raw[-1][0]) == 4.5
-    assert signals.compute(raw, Signal.TWA, 1800.0, 60.0, raw[-1][0]) is None
+    assert raw_samples.compute(raw, Signal.TWA, 600.0, 60.0, raw[-1][0]) == 4.5
+    assert raw_samples.compute(raw, Signal.TWA, 1800.0, 60.0, raw[-1][0]) is None
 
 
 def test_replaying_a_faster_than_declared_sensor_counts_nothing_twice() -> None:
