@@ -1,9 +1,13 @@
 # The two set-up commands of the README. Both install what they need first
 # (scripts/bootstrap.sh: Debian packages with apt-get, then .venv with constraints.txt).
-.PHONY: setup run test lint audit unit integration bench clean
+.PHONY: setup setup-python run test lint audit unit integration long bench clean
 
 setup:
 	@scripts/bootstrap.sh
+
+## The virtual environment only (no Debian packages): enough for lint and the unit tests.
+setup-python:
+	@scripts/bootstrap.sh --python-only
 
 ## The main job on the local stack (simulators → MQTT → Faust → InfluxDB → alarms). Ctrl-C stops.
 run: setup
@@ -14,7 +18,7 @@ run: setup
 test: setup lint audit
 	.venv/bin/pytest -q
 
-lint: setup
+lint: setup-python
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 
@@ -24,11 +28,16 @@ lint: setup
 audit: setup
 	.venv/bin/python deploy/audit_dependencies.py constraints.txt
 
-unit: setup
+## Unit tests only: no system packages, no stack (about 3 minutes).
+unit: setup-python
 	.venv/bin/pytest -q tests/unit
 
 integration: setup
 	.venv/bin/pytest -q tests/integration
+
+## The long runs CI skips (scenarios through the pipeline, marker `long`), on demand.
+long: setup
+	LIFELINE_LONG_TESTS=1 .venv/bin/pytest -q -m long
 
 ## Full benchmarks (minutes); results go to docs/benchmarks.md by hand, with the machine.
 bench: setup

@@ -55,6 +55,11 @@ class AlarmEvent(Contract):
     category: AlarmCategory = AlarmCategory.FACILITY
     facility_id: Identifier
     kind: FacilityKind
+    facility_name: str | None = Field(default=None, description="The facility's name (English), "
+                                      "from the registry; null in records made before names.")
+    facility_name_zh: str | None = Field(default=None, description="The facility's Chinese name.")
+    district: str | None = Field(default=None, description="The facility's district (English).")
+    district_zh: str | None = Field(default=None, description="The district's Chinese name.")
     sensor: Identifier = Field(description="The sensor; the facility id for facility-wide alarms "
                                            "(composite rules, gateway).")
     metric: Metric | None = Field(description="The sensor's metric; null for facility-wide alarms.")
@@ -64,7 +69,8 @@ class AlarmEvent(Contract):
     threshold: float | None = Field(description="The threshold crossed (signal's unit).")
     unit: str
     ts: Timestamp = Field(description="Event time: the reading's time, not processing time.")
-    message: str
+    message: str = Field(description="For people: level, facility names and the facts, "
+                                     "Chinese first then English (schemas.texts).")
     silenced: bool = Field(default=False, description="Inside a maintenance window: recorded, "
                                                       "not paged.")
     suppressed_by: str | None = Field(default=None, description="alarm_id of the sensor-fault or "

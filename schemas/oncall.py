@@ -404,7 +404,7 @@ class RecordType(StrEnum):
     REOPENED = "reopened"  # a worse level re-opened an acknowledged or resolved alarm
     STOPPED = "stopped"  # escalation over: acknowledged, resolved or cleared
     IGNORED = "ignored"  # an ack that changed nothing (duplicate, replayed, unknown alarm, forged)
-    UNROUTED = "unrouted"  # no route matched: nobody could be paged (also a health problem)
+    UNROUTED = "unrouted"  # no route matched: nobody paged (a health warning while active)
 
 
 class OnCallRecord(Contract):

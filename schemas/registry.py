@@ -347,6 +347,8 @@ class Facility(Contract):
     name: str
     name_zh: str | None = None
     district: str
+    district_zh: str | None = Field(default=None, description="The district's Chinese name "
+                                                              "(alarm texts, pages).")
     criticality: Criticality = Field(
         default=Criticality.NORMAL, description="critical: a gateway outage while the district "
                                                 "is under rain or while the facility is in "

@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 
 # victoria-metrics: a real server for the InfluxDB v2 write API in the tests (LOCAL_STACK.md).
 # chromium + chromium-driver: the acknowledgement page is tested in headless Chromium;
-# openssl makes the test certificates (SMTP over TLS).
+# openssl makes the test certificates (SMTP over TLS); fonts-noto-cjk lets Chromium render
+# the Chinese of pages and the acknowledgement page (the screenshot test checks it).
 APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver
-              openssl)
+              openssl fonts-noto-cjk)
+# `--python-only` (make unit, make lint): the virtual environment alone, no system packages.
+[ "${1:-}" = "--python-only" ] && APT_PACKAGES=()
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,51 +1,207 @@
-"""``lifeline``: one command-line entry point, one subcommand per service and tool."""
+"""``lifeline``: one command-line entry point, one subcommand per service and tool.
+
+One style everywhere: the registry is ``--registry`` (env ``LIFELINE_REGISTRY``), the on-call
+file ``--oncall`` (env ``LIFELINE_NOTIFIER_ONCALL``), ``--duration`` is how long a command
+runs (seconds), ``--idle`` stops reading a topic after that many seconds without a record;
+every ``--help`` shows the defaults and an example. A refusal is one line on stderr with a
+non-zero exit code, never a traceback (``LIFELINE_DEBUG=1`` shows it).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 import sys
 import time
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic_settings import SettingsConfigDict
+from typer.core import TyperGroup
 
 from services.core.settings import (
     DEFAULT_REGISTRY,
     MqttSettings,
     RegistrySettings,
+    SettingsError,
     _Group,
     load,
     state_dir,
 )
+from services.ops.cli import backup_app
 
 if TYPE_CHECKING:
     from schemas.alarm import AlarmEvent
     from schemas.registry import Registry
     from simulators.publisher import Publisher
 
-app = typer.Typer(help=__doc__ or "", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
-stack_app = typer.Typer(help="The local embedded stack: Mosquitto, Tansu (Kafka API), influxd.",
-                        no_args_is_help=True)
-schemas_app = typer.Typer(help="The contracts: export JSON Schemas for device vendors.",
-                          no_args_is_help=True)
-registry_app = typer.Typer(help="The facility registry (YAML).", no_args_is_help=True)
+DEBUG_ENV = "LIFELINE_DEBUG"
+DEFAULT_ONCALL = "deploy/oncall/wenzhou-bay.yaml"  # = services.notifier.config.DEFAULT_ONCALL
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _errno_reason(exc: BaseException) -> str:
+    """The operating system's reason behind a wrapped connection error ("Connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found.group(1).strip() if found else type(exc).__name__
+
+
+def expected(exc: BaseException) -> bool:
+    """An error of the situation (a file, a broker, a refusal), not of Lifeline's code."""
+    from aiokafka.errors import KafkaError
+
+    from services.core.errors import LifelineError
+
+    return (isinstance(exc, LifelineError | OSError | KafkaError)
+            or type(exc).__module__.split(".")[0] in ("schemas", "services", "simulators"))
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error a command did not handle itself: what failed and where."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    if isinstance(exc, KafkaError):
+        try:
+            from services.core.settings import KafkaSettings
+
+            where = f" at {load(KafkaSettings).bootstrap}"
+        except (SettingsError, ValueError):
+            where = ""
+        if isinstance(exc, KafkaConnectionError):
+            return (f"cannot reach the Kafka broker{where} (LIFELINE_KAFKA_BOOTSTRAP): "
+                    f"{_one_line(str(exc))}")
+        return f"Kafka{where}: {_one_line(str(exc)) or type(exc).__name__}"
+    if isinstance(exc, OSError):
+        if exc.filename is not None and exc.strerror:
+            return f"{exc.filename}: {exc.strerror}"
+        return f"{_one_line(str(exc)) or type(exc).__name__}"
+    text = _one_line(str(exc)) or type(exc).__name__
+    if expected(exc):
+        return text
+    return f"{type(exc).__name__}: {text} ({DEBUG_ENV}=1 shows the traceback)"
+
+
+SERVICES = frozenset({"ingest", "processor", "writer", "notifier"})
+
+
+class LifelineGroup(TyperGroup):
+    """The top-level group: an error no command handled becomes one line on stderr, exit 1.
+    A service that crashes on an unexpected error keeps its traceback (it goes to its log)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, exit codes
+            raise
+        except SettingsError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            typer.secho(f"lifeline: refusing to start: {'; '.join(exc.lines)}",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV) or (ctx.invoked_subcommand in SERVICES
+                                             and not expected(exc)):
+                raise
+            typer.secho(describe(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+
+def _quiet_kafka() -> None:
+    """Command-line tools report an unreachable broker in one line of their own: aiokafka's
+    connection errors would add a log line per attempt."""
+    import logging
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def example(*lines: str) -> str:
+    """The epilog of a command's ``--help``: an example, kept as written (``\\b``)."""
+    return "Example:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "show_default": True,
+                           "max_content_width": 110}
+
+
+def _typer(help_text: str, *examples: str) -> typer.Typer:
+    return typer.Typer(help=help_text, epilog=example(*examples), no_args_is_help=True,
+                       rich_markup_mode=None, context_settings=CONTEXT)
+
+
+APP_HELP = ("Lifeline: municipal facilities (drainage, bridges, sewage) from MQTT to alarms "
+            "and pages. Same names everywhere: --registry (env LIFELINE_REGISTRY), --oncall "
+            "(env LIFELINE_NOTIFIER_ONCALL), --duration = how long to run (s), --idle = stop "
+            "reading after N s without a record. Errors are one line (exit 1); "
+            f"{DEBUG_ENV}=1 shows the traceback.")
+app = typer.Typer(help=APP_HELP, epilog=example("lifeline stack up && lifeline run",
+                                                      "lifeline registry check --list-defaults"),
+                  cls=LifelineGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None, context_settings=CONTEXT)
+stack_app = _typer("The local embedded stack: Mosquitto, Tansu (Kafka API), influxd.",
+                   "lifeline stack up", "lifeline stack status")
+schemas_app = _typer("The contracts: export JSON Schemas for device vendors.",
+                     "lifeline schemas export")
+registry_app = _typer("The facility registry (YAML).", "lifeline registry check")
+grafana_app = _typer("Grafana dashboards generated from the registry.",
+                     "lifeline grafana generate --check")
+mqtt_app = _typer("MQTT broker accounts and ACLs.",
+                  "lifeline mqtt accounts --out deploy/mosquitto/accounts")
+oncall_app = _typer("On-call: rotas, acknowledgements, the audit trail.", "lifeline oncall who")
+dlq_app = _typer("The dead-letter topic lifeline.readings.dlq: replay refused reports.",
+                 "lifeline dlq replay --reason rate_limited --since 2026-11-26T08:00:00+08:00")
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
-grafana_app = typer.Typer(help="Grafana dashboards generated from the registry.",
-                          no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 app.add_typer(grafana_app, name="grafana")
-mqtt_app = typer.Typer(help="MQTT broker accounts and ACLs.", no_args_is_help=True)
 app.add_typer(mqtt_app, name="mqtt")
-oncall_app = typer.Typer(help="On-call: rotas, acknowledgements, the audit trail.",
-                         no_args_is_help=True)
 app.add_typer(oncall_app, name="oncall")
-dlq_app = typer.Typer(help="The dead-letter topic lifeline.readings.dlq: replay refused reports.",
-                      no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(backup_app, name="backup")
+
+# The same option, spelled and explained the same way, in every command that takes it.
+RegistryOption = Annotated[Path, typer.Option(
+    "--registry", envvar="LIFELINE_REGISTRY", show_envvar=True,
+    help="The facility registry (YAML or JSON).")]
+OncallOption = Annotated[Path, typer.Option(
+    "--oncall", envvar="LIFELINE_NOTIFIER_ONCALL", show_envvar=True,
+    help="The on-call file (YAML): people, channels, teams, routes.")]
+IDLE_HELP = "Stop reading after this many seconds without a new record"
+
+
+def lifeline_version() -> str:
+    try:
+        return version("lifeline")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lifeline {lifeline_version()}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 class SimulatorMqtt(_Group):
@@ -58,12 +214,12 @@ class SimulatorMqtt(_Group):
 
 
 def _fail(text: str, code: int = 1) -> typer.Exit:
-    typer.secho(text, fg=typer.colors.RED, err=True)
+    typer.secho(_one_line(text), fg=typer.colors.RED, err=True)
     return typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- stack
-@stack_app.command("up")
+@stack_app.command("up", epilog=example("lifeline stack up"))
 def stack_up() -> None:
     """Start the stack in the background (state, configs, data and logs in LIFELINE_STATE_DIR,
     default .lifeline/) and wait until every component is healthy."""
@@ -84,7 +240,7 @@ def stack_up() -> None:
     typer.echo(f"state and logs in {stack.state}; connection settings in {stack.state}/stack.env")
 
 
-@stack_app.command("status")
+@stack_app.command("status", epilog=example("lifeline stack status"))
 def stack_status() -> None:
     """Show whether each component runs and answers its health check (exit 1 if not)."""
     from services.stack.manager import Stack, load_info
@@ -100,7 +256,7 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
-@stack_app.command("down")
+@stack_app.command("down", epilog=example("lifeline stack down"))
 def stack_down() -> None:
     """Stop every component of the stack started in LIFELINE_STATE_DIR."""
     from services.stack.manager import Stack, load_info
@@ -110,7 +266,7 @@ def stack_down() -> None:
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
-@stack_app.command("check")
+@stack_app.command("check", epilog=example("lifeline stack check"))
 def stack_check() -> None:
     """Report missing system packages (exit 1 if any). Install with scripts/bootstrap.sh."""
     from services.stack.manager import check_dependencies
@@ -124,7 +280,7 @@ def stack_check() -> None:
 
 
 # --------------------------------------------------------------------------- services
-@app.command()
+@app.command(epilog=example("LIFELINE_REGISTRY=deploy/registry/wenzhou-bay.yaml lifeline ingest"))
 def ingest() -> None:
     """MQTT → Kafka: validate telemetry, forward reports to lifeline.readings, rejects to the DLQ."""
     from services.core.logging import configure
@@ -134,7 +290,7 @@ def ingest() -> None:
     main()
 
 
-@app.command()
+@app.command(epilog=example("LIFELINE_REGISTRY=deploy/registry/wenzhou-bay.yaml lifeline processor"))
 def processor() -> None:
     """Faust alarm engine: lifeline.readings → threshold rules → lifeline.alarms."""
     from services.processor.app import main
@@ -142,7 +298,7 @@ def processor() -> None:
     main()
 
 
-@app.command()
+@app.command(epilog=example("lifeline writer"))
 def writer() -> None:
     """Faust writer: readings and alarm events → InfluxDB, batched, with backpressure."""
     from services.writer.app import main
@@ -150,7 +306,7 @@ def writer() -> None:
     main()
 
 
-@app.command()
+@app.command(epilog=example("LIFELINE_NOTIFIER_ONCALL=deploy/oncall/wenzhou-bay.yaml lifeline notifier"))
 def notifier() -> None:
     """Faust notifier: lifeline.alarms → routing, rotas, escalation → channels; acks stop it."""
     from services.notifier.app import main
@@ -169,33 +325,39 @@ def _speed(text: str) -> float:
     return value
 
 
-@app.command()
+@app.command(epilog=example("lifeline simulate --duration 60 --breach DR-BH-001-L1",
+                            "lifeline simulate --scenario summer-rainstorm --speed 600x"))
 def simulate(
-    registry: Annotated[Path, typer.Option(help="Registry YAML.")] = Path(DEFAULT_REGISTRY),
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
     scenario: Annotated[str | None, typer.Option(
         help="A scenario name (simulators/scenarios/NAME.yaml) or file: facility physics, "
-             "weather, incidents and faults with ground truth.")] = None,
-    duration: Annotated[float, typer.Option(help="Simulated seconds to run (0 = forever; a "
-                                                 "scenario has its own).")] = 0,
+             "weather, incidents and faults with ground truth.", show_default="none: steady "
+                                                                   "values")] = None,
+    duration: Annotated[float, typer.Option(
+        min=0, help="How long to run, seconds (0 = until Ctrl-C); covers DURATION x SPEED "
+                    "simulated seconds. Not with --scenario (it has its own length).")] = 0,
     speed: Annotated[str, typer.Option(help="Simulated seconds per real second, e.g. 60x.")
                      ] = "1x",
     scale: Annotated[int, typer.Option(help="Copies of every facility (load tests); the "
                                             "services need the same registry: `lifeline "
                                             "registry scale`.")] = 1,
-    truth: Annotated[Path | None, typer.Option(help="Scenario: where to write the ground "
-                                                    "truth for `lifeline score` (default: "
-                                                    "<state>/truth/<scenario>.json).")] = None,
-    t0: Annotated[float | None, typer.Option(help="Scenario: epoch second of its start "
-                                                  "(default: so that it ends now).")] = None,
+    truth: Annotated[Path | None, typer.Option(
+        help="Scenario: where to write the ground truth for `lifeline score`.",
+        show_default="<state>/truth/<scenario>.json")] = None,
+    t0: Annotated[float | None, typer.Option(help="Scenario: epoch second of its start.",
+                                             show_default="so that it ends now")] = None,
     breach: Annotated[list[str] | None, typer.Option(
-        help="SENSOR or SENSOR=VALUE to hold over its worst threshold (repeatable).")] = None,
+        help="SENSOR or SENSOR=VALUE to hold over its worst threshold (repeatable).",
+        show_default="none")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible values).")] = 1,
 ) -> None:
     """Publish telemetry over MQTT: plausible steady values for every facility, or a
-    scenario's physics with incidents and faults (``--scenario``)."""
+    scenario's physics with incidents and faults (--scenario)."""
     from schemas.registry import load_registry
     from simulators.publisher import Publisher, PublishError
 
+    if scenario is not None and duration:
+        raise _fail("--duration does not apply to --scenario (a scenario has its own length)")
     reg = load_registry(registry)
     if scale > 1:
         from simulators.scale import scale_registry
@@ -221,9 +383,10 @@ def simulate(
         except KeyError as exc:
             raise _fail(str(exc)) from exc
         typer.echo(f"holding {sid} at {v:g}")
+    span = duration * pace  # simulated seconds covered in DURATION real seconds
     # Faster than real time starts in the past, so event times never run ahead of now.
-    t = time.time() - (duration if pace > 1 and duration else 0)
-    end = t + duration if duration else float("inf")
+    t = time.time() - (span if pace > 1 and duration else 0)
+    end = t + span if duration else float("inf")
     wall0, sim0 = time.monotonic(), t
     try:
         while t < end:
@@ -288,18 +451,19 @@ def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
                                                      else ""))
 
 
-@app.command()
+@app.command(epilog=example("lifeline score --scenario summer-rainstorm",
+                            "lifeline score --scenario summer-rainstorm --from influx"))
 def score(
     scenario: Annotated[str, typer.Option(help="The scenario's name or file.")],
     truth: Annotated[Path | None, typer.Option(
-        help="The ground truth `simulate` wrote (default: <state>/truth/<scenario>.json).")
+        help="The ground truth `simulate` wrote.", show_default="<state>/truth/<scenario>.json")
     ] = None,
     source: Annotated[str, typer.Option("--from", help="Where the alarms are: kafka "
                                                        "(lifeline.alarms) or influx.")] = "kafka",
-    out: Annotated[Path | None, typer.Option(help="Folder for report.json and the plots "
-                                                  "(default: <state>/score/<scenario>).")
-                   ] = None,
-    idle: Annotated[float, typer.Option(help="Kafka: stop after N s without records.")] = 3.0,
+    out: Annotated[Path | None, typer.Option(help="Folder for report.json and the plots.",
+                                             show_default="<state>/score/<scenario>")] = None,
+    idle: Annotated[float, typer.Option(min=0.5, help=f"{IDLE_HELP} (--from kafka).")] = 3.0,
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
 ) -> None:
     """Score the alarm engine against a scenario's ground truth: detection per incident
     and delay, false alarms per 1,000 sensor-hours, sensor faults reported as facility
@@ -315,8 +479,8 @@ def score(
         sc = load_scenario(scenario_path(scenario))
         doc = json.loads((truth or _truth_file(scenario)).read_text())
     except (ScenarioError, OSError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
-    reg = load_registry(load(RegistrySettings).registry)
+        raise _fail(describe(exc) if isinstance(exc, OSError) else str(exc)) from exc
+    reg = load_registry(registry)
     alarms = _alarms_from(source, float(doc["t0"]), idle)
     result = score_alarms(sc, float(doc["t0"]), int(doc["sensors"]), alarms,
                           {f.id: f.district for f in reg.facilities}, set(doc["facilities"]))
@@ -341,6 +505,7 @@ def _alarms_from(source: str, t0: float, idle: float) -> list[AlarmEvent]:
         from services.core.settings import KafkaSettings
 
         raw: list[bytes] = []
+        _quiet_kafka()
         asyncio.run(read_topic(load(KafkaSettings), topics.ALARMS, raw.append,
                                idle_timeout=idle))
         return [AlarmEvent.model_validate_json(r) for r in raw]
@@ -371,30 +536,34 @@ def _alarms_from(source: str, t0: float, idle: float) -> list[AlarmEvent]:
     return out
 
 
-@app.command()
+@app.command(epilog=example("lifeline run", "lifeline run --duration 60 --breach-every 20"))
 def run(
-    registry: Annotated[Path, typer.Option(help="Registry YAML.")] = Path(DEFAULT_REGISTRY),
-    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = Ctrl-C).")] = 0,
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
+    duration: Annotated[float, typer.Option(
+        min=0, help="How long to run, seconds (0 = until Ctrl-C).")] = 0,
     breach_every: Annotated[float, typer.Option(
         help="Every N seconds push one sensor over its thresholds for N/2 s (0 = never).")] = 40,
-    oncall: Annotated[Path, typer.Option(help="On-call YAML (its channels are replaced by a "
-                                              "local receiver that prints the pages).")] = Path(
-        "deploy/oncall/wenzhou-bay.yaml"),
+    oncall: OncallOption = Path(DEFAULT_ONCALL),
 ) -> None:
     """The main job on the local stack: stack, ingest, processor, writer, notifier and the
-    simulator, with readings counted, alarms and pages shown live. Ctrl-C stops everything."""
+    simulator, with readings counted, alarms and pages shown live. Ctrl-C stops everything.
+    The on-call file's channels are replaced by a local receiver that prints the pages."""
     from services.stack.demo import run_demo
 
     sys.exit(run_demo(registry=registry, duration=duration, breach_every=breach_every,
                       oncall=oncall))
 
 
-@app.command()
+@app.command(epilog=example("lifeline bench --sensors 20000 --interval 10 --duration 60 "
+                            "--out result.json"))
 def bench(
-    sensors: Annotated[int, typer.Option(help="Sensors (10 per gateway).")] = 20000,
+    sensors: Annotated[int, typer.Option(min=10, help="Sensors (10 per gateway).")] = 20000,
     interval: Annotated[float, typer.Option(help="Seconds between a gateway's reports.")] = 10,
-    duration: Annotated[float, typer.Option(help="Seconds of sustained load.")] = 60,
-    out: Annotated[Path | None, typer.Option(help="Write the full result (JSON) here.")] = None,
+    duration: Annotated[float, typer.Option(
+        min=1, help="How long to run, seconds (of sustained load).")] = 60,
+    out: Annotated[Path | None, typer.Option(help="Write the full result (JSON) here.",
+                                             show_default="only the summary, on stdout")
+                   ] = None,
 ) -> None:
     """The whole local stack under sustained load: rates accepted/evaluated/stored,
     publish→alarm/stored/notification latency, lag, CPU and memory per component, loss,
@@ -415,11 +584,11 @@ def bench(
     typer.echo(json.dumps(summary, indent=2))
 
 
-@app.command()
+@app.command(epilog=example("lifeline tail alarms --limit 10", "lifeline tail dlq --idle 5"))
 def tail(
     topic: Annotated[str, typer.Argument(help="alarms, dlq or readings (or a topic name).")],
-    limit: Annotated[int, typer.Option(help="Stop after N records (0 = follow).")] = 0,
-    timeout: Annotated[float, typer.Option(help="Give up after N s without records.")] = 0,
+    limit: Annotated[int, typer.Option(min=0, help="Stop after N records (0 = no limit).")] = 0,
+    idle: Annotated[float, typer.Option(min=0, help=f"{IDLE_HELP} (0 = follow).")] = 0,
 ) -> None:
     """Print records of a Kafka topic from the beginning, one JSON per line."""
     import asyncio
@@ -428,16 +597,17 @@ def tail(
     from services.core.kafka_tools import read_topic
     from services.core.settings import KafkaSettings
 
+    _quiet_kafka()
     name = {"alarms": topics.ALARMS, "dlq": topics.READINGS_DLQ,
             "readings": topics.READINGS}.get(topic, topic)
 
     def show(value: bytes) -> None:
         typer.echo(value.decode(errors="replace"))
 
-    asyncio.run(read_topic(load(KafkaSettings), name, show, limit=limit, idle_timeout=timeout))
+    asyncio.run(read_topic(load(KafkaSettings), name, show, limit=limit, idle_timeout=idle))
 
 
-@schemas_app.command("export")
+@schemas_app.command("export", epilog=example("lifeline schemas export"))
 def schemas_export(
     out: Annotated[Path, typer.Option(help="Folder for the JSON Schema files.")] = Path("schemas/json"),
 ) -> None:
@@ -448,57 +618,82 @@ def schemas_export(
         typer.echo(f"wrote {path}")
 
 
-@grafana_app.command("generate")
+@grafana_app.command("generate", epilog=example("lifeline grafana generate",
+                                                 "lifeline grafana generate --check"))
 def grafana_generate(
-    registry: Annotated[Path, typer.Option(help="Registry YAML/JSON.")] = Path(DEFAULT_REGISTRY),
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
     out: Annotated[Path, typer.Option(help="Folder for the dashboards.")] = Path(
         "grafana/dashboards"),
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 naming every dashboard in the folder that "
+                        "differs from the registry's, is missing or is left over (CI).")
+    ] = False,
 ) -> None:
-    """Write the dashboards (JSON, committed under grafana/dashboards/) for the registry."""
+    """Write the dashboards (JSON, committed under grafana/dashboards/) for the registry:
+    their threshold bands come from it, so re-run (or --check) after editing thresholds."""
     from schemas.registry import load_registry
-    from services.dashboards.generate import write
+    from services.dashboards.generate import dashboards, render, write
 
-    for path in write(load_registry(registry), out):
-        typer.echo(f"wrote {path}")
+    reg = load_registry(registry)
+    if not check:
+        for path in write(reg, out):
+            typer.echo(f"wrote {path}")
+        return
+    boards = {name: render(board) for name, board in dashboards(reg).items()}
+    stale = [f"{out / name} (stale)" for name, text in sorted(boards.items())
+             if (out / name).exists() and (out / name).read_text(encoding="utf-8") != text]
+    stale += [f"{out / name} (missing)" for name in sorted(boards) if not (out / name).exists()]
+    stale += [f"{p} (not generated)" for p in sorted(out.glob("*.json")) if p.name not in boards]
+    if stale:
+        raise _fail(f"dashboards out of date with {registry}: {', '.join(stale)}; run "
+                    f"`lifeline grafana generate --registry {registry} --out {out}`")
+    typer.echo(f"{len(boards)} dashboards in {out} are current")
 
 
-@grafana_app.command("provision")
+@grafana_app.command("provision", epilog=example(
+    "LIFELINE_GRAFANA_TOKEN=... lifeline grafana provision --url http://grafana:3000 "
+    "--influx-url http://influxdb:8086"))
 def grafana_provision(
     url: Annotated[str, typer.Option(help="Grafana base URL, e.g. http://grafana:3000")],
-    token: Annotated[str, typer.Option(envvar="LIFELINE_GRAFANA_TOKEN",
-                                       help="Grafana service-account token (env: "
-                                            "LIFELINE_GRAFANA_TOKEN).")],
+    token: Annotated[str, typer.Option(envvar="LIFELINE_GRAFANA_TOKEN", show_envvar=True,
+                                       help="Grafana service-account token.")],
     influx_url: Annotated[str, typer.Option(help="InfluxDB URL as Grafana reaches it.")],
-    influx_token: Annotated[str, typer.Option(envvar="LIFELINE_INFLUX_TOKEN",
-                                              help="InfluxDB token for the datasource "
-                                                   "(env: LIFELINE_INFLUX_TOKEN).")] = "",
-    registry: Annotated[Path, typer.Option(help="Registry YAML/JSON.")] = Path(DEFAULT_REGISTRY),
+    influx_token: Annotated[str, typer.Option(envvar="LIFELINE_INFLUX_TOKEN", show_envvar=True,
+                                              help="InfluxDB token for the datasource.",
+                                              show_default="none")] = "",
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
 ) -> None:
     """Create or update the datasource, folder and dashboards in an existing Grafana
     (idempotent: a second run changes nothing)."""
     from schemas.registry import load_registry
     from services.dashboards.provision import ProvisionError, provision
 
+    reg = load_registry(registry)
     try:
-        report = provision(url, token, load_registry(registry), influx_url=influx_url,
-                           influx_token=influx_token)
+        report = provision(url, token, reg, influx_url=influx_url, influx_token=influx_token)
     except ProvisionError as exc:
         raise _fail(str(exc)) from exc
+    except OSError as exc:  # requests-style connection errors are OSErrors
+        raise _fail(f"cannot reach Grafana at {url}: {_errno_reason(exc)}") from exc
     typer.echo(json.dumps({"created": report.created, "updated": report.updated,
                            "unchanged": report.unchanged}, ensure_ascii=False))
 
 
-@mqtt_app.command("accounts")
+@mqtt_app.command("accounts", epilog=example(
+    "MQTT_INGEST_PASSWORD=... lifeline mqtt accounts --out deploy/mosquitto/accounts"))
 def mqtt_accounts(
     out: Annotated[Path, typer.Option(help="Folder for passwd, acl and gateways.csv.")],
-    registry: Annotated[Path, typer.Option(help="Registry YAML/JSON.")] = Path(DEFAULT_REGISTRY),
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
     ingest_user: Annotated[str, typer.Option(help="Ingest's account.")] = "lifeline-ingest",
     ingest_password: Annotated[str, typer.Option(
-        envvar="MQTT_INGEST_PASSWORD", help="Ingest's password (env: MQTT_INGEST_PASSWORD).")
-    ] = "",
+        envvar="MQTT_INGEST_PASSWORD", show_envvar=True, show_default="none",
+        help="Ingest's password (12 characters or more).")] = "",
     simulator: Annotated[bool, typer.Option(help="Also the simulator account (tests, "
                                                  "demos; not in production).")] = False,
-    simulator_password: Annotated[str, typer.Option(envvar="MQTT_SIMULATOR_PASSWORD")] = "",
+    simulator_password: Annotated[str, typer.Option(
+        envvar="MQTT_SIMULATOR_PASSWORD", show_envvar=True, show_default="none",
+        help="The simulator account's password, with --simulator (12 characters or more).")
+    ] = "",
 ) -> None:
     """Mosquitto password file and ACL from the registry: one account per gateway
     (username = facility id) allowed to publish only its own facility's topic; the
@@ -519,11 +714,12 @@ def mqtt_accounts(
                            "acl": str(out / "acl"), "credentials": str(out / "gateways.csv")}))
 
 
-@registry_app.command("scale")
+@registry_app.command("scale", epilog=example(
+    "lifeline registry scale --factor 50 --out /tmp/registry-x50.json"))
 def registry_scale(
-    path: Annotated[Path, typer.Argument(help="Registry YAML/JSON.")],
     factor: Annotated[int, typer.Option(help="Copies of every facility (1 = unchanged).")],
     out: Annotated[Path, typer.Option(help="The scaled registry (JSON loads fastest).")],
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
 ) -> None:
     """Write a registry with FACTOR copies of every facility (for load tests: point
     LIFELINE_REGISTRY of every service at it and run `lifeline simulate --scale FACTOR`)."""
@@ -531,7 +727,7 @@ def registry_scale(
     from simulators.scale import scale_registry
 
     try:
-        reg = scale_registry(load_registry(path), factor)
+        reg = scale_registry(load_registry(registry), factor)
     except (RegistryError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     out.write_text(reg.model_dump_json(exclude_none=True))
@@ -539,89 +735,148 @@ def registry_scale(
                            "out": str(out)}))
 
 
-@registry_app.command("check")
-def registry_check(path: Annotated[Path, typer.Argument(help="Registry YAML.")]) -> None:
-    """Validate a registry file and summarise it."""
+class TableFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+
+
+DEFAULT_COLUMNS = ("facility", "sensor", "rule", "level", "value", "source")
+
+
+def default_thresholds(reg: Registry) -> list[dict[str, str]]:
+    """Every shipped default still to be replaced (``default: true``), one row per level of
+    a rule and one per composite rule, in registry order."""
+    rows = []
+    for f in reg.facilities:
+        for s in f.sensors:
+            for r in s.rules:
+                for lv in r.ordered_levels():
+                    if lv.default:
+                        rows.append({"facility": f.id, "sensor": s.id, "rule": r.key,
+                                     "level": lv.level.value, "value": f"{lv.raise_at:g}",
+                                     "source": lv.source})
+        for c in f.composites:
+            if c.default:
+                when = " & ".join(
+                    f"{cond.signal.value}"
+                    f"{f'-{cond.window_s:g}s' if cond.window_s else ''} {cond.op} {cond.value:g}"
+                    for cond in c.all_of)
+                rows.append({"facility": f.id, "sensor": ",".join(x.sensor for x in c.all_of),
+                             "rule": c.id, "level": c.level.value, "value": when,
+                             "source": c.source})
+    return rows
+
+
+def _table(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:
+    widths = [max([len(col)] + [len(r[col]) for r in rows]) for col in columns[:-1]]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join([c.ljust(w) for c, w in zip(cells, widths, strict=False)]
+                         + [cells[-1]]).rstrip()
+
+    return "\n".join([line(list(columns))] + [line([r[c] for c in columns]) for r in rows])
+
+
+@registry_app.command("check", epilog=example(
+    "lifeline registry check", "lifeline registry check --list-defaults --format csv > defaults.csv"))
+def registry_check(
+    registry: RegistryOption = Path(DEFAULT_REGISTRY),
+    list_defaults: Annotated[bool, typer.Option(
+        "--list-defaults", help="Print the default thresholds still to be replaced instead of "
+                                "the summary: facility, sensor, rule, level, value, source.")
+    ] = False,
+    fmt: Annotated[TableFormat, typer.Option(
+        "--format", help="With --list-defaults: an aligned table or CSV (with a header).")
+    ] = TableFormat.TABLE,
+) -> None:
+    """Validate a registry file and summarise it (warnings on stderr)."""
     from collections import Counter
 
     from schemas.registry import RegistryError, load_registry
 
     try:
-        reg = load_registry(path)
+        reg = load_registry(registry)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
-    kinds = Counter(f.kind.value for f in reg.facilities)
-    defaults = sum(1 for f in reg.facilities for s in f.sensors for r in s.rules for lv in r.levels
-                   if lv.default) + sum(1 for f in reg.facilities for c in f.composites if c.default)
     warnings = reg.warnings()
     for w in warnings:
         typer.echo(f"warning: {w}", err=True)
+    defaults = default_thresholds(reg)
+    if list_defaults:
+        if fmt is TableFormat.CSV:
+            writer = csv.DictWriter(sys.stdout, fieldnames=DEFAULT_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(defaults)
+        else:
+            typer.echo(_table(defaults, DEFAULT_COLUMNS))
+        return
+    kinds = Counter(f.kind.value for f in reg.facilities)
     typer.echo(json.dumps({"name": reg.name, "facilities": len(reg.facilities),
                            "sensors": reg.sensor_count, "by_kind": kinds,
-                           "default_thresholds_to_replace": defaults,
+                           "default_thresholds_to_replace": len(defaults),
                            "warnings": len(warnings)}, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------- on-call
-def _oncall_file(path: Path | None) -> Path:
-    from services.notifier.config import NotifierSettings
-
-    return path or load(NotifierSettings).oncall
-
-
-@oncall_app.command("check")
-def oncall_check(
-    path: Annotated[Path | None, typer.Argument(help="On-call YAML (default: "
-                                                     "LIFELINE_NOTIFIER_ONCALL).")] = None,
-) -> None:
-    """Validate an on-call file and summarise it."""
+@oncall_app.command("check", epilog=example("lifeline oncall check",
+                                            "lifeline oncall check --oncall /etc/lifeline/oncall.yaml"))
+def oncall_check(oncall: OncallOption = Path(DEFAULT_ONCALL)) -> None:
+    """Validate an on-call file and summarise it (warnings on stderr)."""
     from schemas.oncall import OnCallError, load_oncall
+    from services.core.reload import file_version
 
     try:
-        cfg = load_oncall(_oncall_file(path))
+        oncall_version = file_version(oncall)  # as the notifier's /health: config.oncall
+        cfg = load_oncall(oncall)
     except OnCallError as exc:
         raise _fail(str(exc)) from exc
     warnings = cfg.warnings()
     for w in warnings:
         typer.echo(f"warning: {w}", err=True)
-    typer.echo(json.dumps({"people": len(cfg.people), "teams": [t.id for t in cfg.teams],
+    typer.echo(json.dumps({"version": oncall_version, "people": len(cfg.people),
+                           "teams": [t.id for t in cfg.teams],
                            "channels": [c.id for c in cfg.channels], "routes": len(cfg.routes),
                            "urgent_channels": cfg.urgent_channels, "warnings": len(warnings)},
                           ensure_ascii=False))
 
 
-@oncall_app.command("who")
+@oncall_app.command("who", epilog=example("lifeline oncall who --hours 12",
+                                          "lifeline oncall who --at 2026-11-26T21:00:00+08:00"))
 def oncall_who(
-    at: Annotated[str | None, typer.Option(help="An instant (ISO 8601 with offset); "
-                                                "default now.")] = None,
+    at: Annotated[str | None, typer.Option(help="An instant (ISO 8601 with offset).",
+                                           show_default="now")] = None,
     hours: Annotated[float, typer.Option(help="Also list the handovers of the next N hours.")] = 0,
-    path: Annotated[Path | None, typer.Option("--oncall", help="On-call YAML.")] = None,
+    oncall: OncallOption = Path(DEFAULT_ONCALL),
 ) -> None:
     """Who is on duty, per team (one JSON line per team)."""
     from datetime import UTC, datetime
 
     from schemas.oncall import OnCallError, load_oncall
+    from services.core.reload import file_version
     from services.notifier.tools import who
 
     try:
-        cfg = load_oncall(_oncall_file(path))
+        oncall_version = file_version(oncall)
+        cfg = load_oncall(oncall)
         when = datetime.fromisoformat(at) if at else datetime.now(UTC)
     except (OnCallError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     if when.tzinfo is None:
         raise _fail("--at needs a UTC offset, e.g. 2026-11-26T21:00:00+08:00")
-    for row in who(cfg, when, hours):
+    for row in who(cfg, when, hours, oncall_version):
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 
-@oncall_app.command("ack")
+@oncall_app.command("ack", epilog=example(
+    'lifeline oncall ack ALARM_ID --by chief --comment "crew on the way"',
+    "lifeline oncall ack ALARM_ID --by chief --resolve --facility DR-BH-001"))
 def oncall_ack(
     alarm_id: Annotated[str, typer.Argument(help="The alarm's id (alarm_id).")],
     by: Annotated[str, typer.Option(help="Who acknowledges (a person id or name).")],
-    comment: Annotated[str, typer.Option(help="What is being done.")] = "",
+    comment: Annotated[str, typer.Option(help="What is being done.", show_default="none")] = "",
     resolve: Annotated[bool, typer.Option(help="Resolve rather than acknowledge.")] = False,
-    facility: Annotated[str | None, typer.Option(help="The alarm's facility (looked up in "
-                                                      "InfluxDB when omitted).")] = None,
+    facility: Annotated[str | None, typer.Option(help="The alarm's facility.",
+                                                 show_default="looked up in InfluxDB")] = None,
 ) -> None:
     """Acknowledge (or resolve) an alarm: its escalation stops."""
     import asyncio
@@ -638,12 +893,13 @@ def oncall_ack(
             raise _fail(f"cannot look the alarm up: {exc}; pass --facility") from exc
         if facility is None:
             raise _fail(f"alarm {alarm_id} is not in InfluxDB; pass --facility")
+    _quiet_kafka()
     req = asyncio.run(send_ack(load(KafkaSettings), alarm_id, facility, by, comment,
                                AckAction.RESOLVE if resolve else AckAction.ACKNOWLEDGE))
     typer.echo(req.model_dump_json())
 
 
-@oncall_app.command("history")
+@oncall_app.command("history", epilog=example("lifeline oncall history ALARM_ID --days 30"))
 def oncall_history(
     alarm_id: Annotated[str, typer.Argument(help="The alarm's id (alarm_id).")],
     days: Annotated[int, typer.Option(help="How far back to look.")] = 90,
@@ -666,23 +922,27 @@ def oncall_history(
 
 
 # --------------------------------------------------------------------------- dead letters
-@dlq_app.command("replay")
+@dlq_app.command("replay", epilog=example(
+    "lifeline dlq replay --reason rate_limited --since 2026-11-26T08:00:00+08:00 --dry-run",
+    "lifeline dlq replay --reason qos0 --since 2026-11-26T08:00:00+08:00 --facility DR-BH-001"))
 def dlq_replay(
     reason: Annotated[str, typer.Option(help="Dead letters with this reason (any of their "
                                              "problems), e.g. rate_limited, qos0, retained.")],
     since: Annotated[str, typer.Option(help="Refused at or after this instant (ISO 8601 with "
                                             "offset, e.g. 2026-11-26T08:00:00+08:00).")],
-    until: Annotated[str | None, typer.Option(help="Refused before this instant.")] = None,
-    facility: Annotated[str | None, typer.Option(help="Only this facility's.")] = None,
+    until: Annotated[str | None, typer.Option(help="Refused before this instant.",
+                                              show_default="now")] = None,
+    facility: Annotated[str | None, typer.Option(help="Only this facility's.",
+                                                 show_default="every facility")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count; produce "
                                                             "nothing.")] = False,
-    idle: Annotated[float, typer.Option(min=0.5, help="Stop reading the DLQ after N s "
-                                                      "without records.")] = 3.0,
+    idle: Annotated[float, typer.Option(min=0.5, help=f"{IDLE_HELP} (of the DLQ).")] = 3.0,
 ) -> None:
     """Send selected dead letters' raw payloads back through ingest's validation: what it
     accepts goes to lifeline.readings as ingest would produce it (original event times, so
     a second replay overwrites), what it refuses is listed on stderr with its reason.
-    Prints a one-line JSON summary."""
+    Prints a one-line JSON summary. Validates with ingest's settings, so the registry is
+    ingest's LIFELINE_REGISTRY."""
     import asyncio
 
     from schemas.deadletter import RejectReason
@@ -702,13 +962,14 @@ def dlq_replay(
     def refused(row: dict[str, object]) -> None:
         typer.echo(json.dumps(row, ensure_ascii=False), err=True)
 
+    _quiet_kafka()
     report = asyncio.run(run_replay(selection, dry_run=dry_run, idle_s=idle,
                                     on_refused=refused))
     typer.echo(json.dumps(report.summary(), ensure_ascii=False))
 
 
 def main() -> None:
-    app()
+    app(prog_name="lifeline")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from schemas.kinds import FacilityKind, Metric
@@ -285,13 +286,20 @@ class SewageModel(Model):
         return None
 
 
+# The physics of each facility kind (a new kind needs its model: docs/contributing.md).
+MODELS: dict[FacilityKind, Callable[[Facility, random.Random], Model]] = {
+    FacilityKind.DRAINAGE: DrainageModel, FacilityKind.BRIDGE: BridgeModel,
+    FacilityKind.SEWAGE: SewageModel}
+
+
 def model_for(facility: Facility, rnd: random.Random) -> Model:
-    if facility.kind is FacilityKind.DRAINAGE:
-        m: Model = DrainageModel(facility, rnd)
+    make = MODELS.get(facility.kind)
+    if make is None:
+        raise ValueError(f"no simulator model for facility kind {facility.kind!r} "
+                         f"({facility.id})")
+    model = make(facility, rnd)
+    if isinstance(model, DrainageModel):
         for s in facility.sensors:
             if s.metric is Metric.RAINFALL:
-                m.register_gauge(s)  # type: ignore[attr-defined]
-        return m
-    if facility.kind is FacilityKind.BRIDGE:
-        return BridgeModel(facility, rnd)
-    return SewageModel(facility, rnd)
+                model.register_gauge(s)
+    return model

@@ -7,9 +7,12 @@
 #   notifier  read both (recent readings on the acknowledgement page, the on-call history)
 #   grafana   read both (the dashboards' InfluxQL)
 # A client whose token file exists keeps it: delete the file (docker volume) to make a new
-# one, and revoke the old one with `influx auth delete`. Runs on every `docker compose up`.
+# one, and revoke the old one with `influx auth delete` (docs/operations.md, rotation).
+# Runs on every `docker compose up`, first bringing the buckets, mappings and tasks up to
+# date (deploy/influxdb/setup.sh, idempotent: the upgrade path of existing volumes).
 # Reads INFLUX_HOST, INFLUX_TOKEN (admin) and INFLUX_ORG like the influx CLI itself.
 set -euo pipefail
+bash "${LIFELINE_INFLUX_SETUP:-$(dirname "$0")/setup.sh}"
 org="${INFLUX_ORG:?}"
 raw="${INFLUX_BUCKET:?}"
 long="${raw}_long"

@@ -8,6 +8,13 @@
 # - the admin's SCRAM credential is written when the storage is formatted (first start);
 #   kafka-init (deploy/kafka/init.sh) adds the services' principals and ACLs.
 # Certificates: deploy/kafka/certs/{ca.crt,kafka.p12,kafka.p12.pass} from deploy/make-certs.sh.
+#
+# Three brokers (deploy/compose/kafka-3-brokers.yml, decision 0011: replication 3): set
+# KAFKA_NODE_ID, KAFKA_CONTROLLER_QUORUM_VOTERS (id@host:9093,...) and KAFKA_CLUSTER_ID (the
+# same on every node). The controllers must then reach each other, so the controller
+# listener is SASL_SSL on :9093 with SASL/PLAIN (KRaft controllers cannot use SCRAM) for the
+# one principal "controller" (KAFKA_CONTROLLER_PASSWORD), and ANONYMOUS is no super user.
+# KAFKA_REPLICATION / KAFKA_MIN_INSYNC_REPLICAS set the defaults and the internal topics'.
 set -euo pipefail
 umask 077
 certs=${KAFKA_CERTS_DIR:-/etc/lifeline/kafka/certs}
@@ -21,6 +28,22 @@ who=kafka
 # shellcheck source=../check-secret.sh
 . "${LIFELINE_CHECK_SECRET:-/etc/lifeline/check-secret.sh}"
 check_jaas_safe KAFKA_ADMIN_PASSWORD "${KAFKA_ADMIN_PASSWORD:-}"
+node_id=${KAFKA_NODE_ID:-1}
+voters=${KAFKA_CONTROLLER_QUORUM_VOTERS:-}
+replication=${KAFKA_REPLICATION:-1}
+min_isr=${KAFKA_MIN_INSYNC_REPLICAS:-1}
+if [ -n "$voters" ]; then
+  check_jaas_safe KAFKA_CONTROLLER_PASSWORD "${KAFKA_CONTROLLER_PASSWORD:-}"
+  [ -n "${KAFKA_CLUSTER_ID:-}" ] || refuse "KAFKA_CLUSTER_ID is required with KAFKA_CONTROLLER_QUORUM_VOTERS (the same on every broker)"
+  controller_listener="CONTROLLER://:9093"
+  controller_protocol=SASL_SSL
+  super_users="User:${admin};User:controller"
+else
+  voters="1@127.0.0.1:9093"
+  controller_listener="CONTROLLER://127.0.0.1:9093"
+  controller_protocol=PLAINTEXT
+  super_users="User:${admin};User:ANONYMOUS"
+fi
 for f in ca.crt kafka.p12 kafka.p12.pass; do
   [ -s "$certs/$f" ] || refuse "$certs/$f is missing: run deploy/make-certs.sh (deploy/README.md)"
 done
@@ -30,12 +53,12 @@ mkdir -p "$conf_dir"
 conf="$conf_dir/server.properties"
 cat > "$conf" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:9093
+node.id=${node_id}
+controller.quorum.voters=${voters}
 controller.listener.names=CONTROLLER
-listeners=CLIENT://:9092,CONTROLLER://127.0.0.1:9093
+listeners=CLIENT://:9092,${controller_listener}
 advertised.listeners=CLIENT://${advertised}:9092
-listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:${controller_protocol}
 inter.broker.listener.name=CLIENT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
@@ -51,17 +74,24 @@ ssl.enabled.protocols=TLSv1.3,TLSv1.2
 ssl.endpoint.identification.algorithm=https
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
-super.users=User:${admin};User:ANONYMOUS
+super.users=${super_users}
 auto.create.topics.enable=false
 log.dirs=${data}
 num.partitions=${KAFKA_PARTITIONS:-12}
-default.replication.factor=${KAFKA_REPLICATION:-1}
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+default.replication.factor=${replication}
+min.insync.replicas=${min_isr}
+offsets.topic.replication.factor=${replication}
+transaction.state.log.replication.factor=${replication}
+transaction.state.log.min.isr=${min_isr}
 log.retention.hours=${KAFKA_RETENTION_HOURS:-168}
 PROPS
+if [ "$controller_protocol" = SASL_SSL ]; then
+  cat >> "$conf" <<PROPS
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${KAFKA_CONTROLLER_PASSWORD}" user_controller="${KAFKA_CONTROLLER_PASSWORD}";
+PROPS
+fi
 
 # The admin client configuration kafka-init and the health check use (inside this container).
 cat > "$conf_dir/admin.properties" <<PROPS
@@ -73,7 +103,7 @@ ssl.truststore.location=${certs}/ca.crt
 PROPS
 
 if [ ! -f "$data/meta.properties" ]; then
-  cluster_id=$("$kafka_bin/kafka-storage.sh" random-uuid)
+  cluster_id=${KAFKA_CLUSTER_ID:-$("$kafka_bin/kafka-storage.sh" random-uuid)}
   "$kafka_bin/kafka-storage.sh" format --config "$conf" --cluster-id "$cluster_id" \
     --add-scram "SCRAM-SHA-512=[name=${admin},password=${KAFKA_ADMIN_PASSWORD}]"
 fi

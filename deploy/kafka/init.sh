@@ -24,6 +24,9 @@ certs=${KAFKA_CERTS_DIR:-/etc/lifeline/kafka/certs}
 admin=${KAFKA_ADMIN_USER:-lifeline-admin}
 partitions=${KAFKA_PARTITIONS:-12}
 replication=${KAFKA_REPLICATION:-1}
+# Three brokers (deploy/compose/kafka-3-brokers.yml): replication 3, min.insync.replicas 2,
+# so an acknowledged record (acks=all) is on two brokers and one broker may be down.
+min_isr=${KAFKA_MIN_INSYNC_REPLICAS:-1}
 
 who=kafka-init
 # shellcheck source=../check-secret.sh
@@ -49,7 +52,8 @@ admin_args=(--bootstrap-server "$bootstrap" --command-config "$cfg")
 for t in lifeline.readings lifeline.readings.dlq lifeline.alarms lifeline.acks lifeline.ticks \
          lifeline.health lifeline.oncall lifeline.oncall.ticks lifeline.context; do
   "$kafka_bin/kafka-topics.sh" "${admin_args[@]}" --create --if-not-exists --topic "$t" \
-    --partitions "$partitions" --replication-factor "$replication"
+    --partitions "$partitions" --replication-factor "$replication" \
+    --config "min.insync.replicas=$min_isr"
 done
 
 # One SCRAM principal per service (kafka-configs upserts: a changed password is rotated).

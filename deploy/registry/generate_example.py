@@ -23,18 +23,23 @@ ZONES = [  # code, English, Chinese, centre lat, centre lon
     ("LW", "Longwan", "龙湾区", 27.935, 120.815),
 ]
 
-SRC_MANHOLE = ("placeholder: fractions of the 3.0 m manhole depth (DOMAIN.md drainage, "
-               "fill ratio / surcharge / water at cover); replace with design levels")
-SRC_PONDING = ("DOMAIN.md road ponding: 10 cm moderate, 25 cm road closure (Shenyang), "
-               "30 cm cars should not pass, 50 cm impassable (Wujin)")
+SRC_MANHOLE = ("GB 50014-2021 (storm and combined sewers run full: surcharge above the crown, "
+               "overflow at the cover); placeholder: fractions of the 3.0 m manhole depth, "
+               "replace with the manhole's invert, crown and cover levels")
+SRC_PONDING = ("city practice for road ponding: 10 cm moderate (forecast grading), 25 cm road "
+               "closure (Shenyang), 30 cm cars should not pass, 50 cm impassable (Wujin)")
 SRC_WETWELL = "placeholder: fractions of the wet-well depth; replace with the station's start/alarm levels"
 SRC_DEFLECTION = ("placeholder: 50/70/85/100 % of an assumed 40 mm design deflection; "
                   "replace with the bridge's design calculation (JT/T 1037-2022)")
 SRC_CRACK = "placeholder around JTG 3362 crack-width limits (0.2-0.3 mm); replace per bridge"
-SRC_TILT = "placeholder: replace with the pier/tower design tilt limits"
-SRC_ACCEL = "placeholder: replace with the bridge's vibration limits"
-SRC_STRAIN = "placeholder: replace with the design strain of the instrumented section"
-SRC_BEARING = "placeholder: replace with the bearing's design displacement"
+SRC_TILT = ("JT/T 1037-2022 warning values per bridge; placeholder: replace with the pier/tower "
+            "design tilt limits")
+SRC_ACCEL = ("JT/T 1037-2022 warning values per bridge; placeholder: replace with the bridge's "
+             "vibration limits")
+SRC_STRAIN = ("JT/T 1037-2022 warning values per bridge; placeholder: replace with the design strain "
+              "of the instrumented section")
+SRC_BEARING = ("JT/T 1037-2022 warning values per bridge; placeholder: replace with the bearing's "
+               "design displacement")
 SRC_H2S = ("instantaneous detector levels, GB/T 50493-2019 toxic gas first alarm <= 100 % OEL, "
            "second <= 200 % OEL: H2S 10 / 20 mg/m3 (GBZ 2.1-2019 MAC 10, a ceiling, so "
            "instantaneous); red 50 mg/m3 a placeholder well below IDLH 430")
@@ -50,10 +55,12 @@ SRC_QUALITY = "GB/T 31962-2015 grade B limits for sewage discharged into municip
 
 
 SRC_RAIN = ("national rainstorm warning signals: blue >=50 mm/12 h, yellow >=50 mm/6 h, "
-            "orange >=50 mm/3 h, red >=100 mm/3 h (DOMAIN.md, secondary copy)")
+            "orange >=50 mm/3 h, red >=100 mm/3 h (CMA rainstorm signal rules, secondary copy)")
 SRC_RAIN_1H = "short-duration heavy rain >=20 mm/h (CMA usage; verify)"
-SRC_RISE = "practice: a fast rise during rain warns before any level is reached (DOMAIN.md)"
-SRC_FLOW = "placeholder: design capacity of the pipe; replace with the hydraulic design value"
+SRC_RISE = ("drainage operation practice: a fast rise during rain warns before any level is "
+            "reached; placeholder: 5 cm/min")
+SRC_FLOW = ("GB 50014-2021 hydraulic design (full-bore capacity); placeholder: replace with the "
+            "pipe's design value")
 SRC_PUMP = "placeholder: rated motor current of the pump; replace with the nameplate value"
 SRC_TEMP = "placeholder: structural temperature outside the design range"
 
@@ -143,7 +150,8 @@ def manhole(fid: str) -> dict[str, Any]:
             {"sensor": f"{fid}-L1", "signal": "rate", "window_s": 600, "op": ">=",
              "value": 0.05},
         ],
-        "source": "DOMAIN.md: heavy rain AND level rising fast warns before levels are reached",
+        "source": ("drainage operation practice: heavy rain (>=20 mm/h, CMA) AND a fast rise "
+                   "warns before levels are reached; placeholder: 5 cm/min"),
         "default": True}]}
 
 
@@ -165,7 +173,8 @@ def pump_station(fid: str) -> dict[str, Any]:
         sensor(f"{fid}-I1", "pump_current", "A", (0.0, 400.0), 30,
                [t("yellow", 320, 300, SRC_PUMP)]),
     ], "composites": [pump_off(fid, "wet-well-high-pump-off", "red", f"{fid}-W1", 4.0, 60,
-                               "DOMAIN.md pump station: pump fault while wet-well level is high")]}
+                               "pump station operation practice: pumps off while the wet-well "
+                               "level is above the start level; placeholder start level")]}
 
 
 def bridge(fid: str) -> dict[str, Any]:
@@ -239,8 +248,8 @@ def sewage_pumping_well(fid: str) -> dict[str, Any]:
             stuck_after_s=6 * 3600),
         sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
     ], "composites": [pump_off(fid, "h2s-high-pump-off", "orange", f"{fid}-H1", 10, 120,
-                               "DOMAIN.md: H2S building up in a pumping well whose pump is "
-                               "stopped")]}
+                               "sewage pumping-well practice: H2S building up while the pump is "
+                               "stopped (GB/T 50493-2019 first alarm 10 mg/m3)")]}
 
 
 PLAN = [  # prefix, kind, name (en), name (zh), sensors, how many per zone
@@ -288,6 +297,7 @@ def main() -> None:
                     "name": f"{zone_en} {what} {n}",
                     "name_zh": f"{zone_zh}{what_zh}{n}号",
                     "district": zone_en,
+                    "district_zh": zone_zh,
                     **({"criticality": "critical"} if prefix in CRITICAL else {}),
                     "lat": round(lat + rnd.uniform(-0.02, 0.02), 5),
                     "lon": round(lon + rnd.uniform(-0.02, 0.02), 5),

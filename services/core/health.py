@@ -1,9 +1,14 @@
 """Health and counters, served as JSON over HTTP by every service.
 
 ``GET /health`` answers 200 with ``{"status": "ok", …}`` while the service works and 503
-with the reason when a dependency is down; ``GET /counters`` gives processed, rejected
-and lag figures. Ingest serves them with aiohttp directly; Faust services add the same
-pages to Faust's own web server.
+with the reason when a dependency is down (a *problem*: the service cannot do its job —
+readiness fails). A *warning* is something an operator must see that does not stop the
+service (an alarm nobody is routed to, a facility's state started afresh): ``status`` is
+``"degraded"`` and the answer stays 200. Both clear when the condition no longer holds
+(``ok``), or — for warnings about one past event — after their ``ttl_s``. ``config`` names
+the version of every configuration file in use (registry, on-call file). ``GET /counters``
+gives processed, rejected and lag figures. Ingest serves them with aiohttp directly; Faust
+services add the same pages to Faust's own web server.
 """
 
 from __future__ import annotations
@@ -60,22 +65,49 @@ class Health:
         self.service = service
         self.counters = counters
         self._problems: dict[str, str] = {}
+        self._warnings: dict[str, tuple[str, float | None]] = {}  # text, expiry (epoch s)
+        self._config: dict[str, Callable[[], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def problem(self, check: str, text: str) -> None:
         with self._lock:
             self._problems[check] = text
 
+    def warning(self, check: str, text: str, ttl_s: float | None = None) -> None:
+        """Something to see that does not stop the service (200, status "degraded"); kept
+        until ``ok(check)`` or, with ``ttl_s``, that many seconds after the last report."""
+        with self._lock:
+            self._warnings[check] = (text, None if ttl_s is None else time.time() + ttl_s)
+
     def ok(self, check: str) -> None:
         with self._lock:
             self._problems.pop(check, None)
+            self._warnings.pop(check, None)
+
+    def config(self, name: str, describe: Callable[[], dict[str, Any]]) -> None:
+        """Report a configuration file's version (see services/core/reload.py)."""
+        self._config[name] = describe
+
+    def problems(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._problems)
+
+    def warnings(self) -> dict[str, str]:
+        now = time.time()
+        with self._lock:
+            for check in [c for c, (_, exp) in self._warnings.items()
+                          if exp is not None and exp <= now]:
+                del self._warnings[check]
+            return {c: text for c, (text, _) in self._warnings.items()}
 
     def payload(self) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            problems = dict(self._problems)
-        status = "degraded" if problems else "ok"
-        body = {"service": self.service, "status": status, "problems": problems,
-                "counters": self.counters.snapshot()}
+        problems, warnings = self.problems(), self.warnings()
+        status = "degraded" if problems or warnings else "ok"
+        body: dict[str, Any] = {"service": self.service, "status": status,
+                                "problems": problems, "warnings": warnings,
+                                "counters": self.counters.snapshot()}
+        if self._config:
+            body["config"] = {name: fn() for name, fn in self._config.items()}
         return (503 if problems else 200), body
 
 

@@ -22,7 +22,11 @@ async def read_topic(kafka: KafkaSettings, topic: str, on_value: Callable[[bytes
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=100,
                                 **security_kwargs(kafka))
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:  # an unreachable broker: close it, or it complains when collected
+        await consumer.stop()
+        raise
     count = 0
     try:
         parts = consumer.partitions_for_topic(topic)

@@ -49,7 +49,7 @@ KNOWN_EXAMPLE_VALUES = frozenset(v.lower() for v in (
     "CHANGE-ME-ingest", "CHANGE-ME-simulator", "CHANGE-ME-at-least-8-chars",
     "CHANGE-ME-long-random-token", "CHANGE-ME-grafana", "CHANGE-ME-at-least-16-random-characters",
     "CHANGE-ME-kafka-admin", "CHANGE-ME-kafka-ingest", "CHANGE-ME-kafka-processor",
-    "CHANGE-ME-kafka-writer", "CHANGE-ME-kafka-notifier",
+    "CHANGE-ME-kafka-writer", "CHANGE-ME-kafka-notifier", "CHANGE-ME-kafka-controller",
     # upstream documentation (InfluxDB, Kafka, Grafana, Java keystores)
     "my-super-secret-auth-token", "my-secret-token", "admin-secret", "alice-secret",
     "changeit", "password", "secret", "admin", "grafana", "influxdb", "mosquitto",
@@ -291,6 +291,9 @@ class RegistrySettings(_Group):
     log_level: str = "INFO"
     health_report_s: float = Field(default=10.0, gt=0, description=(
         "How often each service publishes its counters to lifeline.health."))
+    reload_check_s: float = Field(default=5.0, gt=0, description=(
+        "How often every service checks the registry and the on-call file for changes "
+        "(a changed file is validated, then used without a restart; services/core/reload.py)."))
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -30,13 +30,37 @@ KIND_TITLES = {FacilityKind.DRAINAGE: ("城市排水", "Urban drainage"),
                FacilityKind.BRIDGE: ("道路桥梁", "Road bridges"),
                FacilityKind.SEWAGE: ("污水管网", "Sewage network")}
 
-# Current state of every alarm: the last alarm_state point of each series.
+# Current state of every alarm: the last alarm_state point of each series. The writer
+# puts the acknowledgement into the same series (services/writer/points.py), so "who
+# acknowledged" is one more last() here, not a join.
 STATE = ('SELECT last("severity") AS "severity", last("level") AS "level", '
          'last("message") AS "message", last("alarm_id") AS "alarm_id", '
-         'last("since") AS "since", last("acked_by") AS "acked_by", '
-         'last("acked_at") AS "acked_at" '
+         'last("since") AS "since", last("since_ms") AS "since_ms", '
+         'last("acked_by") AS "acked_by", last("acked_at") AS "acked_at", '
+         'last("facility_name") AS "facility_name", '
+         'last("facility_name_zh") AS "facility_name_zh", last("silenced") AS "silenced", '
+         'last("suppressed") AS "suppressed", last("held") AS "held", '
+         'last("stale_since") AS "stale_since" '
          'FROM "long"."alarm_state" WHERE "category" {cat} AND "district" =~ /^$district$/ '
-         'GROUP BY "facility", "sensor", "rule", "kind", "category"')
+         'GROUP BY "facility", "sensor", "rule", "kind", "category", "district"')
+
+# An alarm's history opens this long before the alarm was raised (the readings leading up).
+HISTORY_LEAD_MS = 3_600_000
+# The row link of the alarm tables: the alarm history dashboard for that alarm, from an
+# hour before it was raised until now. ``${__data.fields.x}`` is the row's value of x
+# (hidden columns included); Grafana reads epoch ms in ``from``.
+HISTORY_LINK = {
+    "title": "告警历史 Alarm history",
+    "url": ("/d/lifeline-alarm/alarm-history?var-alarm_id=${__data.fields.alarm_id}"
+            "&var-facility=${__data.fields.facility}&var-sensor=${__data.fields.sensor}"
+            "&from=${__data.fields.history_from}&to=now"),
+}
+LEVEL_MAPPINGS = [{"type": "value", "options": {
+    level: {"color": colour, "text": f"{zh} {level}", "index": i}
+    for i, (level, zh, colour) in enumerate((("blue", "蓝色", "blue"),
+                                             ("yellow", "黄色", "yellow"),
+                                             ("orange", "橙色", "orange"),
+                                             ("red", "红色", "red")))}}]
 
 
 # The overview's 30-day trend: the database's hourly rollup per district (not per sensor),
@@ -139,6 +163,58 @@ def _active_count(ids: _Ids, title: str, grid: tuple[int, int, int, int], by: st
             "severity": {"aggregations": ["count"], "operation": "aggregate"}}}}])
 
 
+# The alarm tables' columns: (field, header, width or None); the ones after them are
+# hidden (the row link and the sort need them).
+ALARM_COLUMNS = (
+    ("facility_name_zh", "设施", 150), ("facility_name", "Facility", 190),
+    ("district", "片区 District", 130), ("level", "级别 Level", 100),
+    ("since_ms", "开始 Since", 170), ("acked_by", "确认人 Acknowledged by", 150),
+    ("acked_at", "确认时间 Acknowledged at", 200), ("silenced", "维护静默 Silenced", 110),
+    ("suppressed", "抑制 Suppressed", 110), ("held", "故障保持 Held", 100),
+    ("stale_since", "数据中断 Stale since", 190), ("message", "信息 Message", None),
+    ("facility", "设施编号 Facility id", 130), ("sensor", "传感器 Sensor", 150),
+)
+ALARM_HIDDEN = ("severity", "alarm_id", "kind", "history_from")
+
+
+def _alarm_table(ids: _Ids, title: str, grid: tuple[int, int, int, int], cat: str
+                 ) -> dict[str, Any]:
+    """Active alarms of the categories ``cat``, worst first: names and district from the
+    registry (written with each state point), level in its colour, since, who
+    acknowledged, maintenance silence and inhibition, and a link on every row to the
+    alarm's history."""
+    fields = [c[0] for c in ALARM_COLUMNS] + list(ALARM_HIDDEN[:-1])
+    query = ("SELECT " + ", ".join(f'"{f}"' for f in fields)
+             + f', "since_ms" - {HISTORY_LEAD_MS} AS "history_from" FROM ('
+             + STATE.format(cat=cat) + ') WHERE "severity" > 0')
+    overrides: list[dict[str, Any]] = []
+    for name, header, width in ALARM_COLUMNS:
+        props: list[dict[str, Any]] = [{"id": "displayName", "value": header}]
+        if width:
+            props.append({"id": "custom.width", "value": width})
+        if name == "level":
+            props += [{"id": "mappings", "value": LEVEL_MAPPINGS},
+                      {"id": "custom.cellOptions", "value": {"type": "color-background",
+                                                             "mode": "basic"}}]
+        if name == "since_ms":
+            props.append({"id": "unit", "value": "dateTimeAsLocal"})
+        if name in ("facility_name_zh", "facility_name"):
+            props.append({"id": "links", "value": [HISTORY_LINK]})
+        if name in ("silenced", "suppressed", "held"):
+            props.append({"id": "mappings", "value": [{"type": "value", "options": {
+                "true": {"text": "是 yes", "color": "purple", "index": 0},
+                "false": {"text": "", "index": 1}}}]})
+        overrides.append({"matcher": {"id": "byName", "options": name}, "properties": props})
+    overrides += [{"matcher": {"id": "byName", "options": name},
+                   "properties": [{"id": "custom.hidden", "value": True}]}
+                  for name in ("Time", *ALARM_HIDDEN)]
+    return _panel(ids, "table", title, grid, [_target(query, "table")],
+                  transformations=[{"id": "sortBy", "options": {
+                      "fields": {}, "sort": [{"field": "severity", "desc": True}]}}],
+                  fieldConfig={"defaults": {"links": []}, "overrides": overrides},
+                  options={"showHeader": True, "cellHeight": "sm"})
+
+
 def overview(registry: Registry) -> dict[str, Any]:
     ids = _Ids()
     facility_state = ('SELECT max("severity") AS "severity" FROM (' + STATE.format(
@@ -164,14 +240,9 @@ def overview(registry: Registry) -> dict[str, Any]:
                       ', "level"', ""),
         _active_count(ids, "按设施类型的活动告警 Active alarms by kind", (14, 7, 10, 7), "kind",
                       "", ' GROUP BY "kind"'),
-        _panel(ids, "table", "活动告警 Active alarms", (0, 14, 24, 10), [
-            _target('SELECT "level", "severity", "since", "message", "acked_by", "acked_at", '
-                    '"alarm_id" FROM (' + STATE.format(cat="= 'facility'")
-                    + ') WHERE "severity" > 0', "table")]),
-        _panel(ids, "table", "传感器与网关健康 Sensor and gateway health", (0, 24, 24, 8), [
-            _target('SELECT "level", "since", "message", "acked_by", "alarm_id" FROM ('
-                    + STATE.format(cat="!= 'facility'") + ') WHERE "severity" > 0',
-                    "table")]),
+        _alarm_table(ids, "活动告警 Active alarms", (0, 14, 24, 10), "= 'facility'"),
+        _alarm_table(ids, "传感器与网关健康 Sensor and gateway health", (0, 24, 24, 8),
+                     "!= 'facility'"),
         _panel(ids, "timeseries", "30 天趋势：各片区最高水位 30-day trend: highest water level "
                                   "by district (hourly)", (0, 32, 24, 8),
                [_target(DISTRICT_TREND)], timeFrom="30d", interval="1h",
@@ -272,8 +343,43 @@ def pipeline() -> dict[str, Any]:
                       annotate=False)
 
 
+def _textbox(name: str, label: str) -> dict[str, Any]:
+    return {"name": name, "label": label, "type": "textbox", "query": "",
+            "current": {"text": "", "value": ""}, "hide": 0}
+
+
+def alarm_history() -> dict[str, Any]:
+    """One alarm's history, opened from a row of the overview's alarm tables: its events,
+    its on-call trail (pages, deliveries, who acknowledged) and the readings of its sensor
+    (all of the facility's for a facility-wide alarm, whose sensor is the facility id)."""
+    ids = _Ids()
+    alarm = "\"facility\" =~ /^$facility$/ AND \"alarm_id\" = '$alarm_id' AND $timeFilter"
+    panels = [
+        _panel(ids, "table", "告警事件 Alarm events", (0, 0, 24, 8), [
+            _target('SELECT "facility_name_zh", "facility_name", "sensor", "event", "level", '
+                    '"value", "threshold", "message", "silenced", "suppressed_by", '
+                    f'"held_by_fault" FROM "long"."alarm_event" WHERE {alarm}', "table")]),
+        _panel(ids, "table", "值班记录 On-call trail (pages, deliveries, acknowledgements)",
+               (0, 8, 24, 8), [
+            _target('SELECT "type", "person", "channel", "notification", "step", "ok", '
+                    f'"detail" FROM "long"."oncall" WHERE {alarm}', "table")]),
+        _panel(ids, "timeseries", "读数 Readings", (0, 16, 24, 9), [
+            _target('SELECT mean("value") FROM "reading" WHERE "facility" =~ /^$facility$/ '
+                    "AND (\"sensor\" = '$sensor' OR \"facility\" = '$sensor') AND "
+                    '$timeFilter GROUP BY time($__interval), "sensor", "metric" fill(none)')]),
+    ]
+    variables = [
+        _textbox("alarm_id", "告警编号 Alarm id"),
+        _variable("facility", "设施 Facility",
+                  'SHOW TAG VALUES FROM "long"."facility" WITH KEY = "facility"'),
+        _textbox("sensor", "传感器 Sensor"),
+    ]
+    return _dashboard("lifeline-alarm", "告警历史 Alarm history", panels, variables)
+
+
 def dashboards(registry: Registry) -> dict[str, dict[str, Any]]:
-    out = {"overview.json": overview(registry), "pipeline.json": pipeline()}
+    out = {"overview.json": overview(registry), "pipeline.json": pipeline(),
+           "alarm.json": alarm_history()}
     for kind in FacilityKind:
         out[f"{kind.value}.json"] = kind_dashboard(registry, kind)
     return out
@@ -299,6 +405,7 @@ def queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
         for t in p["targets"]:
             yield f"{board['uid']}/{p['title']}/{t['refId']}", t["query"]
     for v in board["templating"]["list"]:
-        yield f"{board['uid']}/variable {v['name']}", v["query"]
+        if v["type"] == "query":  # a textbox's "query" is its default text
+            yield f"{board['uid']}/variable {v['name']}", v["query"]
     for a in board["annotations"]["list"]:
         yield f"{board['uid']}/annotation {a['name']}", a["query"]

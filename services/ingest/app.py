@@ -50,6 +50,7 @@ from services.core import topics
 from services.core.health import Counters, Health, health_record, serve
 from services.core.kafka import producer_kwargs
 from services.core.logging import get_logger
+from services.core.reload import WatchedFile, file_version
 from services.ingest.config import IngestConfig
 from services.ingest.ratelimit import BACKLOG, Decision, GatewayPolicy, gateway_of
 from services.ingest.validate import Outcome, Validator
@@ -68,16 +69,21 @@ class _Pending:
 
 
 class IngestService:
-    def __init__(self, config: IngestConfig, registry: Registry) -> None:
+    def __init__(self, config: IngestConfig, registry: Registry,
+                 registry_version: str | None = None) -> None:
         self.cfg = config
-        s = config.ingest
-        self.validator = Validator(registry, max_payload_bytes=s.max_payload_bytes,
-                                   max_future_s=s.max_future_s, max_past_s=s.max_past_s)
+        self.validator = self._validator(registry)
         self.counters = Counters("received", "accepted_reports", "accepted_readings",
                                  "rejected_messages", "partial_messages", "acked",
                                  "kafka_retries", "rate_limited", "backlog_admitted",
                                  "backpressure_pauses")
         self.health = Health("ingest", self.counters)
+        # The registry is reloaded when its file changes (services/core/reload.py): a new
+        # facility is accepted without a restart.
+        self.registry_file = WatchedFile("registry", config.common.registry, load_registry,
+                                         self.use_registry, self.health,
+                                         version=registry_version)
+        s = config.ingest
         self.policy = GatewayPolicy(rate=s.gateway_rate_per_s, burst=s.gateway_burst,
                                     hard_rate=s.gateway_hard_rate_per_s,
                                     hard_burst=s.gateway_hard_burst,
@@ -109,6 +115,22 @@ class IngestService:
         self.counters.gauge("mqtt_paused", lambda: int(self._paused))
         self.health.problem("mqtt", "not connected yet")
         self.health.problem("kafka", "producer not started yet")
+
+    def _validator(self, registry: Registry) -> Validator:
+        s = self.cfg.ingest
+        return Validator(registry, max_payload_bytes=s.max_payload_bytes,
+                         max_future_s=s.max_future_s, max_past_s=s.max_past_s)
+
+    def use_registry(self, registry: Registry) -> None:
+        """Validate with ``registry`` from the next message on. The MQTT thread validates:
+        it takes ``self.validator`` once per message (one reference swap, atomic), so a
+        message is judged wholly by the old registry or wholly by the new one. The
+        gateways' rate-limit state (keyed by facility id) is kept."""
+        validator = self._validator(registry)
+        validator.fast = self.validator.fast
+        self.validator = validator
+        log.info("ingest.registry_in_use", facilities=len(registry.facilities),
+                 sensors=registry.sensor_count)
 
     # ------------------------------------------------------------------ MQTT side
     def _client(self) -> mqtt.Client:
@@ -211,17 +233,18 @@ class IngestService:
     def _outcome(self, topic: str, payload: bytes, retain: bool, qos: int,
                  received_at: datetime, now: float) -> Outcome:
         """MQTT hygiene, validation, then the gateway's rate limits (ratelimit.py)."""
+        validator = self.validator  # one registry for the whole message (use_registry)
         if retain:
-            return self.validator.refuse(
+            return validator.refuse(
                 topic, payload, received_at, RejectReason.RETAINED,
                 "retained message: the broker replays it on every subscription, so it is "
                 "not a new report (publish telemetry with retain=false)")
         if qos == 0:
-            return self.validator.refuse(
+            return validator.refuse(
                 topic, payload, received_at, RejectReason.QOS0,
                 "QoS 0 message: no delivery guarantee and nothing to acknowledge (publish "
                 "telemetry with QoS 1)")
-        outcome = self.validator.validate(topic, payload, received_at)
+        outcome = validator.validate(topic, payload, received_at)
         if outcome.batch_json is None:
             return outcome  # refused whole: dead-lettered with its own reason
         decision = self.policy.admit(outcome.facility_id or gateway_of(topic),
@@ -446,8 +469,10 @@ class IngestService:
         reporter = asyncio.create_task(self._report_health())
         pump = asyncio.create_task(self._pump())
         watch = asyncio.create_task(self._watch_acks())
+        reload = asyncio.create_task(self.registry_file.watch(self.cfg.common.reload_check_s))
         await self._stopping.wait()
         reporter.cancel()
+        reload.cancel()
         log.info("ingest.stopping", pending=len(self._pending))
         # Give in-flight messages a chance to be acked. No unsubscribe: the persistent
         # session must keep queueing while ingest is down.
@@ -480,5 +505,6 @@ def _key(outcome: Outcome) -> bytes | None:
 
 def main() -> None:
     cfg = IngestConfig()
+    version = file_version(cfg.common.registry)  # before loading: a later edit is reloaded
     registry = load_registry(cfg.common.registry)
-    asyncio.run(IngestService(cfg, registry).run())
+    asyncio.run(IngestService(cfg, registry, version).run())

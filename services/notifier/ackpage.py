@@ -32,10 +32,12 @@ from aiohttp import web
 from mode import Service
 
 from schemas.oncall import AckAction, AckRequest, OnCallConfig, Person
+from schemas.texts import short_place
 from services.core.health import Counters
 from services.core.logging import get_logger
 from services.notifier.acks import AckSigner
 from services.notifier.channels import ChannelError
+from services.notifier.escalation import OnCall
 from services.notifier.links import AckLink, LinkError, Signer
 from services.notifier.otp import CodeRefused, CodeStore, CodeVerdict
 from services.notifier.web import (
@@ -61,7 +63,7 @@ async def _no_readings(_facility: str, _sensor: str) -> list[tuple[str, float]]:
 
 @dataclass
 class AckPage:
-    cfg: OnCallConfig
+    oncall: OnCallConfig | OnCall  # the notifier's one reference: reloads replace its cfg
     signer: Signer
     ack_signer: AckSigner
     codes: CodeStore
@@ -75,6 +77,11 @@ class AckPage:
     verdict_wait_s: float = 3.0
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def cfg(self) -> OnCallConfig:
+        """The on-call file in use now."""
+        return self.oncall.cfg if isinstance(self.oncall, OnCall) else self.oncall
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -214,8 +221,9 @@ class AckPage:
             self.counters.inc("codes_refused")
             return await self._alarm(link, token, st, alarm, exc.status, str(exc))
         minutes = f"{self.codes.ttl_s / 60:g}"
+        where = short_place(alarm) if alarm is not None else link.facility_id
         text = (f"Lifeline 验证码 code: {code} — 用于确认告警 to acknowledge the alarm at "
-                f"{link.facility_id}, {minutes} 分钟内有效 valid {minutes} min. "
+                f"{where}, {minutes} 分钟内有效 valid {minutes} min. "
                 "如非本人操作请忽略 If you did not ask for it, ignore this message.")
         msg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"lifeline:code:{challenge}"))
         try:

@@ -21,15 +21,32 @@ their signature verifies (services.notifier.acks); any other is recorded as ``ig
 counted (``acks_forged``) and logged with its source. No record on the input topics stops
 the agent: what fails validation is counted (``rejected``), what the engine cannot handle
 is counted (``record_errors``), both logged with ``topic[partition]@offset``.
+
+Reloads: the on-call file and the registry are watched while the worker runs
+(services.core.reload, every ``LIFELINE_RELOAD_CHECK_S``). A new version is validated as at
+start — the on-call file also by :func:`channel_secrets_checked` — and swapped into the one
+:class:`~services.notifier.escalation.OnCall` the escalator, delivery, the acknowledgement
+page and the one-time codes read; each facility's next tick reconciles its saved state with
+it (pages pending for people the file no longer has are recorded as failed; alarms nobody
+was routed to are routed, and paged, when the new file or registry routes them). A refused
+file is logged (``oncall.reload_refused`` / ``registry.reload_refused``) and shown as a
+warning; the version in use stays, and ``/health`` shows it under ``config``.
+``lifeline oncall who`` resolves the same file with the same functions and prints its version.
+
+Health: an active alarm nobody is routed to is the warning ``routing`` (200, "degraded":
+a readiness probe keeps the acknowledgement page in service), naming each facility and
+district, for as long as such an alarm is active and unrouted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -42,12 +59,14 @@ from schemas.oncall import (
     AckRequest,
     ChannelType,
     OnCallConfig,
+    OnCallError,
     OnCallRecord,
     Person,
     RecordType,
+    load_oncall,
     record_id_for,
 )
-from schemas.registry import Registry
+from schemas.registry import Registry, load_registry
 from services.core import topics
 from services.core.faust_app import (
     add_health_pages,
@@ -58,6 +77,7 @@ from services.core.faust_app import (
 )
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
+from services.core.reload import WatchedFile
 from services.notifier.ackpage import AckPage, PublicSite
 from services.notifier.acks import AckSigner
 from services.notifier.channels import ChannelError, Senders
@@ -66,9 +86,11 @@ from services.notifier.delivery import Deliverer, RetryPolicy
 from services.notifier.escalation import (
     Escalator,
     FacilityOnCall,
+    OnCall,
     OnCallStateError,
     Outcome,
     alarm_fields,
+    unrouted,
 )
 from services.notifier.links import Signer
 from services.notifier.otp import CodeStore
@@ -77,6 +99,40 @@ from services.notifier.web import recent_readings
 log = get_logger("lifeline.notifier")
 
 OUTCOMES = (RecordType.DELIVERED, RecordType.FAILED)
+UNROUTED_LISTED = 10  # alarms named in the routing warning
+
+
+def load_checked_oncall(path: Path) -> OnCallConfig:
+    """The on-call file as the notifier takes it, at start and on every reload: valid, and
+    no channel secret a placeholder or a published example (:func:`channel_secrets_checked`).
+    Raises :class:`OnCallError`."""
+    from services.core.settings import SettingsError
+
+    cfg = load_oncall(path)
+    try:
+        channel_secrets_checked(cfg)
+    except SettingsError as exc:  # a SystemExit at start; here, a reason to refuse the file
+        raise OnCallError("; ".join(exc.lines)) from None
+    return cfg
+
+
+def districts_of(registry: Registry) -> dict[str, str]:
+    return {f.id: f.district for f in registry.facilities}
+
+
+def load_districts(path: Path) -> dict[str, str]:
+    """A registry file, validated as every service loads it, reduced to what the notifier
+    needs: each facility's district (routes match on it)."""
+    return districts_of(load_registry(path))
+
+
+def routing_text(alarms: list[tuple[str, str, str]]) -> str:
+    """The routing warning: ``alarms`` are (facility, district, level) of active alarms
+    nobody is routed to."""
+    shown = ", ".join(f"{fid} (district {d}, {lv})" for fid, d, lv in alarms[:UNROUTED_LISTED])
+    more = f" and {len(alarms) - UNROUTED_LISTED} more" if len(alarms) > UNROUTED_LISTED else ""
+    return (f"{len(alarms)} active alarm(s) nobody is routed to: {shown}{more} — add a route "
+            "to the on-call file (reloaded while running)")
 
 
 def load_state(fid: str, saved: str | None, counters: Counters) -> FacilityOnCall | None:
@@ -103,6 +159,10 @@ class Notifier:
     signer: Signer
     ack_signer: AckSigner
     page: AckPage | None = None  # the public acknowledgement page (its own port)
+    live: OnCall | None = None  # the on-call file and districts in use (reloads swap them)
+    files: list[WatchedFile[Any]] = field(default_factory=list)  # oncall, registry
+    # Per facility: (facility, district, level) of its active alarms nobody is routed to.
+    unrouted: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     cache: dict[str, FacilityOnCall] = field(default_factory=dict)
     resumed: set[int] = field(default_factory=set)  # partitions whose pending work is requeued
 
@@ -111,7 +171,11 @@ class Notifier:
         return self.deliverer_ref[0]
 
 
-def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Notifier:
+def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
+          oncall_version: str | None = None, registry_version: str | None = None) -> Notifier:
+    """The notifier on ``oncall`` and ``registry`` (loaded from ``cfg``'s files, whose
+    versions — content digests — were read before loading them; None: read now). Both
+    files are watched while it runs and reloaded when they change (validated first)."""
     s = cfg.notifier
     secret = s.link_secret.get_secret_value()
     signer = Signer(secret, s.link_ttl_s)
@@ -130,11 +194,12 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
     source = raw(topics.ALARMS, topics.ACKS, topics.ONCALL, topics.ONCALL_TICKS)
     audit, acks, ticks = raw(topics.ONCALL), raw(topics.ACKS), raw(topics.ONCALL_TICKS)
     table = app.Table("oncall_state", default=None, key_type=str, value_type=str)
-    escalator = Escalator(oncall, {f.id: f.district for f in registry.facilities})
+    live = OnCall(oncall, districts_of(registry))
+    escalator = Escalator(live)
     for warning in oncall.warnings():  # valid but unsafe: said at start, not refused
         log.warning("oncall.config_warning", detail=warning)
     holder: list[Deliverer] = []
-    n = Notifier(app, None, table, health, escalator, holder, signer, ack_signer)
+    n = Notifier(app, None, table, health, escalator, holder, signer, ack_signer, live=live)
 
     async def emit(rec: OnCallRecord) -> None:
         await audit.send(key=rec.facility_id.encode(), value=rec.model_dump_json().encode())
@@ -142,7 +207,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
     def deliverer() -> Deliverer:
         if not holder:  # made on first use: its HTTP session needs the running loop
             holder.append(Deliverer(
-                oncall, Senders(aiohttp.ClientSession()), signer, s.public_url, emit, counters,
+                live, Senders(aiohttp.ClientSession()), signer, s.public_url, emit, counters,
                 RetryPolicy(s.retry_attempts, s.retry_backoff_min_s, s.retry_backoff_max_s)))
         return holder[0]
 
@@ -165,14 +230,29 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
             await emit(rec)
             if rec.type is RecordType.ESCALATED:
                 counters.inc("escalations")
-            if rec.type is RecordType.UNROUTED:
-                health.problem("routing", f"no route for an alarm of {fid}")
             log.info(f"oncall.{rec.type.value}", facility_id=fid, alarm_id=rec.alarm_id,
                      person=rec.person, team=rec.team, step=rec.step, repeat=rec.repeat,
                      detail=rec.detail[:200])
         for note in out.notifications:
             counters.inc("notifications")
             deliverer().submit(note)
+        routing(fid, fs)
+
+    def routing(fid: str, fs: FacilityOnCall | None) -> None:
+        """The ``routing`` warning (200, "degraded": the page stays in service) while an
+        active alarm of a facility this worker owns is routed to nobody; gone when the alarm
+        clears or a reloaded file routes it (the next tick reconciles and pages it)."""
+        alarms = [(fid, str(ep.alarm.get("district")), str(ep.alarm.get("level")))
+                  for ep in (unrouted(fs) if fs is not None else [])]
+        if alarms:
+            n.unrouted[fid] = alarms
+        elif n.unrouted.pop(fid, None) is None:
+            return
+        every = [a for f in sorted(n.unrouted) for a in n.unrouted[f]]
+        if every:
+            health.warning("routing", routing_text(every))
+        else:
+            health.ok("routing")
 
     async def resume(partition: int) -> None:
         """After (re)assignment: load this partition's facilities, reconcile them with the
@@ -269,6 +349,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         gone = {tp.partition for tp in revoked if tp.topic == topics.ALARMS}
         for fid in [f for f, fs in n.cache.items() if fs.partition in gone]:
             del n.cache[fid]
+            routing(fid, None)  # another worker owns it (and warns) now
         n.resumed -= gone
         if holder:
             holder[0].drop(lambda note: note.facility_id in n.cache)
@@ -299,7 +380,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         await acks.send(key=req.facility_id.encode(), value=req.model_dump_json().encode())
 
     async def send_code(person: Person, text: str, message_id: str) -> None:
-        channel = oncall.code_sms_channel()
+        channel = live.cfg.code_sms_channel()
         if channel is None or not person.phone:
             raise ChannelError("no sms channel or no phone number", retryable=False)
         await deliverer().senders.sms_text(channel, person.phone, text, message_id)
@@ -308,7 +389,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         return await recent_readings(cfg.influx, facility, sensor)
 
     page = n.page = AckPage(
-        oncall, signer, ack_signer,
+        live, signer, ack_signer,
         CodeStore(s.code_ttl_s, s.code_attempts, s.code_resend_s, s.code_max_per_link),
         counters, publish, send_code, local_episode, readings)
 
@@ -324,6 +405,31 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry) -> Noti
         if holder:
             await holder[0].drain(5.0)  # messages in flight finish and are recorded
             await holder[0].senders.session.close()
+
+    def oncall_changed(new: OnCallConfig) -> None:
+        # One swap: the escalator, delivery, the page and the codes read ``live``. Saved
+        # state is reconciled with the new file at each facility's next tick (inside the
+        # agent, where the table may be written): pages pending for people the file no
+        # longer has are recorded as failed, alarms nobody was routed to are routed again.
+        live.cfg = new
+        for warning in new.warnings():
+            log.warning("oncall.config_warning", detail=warning)
+
+    def registry_changed(districts: dict[str, str]) -> None:
+        live.districts = districts
+
+    n.files = [
+        WatchedFile("oncall", s.oncall, load_checked_oncall, oncall_changed, health,
+                    version=oncall_version),
+        WatchedFile("registry", cfg.common.registry, load_districts, registry_changed, health,
+                    version=registry_version)]
+    reload_s = cfg.common.reload_check_s
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's task is untyped
+    async def _reload() -> None:
+        """Watch both files while the worker runs (a refused file is a warning: the page
+        stays in service on the version in use)."""
+        await asyncio.gather(*(f.watch(reload_s) for f in n.files))
 
     register_gauges(app, health, (topics.ALARMS, topics.ACKS))
     report_health(app, health, cfg.common.health_report_s)
@@ -366,16 +472,18 @@ def channel_secrets_checked(oncall: OnCallConfig, env: Mapping[str, str] | None 
 
 
 def main() -> None:
-    from schemas.oncall import load_oncall
-    from schemas.registry import load_registry
     from services.core.faust_app import run_worker
+    from services.core.reload import file_version
 
     cfg = NotifierConfig()
     if len(cfg.notifier.link_secret.get_secret_value()) < 16:
         raise SystemExit("LIFELINE_NOTIFIER_LINK_SECRET must be set (16 characters or more): it "
                          "signs the acknowledgement links and the acknowledgements")
-    oncall = load_oncall(cfg.notifier.oncall)
+    oncall_version = file_version(cfg.notifier.oncall)  # before loading: a change after it
+    oncall = load_oncall(cfg.notifier.oncall)          # is a new version, reloaded
     channel_secrets_checked(oncall)
+    registry_version = file_version(cfg.common.registry)
     registry = load_registry(cfg.common.registry)
-    app = build(cfg, oncall, registry).app
+    app = build(cfg, oncall, registry, oncall_version=oncall_version,
+                registry_version=registry_version).app
     run_worker(app, loglevel=cfg.common.log_level, service="notifier")

@@ -23,7 +23,7 @@ from schemas.oncall import OnCallConfig, OnCallRecord, Person, RecordType, recor
 from services.core.health import Counters
 from services.core.logging import get_logger
 from services.notifier.channels import ChannelError, Senders
-from services.notifier.escalation import Notification, alarm_fields
+from services.notifier.escalation import Notification, OnCall, alarm_fields
 from services.notifier.links import AckLink, Signer
 from services.notifier.messages import Item, render
 
@@ -47,10 +47,10 @@ class _Group:
 
 
 class Deliverer:
-    def __init__(self, cfg: OnCallConfig, senders: Senders, signer: Signer, public_url: str,
+    def __init__(self, cfg: OnCallConfig | OnCall, senders: Senders, signer: Signer, public_url: str,
                  emit: Emit, counters: Counters, retry: RetryPolicy | None = None,
                  max_parallel: int = 32) -> None:
-        self.cfg = cfg
+        self.live = OnCall.of(cfg)  # the notifier's one reference (reloads replace its cfg)
         self.senders = senders
         self.signer = signer
         self.public_url = public_url.rstrip("/")
@@ -63,6 +63,11 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(max_parallel)
         self.latencies: deque[float] = deque(maxlen=1000)  # created → delivered, seconds
+
+    @property
+    def cfg(self) -> OnCallConfig:
+        """The on-call file in use now (people, channels, grouping)."""
+        return self.live.cfg
 
     def ack_url(self, n: Notification) -> str:
         # Shared unless every channel of the step reaches the person alone: then whoever

@@ -26,6 +26,11 @@ it is given: the agent hands it only those whose signature verifies (services.no
 The state of a facility is saved as JSON with a format version ``v``
 (:data:`STATE_VERSION`); :meth:`FacilityOnCall.from_json` migrates older versions and
 refuses newer ones with :class:`OnCallStateError`.
+
+An alarm no route matches is recorded (``unrouted``) and kept open with no chain:
+:func:`unrouted` lists such alarms (the notifier's ``routing`` warning), and
+:meth:`Escalator.reconcile` routes them again with the files as they are now — after an
+on-call or registry reload it pages the teams they now go to.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from schemas.oncall import (
     OnCallRecord,
     RecordType,
     Route,
+    Team,
     notification_id_for,
     record_id_for,
 )
@@ -182,7 +188,9 @@ def _iso(ms: int) -> datetime:
 
 
 def _summary(ev: AlarmEvent, district: str) -> dict[str, Any]:
-    return {"facility_id": ev.facility_id, "kind": ev.kind.value, "district": district,
+    return {"facility_id": ev.facility_id, "kind": ev.kind.value,
+            "district": district, "district_zh": ev.district_zh,
+            "facility_name": ev.facility_name, "facility_name_zh": ev.facility_name_zh,
             "sensor": ev.sensor, "metric": ev.metric.value if ev.metric else None,
             "rule": ev.rule, "category": ev.category.value,
             "level": ev.level.value if ev.level else None, "value": ev.value,
@@ -245,11 +253,43 @@ def entry_route(cfg: OnCallConfig, alarm: dict[str, Any]) -> list[str]:
     return teams + [t for t in route(cfg, alarm) if t not in teams]
 
 
+@dataclass
+class OnCall:
+    """The on-call file and the facilities' districts the notifier runs on: the one object
+    the escalator, delivery, the acknowledgement page and the one-time codes read. A reload
+    (services.notifier.app) replaces ``cfg`` or ``districts`` here, and every reader sees the
+    new version at its next use — nothing keeps a copy of its own."""
+
+    cfg: OnCallConfig
+    districts: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def of(cfg: OnCallConfig | OnCall, districts: dict[str, str] | None = None) -> OnCall:
+        return cfg if isinstance(cfg, OnCall) else OnCall(cfg, dict(districts or {}))
+
+
+def unrouted(fs: FacilityOnCall) -> list[Episode]:
+    """The facility's active alarms nobody is routed to (no chain: no route matched when it
+    was raised, or the teams it had were removed and no route matches now)."""
+    return [ep for ep in fs.episodes.values() if not ep.chains and not ep.cleared]
+
+
 class Escalator:
-    def __init__(self, cfg: OnCallConfig, districts: dict[str, str]) -> None:
-        self.cfg = cfg
-        self.districts = districts
-        self._teams = {t.id: t for t in cfg.teams}
+    def __init__(self, cfg: OnCallConfig | OnCall, districts: dict[str, str] | None = None
+                 ) -> None:
+        self.live = OnCall.of(cfg, districts)
+
+    @property
+    def cfg(self) -> OnCallConfig:
+        return self.live.cfg
+
+    @property
+    def districts(self) -> dict[str, str]:
+        return self.live.districts
+
+    @property
+    def _teams(self) -> dict[str, Team]:
+        return {t.id: t for t in self.cfg.teams}
 
     # ------------------------------------------------------------------ helpers
 
@@ -300,15 +340,38 @@ class Escalator:
             if len(kept) != len(ep.chains):
                 ep.chains = kept
                 out.save = True
-                if not kept and not ep.cleared:
-                    for tid in route(self.cfg, ep.alarm):
-                        chain = Chain(tid, teams[tid].first_step(ep.level), 0, None)
-                        ep.chains.append(chain)
-                        if ep.acked_by is None:
-                            self._page(ep, chain, "page", now_ms, out)
             elif kept and out.records:
                 out.save = True
+            if not ep.chains and not ep.cleared:
+                self._route_again(ep, now_ms, out)
         return out
+
+    def _route_again(self, ep: Episode, now_ms: int, out: Outcome) -> None:
+        """An active alarm nobody is routed to (no route matched, or its teams were removed):
+        route it with the files as they are now — an on-call edit may have added a route, a
+        registry edit a facility's district — and page the teams it now goes to."""
+        fid = ep.alarm["facility_id"]
+        district = self.districts.get(fid)
+        if district is not None and district != ep.alarm.get("district"):
+            ep.alarm = {**ep.alarm, "district": district}
+            out.save = True
+        entry = bool(ep.alarm.get("entry"))
+        teams = entry_route(self.cfg, ep.alarm) if entry else route(self.cfg, ep.alarm)
+        if not teams:
+            return
+        out.save = True
+        for tid in teams:
+            out.records.append(self._record(
+                RecordType.ESCALATED, ep, fid, now_ms, tid, "routed", now_ms, team=tid,
+                level=ep.level, detail=f"routed to {tid} by the on-call file or registry as "
+                                       "they are now (nobody was routed to it)"))
+        if ep.acked_by is None:
+            self._open_chains(ep, teams, now_ms, out)
+            if entry:
+                self._page_entry(ep, teams, now_ms, out)
+        else:  # acknowledged meanwhile: the chains follow it, nobody is paged
+            ep.chains += [Chain(tid, self._teams[tid].first_step(ep.level), 0, None)
+                          for tid in teams]
 
     def _record(self, type_: RecordType, ep_or_alarm: Episode | str, facility_id: str,
                 now_ms: int, *parts: object, **fields: Any) -> OnCallRecord:
@@ -478,12 +541,10 @@ class Escalator:
             out.save = True
             teams = entry_route(self.cfg, alarm) if ev.entry else route(self.cfg, alarm)
             if not teams:
+                # Kept open with no chain: a health warning while it is active, and routed
+                # (paged) as soon as an edited on-call file or registry routes it.
                 out.records.append(self._record(RecordType.UNROUTED, ep, ev.facility_id, now_ms,
                                                 level=ev.level, detail="no route matches"))
-                if ev.entry is None:
-                    ep.cleared = True  # nothing to follow up
-                    self._maybe_close(fs, ep, now_ms)
-                    return out
             self._open_chains(ep, teams, now_ms, out)
             if ev.entry is not None:
                 self._page_entry(ep, teams, now_ms, out)

@@ -3,7 +3,10 @@ English, with an acknowledgement link per alarm.
 
 Below an alarm's line come its standing: a confined-space entry in progress (with the crew
 leader's name and phone), a level held because the gauge failed while it was serious, and
-data gone stale when the facility's gateway went silent."""
+data gone stale when the facility's gateway went silent.
+
+Words come from schemas.texts: facility names (Chinese and English), district, level and
+rule in words — never a rule key; ids only in brackets, for the duty room."""
 
 from __future__ import annotations
 
@@ -13,10 +16,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.kinds import AlarmLevel
+from schemas import texts
 
-LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
-KIND_ZH = {"drainage": "排水", "bridge": "桥梁", "sewage": "污水"}
 TITLE = {"page": "告警 Alarm", "repeat": "未确认告警 Unacknowledged alarm",
          "cleared": "告警解除 Cleared", "update": "告警更新 Update",
          "entry": "井下作业告警 Confined-space entry alarm"}
@@ -57,21 +58,29 @@ class Message:
                             "ack_url": i.ack_url} for i in self.items]}
 
 
-def _level(alarm: dict[str, Any]) -> str:
-    lv = alarm.get("level")
-    if not lv:
-        return "已解除 cleared"
-    return f"{LEVEL_ZH.get(lv, lv)} {AlarmLevel(lv).grade}级 {lv.upper()}"
+def what(alarm: dict[str, Any]) -> str:
+    """The alarm in words: the rule, and the sensor when it is one sensor's alarm."""
+    rule = texts.rule_words(str(alarm.get("rule", "")), alarm.get("metric"))
+    sensor = alarm.get("sensor")
+    where = ""
+    if sensor and sensor != alarm.get("facility_id"):
+        where = f" [{sensor}]"
+    return f"{rule.zh} {rule.en}{where}"
+
+
+def line(alarm: dict[str, Any], zone: ZoneInfo) -> str:
+    """One alarm on one line: level, facility (names, district, [id]), what, value, time."""
+    a = alarm
+    when = datetime.fromisoformat(a["ts"]).astimezone(zone).strftime("%m-%d %H:%M:%S")
+    value = texts.value_words(str(a.get("rule", "")), a.get("value"), a.get("threshold"),
+                              str(a.get("unit") or ""))
+    kind = texts.kind_words(a["kind"])
+    return (f"[{texts.level_words(a.get('level'))}] {texts.place_of(a)} [{a['facility_id']}] "
+            f"{kind.zh} — {what(a)}{' ' + value if value else ''} @ {when}")
 
 
 def _line(item: Item, zone: ZoneInfo) -> str:
-    a = item.alarm
-    when = datetime.fromisoformat(a["ts"]).astimezone(zone).strftime("%m-%d %H:%M:%S")
-    value = "" if a.get("value") is None else f" {a['value']:g} {a.get('unit', '')}".rstrip()
-    limit = "" if a.get("threshold") is None else f" (≥/≤ {a['threshold']:g})"
-    kind = KIND_ZH.get(a["kind"], a["kind"])
-    return (f"[{_level(a)}] {kind} {a['facility_id']} {a['sensor']} {a['rule']}{value}{limit} "
-            f"@ {when}")
+    return line(item.alarm, zone)
 
 
 def standing(alarm: dict[str, Any], zone: ZoneInfo) -> list[str]:
@@ -93,7 +102,7 @@ def standing(alarm: dict[str, Any], zone: ZoneInfo) -> list[str]:
 def render(items: list[Item], person: str, zone: ZoneInfo, max_listed: int = 20) -> Message:
     kinds = {i.kind for i in items}
     head = TITLE[items[0].kind] if len(kinds) == 1 else TITLE["update"]
-    title = (f"Lifeline {head}: {items[0].alarm['facility_id']}" if len(items) == 1
+    title = (f"Lifeline {head}: {texts.short_place(items[0].alarm)}" if len(items) == 1
              else f"Lifeline {head}: {len(items)} 条 alarms")
     shown = items[:max_listed]
     more = len(items) - len(shown)

@@ -18,17 +18,26 @@ from services.core.influxql import query, quote_str
 from services.core.kafka import producer_kwargs
 from services.core.settings import InfluxSettings, KafkaSettings, load
 from services.notifier.acks import AckSigner, cli_token_id
-from services.notifier.rota import on_duty, schedule
+from services.notifier.rota import on_duty, resolve_target, schedule
 
 
-def who(cfg: OnCallConfig, at: datetime, hours: float = 0) -> list[dict[str, Any]]:
-    """Per team: who is on duty at ``at`` and, with ``hours``, the handovers that follow."""
+def who(cfg: OnCallConfig, at: datetime, hours: float = 0, version: str | None = None
+        ) -> list[dict[str, Any]]:
+    """Per team: who is on duty at ``at``, who a page raised then goes to first (the
+    notifier's own resolution, :func:`~services.notifier.rota.resolve_target` of the team's
+    first step) and, with ``hours``, the handovers that follow. ``version`` (the file's
+    digest, as the notifier's ``/health`` shows under ``config.oncall.version``) is added to
+    every row: when it differs from the notifier's, the notifier runs another file."""
     out = []
     for team in cfg.teams:
         person = on_duty(team, at, cfg.zone)
         row: dict[str, Any] = {"team": team.id, "name": team.name_zh or team.name,
                                "on_duty": person,
-                               "on_duty_name": cfg.person(person).name if person else None}
+                               "on_duty_name": cfg.person(person).name if person else None,
+                               "first_page": resolve_target(cfg, team,
+                                                            team.escalation[0].notify, at)}
+        if version is not None:
+            row["version"] = version
         if hours > 0:
             row["schedule"] = [
                 {"from": sh.starts.astimezone(cfg.zone).isoformat(timespec="minutes"),
@@ -67,7 +76,11 @@ async def send_ack(kafka: KafkaSettings, alarm_id: str, facility_id: str, by: st
         alarm_id=alarm_id, facility_id=facility_id, action=action, by=by, comment=comment,
         via="cli", token_id=cli_token_id(), ts=datetime.now(UTC)))
     producer = AIOKafkaProducer(**producer_kwargs(kafka, "lifeline-oncall-cli"))
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:  # an unreachable broker: close it, or it complains when collected
+        await producer.stop()
+        raise
     try:
         await producer.send_and_wait(topics.ACKS, req.model_dump_json().encode(),
                                      key=facility_id.encode())

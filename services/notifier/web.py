@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from schemas import texts
 from schemas.oncall import Person
 from services.core.influxql import QueryError, query, quote_str
 from services.core.settings import InfluxSettings
 from services.notifier.links import AckLink
-from services.notifier.messages import KIND_ZH, LEVEL_ZH
+from services.notifier.messages import what
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -161,17 +162,26 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
     else:
         lv = alarm.get("level") or "none"
         when = datetime.fromisoformat(alarm["ts"]).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-        rows = [("设施 Facility", f"{alarm['facility_id']} ({KIND_ZH.get(alarm['kind'], '')} "
-                                   f"{alarm['kind']}, {alarm.get('district', '')})"),
-                ("传感器 Sensor", f"{alarm['sensor']} {alarm.get('metric') or ''}"),
-                ("规则 Rule", alarm["rule"]),
-                ("数值 Value", f"{alarm.get('value')} {alarm.get('unit', '')} "
-                               f"(threshold {alarm.get('threshold')})"),
+        level = texts.level_words(alarm.get("level"))
+        kind = texts.kind_words(alarm["kind"])
+        district = texts.region_words(alarm.get("district") if alarm.get("district") != "unknown"
+                                      else None, alarm.get("district_zh"))
+        category = texts.category_words(str(alarm.get("category", "facility")))
+        value = texts.value_words(str(alarm.get("rule", "")), alarm.get("value"),
+                                  alarm.get("threshold"), str(alarm.get("unit") or ""))
+        rows = [("级别 Level", f"{level.zh} {level.en}"),
+                ("设施 Facility", f"{texts.place_of(alarm)} [{alarm['facility_id']}]"),
+                ("类型 Kind", f"{kind.zh} {kind.en}"),
+                *([("区域 District", str(district))] if district.en else []),
+                ("告警 Alarm", f"{category.zh} {category.en}：{what(alarm)}"),
+                *([("数值 Value", value)] if value else []),
                 ("时间 Time", when), ("说明 Message", alarm.get("message", ""))]
         table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                         for k, v in rows)
-        head = (f'<h1><span class="lv {html.escape(lv)}">{html.escape(LEVEL_ZH.get(lv, lv))} '
-                f"{html.escape(lv.upper())}</span> {html.escape(alarm['facility_id'])}</h1>"
+        name = alarm.get("facility_name_zh") or alarm.get("facility_name") or alarm["facility_id"]
+        head = (f'<h1><span class="lv {html.escape(lv)}">{html.escape(level.zh)} '
+                f"{html.escape(level.en)}</span> "
+                f'<span id="facility">{html.escape(str(name))}</span></h1>'
                 f"<table>{table}</table>")
     status = state.get("status", "")
     status_html = f'<p id="status" class="note">{html.escape(status)}</p>' if status else ""

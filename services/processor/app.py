@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from schemas.context import DistrictRain
 from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from schemas.reading import ReadingBatch
-from schemas.registry import Registry, RegistryError, load_registry
+from schemas.registry import Registry, load_registry
 from services.core import topics
 from services.core.faust_app import (
     add_health_pages,
@@ -44,6 +44,7 @@ from services.core.faust_app import (
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
 from services.core.ratelimit import TokenBuckets
+from services.core.reload import WatchedFile, file_version
 from services.processor.config import ProcessorConfig
 from services.processor.context_feed import ContextFeed
 from services.processor.engine import AlarmEngine, FacilityState, Outcome
@@ -72,13 +73,20 @@ class Processor:
     # readings partition -> how far behind the wall clock its stream is being processed
     # (now - received_at of the last report processed), ms
     delay: dict[int, int] = field(default_factory=dict)
+    registry_file: WatchedFile[AlarmEngine] | None = None  # reloaded when it changes
 
     @property
     def engine(self) -> AlarmEngine:
         return self.engine_ref[0]
 
 
-def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
+STATE_WARNING_TTL_S = 3600.0  # how long /health shows "saved state unreadable"
+
+
+def build(cfg: ProcessorConfig, registry: Registry,
+          registry_version: str | None = None) -> Processor:
+    """The processor's Faust app; ``registry_version`` is the digest of the registry file
+    as it was when ``registry`` was loaded (services/core/reload.py)."""
     app = make_app("processor", cfg.kafka, web_port=cfg.processor.health_port,
                    web_host=cfg.processor.health_host)
     counters = Counters("processed_batches", "processed_readings", "rejected", "late_readings",
@@ -115,8 +123,9 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
                 # A state this release cannot read (a newer format, damage): start the
                 # facility afresh rather than stop the partition; say so loudly.
                 counters.inc("state_unreadable")
-                health.problem(f"state:{fid}", f"saved state unreadable, started fresh: {exc}"
-                               [:300])
+                # An event to see, not a readiness failure: the facility runs afresh.
+                health.warning(f"state:{fid}", f"saved state unreadable, started fresh: {exc}"
+                               [:300], ttl_s=STATE_WARNING_TTL_S)
                 log.error("processor.state_unreadable", facility_id=fid, error=str(exc)[:300])
                 fs = FacilityState()
             proc.cache[fid] = fs
@@ -237,29 +246,24 @@ def build(cfg: ProcessorConfig, registry: Registry) -> Processor:
 
     partition_ticks(app, ticks, topics.READINGS, cfg.processor.tick_interval_s)
 
-    registry_file = Path(cfg.common.registry)
-    mtime = [registry_file.stat().st_mtime if registry_file.exists() else 0.0]
+    def engine_for(path: Path) -> AlarmEngine:
+        # Loaded and compiled in the watcher's thread: a large registry takes seconds.
+        return AlarmEngine(load_registry(path), context)
 
-    @app.timer(cfg.processor.reload_check_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    def use_engine(engine: AlarmEngine) -> None:
+        # Facility states are kept; alarms of rules the new registry removed are cleared
+        # by the engine ("rule removed") on the facility's next report.
+        proc.engine_ref[0] = engine
+        log.info("processor.registry_in_use", facilities=len(engine.registry.facilities),
+                 sensors=engine.registry.sensor_count)
+
+    proc.registry_file = WatchedFile("registry", cfg.common.registry, engine_for, use_engine,
+                                     health, version=registry_version)
+
+    @app.timer(cfg.common.reload_check_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _reload() -> None:
-        try:
-            current = registry_file.stat().st_mtime  # noqa: ASYNC240 — one stat every few seconds
-        except OSError:
-            return
-        if current == mtime[0]:
-            return
-        mtime[0] = current
-        try:
-            new = load_registry(registry_file)
-        except RegistryError as exc:
-            health.problem("registry", f"reload refused, keeping the previous rules: {exc}"[:500])
-            log.error("registry.reload_refused", path=str(registry_file), error=str(exc)[:1000])
-            return
-        proc.engine_ref[0] = AlarmEngine(new, context)
-        health.ok("registry")
-        counters.inc("registry_reloads")
-        log.info("registry.reloaded", path=str(registry_file), facilities=len(new.facilities),
-                 sensors=new.sensor_count)
+        assert proc.registry_file is not None
+        await proc.registry_file.check_async()
 
     feed = ContextFeed(cfg.kafka, context, counters)
 
@@ -290,8 +294,9 @@ def main() -> None:
     from services.core.faust_app import run_worker
 
     cfg = ProcessorConfig()
+    version = file_version(cfg.common.registry)  # before loading: a later edit is reloaded
     registry = load_registry(cfg.common.registry)
-    app = build(cfg, registry).app
+    app = build(cfg, registry, version).app
     release_free_memory()
     run_worker(app, loglevel=cfg.common.log_level, service="processor")
 

@@ -19,8 +19,6 @@ class ProcessorSettings(_Group):
     max_lag_for_ticks: int = Field(
         default=200, ge=0, description="Gateway-offline checks wait while this many readings "
                                        "events or more are still unprocessed on a partition.")
-    reload_check_s: float = Field(default=5.0, gt=0,
-                                  description="How often the registry file is checked for changes.")
     max_checkpoints_per_s: float | None = Field(default=None, gt=0, description=(
         "Periodic state checkpoints written per second at most (alarm transitions are "
         "always written at once); past it a due checkpoint waits for the next report. "

@@ -26,11 +26,12 @@ from tenacity import AsyncRetrying, wait_exponential
 from schemas.alarm import AlarmEvent
 from schemas.deadletter import Problem, RejectReason, dead_letter
 from schemas.oncall import OnCallRecord
-from schemas.registry import Registry
+from schemas.registry import Registry, load_registry
 from services.core import topics
 from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
+from services.core.reload import WatchedFile, file_version
 from services.writer.baseline import DiurnalBaseline
 from services.writer.batch import Batch, BatchWriter, merge
 from services.writer.config import WriterConfig
@@ -42,7 +43,10 @@ from services.writer.storage import StorageSetupError, ensure_layout
 log = get_logger("lifeline.writer")
 
 
-def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
+def build(cfg: WriterConfig, registry: Registry,
+          registry_version: str | None = None) -> tuple[faust.App, Health]:
+    """The writer's Faust app; ``registry_version`` is the digest of the registry file as
+    it was when ``registry`` was loaded (services/core/reload.py)."""
     app = make_app("writer", cfg.kafka, web_port=cfg.writer.health_port,
                    web_host=cfg.writer.health_host)
     counters = Counters("processed_events", "processed_alarm_events", "stored_points",
@@ -176,12 +180,54 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
             for s in series for t, v in s["values"])
         log.info("writer.baseline_restored", sensors=restored)
 
+    # The map's facility points (time 0: rewriting one overwrites it) as stored so far;
+    # after a registry reload only the new and changed ones are written.
+    stored_facilities: set[str] = set()
+    facilities_lock = asyncio.Lock()
+
+    async def store_facilities() -> int:
+        async with facilities_lock:
+            lines = [line for line in points.facilities() if line not in stored_facilities]
+            if lines:
+                await writer.store(lines, "registry", long_term=True)
+                stored_facilities.update(lines)
+            return len(lines)
+
+    async def store_reloaded_facilities() -> None:
+        await storage_ready.wait()  # before that, the start-up write takes the new registry
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10)):
+            with attempt:
+                try:
+                    written = await store_facilities()
+                except Exception as exc:
+                    log.warning("writer.facilities_not_stored", error=repr(exc)[:300])
+                    raise
+        log.info("writer.facilities_stored", points=written, reason="registry reloaded")
+
+    reloads: set[asyncio.Task[None]] = set()
+
+    def use_registry(new: Registry) -> None:
+        # On the event loop, so never halfway through an event: every point built from now
+        # on uses it.
+        points.registry = new
+        baseline.use_registry(new)
+        task = asyncio.get_running_loop().create_task(store_reloaded_facilities())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    registry_file = WatchedFile("registry", cfg.common.registry, load_registry, use_registry,
+                                health, version=registry_version)
+
+    @app.timer(cfg.common.reload_check_s)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _reload() -> None:
+        await registry_file.check_async()
+
     storage_ready = asyncio.Event()
     health.problem("storage", "retention policies and continuous query not set up yet")
     if cfg.influx.api != "v1":
         @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
         async def _facilities() -> None:
-            await writer.store(points.facilities(), "registry", long_term=True)
+            await store_facilities()
             health.ok("storage")
             await restore_baseline()
             storage_ready.set()
@@ -201,7 +247,7 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
                         health.problem("storage", f"retention/CQ setup pending: {exc}")
                         raise
             health.ok("storage")
-            await writer.store(points.facilities(), "registry", long_term=True)
+            await store_facilities()
             await restore_baseline()
             storage_ready.set()
 
@@ -215,10 +261,10 @@ def build(cfg: WriterConfig, registry: Registry) -> tuple[faust.App, Health]:
 
 
 def main() -> None:
-    from schemas.registry import load_registry
     from services.core.faust_app import run_worker
 
     cfg = WriterConfig()
+    version = file_version(cfg.common.registry)  # before loading: a later edit is reloaded
     registry = load_registry(cfg.common.registry)
-    app, _ = build(cfg, registry)
+    app, _ = build(cfg, registry, version)
     run_worker(app, loglevel=cfg.common.log_level, service="writer")

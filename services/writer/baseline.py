@@ -25,14 +25,25 @@ MEMORY_S = 7 * 3600  # an hour-slot sees one hour a day: a week of it is seven h
 
 class DiurnalBaseline:
     def __init__(self, registry: Registry, warmup_h: float = 1.0) -> None:
+        self.warmup_h = warmup_h
+        self.profiles: dict[tuple[str, str], list[float | None]] = {}
+        self.seen: dict[tuple[str, str], list[float]] = {}
+        self.use_registry(registry)
+
+    def use_registry(self, registry: Registry) -> None:
+        """Watch the sewage flow and level sensors of ``registry`` (at start and after a
+        reload): what was learned of sensors still registered is kept, sensors removed are
+        forgotten, new ones start warming up."""
         self.zone = ZoneInfo(registry.timezone)
         # (facility, sensor) -> (weight per reading, readings needed before use)
         self.sensors: dict[tuple[str, str], tuple[float, float]] = {
-            (f.id, s.id): (min(1.0, s.interval_s / MEMORY_S), warmup_h * 3600 / s.interval_s)
+            (f.id, s.id): (min(1.0, s.interval_s / MEMORY_S),
+                           self.warmup_h * 3600 / s.interval_s)
             for f in registry.facilities if f.kind is FacilityKind.SEWAGE
             for s in f.sensors if s.metric in WATCHED}
-        self.profiles: dict[tuple[str, str], list[float | None]] = {}
-        self.seen: dict[tuple[str, str], list[float]] = {}
+        for gone in [k for k in self.profiles if k not in self.sensors]:
+            del self.profiles[gone]
+            self.seen.pop(gone, None)
 
     def watches(self, facility: str, sensor: str) -> bool:
         return (facility, sensor) in self.sensors

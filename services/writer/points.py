@@ -11,14 +11,18 @@ duplicated reading overwrites its own point instead of adding one.
 - ``alarm_event`` tags facility, sensor, kind, metric, district, rule, event, level, category;
                   fields alarm_id, event_id, value, threshold, severity, previous_level, message,
                   silenced, flapping, suppressed_by ("" when not suppressed), held_by_fault,
-                  entry (a confined-space entry was in progress)
+                  entry (a confined-space entry was in progress), facility_name,
+                  facility_name_zh (from the registry when written)
 - ``alarm_state`` tags facility, sensor, rule, category, kind, district; fields alarm_id,
                   active, level, severity (0 when cleared), event, message, silenced,
-                  suppressed, flapping, held, stale_since, entry, since (written when
-                  raised), acked_by/acked_at/
+                  suppressed, flapping, held, stale_since, entry, facility_name,
+                  facility_name_zh (registry names, the id for an unknown facility), since
+                  and since_ms (RFC 3339 and epoch ms, written when raised),
+                  acked_by/acked_at/
                   ack_comment/resolved ("" reset when the alarm is raised or escalated; set
-                  by acknowledgements from lifeline.oncall) — ``last()`` per
-                  series is the alarm's current state
+                  by acknowledgements from lifeline.oncall, written into the same series
+                  just after the alarm's latest event: ``state_ts``) — ``last()`` per
+                  series is the alarm's current state, acknowledgement included (no join)
 - ``oncall``      (``long``) the on-call audit trail: tags facility, sensor, kind, type,
                   team, channel, level; fields alarm_id, record_id, notification_id, person,
                   notification (page/repeat/cleared), step, repeat, ok, detail. Nanosecond
@@ -105,10 +109,28 @@ class PointBuilder:
     def __init__(self, registry: Registry, baseline: DiurnalBaseline | None = None) -> None:
         self.registry = registry
         self.baseline = baseline
+
+    @property
+    def registry(self) -> Registry:
+        """The registry every lookup goes through (names, districts, pipe diameters):
+        assigning a new one (a reload) takes effect from the next point built."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self._registry = registry
         self._district = {f.id: f.district for f in registry.facilities}
         # Water levels in pipes also carry the fill ratio h/D (the drainage dashboard).
         self._diameter = {(f.id, s.id): s.pipe_diameter_m for f in registry.facilities
                           for s in f.sensors if s.pipe_diameter_m}
+
+    def _names(self, facility_id: str) -> tuple[str, str]:
+        """(English, Chinese) name of a facility for the alarm tables; the id when the
+        registry does not know it (an alarm of a facility since removed)."""
+        f = self.registry.facility(facility_id)
+        if f is None:
+            return facility_id, facility_id
+        return f.name, f.name_zh or f.name
 
     def facilities(self) -> list[str]:
         """One ``facility`` point per registered facility (coordinates and names for the
@@ -203,6 +225,7 @@ class PointBuilder:
         return out
 
     def alarm(self, ev: AlarmEvent) -> str:
+        name, name_zh = self._names(ev.facility_id)
         p = (Point(ALARM_EVENT).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
              .tag("kind", ev.kind.value)
              .tag("metric", ev.metric.value if ev.metric else "none")
@@ -218,6 +241,7 @@ class PointBuilder:
              .field("severity", ev.level.severity if ev.level else 0)
              .field("previous_level", ev.previous_level.value if ev.previous_level else "none")
              .field("message", ev.message)
+             .field("facility_name", name).field("facility_name_zh", name_zh)
              .time(to_epoch_ms(ev.ts), WritePrecision.MS))
         if ev.value is not None:
             p.field("value", float(ev.value))
@@ -247,6 +271,7 @@ class PointBuilder:
         """The alarm's state after this event: ``last()`` per series is the current state
         (the active-alarm tables read ``severity > 0``)."""
         active = ev.level is not None
+        name, name_zh = self._names(ev.facility_id)
         p = (Point(ALARM_STATE).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
              .tag("rule", ev.rule).tag("category", ev.category.value)
              .tag("kind", ev.kind.value)
@@ -260,9 +285,13 @@ class PointBuilder:
              .field("stale_since", ev.stale_since.isoformat(timespec="seconds")
                     if ev.stale_since else "")
              .field("entry", ev.entry is not None)
+             .field("facility_name", name).field("facility_name_zh", name_zh)
              .time(to_epoch_ms(ev.ts), WritePrecision.MS))
         if ev.event is AlarmEventType.RAISED:
             p.field("since", ev.ts.isoformat(timespec="seconds"))
+            # Epoch ms of the same moment: the active-alarm table's link to the alarm's
+            # history opens its time range there (Grafana reads epoch ms in URLs).
+            p.field("since_ms", to_epoch_ms(ev.ts))
         if ev.event in (AlarmEventType.RAISED, AlarmEventType.ESCALATED):
             # A new episode or a worse level is not acknowledged (yet): the notifier
             # re-pages a worse level, so an older acknowledgement no longer holds.
@@ -302,6 +331,7 @@ class PointBuilder:
              .tag("rule", rec.rule or "none").tag("category", rec.category or "facility")
              .tag("kind", rec.facility_kind.value if rec.facility_kind else "none")
              .tag("district", self._district.get(rec.facility_id, "unknown"))
+             .field("alarm_id", rec.alarm_id)
              .field("acked_by", rec.person or "").field("acked_at", rec.ts.isoformat())
              .field("ack_comment", rec.detail[:500]).field("resolved",
                                                            rec.type is RecordType.RESOLVED)

@@ -25,7 +25,7 @@ def test_committed_dashboards_are_current(registry: Registry) -> None:
 
 
 @pytest.mark.parametrize("name", ["overview.json", "pipeline.json", "drainage.json",
-                                  "bridge.json", "sewage.json"])
+                                  "bridge.json", "sewage.json", "alarm.json"])
 def test_dashboard_structure(registry: Registry, name: str) -> None:
     board = dashboards(registry)[name]
     ids = [p["id"] for p in board["panels"]]
@@ -61,3 +61,55 @@ def test_kind_dashboards_cover_their_metrics_with_registry_thresholds(registry: 
         titles = " ".join(p["title"] for p in boards[name]["panels"])
         for m in metrics:
             assert m.replace("_", " ").capitalize() in titles, (name, m)
+
+
+def test_active_alarms_table_columns_colours_and_history_link(registry: Registry) -> None:
+    boards = dashboards(registry)
+    table = next(p for p in boards["overview.json"]["panels"]
+                 if p["title"] == "活动告警 Active alarms")
+    [target] = table["targets"]
+    q = target["query"]
+    assert q.startswith('SELECT "facility_name_zh", "facility_name", "district", "level", '
+                        '"since_ms", "acked_by", "acked_at", "silenced", "suppressed", "held", '
+                        '"stale_since", "message", "facility", "sensor", "severity", '
+                        '"alarm_id", "kind", "since_ms" - 3600000 AS "history_from" FROM (')
+    assert q.endswith(""") WHERE "severity" > 0""") and "\"category\" = 'facility'" in q
+    assert 'GROUP BY "facility", "sensor", "rule", "kind", "category", "district"' in q
+    assert target["resultFormat"] == "table"
+    props = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+             for o in table["fieldConfig"]["overrides"]}
+    shown = [n for n, pr in props.items() if not pr.get("custom.hidden")]
+    assert shown == ["facility_name_zh", "facility_name", "district", "level", "since_ms",
+                     "acked_by", "acked_at", "silenced", "suppressed", "held", "stale_since",
+                     "message", "facility", "sensor"]
+    assert {n for n, pr in props.items() if pr.get("custom.hidden")} == {
+        "Time", "severity", "alarm_id", "kind", "history_from"}
+    assert props["acked_by"]["displayName"] == "确认人 Acknowledged by"
+    assert props["since_ms"]["unit"] == "dateTimeAsLocal"
+    level = props["level"]
+    assert level["custom.cellOptions"] == {"type": "color-background", "mode": "basic"}
+    assert {k: v["color"] for k, v in level["mappings"][0]["options"].items()} == {
+        "blue": "blue", "yellow": "yellow", "orange": "orange", "red": "red"}
+    assert props["suppressed"]["mappings"][0]["options"]["true"]["text"] == "是 yes"
+    assert table["transformations"] == [{"id": "sortBy", "options": {
+        "fields": {}, "sort": [{"field": "severity", "desc": True}]}}]
+    # The row link: the alarm history dashboard, for this alarm, from an hour before it.
+    [link] = props["facility_name_zh"]["links"]
+    assert link == props["facility_name"]["links"][0]
+    assert link["url"] == ("/d/lifeline-alarm/alarm-history?var-alarm_id=${__data.fields."
+                           "alarm_id}&var-facility=${__data.fields.facility}&var-sensor="
+                           "${__data.fields.sensor}&from=${__data.fields.history_from}&to=now")
+    history = boards["alarm.json"]
+    assert history["uid"] == "lifeline-alarm"
+    variables = {v["name"]: v["type"] for v in history["templating"]["list"]}
+    assert variables == {"alarm_id": "textbox", "facility": "query", "sensor": "textbox"}
+    for field in re.findall(r"var-(\w+)=", link["url"]):
+        assert field in variables
+    # Textboxes hold no query: only the facility variable is run against InfluxDB.
+    assert [w for w, _ in queries(history) if "variable" in w] == [
+        "lifeline-alarm/variable facility"]
+    history_queries = [q for _, q in queries(history)]
+    assert sum("\"alarm_id\" = '$alarm_id'" in q for q in history_queries) == 2
+    health = next(p for p in boards["overview.json"]["panels"]
+                  if p["title"] == "传感器与网关健康 Sensor and gateway health")
+    assert "\"category\" != 'facility'" in health["targets"][0]["query"]

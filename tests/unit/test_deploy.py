@@ -362,7 +362,8 @@ def test_kubernetes_manifests_are_valid() -> None:
 
 # --------------------------------------------------------------------------- kafka
 def _kafka_entry(tmp_path: Path, password: str, *, certs: bool = True,
-                 formatted: bool = False) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+                 formatted: bool = False, extra: dict[str, str] | None = None,
+                 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     bin_, certs_dir, conf, data = (tmp_path / d for d in ("bin", "certs", "conf", "data"))
     for d in (bin_, certs_dir, data):
         d.mkdir(parents=True, exist_ok=True)
@@ -380,7 +381,7 @@ def _kafka_entry(tmp_path: Path, password: str, *, certs: bool = True,
         check=False, env={"PATH": "/usr/bin:/bin", "KAFKA_ADMIN_PASSWORD": password,
                           "KAFKA_BIN": str(bin_), "KAFKA_CERTS_DIR": str(certs_dir),
                           "KAFKA_CONF_DIR": str(conf), "KAFKA_DATA_DIR": str(data),
-                          "LIFELINE_CHECK_SECRET": CHECK_SECRET})
+                          "LIFELINE_CHECK_SECRET": CHECK_SECRET, **(extra or {})})
     return proc, conf, log
 
 
@@ -438,6 +439,133 @@ def test_kafka_refuses_to_start_without_certificates(tmp_path: Path) -> None:
     proc, _, log = _kafka_entry(tmp_path, secrets.token_urlsafe(24), certs=False)
     assert proc.returncode == 1 and "run deploy/make-certs.sh" in proc.stderr
     assert _calls(log) == []
+
+
+# --------------------------------------------------------------------------- three brokers
+THREE_BROKERS = ROOT / "deploy" / "compose" / "kafka-3-brokers.yml"
+BOOTSTRAP_3 = "kafka:9092,kafka-2:9092,kafka-3:9092"
+
+
+def compose_merge(base: Any, override: Any) -> Any:
+    """`docker compose -f base -f override`: mappings merged key by key, the override's
+    scalars win, volume/port lists joined (no duplicates)."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = compose_merge(base[k], v) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(override, list):
+        return base + [v for v in override if v not in base]
+    return override
+
+
+@pytest.fixture(scope="module")
+def compose_3(filled_env: dict[str, str]) -> dict[str, Any]:
+    env = {**filled_env, "KAFKA_CONTROLLER_PASSWORD": secrets.token_urlsafe(24)}
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    merged = compose_merge(base, yaml.safe_load(THREE_BROKERS.read_text()))
+    return dict(interpolate(merged, env))
+
+
+def test_three_broker_compose_matches_the_spec_and_replicates_three_times(
+        compose_3: dict[str, Any]) -> None:
+    """Decision 0011: production Kafka keeps every record on three brokers and acknowledges
+    it once two have it; the override gives exactly that to the brokers, the topic set-up
+    and every service."""
+    spec = importlib.util.find_spec("check_jsonschema")
+    assert spec is not None and spec.submodule_search_locations
+    schema = json.loads((Path(next(iter(spec.submodule_search_locations)))
+                         / "builtin_schemas" / "vendor" / "compose-spec.json").read_text())
+    jsonschema.validate(compose_3, schema)
+    jsonschema.validate(yaml.safe_load(THREE_BROKERS.read_text()), schema)
+    services = compose_3["services"]
+    brokers = {n: services[n] for n in ("kafka", "kafka-2", "kafka-3")}
+    voters = {b["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers.values()}
+    assert voters == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert len({b["environment"]["KAFKA_CLUSTER_ID"] for b in brokers.values()}) == 1
+    for i, (name, b) in enumerate(brokers.items(), start=1):
+        env = b["environment"]
+        assert (env["KAFKA_NODE_ID"], env["KAFKA_ADVERTISED_HOST"]) == (str(i), name)
+        assert (env["KAFKA_REPLICATION"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+        data = [m for m in b["volumes"] if m.endswith(":/var/lib/kafka/data")]
+        assert len(data) == 1 and data[0].split(":")[0] in compose_3["volumes"]
+        assert "ports" not in b and b["image"] == services["kafka"]["image"]
+        assert "healthcheck" in b
+    assert len({b["volumes"][-1] for b in brokers.values()}) == 3  # a volume each
+    init = services["kafka-init"]
+    assert init["environment"]["KAFKA_BOOTSTRAP"] == BOOTSTRAP_3
+    assert (init["environment"]["KAFKA_REPLICATION"],
+            init["environment"]["KAFKA_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+    assert set(init["depends_on"]) == {"kafka", "kafka-2", "kafka-3"}
+    for name in SERVICES:
+        env = services[name]["environment"]
+        assert env["LIFELINE_KAFKA_BOOTSTRAP"] == BOOTSTRAP_3
+        assert env["LIFELINE_KAFKA_REPLICATION"] == "3"
+    # The single-node file stays as it is beside it.
+    single = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "kafka-2" not in single
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_three_broker_settings_instantiate(compose_3: dict[str, Any], service: str,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    from services.core.kafka import faust_kwargs
+    from services.core.settings import KafkaSettings, load
+
+    for key in [k for k in os.environ if k.startswith("LIFELINE_")]:
+        monkeypatch.delenv(key)
+    for key, value in _production_env(compose_3, service).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LIFELINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LIFELINE_KAFKA_CA_FILE", certifi.where())
+    kafka = load(KafkaSettings)
+    assert kafka.bootstrap == BOOTSTRAP_3 and kafka.replication == 3
+    assert faust_kwargs(kafka)["topic_replication_factor"] == 3  # Faust's changelogs too
+
+
+def test_three_brokers_run_an_authenticated_controller_quorum(tmp_path: Path) -> None:
+    password, controller = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    multi = {"KAFKA_NODE_ID": "2", "KAFKA_ADVERTISED_HOST": "kafka-2",
+             "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093",
+             "KAFKA_CLUSTER_ID": "bGlmZWxpbmUta2Fma2EtMQ", "KAFKA_REPLICATION": "3",
+             "KAFKA_MIN_INSYNC_REPLICAS": "2", "KAFKA_CONTROLLER_PASSWORD": controller}
+    proc, conf, log = _kafka_entry(tmp_path, password, extra=multi)
+    assert proc.returncode == 0, proc.stderr
+    props = dict(line.split("=", 1) for line in (conf / "server.properties").read_text()
+                 .splitlines() if "=" in line and not line.startswith("#"))
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == multi["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert props["listeners"] == "CLIENT://:9092,CONTROLLER://:9093"
+    assert props["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert f'password="{controller}"' in props["listener.name.controller.plain.sasl.jaas.config"]
+    assert props["super.users"] == "User:lifeline-admin;User:controller"  # no ANONYMOUS
+    assert props["advertised.listeners"] == "CLIENT://kafka-2:9092"
+    for key, value in (("default.replication.factor", "3"), ("min.insync.replicas", "2"),
+                       ("offsets.topic.replication.factor", "3"),
+                       ("transaction.state.log.replication.factor", "3"),
+                       ("transaction.state.log.min.isr", "2")):
+        assert props[key] == value, key
+    fmt = next(c for c in _calls(log) if c[0] == "kafka-storage.sh")
+    assert _opt(fmt, "--cluster-id") == "bGlmZWxpbmUta2Fma2EtMQ"  # the same on every node
+    for missing, why in (("KAFKA_CONTROLLER_PASSWORD", "KAFKA_CONTROLLER_PASSWORD"),
+                         ("KAFKA_CLUSTER_ID", "KAFKA_CLUSTER_ID is required")):
+        env = {k: v for k, v in multi.items() if k != missing}
+        bad, _, bad_log = _kafka_entry(tmp_path / missing, password, extra=env)
+        assert bad.returncode == 1 and why in bad.stderr and not _calls(bad_log)
+
+
+def test_kafka_init_sets_min_insync_replicas_on_every_topic(tmp_path: Path) -> None:
+    from services.core import topics
+
+    proc, calls = _run_kafka_init(tmp_path, KAFKA_MIN_INSYNC_REPLICAS="2", **_passwords())
+    assert proc.returncode == 0, proc.stderr
+    created = {_opt(c, "--topic"): c for c in calls if c[0] == "kafka-topics.sh"}
+    assert set(created) == set(topics.ALL)
+    for call in created.values():
+        assert _opt(call, "--replication-factor") == "3"
+        assert _opt(call, "--config") == "min.insync.replicas=2"
 
 
 # What each service's code does with Kafka, and so all it may do (deploy/kafka/init.sh):
@@ -564,31 +692,87 @@ def test_kafka_init_refuses_placeholder_passwords(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- influxdb
-def _fake_influx(tmp_path: Path) -> Path:
+FAKE_INFLUX = r"""#!/usr/bin/python3
+# A stand-in for InfluxDB 2's `influx` CLI with the server's state in a JSON file: the
+# buckets, DBRP mappings and tasks it was asked to make; each call appended to the log.
+import json, sys
+from pathlib import Path
+
+state_file, log = Path(sys.argv[0]).parent / "influx-state.json", "@LOG@"
+args = sys.argv[1:]
+with open(log, "a") as f:
+    f.write(" ".join(args) + "\n")
+st = json.loads(state_file.read_text()) if state_file.exists() else {
+    "buckets": {}, "dbrps": [], "tasks": {}}
+opt = lambda flag: args[args.index(flag) + 1] if flag in args else None
+cmd = " ".join(args[:2]) if args[0] != "v1" else " ".join(args[:3])
+if cmd == "bucket list":
+    for name, b in st["buckets"].items():
+        if opt("--name") in (None, name):
+            print(f"id-{name}\t{name}\t{b['retention']}\t168h0m0s\torg-1\timplicit")
+elif cmd == "bucket create":
+    if opt("--name") in st["buckets"]:
+        sys.exit("Error: bucket with name " + opt("--name") + " already exists")
+    st["buckets"][opt("--name")] = {"retention": opt("--retention")}
+elif cmd == "bucket update":
+    st["buckets"][opt("--id").removeprefix("id-")]["retention"] = opt("--retention")
+elif cmd == "v1 dbrp list":
+    for i, d in enumerate(st["dbrps"]):
+        print(f"dbrp-{i}\t{d['db']}\t{d['bucket']}\t{d['rp']}\t{d['default']}\torg-1")
+elif cmd == "v1 dbrp create":
+    if any(d["db"] == opt("--db") and d["rp"] == opt("--rp") for d in st["dbrps"]):
+        sys.exit("Error: dbrp already exists")
+    st["dbrps"].append({"db": opt("--db"), "rp": opt("--rp"), "bucket": opt("--bucket-id"),
+                        "default": "--default" in args})
+elif cmd == "task list":
+    for name in st["tasks"]:
+        print(f"task-{name}\t{name}\torg-1\tdistrict\tactive\t1m\t")
+elif cmd in ("task create", "task update"):
+    flux = Path(opt("--file")).read_text()
+    name = flux.split('name: "', 1)[1].split('"', 1)[0]
+    if cmd == "task create" and name in st["tasks"]:
+        sys.exit("Error: a second task " + name)
+    if cmd == "task update" and opt("--id") != f"task-{name}":
+        sys.exit("Error: task id " + opt("--id") + " does not hold " + name)
+    st["tasks"][name] = flux
+elif cmd == "auth create":
+    d = opt("--description")
+    print('{\n\t"id": "0a1",\n\t"description": "%s",\n\t"token": "tok-%s-0123456789abcdef",'
+          '\n\t"status": "active"\n}' % (d, d))
+else:
+    sys.exit("stand-in influx: unexpected call " + " ".join(args))
+state_file.write_text(json.dumps(st))
+"""
+
+
+def _fake_influx(tmp_path: Path, state: dict[str, Any] | None = None) -> Path:
+    """The stand-in ``influx`` on ``tmp_path``; by default the state the image's own set-up
+    leaves on a new volume (the raw bucket only). Returns the call log."""
     log = tmp_path / "calls"
-    _executable(tmp_path / "influx", f"""#!/bin/bash
-echo "$*" >> {log}
-for ((i=1; i<=$#; i++)); do
-  if [ "${{!i}}" = "--file" ]; then j=$((i+1)); cat "${{!j}}" >> {tmp_path}/task.flux; fi
-done
-if [ "$1 $2" = "bucket list" ]; then printf 'id-%s\\tname\\n' "$6"; fi
-if [ "$1 $2" = "auth create" ]; then
-  for ((i=1; i<=$#; i++)); do [ "${{!i}}" = "--description" ] && {{ j=$((i+1)); d=${{!j}}; }}; done
-  printf '{{\\n\\t"id": "0a1",\\n\\t"description": "%s",\\n' "$d"
-  printf '\\t"token": "tok-%s-0123456789abcdef",\\n\\t"status": "active"\\n}}\\n' "$d"
-fi
-""")
+    _executable(tmp_path / "influx", FAKE_INFLUX.replace("@LOG@", str(log)))
+    (tmp_path / "influx-state.json").write_text(json.dumps(state or {
+        "buckets": {"lifeline": {"retention": "30d"}}, "dbrps": [], "tasks": {}}))
     return log
+
+
+def _influx_state(tmp_path: Path) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((tmp_path / "influx-state.json").read_text())
+    return state
+
+
+INFLUX_SETUP = str(ROOT / "deploy/influxdb/setup.sh")
 
 
 def test_influxdb2_setup_maps_both_buckets_and_creates_the_downsampling_task(
         tmp_path: Path) -> None:
-    """Runs deploy/influxdb/10-dbrp.sh with a stand-in ``influx`` CLI that records each call
-    (no InfluxDB 2 server can run here): both buckets mapped to the retention policies the
-    dashboards query, and a task equivalent to the 1.x continuous query."""
+    """Runs deploy/influxdb/10-dbrp.sh (the image's first-start hook) with a stand-in
+    ``influx`` CLI (no InfluxDB 2 server can run here): both buckets mapped to the
+    retention policies the dashboards query, and tasks equivalent to the 1.x continuous
+    queries."""
     log = _fake_influx(tmp_path)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "DOCKER_INFLUXDB_INIT_ORG": "district",
-           "DOCKER_INFLUXDB_INIT_BUCKET": "lifeline"}
+           "DOCKER_INFLUXDB_INIT_BUCKET": "lifeline", "DOCKER_INFLUXDB_INIT_RETENTION": "30d",
+           "LIFELINE_INFLUX_SETUP": INFLUX_SETUP}
     subprocess.run(["bash", str(ROOT / "deploy/influxdb/10-dbrp.sh")], env=env, check=True,
                    capture_output=True)
     calls = log.read_text().splitlines()
@@ -597,7 +781,8 @@ def test_influxdb2_setup_maps_both_buckets_and_creates_the_downsampling_task(
             "--default") in calls
     assert "v1 dbrp create --org district --bucket-id id-lifeline_long --db lifeline --rp long" \
         in calls
-    flux = (tmp_path / "task.flux").read_text()
+    state = _influx_state(tmp_path)
+    flux = "\n".join(state["tasks"].values())
     from services.writer.storage import continuous_query
 
     cq = continuous_query("lifeline", "1m", "5m")
@@ -605,10 +790,67 @@ def test_influxdb2_setup_maps_both_buckets_and_creates_the_downsampling_task(
         assert f'{fn}("value") AS "{fn}"' in cq and f'agg(fn: {fn}, name: "{fn}")' in flux
     assert 'from(bucket: "lifeline")' in flux and 'to(bucket: "lifeline_long"' in flux
     assert '"reading_1m"' in flux and "range(start: -5m)" in flux and "every: 1m" in flux
-    assert sum(c.startswith("task create") for c in calls) == 3
+    assert sorted(state["tasks"]) == ["lifeline-district_1h", "lifeline-reading-1m",
+                                      "lifeline-reading_1h"]
     for name in ("reading_1h", "district_1h"):  # the hourly continuous queries' twins
         assert f'name: "lifeline-{name}"' in flux and f'value: "{name}")' in flux
     assert 'group(columns: ["_measurement", "_field", "district", "kind", "metric"])' in flux
+
+
+def test_influxdb2_setup_runs_on_every_start_and_is_idempotent(tmp_path: Path) -> None:
+    """The set-up runs again on every `docker compose up` (tokens.sh calls setup.sh before
+    the tokens): a second run makes nothing new and fails on nothing, re-applies a changed
+    raw retention, and a volume made by an older release (no hourly tasks, an older Flux
+    for the 1-minute task) is brought up to this release's layout."""
+    log = _fake_influx(tmp_path)
+    first = {"PATH": f"{tmp_path}:/usr/bin:/bin", "DOCKER_INFLUXDB_INIT_ORG": "district",
+             "DOCKER_INFLUXDB_INIT_BUCKET": "lifeline", "DOCKER_INFLUXDB_INIT_RETENTION": "30d",
+             "LIFELINE_INFLUX_SETUP": INFLUX_SETUP}
+    subprocess.run(["bash", str(ROOT / "deploy/influxdb/10-dbrp.sh")], env=first, check=True,
+                   capture_output=True)
+    made = _influx_state(tmp_path)
+    # Every later `up`: the influxdb-tokens service, with its own variables (compose).
+    tokens = tmp_path / "tokens"
+    _executable(tmp_path / "chown", "#!/bin/bash\n")
+    later = {"PATH": f"{tmp_path}:/usr/bin:/bin", "INFLUX_ORG": "district",
+             "INFLUX_BUCKET": "lifeline", "INFLUX_RETENTION": "30d",
+             "LIFELINE_TOKEN_DIR": str(tokens), "LIFELINE_INFLUX_SETUP": INFLUX_SETUP}
+    for _ in range(2):
+        before = len(log.read_text().splitlines())
+        run = subprocess.run(["bash", str(ROOT / "deploy/influxdb/tokens.sh")], env=later,
+                             capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stderr
+        assert _influx_state(tmp_path) == made  # the same end state
+        again = log.read_text().splitlines()[before:]
+        assert not [c for c in again if " create " in f" {c} " and not c.startswith("auth")]
+    compose_env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())[
+        "services"]["influxdb-tokens"]["environment"]
+    assert compose_env["INFLUX_RETENTION"] == "${INFLUX_RETENTION:-30d}"
+    # The operator changes the raw retention in .env: the next `up` applies it.
+    subprocess.run(["bash", INFLUX_SETUP], env={**later, "INFLUX_RETENTION": "90d"},
+                   check=True, capture_output=True)
+    assert _influx_state(tmp_path)["buckets"] == {"lifeline": {"retention": "90d"},
+                                                  "lifeline_long": {"retention": "0"}}
+    # A volume from an older release: the mappings and an older 1-minute task only.
+    old = tmp_path / "old"
+    old.mkdir()
+    _fake_influx(old, {"buckets": {"lifeline": {"retention": "30d"},
+                                   "lifeline_long": {"retention": "0"}},
+                       "dbrps": made["dbrps"],
+                       "tasks": {"lifeline-reading-1m": 'option task = {name: '
+                                 '"lifeline-reading-1m", every: 5m}\n'}})
+    subprocess.run(["bash", INFLUX_SETUP], env={**later, "PATH": f"{old}:/usr/bin:/bin"},
+                   check=True, capture_output=True)
+    assert _influx_state(old)["tasks"] == made["tasks"]
+    assert _influx_state(old)["dbrps"] == made["dbrps"]
+    # A mapping that points elsewhere is not silently kept or duplicated: one clear error.
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    _fake_influx(wrong, {**made, "dbrps": [{**made["dbrps"][0], "bucket": "id-other"}]})
+    bad = subprocess.run(["bash", INFLUX_SETUP], env={**later, "PATH": f"{wrong}:/usr/bin:/bin"},
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert "lifeline/raw is mapped to bucket id-other" in bad.stderr
 
 
 def test_influxdb_tokens_give_each_client_only_what_it_needs(tmp_path: Path) -> None:
@@ -821,3 +1063,42 @@ def test_make_certs_gives_verifiable_certificates_kept_out_of_git(tmp_path: Path
                  "deploy/mosquitto/certs/server.key"):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
         assert ignored.returncode == 0, f"{path} is not ignored by git"
+
+
+# --------------------------------------------------------------------------- configuration reload
+def test_every_service_mounts_the_registry_and_oncall_folders(compose: dict[str, Any]) -> None:
+    """Every service reloads the registry and the on-call file when they change
+    (services/core/reload.py), so every one sees the operator's copy — mounted as folders
+    (an editor's rename-over and Kubernetes' ..data swap reach a folder mount, never a
+    single-file or subPath mount) at the paths the services read."""
+    prod = dotenv_values(ROOT / "deploy" / "lifeline.production.env")
+    docker = (ROOT / "Dockerfile").read_text()
+    registry = re.search(r"LIFELINE_REGISTRY=(\S+)", docker)
+    assert registry is not None
+    registry_path, oncall_path = registry.group(1), f"/app/{prod['LIFELINE_NOTIFIER_ONCALL']}"
+    for name in SERVICES:
+        volumes = compose["services"][name]["volumes"]
+        assert "./deploy/registry:/app/deploy/registry:ro" in volumes, name
+        assert "./deploy/oncall:/app/deploy/oncall:ro" in volumes, name
+        assert "./deploy/clients:/etc/lifeline/tls:ro" in volumes, name
+        mounts = {v.split(":")[1] for v in volumes}
+        assert str(Path(registry_path).parent) in mounts and \
+            str(Path(oncall_path).parent) in mounts, name
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/kubernetes/lifeline.yaml").read_text())
+            if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    header = (ROOT / "deploy/kubernetes/lifeline.yaml").read_text()
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == set(SERVICES)
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "registry"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == "registry"]
+        assert volume["configMap"] == {"name": "lifeline-registry"}
+        assert "subPath" not in mount and mount["readOnly"] is True
+        for setting in ("LIFELINE_REGISTRY", "LIFELINE_NOTIFIER_ONCALL"):
+            path = Path(config[setting])
+            assert str(path.parent) == mount["mountPath"], (d["metadata"]["name"], setting)
+            # the key of the ConfigMap created as the manifest's header says
+            assert f"--from-file={path.name}=" in header

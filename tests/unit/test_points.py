@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from schemas.alarm import AlarmEvent, AlarmEventType
+from schemas.kinds import AlarmLevel
 from schemas.reading import Reading, ReadingBatch
 from schemas.registry import Registry
 from services.writer.points import PointBuilder
@@ -110,3 +112,79 @@ def test_raw_path_refuses_what_the_contract_refuses(registry: Registry) -> None:
             builder.readings_raw(json.dumps(doc).encode())
     with pytest.raises(ValidationError, match="Invalid JSON"):  # not JSON at all
         builder.readings_raw(b"{not json")
+
+
+def _raised(**extra: object) -> AlarmEvent:
+    return AlarmEvent(event_id="e", alarm_id="a-1", event=AlarmEventType.RAISED, level="orange",
+                      previous_level=None, facility_id="DR-BH-001", kind="drainage",
+                      sensor="DR-BH-001-L1", metric="water_level", rule="value-upper",
+                      value=2.8, threshold=2.7, unit="m", ts=TS, message="m", **extra)
+
+
+def _split(line: str) -> tuple[str, str, str]:
+    """(measurement and tags, fields, time) of one line (tags escape their spaces)."""
+    head, rest = re.split(r"(?<!\\) ", line, maxsplit=1)
+    fields, ts = rest.rsplit(" ", 1)
+    return head, fields, ts
+
+
+def _fields(line: str) -> str:
+    return _split(line)[1]
+
+
+def test_alarm_state_carries_what_the_active_alarm_table_shows(registry: Registry) -> None:
+    f = registry.facility("DR-BH-001")
+    assert f is not None and f.name_zh
+    builder = PointBuilder(registry)
+    line = builder.alarm_state(_raised(silenced=True, suppressed_by="a-fault"))
+    assert line.startswith("alarm_state,category=facility,district=Binhai\\ Park,"
+                           "facility=DR-BH-001,kind=drainage,rule=value-upper,"
+                           "sensor=DR-BH-001-L1 ")
+    fields = _fields(line)
+    assert f'facility_name="{f.name}"' in fields and f'facility_name_zh="{f.name_zh}"' in fields
+    assert "silenced=true" in fields and "suppressed=true" in fields and "held=false" in fields
+    assert 'since="2026-07-01T08:00:00+00:00"' in fields and "since_ms=1782892800123i" in fields
+    assert 'acked_by=""' in fields and 'level="orange"' in fields and "severity=3i" in fields
+    event = _fields(builder.alarm(_raised()))
+    assert f'facility_name="{f.name}"' in event and f'facility_name_zh="{f.name_zh}"' in event
+    # Later events keep the episode's start: no since/since_ms, so last() keeps the raised one.
+    later = _raised().model_copy(update={"event": AlarmEventType.DEESCALATED,
+                                         "level": AlarmLevel.YELLOW})
+    assert "since" not in _fields(builder.alarm_state(later)).replace("stale_since", "")
+
+
+def test_names_come_from_the_builders_current_registry(registry: Registry) -> None:
+    builder = PointBuilder(registry)
+    doc = registry.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for fac in doc["facilities"]:
+        if fac["id"] == "DR-BH-001":
+            fac.update(name="Renamed well", name_zh="改名井", district="Elsewhere")
+    builder.registry = Registry.model_validate(doc)  # a reload swaps the registry
+    line = builder.alarm_state(_raised())
+    assert ",district=Elsewhere," in line and 'facility_name="Renamed well"' in line
+    assert 'facility_name_zh="改名井"' in line
+    unknown = _raised().model_copy(update={"facility_id": "GONE-1"})
+    line = builder.alarm_state(unknown)
+    assert ",district=unknown," in line
+    assert 'facility_name="GONE-1"' in line and 'facility_name_zh="GONE-1"' in line
+
+
+def test_acknowledgement_lands_in_the_alarms_state_series(registry: Registry) -> None:
+    from schemas.oncall import OnCallRecord, RecordType
+
+    builder = PointBuilder(registry)
+    state = builder.alarm_state(_raised())
+    rec = OnCallRecord(record_id="0123abcd-0000-0000-0000-000000000000",
+                       type=RecordType.ACKNOWLEDGED, ts=TS, alarm_id="a-1",
+                       facility_id="DR-BH-001", sensor="DR-BH-001-L1", rule="value-upper",
+                       category="facility", facility_kind="drainage", person="ann",
+                       channel="cli", level="orange", detail="on my way",
+                       state_ts=datetime(2026, 7, 1, 8, 0, 0, 124000, tzinfo=UTC))
+    ack = builder.ack_state(rec)
+    assert ack is not None
+    # Same measurement and tags (series), just after the event: last() shows who acked.
+    assert _split(ack)[0] == _split(state)[0]
+    assert _fields(ack) == ('ack_comment="on my way",acked_at="2026-07-01T08:00:00.123000+00:00",'
+                            'acked_by="ann",alarm_id="a-1",resolved=false')
+    assert ack.endswith(" 1782892800124")
+    assert builder.ack_state(rec.model_copy(update={"type": RecordType.DELIVERED})) is None

@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from schemas import texts
 from schemas.alarm import (
     AlarmCategory,
     AlarmEvent,
@@ -46,6 +47,7 @@ from schemas.registry import (
     Sensor,
     Signal,
 )
+from schemas.texts import Bi
 from services.processor.engine import tracker
 from services.processor.engine.context import RainContext
 from services.processor.engine.maintenance import in_window
@@ -60,7 +62,7 @@ SENSOR_OFFLINE = "sensor-offline"
 GATEWAY_OFFLINE = "gateway-offline"
 SEQ_GAP = "gateway-seq-gap"
 DARK = "facility-dark"  # a critical facility silent during rain or alarm (a facility alarm)
-RULE_REMOVED = "rule removed from the registry"
+RULE_REMOVED = texts.RULE_REMOVED.en
 FAULTS = (OUT_OF_RANGE, STUCK, SENSOR_OFFLINE)
 _ORANGE = AlarmLevel.ORANGE.severity
 RAIN_WINDOW_S = 3600.0  # the district rain context reads each gauge's past hour
@@ -135,6 +137,12 @@ class _FacilityPlan:
     # loaded together do not all save in the same second.
     checkpoint_ms: int
     critical: bool
+    place: str  # the facility in words, for messages (schemas.texts.facility_words)
+    region: Bi  # its district in words
+
+
+def _sensor_words(s: Sensor) -> Bi:
+    return texts.sensor_words(s.id, s.metric)
 
 
 @dataclass
@@ -197,7 +205,11 @@ class AlarmEngine:
         return _FacilityPlan(f, sensors, tuple(f.composites),
                              {k: tuple(v) for k, v in by_sensor.items()}, comp_metrics,
                              frozenset(keys), int(policy.checkpoint_interval_s * 1000 * spread),
-                             f.criticality is Criticality.CRITICAL)
+                             f.criticality is Criticality.CRITICAL,
+                             texts.facility_words(facility_id=f.id, name=f.name,
+                                                  name_zh=f.name_zh, district=f.district,
+                                                  district_zh=f.district_zh),
+                             texts.region_words(f.district, f.district_zh))
 
     # ------------------------------------------------------------------ readings
     def evaluate(self, batch: ReadingBatch, fs: FacilityState) -> Outcome:
@@ -255,9 +267,9 @@ class AlarmEngine:
                 lo, hi = sp.lo, sp.hi
                 self._fault(plan, fs, sp, OUT_OF_RANGE, bad, ts, out, value=value,
                             threshold=hi if value > hi else lo,
-                            text=f"{sid} reads {value:g} {r.unit}, outside its instrument "
-                                 f"range [{lo:g}, {hi:g}]" if bad else
-                                 f"{sid} back inside its instrument range")
+                            text=texts.out_of_range(_sensor_words(sp.sensor), value, r.unit,
+                                                    lo, hi) if bad else
+                            texts.back_in_range(_sensor_words(sp.sensor)))
             if bad:
                 if in_order and value > sp.hi and self._held_by(fs, sid) is not None:
                     # Fail-dangerous: a level gauge over range high at a surcharged manhole
@@ -280,7 +292,8 @@ class AlarmEngine:
             touched.add(sid)
             if f"{sid}|{SENSOR_OFFLINE}" in fs.rules:
                 self._fault(plan, fs, sp, SENSOR_OFFLINE, False, ts, out, value=None,
-                            threshold=None, text=f"{sid} reports again")
+                            threshold=None,
+                            text=texts.sensor_reports_again(_sensor_words(sp.sensor)))
             if counts is not None and counts.get(sid, 0) > limit:
                 n = seen[sid] = seen.get(sid, 0) + 1
                 if n <= counts[sid] - limit and ts < newest[sid]:
@@ -329,10 +342,13 @@ class AlarmEngine:
             t = tracker.update(rs, hit.level.value if hit else None, ts, rp.timing,
                                int(p.flap_window_s * 1000), p.flap_max_transitions)
             if t is not None:
+                # The threshold of the level told (debounce may tell a lesser level than
+                # the reading hits), so the words and the numbers agree.
+                told = next((lv for lv in rp.levels if lv.level.value == t.level), hit)
+                threshold = self._threshold(rp.levels, told)
                 self._emit(plan, fs, key, rs, t, ts, out, sensor=sp.sensor, value=sig,
-                           threshold=self._threshold(rp.levels, hit),
-                           category=AlarmCategory.FACILITY,
-                           text=self._rule_text(sp.sensor, rule, sig, hit))
+                           threshold=threshold, category=AlarmCategory.FACILITY,
+                           text=self._rule_text(sp.sensor, rule, sig, told, threshold))
 
     def _rain(self, plan: _FacilityPlan, sp: _SensorPlan, w: Window, ts: int,
               out: Outcome) -> None:
@@ -360,14 +376,11 @@ class AlarmEngine:
             self._apply(plan, fs, key, self.policy.gateway_offline_level.value, now_ms, IMMEDIATE,
                         out, sensor=None, value=silent_s, threshold=limit,
                         category=AlarmCategory.GATEWAY,
-                        text=f"gateway of {facility_id} silent for {silent_s:.0f}s "
-                             f"(expected a report every {plan.facility.min_interval_s:g}s)")
+                        text=texts.gateway_silent(silent_s, plan.facility.min_interval_s))
             # The facility's own alarms stay active: their data is now stale.
             for k, rs in list(fs.active_alarms().items()):
                 if self._describe(plan, k)[0] is AlarmCategory.FACILITY and rs.stale is None:
-                    self._update(plan, fs, k, rs, event_now, out, "stale",
-                                 f"gateway of {facility_id} silent: the level is the last "
-                                 f"known one")
+                    self._update(plan, fs, k, rs, event_now, out, "stale", texts.GATEWAY_STALE)
         if plan.critical and fs.active(key) is not None:
             self._dark(plan, fs, event_now, silent_s, limit, out)
         if plan.facility.maintenance:
@@ -393,12 +406,10 @@ class AlarmEngine:
         if not raining and worst < p.dark_if_active_from.severity:
             return
         level = p.dark_level_if_serious if worst >= _ORANGE else p.dark_level
-        why = (f"district {f.district} under rain" if raining
-               else f"it was in alarm ({tracker.level_of(worst)})")
         self._apply(plan, fs, key, level.value, event_now, IMMEDIATE, out, sensor=None,
                     value=silent_s, threshold=limit, category=AlarmCategory.FACILITY,
-                    text=f"critical facility {f.id} dark for {silent_s:.0f}s while {why}: "
-                         f"power or communication lost — treat as a facility failure")
+                    text=texts.facility_dark(silent_s, district=plan.region if raining else None,
+                                             was_level=tracker.level_of(worst)))
 
     # ------------------------------------------------------------------ parts
     def _gateway_report(self, plan: _FacilityPlan, fs: FacilityState, seq: int, received: int,
@@ -411,17 +422,17 @@ class AlarmEngine:
             fs.resumed_ts = ts
             self._apply(plan, fs, key, None, received, IMMEDIATE, out, sensor=None, value=None,
                         threshold=None, category=AlarmCategory.GATEWAY,
-                        text=f"gateway of {fid} reports again")
+                        text=texts.GATEWAY_BACK)
             dark = f"{fid}|{DARK}"
             if dark in fs.rules:
                 self._apply(plan, fs, dark, None, max(ts, fs.rules[dark].since), IMMEDIATE, out,
                             sensor=None, value=None, threshold=None,
                             category=AlarmCategory.FACILITY,
-                            text=f"critical facility {fid} reports again")
+                            text=texts.DARK_BACK)
             for k, rs in list(fs.active_alarms().items()):
                 if rs.stale is not None:
                     self._update(plan, fs, k, rs, max(ts, rs.stale), out, "fresh",
-                                 f"gateway of {fid} reports again: the alarm's data is current")
+                                 texts.GATEWAY_FRESH)
         last = fs.last_seq
         gap_key = f"{fid}|{SEQ_GAP}"
         if last is None or seq <= last:
@@ -436,13 +447,13 @@ class AlarmEngine:
             self._apply(plan, fs, gap_key, self.policy.gap_level.value, ts, IMMEDIATE, out,
                         sensor=None, value=float(missing), threshold=0.0,
                         category=AlarmCategory.GATEWAY,
-                        text=f"gateway of {fid} lost {missing} report(s) (seq {last} → {seq})")
+                        text=texts.gateway_gap(missing, last, seq))
             return
         fs.gap_ok += 1
         if fs.gap_ok >= self.policy.gap_clear_reports and fs.active(gap_key) is not None:
             self._apply(plan, fs, gap_key, None, ts, IMMEDIATE, out, sensor=None, value=None,
                         threshold=None, category=AlarmCategory.GATEWAY,
-                        text=f"gateway of {fid}: {fs.gap_ok} reports in sequence again")
+                        text=texts.gateway_in_sequence(fs.gap_ok))
 
     def _stuck(self, plan: _FacilityPlan, fs: FacilityState, sp: _SensorPlan, ss: SensorState,
                ts: int, value: float, out: Outcome) -> None:
@@ -455,9 +466,9 @@ class AlarmEngine:
         if stuck or f"{s.id}|{STUCK}" in fs.rules:
             self._fault(plan, fs, sp, STUCK, stuck, ts, out, value=value,
                         threshold=s.stuck_after_s,
-                        text=f"{s.id} has read {value:g} for {(ts - ss.same_since) / 1000:.0f}s "
-                             f"(stuck after {s.stuck_after_s:g}s)" if stuck else
-                             f"{s.id} changes again ({value:g})")
+                        text=texts.sensor_stuck(_sensor_words(s), value, s.unit,
+                                                (ts - ss.same_since) / 1000, s.stuck_after_s)
+                        if stuck else texts.sensor_changes_again(_sensor_words(s), value, s.unit))
 
     def _sensor_offline(self, plan: _FacilityPlan, fs: FacilityState, now: int,
                         out: Outcome) -> None:
@@ -477,13 +488,13 @@ class AlarmEngine:
             if now - base > limit_ms and fs.active(key) is None:
                 self._fault(plan, fs, sp, SENSOR_OFFLINE, True, now, out,
                             value=(now - base) / 1000, threshold=limit_ms / 1000,
-                            text=f"{sid} silent for {(now - base) / 1000:.0f}s while its "
-                                 f"gateway reports (expected every {sp.sensor.interval_s:g}s)")
+                            text=texts.sensor_offline(_sensor_words(sp.sensor),
+                                                      (now - base) / 1000, sp.sensor.interval_s))
 
     # ------------------------------------------------------------------ sensor faults
     def _fault(self, plan: _FacilityPlan, fs: FacilityState, sp: _SensorPlan, fault: str,
                on: bool, ts: int, out: Outcome, *, value: float | None,
-               threshold: float | None, text: str) -> None:
+               threshold: float | None, text: Bi) -> None:
         """Raise or clear a sensor fault, and decide what it does to the sensor's facility
         alarms: a fault from calm suppresses them; a fault that begins while the sensor was
         serious holds them (fail-dangerous); when the last fault ends they are told again."""
@@ -492,7 +503,7 @@ class AlarmEngine:
         before = fs.active(key) is not None
         danger = on and not before and self._serious(fs, sp)
         if danger:
-            text += " — fail-dangerous: the sensor was serious or rising, its alarm is held"
+            text = Bi(text.zh + texts.FAIL_DANGEROUS.zh, text.en + texts.FAIL_DANGEROUS.en)
         self._apply(plan, fs, key, self.policy.sensor_fault_level.value if on else None, ts,
                     IMMEDIATE, out, sensor=sp.sensor, value=value, threshold=threshold,
                     category=AlarmCategory.SENSOR, text=text)
@@ -506,8 +517,7 @@ class AlarmEngine:
                     rr = fs.active(rkey)
                     if rr is not None and rr.held_by is None:
                         self._update(plan, fs, rkey, rr, ts, out, "held",
-                                     f"{sid} failed ({fault}) while this alarm was serious or "
-                                     f"rising: held at its level, treat as still there")
+                                     texts.fault_held(_sensor_words(sp.sensor), fault))
         elif before and not after:
             if rs is not None:
                 rs.danger = False
@@ -516,7 +526,7 @@ class AlarmEngine:
                     rr = fs.active(rkey)
                     if rr is not None and (rr.held_by is not None or rr.suppressed is not None):
                         self._update(plan, fs, rkey, rr, ts, out, "fault-over",
-                                     f"{sid} fault over: the alarm stands on its own readings")
+                                     texts.fault_over(_sensor_words(sp.sensor)))
 
     def _serious(self, fs: FacilityState, sp: _SensorPlan) -> bool:
         """The sensor's recent state makes a fault now fail-dangerous."""
@@ -557,13 +567,11 @@ class AlarmEngine:
     def _composite(self, plan: _FacilityPlan, fs: FacilityState, comp: CompositeRule, now: int,
                    out: Outcome) -> None:
         on = all(self._condition(plan, fs, c, now) for c in comp.all_of)
-        parts = " AND ".join(f"{c.sensor} {c.signal.value}"
-                             f"{f'({c.window_s:g}s)' if c.window_s else ''} {c.op} {c.value:g}"
-                             for c in comp.all_of)
+        parts = [self._condition_words(plan, c) for c in comp.all_of]
         timing = Timing(comp.raise_after_s, 1, comp.clear_after_s, 1)
         self._apply(plan, fs, f"{plan.facility.id}|{comp.id}", comp.level.value if on else None,
                     now, timing, out, sensor=None, value=None, threshold=None,
-                    text=f"{comp.id}: {parts}" + ("" if on else " no longer holds"))
+                    text=texts.composite(comp.description, parts, on))
 
     def _forget_removed(self, plan: _FacilityPlan, fs: FacilityState, ts: int,
                         out: Outcome) -> None:
@@ -578,7 +586,7 @@ class AlarmEngine:
                                                          False), ts, out,
                            sensor=plan.sensors[sid].sensor if sid in plan.sensors else None,
                            value=None, threshold=None, category=AlarmCategory.FACILITY,
-                           text=f"{key}: {RULE_REMOVED}")
+                           text=texts.RULE_REMOVED)
             del fs.rules[key]
 
     # ------------------------------------------------------------------ standing
@@ -624,10 +632,10 @@ class AlarmEngine:
                                         rs.emitted, at_ms)
             if not silenced:
                 self._update(plan, fs, key, rs, max(at_ms, rs.since), out, "unsilenced",
-                             "maintenance window over: the alarm is still active")
+                             texts.UNSILENCED)
 
     def _update(self, plan: _FacilityPlan, fs: FacilityState, key: str, rs: RuleState, ts: int,
-                out: Outcome, why: str, text: str) -> None:
+                out: Outcome, why: str, text: Bi) -> None:
         """Tell an active alarm's changed standing (same level): an ``updated`` event."""
         category, sensor = self._describe(plan, key)
         self._emit(plan, fs, key, rs, Transition(AlarmEventType.UPDATED, rs.emitted, rs.emitted,
@@ -637,7 +645,7 @@ class AlarmEngine:
     # ------------------------------------------------------------------ emitting
     def _apply(self, plan: _FacilityPlan, fs: FacilityState, key: str, candidate: str | None,
                ts: int, timing: Timing, out: Outcome, *, sensor: Sensor | None,
-               value: float | None, threshold: float | None, text: str,
+               value: float | None, threshold: float | None, text: Bi,
                category: AlarmCategory = AlarmCategory.FACILITY) -> None:
         rs = fs.rules.get(key)
         if rs is None:
@@ -653,7 +661,7 @@ class AlarmEngine:
     def _emit(self, plan: _FacilityPlan, fs: FacilityState, key: str, rs: RuleState,
               t: Transition, ts: int, out: Outcome, *, sensor: Sensor | None,
               value: float | None, threshold: float | None, category: AlarmCategory,
-              text: str, why: str = "") -> None:
+              text: Bi, why: str = "") -> None:
         f = plan.facility
         rule = key.split("|", 1)[1]
         sensor_id = sensor.id if sensor is not None else f.id
@@ -663,10 +671,7 @@ class AlarmEngine:
         alarm_id = rs.alarm_id
         level = AlarmLevel(t.level) if t.level else None
         prev = AlarmLevel(t.previous) if t.previous else None
-        if t.event is AlarmEventType.SETTLED and level is not None:
-            text = f"{text} — settled at {level.value} ({level.grade})"
-        elif level is not None:
-            text = f"{text} — {level.value} ({level.grade}) {t.event.value}"
+        message = texts.compose(plan.place, text, t.event.value, level)
         # Standing: what inhibits, holds or silences this alarm now.
         suppressed = held = None
         gw = fs.active(f"{f.id}|{GATEWAY_OFFLINE}")
@@ -698,9 +703,10 @@ class AlarmEngine:
         out.events.append(AlarmEvent(
             event_id=event_id_for(alarm_id, t.event, level, _dt(ts), detail), alarm_id=alarm_id,
             event=t.event, level=level, previous_level=prev, category=category,
-            facility_id=f.id, kind=f.kind, sensor=sensor_id,
+            facility_id=f.id, kind=f.kind, facility_name=f.name, facility_name_zh=f.name_zh,
+            district=f.district, district_zh=f.district_zh, sensor=sensor_id,
             metric=sensor.metric if sensor is not None else None, rule=rule,
-            value=value, threshold=threshold, unit=unit, ts=_dt(ts), message=text,
+            value=value, threshold=threshold, unit=unit, ts=_dt(ts), message=message,
             silenced=silenced, suppressed_by=suppressed, flapping=rs.flapping,
             held_by_fault=held, stale_since=_dt(stale) if stale else None, entry=entry,
         ))
@@ -719,11 +725,23 @@ class AlarmEngine:
         return hit.raise_at if hit is not None else levels[0].clear_value
 
     @staticmethod
-    def _rule_text(s: Sensor, rule: Rule, value: float | None, hit: Level | None) -> str:
-        what = s.metric.value if rule.signal is Signal.VALUE else (
-            f"{s.metric.value} {rule.signal.value} over {rule.window_s:g}s")
-        shown = "unknown" if value is None else f"{value:.4g}"
-        if hit is None:
-            return f"{s.id} {what} {shown}: back within limits"
-        sign = ">=" if rule.direction is Direction.UPPER else "<="
-        return f"{s.id} {what} {shown} {sign} {hit.raise_at:g}"
+    def _rule_text(s: Sensor, rule: Rule, value: float | None, hit: Level | None,
+                   threshold: float) -> Bi:
+        unit = s.unit
+        if rule.signal is Signal.RATE:
+            per = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(rule.rate_per_s,
+                                                           f"{rule.rate_per_s:g}s")
+            unit = f"{unit}/{per}"
+        return texts.rule_message(s.metric, rule.signal.value, rule.window_s,
+                                  rule.direction.value, value, unit,
+                                  hit.level if hit is not None else None, threshold)
+
+    @staticmethod
+    def _condition_words(plan: _FacilityPlan, c: Condition) -> Bi:
+        s = plan.sensors[c.sensor].sensor
+        unit = s.unit
+        if c.signal is Signal.RATE:
+            per = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(c.rate_per_s, f"{c.rate_per_s:g}s")
+            unit = f"{unit}/{per}"
+        return texts.condition_words(s.metric, s.id, c.signal.value, c.window_s, c.op, c.value,
+                                     unit)

@@ -1,0 +1,1 @@
+"""Operations tools: backup and restore of every store (docs/operations.md)."""
