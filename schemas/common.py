@@ -23,18 +23,26 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 
 # Epoch milliseconds later than this are not milliseconds (year 2286): a seconds/µs mix-up.
-_MAX_EPOCH_MS = 10_000_000_000_000
+# The one bound: parse_timestamp (pydantic's path) and epoch_ms (schemas/codec.py's fast
+# decoder) both check it through _check_epoch_ms.
+MAX_EPOCH_MS = 10_000_000_000_000
+
+
+def _check_epoch_ms(value: int) -> int:
+    if not 0 <= value < MAX_EPOCH_MS:
+        shown = (str(value) if -10**30 < value < 10**30
+                 else f"an integer of {len(str(abs(value)))} digits")
+        raise ValueError(f"epoch milliseconds out of range: {shown}")
+    return value
 
 
 def parse_timestamp(value: Any) -> datetime:
+    """The contract's timestamp: RFC 3339 with an offset, or integer epoch milliseconds
+    in ``[0, MAX_EPOCH_MS)``; an aware UTC datetime, else ValueError."""
     if isinstance(value, bool):
         raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int):
-        if not 0 <= value < _MAX_EPOCH_MS:
-            shown = (str(value) if -10**30 < value < 10**30
-                     else f"an integer of {len(str(abs(value)))} digits")
-            raise ValueError(f"epoch milliseconds out of range: {shown}")
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return datetime.fromtimestamp(_check_epoch_ms(value) / 1000, tz=UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -75,6 +83,15 @@ Timestamp = Annotated[
 def to_epoch_ms(value: datetime) -> int:
     """Milliseconds since the epoch, the precision Lifeline stores."""
     return round(value.timestamp() * 1000)
+
+
+def epoch_ms(value: Any) -> int:
+    """A timestamp as the contract reads it, straight to epoch milliseconds:
+    ``to_epoch_ms(parse_timestamp(value))`` without building a datetime for an integer
+    (the writer's hot path). ValueError for anything the contract refuses."""
+    if type(value) is int:
+        return _check_epoch_ms(value)
+    return to_epoch_ms(parse_timestamp(value))
 
 
 class Contract(BaseModel):

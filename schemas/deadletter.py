@@ -1,7 +1,10 @@
 """Dead letters: the value of Kafka topic ``lifeline.readings.dlq``.
 
 Anything Lifeline refuses is kept here with the raw bytes and a reason a person can read,
-so a rejected report can be inspected, fixed at the gateway and replayed.
+so a rejected report can be inspected, fixed at the gateway and replayed. That includes
+records of Lifeline's own topics (alarms, acknowledgements, the on-call trail, health,
+context, ticks) a consumer cannot read: their ``source`` is ``kafka:<topic>[<p>]@<offset>``
+and ``lifeline dlq replay`` skips them (it replays MQTT reports only).
 """
 
 from __future__ import annotations
@@ -32,7 +35,17 @@ class RejectReason(StrEnum):
     TIMESTAMP_FUTURE = "timestamp_future"
     TIMESTAMP_PAST = "timestamp_past"
     LATE = "late"
+    # Records of Lifeline's own Kafka topics (docs/decisions/0011, "Internal topics"):
+    # not UTF-8 or not JSON at all (the processor also uses it for readings and ticks that
+    # are not the contract) ...
     UNDECODABLE_EVENT = "undecodable_event"
+    # ... JSON, but not the topic's contract (a missing field, a wrong type) ...
+    INVALID_CONTRACT = "invalid_contract"
+    # ... an acknowledgement whose signature does not verify (recorded, never applied) ...
+    FORGED = "forged"
+    # ... valid by the contract, but the consumer failed handling it (a bug or a state it
+    # cannot reconcile): kept so it can be inspected, the consumer goes on.
+    UNPROCESSABLE = "unprocessable"
     SINK_REJECTED = "sink_rejected"
     RATE_LIMITED = "rate_limited"
     # MQTT hygiene (ingest): a retained message is replayed by the broker on every

@@ -97,6 +97,13 @@ def describe(exc: BaseException) -> str:
 SERVICES = frozenset({"ingest", "processor", "writer", "notifier"})
 
 
+def _stdout_gone() -> None:
+    """The reader of stdout went away (a closed pipe): what is still buffered goes to
+    /dev/null, so the flush at exit does not fail again (Python's documented recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 class LifelineGroup(TyperGroup):
     """The top-level group: an error no command handled becomes one line on stderr, exit 1.
     A service that crashes on an unexpected error keeps its traceback (it goes to its log)."""
@@ -106,6 +113,9 @@ class LifelineGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, exit codes
             raise
+        except BrokenPipeError:  # `lifeline … | head`: the reader has all it wanted
+            _stdout_gone()
+            raise typer.Exit(0) from None
         except SettingsError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -511,10 +521,11 @@ def _alarms_from(source: str, t0: float, idle: float) -> list[AlarmEvent]:
         return [AlarmEvent.model_validate_json(r) for r in raw]
     if source != "influx":
         raise _fail(f"--from must be kafka or influx, not {source!r}")
-    from services.core.influxql import QueryError, query
+    from schemas.storage import Measurement, qualified
+    from services.core.influx import QueryError, query
     from services.core.settings import InfluxSettings
 
-    q = f'SELECT * FROM "long"."alarm_event" WHERE time >= {int(t0 * 1000)}ms'  # noqa: S608 — a number
+    q = f"SELECT * FROM {qualified(Measurement.ALARM_EVENT)} WHERE time >= {int(t0 * 1000)}ms"  # noqa: S608 — a number
     try:
         series = asyncio.run(query(load(InfluxSettings), q, timeout_s=60))
     except QueryError as exc:
@@ -882,7 +893,7 @@ def oncall_ack(
     import asyncio
 
     from schemas.oncall import AckAction
-    from services.core.influxql import QueryError
+    from services.core.influx import QueryError
     from services.core.settings import InfluxSettings, KafkaSettings
     from services.notifier.tools import find_facility, send_ack
 
@@ -907,7 +918,7 @@ def oncall_history(
     """The audit trail of one alarm: notifications, attempts, acks, escalation steps."""
     import asyncio
 
-    from services.core.influxql import QueryError
+    from services.core.influx import QueryError
     from services.core.settings import InfluxSettings
     from services.notifier.tools import history
 
@@ -969,7 +980,11 @@ def dlq_replay(
 
 
 def main() -> None:
-    app(prog_name="lifeline")
+    try:
+        app(prog_name="lifeline")
+    except BrokenPipeError:  # outside a command (--help, --version) or at the last flush
+        _stdout_gone()
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@
 #   lifeline-writer      readings.dlq, health, lifeline-writer-*   readings, alarms, health, oncall,       lifeline-writer,
 #                                                                  lifeline-writer-*                       lifeline-writer-readings
 #   lifeline-notifier    acks, oncall, oncall.ticks, health,       alarms, acks, oncall, oncall.ticks,     lifeline-notifier
-#                        lifeline-notifier-* (changelog)           lifeline-notifier-*
+#                        readings.dlq,                             lifeline-notifier-*
+#                        lifeline-notifier-* (changelog)
 #
 # (topic names without the "lifeline." prefix). lifeline-<service>-* is the prefix of the
 # topics Faust makes for an app: table changelogs and the assignor's leader topic; only there
-# may a service create topics. The processor and the writer also dead-letter what they
-# refuse (lifeline.readings.dlq). Idempotent: run again after adding a service or rotating a
-# password. Uses the admin principal through the SASL_SSL listener.
+# may a service create topics. The processor, the writer and the notifier also dead-letter
+# what they refuse or cannot read, internal records included (lifeline.readings.dlq).
+# Idempotent: run again after adding a service or rotating a password. Uses the admin
+# principal through the SASL_SSL listener.
 set -euo pipefail
 umask 077
 kafka_bin=${KAFKA_BIN:-/opt/kafka/bin}
@@ -88,7 +90,8 @@ group lifeline-writer lifeline-writer
 group lifeline-writer lifeline-writer-readings
 own_prefix lifeline-writer
 
-write lifeline-notifier lifeline.acks lifeline.oncall lifeline.oncall.ticks lifeline.health
+write lifeline-notifier lifeline.acks lifeline.oncall lifeline.oncall.ticks lifeline.health \
+  lifeline.readings.dlq
 read_ lifeline-notifier lifeline.alarms lifeline.acks lifeline.oncall lifeline.oncall.ticks
 group lifeline-notifier lifeline-notifier
 own_prefix lifeline-notifier

@@ -15,9 +15,15 @@ point is keyed by event time, so replaying the same dead letters twice overwrite
 same points (alarm ids are deterministic too). Within one run, a payload seen twice from
 the same topic (a repeated report, a flood of copies) is replayed once.
 
-Not replayed (``skipped``): dead letters that did not come from MQTT (the processor's
-and writer's: their source is a Kafka record, not a report), and truncated payloads
-(``oversize``: only the first bytes were kept).
+Not replayed (``skipped``): dead letters that did not come from MQTT (the processor's,
+writer's and notifier's: their source is a Kafka record, not a report), and truncated
+payloads (``oversize``: only the first bytes were kept).
+
+Internal records (:class:`InternalDeadLetters`): every consumer of Lifeline's own topics
+dead-letters a record it cannot read (or, the notifier, a forged acknowledgement) to the
+same topic with its bytes, its reason (``undecodable_event``, ``invalid_contract``,
+``forged``, ``unprocessable``) and ``kafka:<topic>[<partition>]@<offset>``, counts it
+(``dead_lettered``) and goes on with the next record (docs/decisions/0011).
 """
 
 from __future__ import annotations
@@ -25,17 +31,108 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from schemas.deadletter import DeadLetter, RejectReason
+from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from services.core import topics
-from services.ingest.validate import Validator
+from services.core.health import Counters
+from services.core.logging import get_logger
+
+if TYPE_CHECKING:  # ingest's validator only for replay: consumers import this module too
+    from services.ingest.validate import Validator
+
+log = get_logger("lifeline.dlq")
+
+DETAIL_CHARS = 300  # of the validation error, in the dead letter and the log line
+KEEP_BYTES = 65536  # of the raw record
+
+
+def kafka_source(topic: str, partition: int | None = None, offset: int | None = None) -> str:
+    """A Kafka record's ``source``: ``kafka:<topic>[<partition>]@<offset>`` (as much of it
+    as is known)."""
+    where = f"kafka:{topic}"
+    if partition is not None:
+        where += f"[{partition}]"
+    if offset is not None:
+        where += f"@{offset}"
+    return where
+
+
+def decode_reason(exc: Exception) -> RejectReason:
+    """Why a record could not be read: ``undecodable_event`` when it is not UTF-8 JSON at
+    all, ``invalid_contract`` when it is JSON but not the topic's contract (pydantic's
+    errors, or a plain ``ValueError`` of a decoder saying so), ``unprocessable`` for any
+    other exception (the contract held, the consumer could not handle it)."""
+    if isinstance(exc, ValidationError):
+        kinds = {str(e.get("type")) for e in exc.errors()}
+        return (RejectReason.UNDECODABLE_EVENT if kinds & {"json_invalid", "json_type"}
+                else RejectReason.INVALID_CONTRACT)
+    if isinstance(exc, UnicodeDecodeError | json.JSONDecodeError):
+        return RejectReason.UNDECODABLE_EVENT
+    if type(exc) is ValueError:
+        return RejectReason.INVALID_CONTRACT
+    return RejectReason.UNPROCESSABLE
+
+
+def error_detail(exc: Exception) -> str:
+    """The validation error as a dead letter's ``detail`` (first 300 characters)."""
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "(record)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        text = f"{exc.title}: {loc}: {e.get('msg')}{more}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text[:DETAIL_CHARS]
+
+
+class InternalDeadLetters:
+    """One service's dead letters for records of Lifeline's own topics.
+
+    ``send(key, value)`` produces to ``lifeline.readings.dlq`` (a Faust topic's ``send`` or
+    a producer's); each dead letter is counted (``dead_lettered`` and
+    ``dead_lettered.<topic>``) and logged as ``<service>.dead_lettered`` with its source and
+    reason. It never raises for the record: the caller goes on with the next one."""
+
+    def __init__(self, service: str, send: Callable[[bytes | None, bytes], Awaitable[Any]],
+                 counters: Counters) -> None:
+        self.service = service
+        self._send = send
+        self.counters = counters
+
+    async def record(self, payload: bytes | None, reason: RejectReason, detail: str, *,
+                     topic: str, partition: int | None = None, offset: int | None = None,
+                     key: bytes | None = None, source: str | None = None,
+                     facility_id: str | None = None) -> DeadLetter:
+        raw = payload or b""
+        src = source or kafka_source(topic, partition, offset)
+        if facility_id is None and key:
+            facility_id = key.decode(errors="replace")[:100]
+        dl = dead_letter(problems=[Problem(reason=reason, detail=detail[:DETAIL_CHARS])],
+                         service=self.service, source=src, payload=raw,
+                         received_at=datetime.now(UTC), keep_bytes=KEEP_BYTES,
+                         facility_id=facility_id)
+        self.counters.inc("dead_lettered")
+        self.counters.inc(f"dead_lettered.{topic}")
+        log.warning(f"{self.service}.dead_lettered", source=src, reason=str(reason),
+                    detail=dl.detail, facility_id=facility_id, size=len(raw))
+        await self._send(key, dl.model_dump_json().encode())
+        return dl
+
+    async def undecodable(self, payload: bytes | None, exc: Exception, *, topic: str,
+                          partition: int | None = None, offset: int | None = None,
+                          key: bytes | None = None) -> DeadLetter:
+        """A record that failed its contract: the reason from :func:`decode_reason`, the
+        detail from :func:`error_detail`."""
+        return await self.record(payload, decode_reason(exc), error_detail(exc), topic=topic,
+                                 partition=partition, offset=offset, key=key)
 
 
 class Sender(Protocol):
@@ -196,6 +293,7 @@ async def run_replay(selection: Selection, *, dry_run: bool, idle_s: float,
     from services.core.kafka_tools import read_topic
     from services.core.settings import KafkaSettings, RegistrySettings, load
     from services.ingest.config import IngestSettings
+    from services.ingest.validate import Validator
 
     kafka, limits = load(KafkaSettings), load(IngestSettings)
     validator = Validator(load_registry(load(RegistrySettings).registry),

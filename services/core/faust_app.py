@@ -247,7 +247,12 @@ def run_worker(app: faust.App, *, loglevel: str = "INFO", service: str) -> None:
     # Faust's terminal spinner sets the root logger to DEBUG (every send then builds a log
     # record: measured at ~3 % of a busy worker); services have no terminal to spin on.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if worker.unreachable:
+            raise SystemExit(1) from None
+        raise
 
 
 SHUTDOWN_DEADLINE_S = 10.0
@@ -271,7 +276,30 @@ def _exit_after(deadline_s: float, service: str) -> None:
 
 
 class _DeadlineWorker(faust.Worker):
-    """A Faust worker whose SIGTERM/SIGINT shutdown ends within ``SHUTDOWN_DEADLINE_S``."""
+    """A Faust worker whose SIGTERM/SIGINT shutdown ends within ``SHUTDOWN_DEADLINE_S``,
+    and whose start against a broker it cannot reach is one log line and exit 1 (no
+    traceback; ``LIFELINE_DEBUG=1`` keeps Faust's)."""
+
+    unreachable = False
+
+    async def start(self) -> None:
+        import asyncio
+        import os
+
+        from aiokafka.errors import KafkaConnectionError
+
+        try:
+            await super().start()
+        except KafkaConnectionError as exc:
+            if os.environ.get("LIFELINE_DEBUG"):
+                raise
+            self.unreachable = True
+            get_logger("lifeline.faust").error(
+                "worker.kafka_unreachable", app=self.app.conf.id,
+                bootstrap=",".join(f"{u.host}:{u.port}" for u in self.app.conf.broker),
+                error=repr(exc)[:300])
+            # What mode's worker treats as a stop, not an error: it shuts down quietly.
+            raise asyncio.CancelledError from None
 
     def _arm(self) -> None:
         if not getattr(self, "_lifeline_deadline", False):

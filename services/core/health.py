@@ -118,9 +118,11 @@ def instance_id() -> str:
 
 def health_record(health: Health) -> bytes:
     """The service's status and counters as one ``lifeline.health`` record."""
-    _code, body = health.payload()
+    code, body = health.payload()
+    # healthy: no problem (what readiness answers); warnings are counted beside it.
     return json.dumps({"service": health.service, "instance": instance_id(),
                        "ts": int(time.time() * 1000), "status": body["status"],
+                       "healthy": code == 200, "warnings": len(body["warnings"]),
                        "counters": body["counters"]}).encode()
 
 

@@ -14,8 +14,16 @@ from typing import Any
 
 from schemas.kinds import METRICS, FacilityKind, Metric
 from schemas.registry import Direction, Registry, Signal
+from schemas.storage import Measurement, ident, qualified
 
 DATASOURCE = {"type": "influxdb", "uid": "lifeline-influx"}
+# What the queries read (schemas/storage.py): readings and pipeline health in the default
+# retention policy, the rest in "long".
+READING = ident(Measurement.READING)
+PIPELINE = ident(Measurement.PIPELINE)
+ALARM_STATE, ALARM_EVENT, ONCALL, FACILITY, DISTRICT_1H = (qualified(m) for m in (
+    Measurement.ALARM_STATE, Measurement.ALARM_EVENT, Measurement.ONCALL,
+    Measurement.FACILITY, Measurement.DISTRICT_1H))
 LEVEL_COLOURS = {"blue": "blue", "yellow": "yellow", "orange": "orange", "red": "red"}
 ZH = {
     Metric.RAINFALL: "降雨量", Metric.WATER_LEVEL: "水位", Metric.PONDING_DEPTH: "积水深度",
@@ -41,7 +49,7 @@ STATE = ('SELECT last("severity") AS "severity", last("level") AS "level", '
          'last("facility_name_zh") AS "facility_name_zh", last("silenced") AS "silenced", '
          'last("suppressed") AS "suppressed", last("held") AS "held", '
          'last("stale_since") AS "stale_since" '
-         'FROM "long"."alarm_state" WHERE "category" {cat} AND "district" =~ /^$district$/ '
+         f'FROM {ALARM_STATE} WHERE "category" {{cat}} AND "district" =~ /^$district$/ '
          'GROUP BY "facility", "sensor", "rule", "kind", "category", "district"')
 
 # An alarm's history opens this long before the alarm was raised (the readings leading up).
@@ -65,7 +73,7 @@ LEVEL_MAPPINGS = [{"type": "value", "options": {
 
 # The overview's 30-day trend: the database's hourly rollup per district (not per sensor),
 # so a month of 10,000 sensors stays a small query (docs/benchmarks.md).
-DISTRICT_TREND = ('SELECT max("max") AS "max" FROM "long"."district_1h" WHERE "metric" = '
+DISTRICT_TREND = (f'SELECT max("max") AS "max" FROM {DISTRICT_1H} WHERE "metric" = '
                   '\'water_level\' AND "district" =~ /^$district$/ AND $timeFilter '
                   'GROUP BY time($__interval), "district" fill(none)')
 
@@ -104,7 +112,7 @@ def _dashboard(uid: str, title: str, panels: list[dict[str, Any]],
         annotations.append({
             "name": "告警 Alarms", "datasource": DATASOURCE, "enable": True,
             "iconColor": "red",
-            "query": ('SELECT "message" FROM "long"."alarm_event" WHERE '
+            "query": (f'SELECT "message" FROM {ALARM_EVENT} WHERE '
                       '"facility" =~ /^$facility$/ AND $timeFilter'),
             "textColumn": "message", "tagsColumn": "level"})
     return {"uid": uid, "title": title, "tags": ["lifeline"], "timezone": "browser",
@@ -142,12 +150,12 @@ def _common_variables(kind: FacilityKind | None) -> list[dict[str, Any]]:
     and_kind = f" AND \"kind\" = '{kind.value}'" if kind else ""
     return [
         _variable("district", "片区 District",
-                  f'SHOW TAG VALUES FROM "long"."facility" WITH KEY = "district"{where}'),
+                  f'SHOW TAG VALUES FROM {FACILITY} WITH KEY = "district"{where}'),
         _variable("facility", "设施 Facility",
-                  'SHOW TAG VALUES FROM "long"."facility" WITH KEY = "facility" '
+                  f'SHOW TAG VALUES FROM {FACILITY} WITH KEY = "facility" '
                   f'WHERE "district" =~ /^$district$/{and_kind}'),
         _variable("sensor", "传感器 Sensor",
-                  'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor" '
+                  f'SHOW TAG VALUES FROM {READING} WITH KEY = "sensor" '
                   'WHERE "facility" =~ /^$facility$/'),
     ]
 
@@ -222,7 +230,7 @@ def overview(registry: Registry) -> dict[str, Any]:
     panels = [
         _panel(ids, "geomap", "设施状态地图 Facility state map", (0, 0, 14, 14), [
             _target('SELECT last("lat") AS "lat", last("lon") AS "lon", last("name_zh") AS '
-                    '"name" FROM "long"."facility" WHERE "district" =~ /^$district$/ '
+                    f'"name" FROM {FACILITY} WHERE "district" =~ /^$district$/ '
                     'GROUP BY "facility", "kind"', "table", "A"),
             _target(facility_state, "table", "B")],
             transformations=[{"id": "merge", "options": {}}],
@@ -264,14 +272,14 @@ def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
         unit = METRICS[metric].unit
         agg = "sum" if metric is Metric.RAINFALL else "mean"
         panel_type = "barchart" if metric is Metric.RAINFALL else "timeseries"
-        query = (f'SELECT {agg}("value") FROM "reading" WHERE "kind" = \'{kind.value}\' '
+        query = (f'SELECT {agg}("value") FROM {READING} WHERE "kind" = \'{kind.value}\' '
                  f"AND \"metric\" = '{metric.value}' AND \"facility\" =~ /^$facility$/ "
                  'AND "sensor" =~ /^$sensor$/ AND $timeFilter '
                  'GROUP BY time($__interval), "sensor" fill(none)')
         if metric is Metric.ACCELERATION:
             # The alarm engine judges vibration by RMS: show the same quantity.
             query = ('SELECT sqrt(mean("sq")) AS "rms" FROM (SELECT "value" * "value" AS "sq" '
-                     f"FROM \"reading\" WHERE \"kind\" = '{kind.value}' AND \"metric\" = "
+                     f"FROM {READING} WHERE \"kind\" = '{kind.value}' AND \"metric\" = "
                      f"'{metric.value}' AND \"facility\" =~ /^$facility$/ AND \"sensor\" =~ "
                      '/^$sensor$/ AND $timeFilter GROUP BY "sensor") '
                      'WHERE $timeFilter GROUP BY time($__interval), "sensor" fill(none)')
@@ -300,7 +308,7 @@ def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
         panels.append(_panel(
             ids, "timeseries", "充满度 Fill ratio h/D (pipes)",
             ((n % 2) * 12, (n // 2) * 8, 12, 8),
-            [_target('SELECT mean("fill") FROM "reading" WHERE "kind" = \'drainage\' AND '
+            [_target(f'SELECT mean("fill") FROM {READING} WHERE "kind" = \'drainage\' AND '
                      '"metric" = \'water_level\' AND "facility" =~ /^$facility$/ AND '
                      '"sensor" =~ /^$sensor$/ AND $timeFilter '
                      'GROUP BY time($__interval), "sensor" fill(none)')],
@@ -321,7 +329,7 @@ def pipeline() -> dict[str, Any]:
     ids = _Ids()
 
     def rate(service: str, counter: str) -> str:
-        return (f'SELECT non_negative_derivative(last("{counter}"), 1s) FROM "pipeline" '
+        return (f'SELECT non_negative_derivative(last("{counter}"), 1s) FROM {PIPELINE} '
                 f"WHERE \"service\" = '{service}' AND $timeFilter "
                 'GROUP BY time($__interval), "instance" fill(none)')
 
@@ -331,12 +339,12 @@ def pipeline() -> dict[str, Any]:
             _target(rate("processor", "processed_readings"), ref="B"),
             _target(rate("writer", "stored_points"), ref="C")]),
         _panel(ids, "timeseries", "积压 Consumer lag (events)", (12, 0, 12, 8), [
-            _target('SELECT last("lag") FROM "pipeline" WHERE $timeFilter '
+            _target(f'SELECT last("lag") FROM {PIPELINE} WHERE $timeFilter '
                     'GROUP BY time($__interval), "service", "instance" fill(none)')]),
         _panel(ids, "timeseries", "拒收 Rejected / dead-lettered per s", (0, 8, 12, 8), [
             _target(rate("ingest", "rejected_messages"), ref="A")]),
         _panel(ids, "stat", "服务健康 Service health", (12, 8, 12, 8), [
-            _target('SELECT last("healthy") FROM "pipeline" WHERE $timeFilter '
+            _target(f'SELECT last("healthy") FROM {PIPELINE} WHERE $timeFilter '
                     'GROUP BY "service"')]),
     ]
     return _dashboard("lifeline-pipeline", "数据管道健康 Pipeline health", panels, [],
@@ -358,20 +366,20 @@ def alarm_history() -> dict[str, Any]:
         _panel(ids, "table", "告警事件 Alarm events", (0, 0, 24, 8), [
             _target('SELECT "facility_name_zh", "facility_name", "sensor", "event", "level", '
                     '"value", "threshold", "message", "silenced", "suppressed_by", '
-                    f'"held_by_fault" FROM "long"."alarm_event" WHERE {alarm}', "table")]),
+                    f'"held_by_fault" FROM {ALARM_EVENT} WHERE {alarm}', "table")]),
         _panel(ids, "table", "值班记录 On-call trail (pages, deliveries, acknowledgements)",
                (0, 8, 24, 8), [
             _target('SELECT "type", "person", "channel", "notification", "step", "ok", '
-                    f'"detail" FROM "long"."oncall" WHERE {alarm}', "table")]),
+                    f'"detail" FROM {ONCALL} WHERE {alarm}', "table")]),
         _panel(ids, "timeseries", "读数 Readings", (0, 16, 24, 9), [
-            _target('SELECT mean("value") FROM "reading" WHERE "facility" =~ /^$facility$/ '
+            _target(f'SELECT mean("value") FROM {READING} WHERE "facility" =~ /^$facility$/ '
                     "AND (\"sensor\" = '$sensor' OR \"facility\" = '$sensor') AND "
                     '$timeFilter GROUP BY time($__interval), "sensor", "metric" fill(none)')]),
     ]
     variables = [
         _textbox("alarm_id", "告警编号 Alarm id"),
         _variable("facility", "设施 Facility",
-                  'SHOW TAG VALUES FROM "long"."facility" WITH KEY = "facility"'),
+                  f'SHOW TAG VALUES FROM {FACILITY} WITH KEY = "facility"'),
         _textbox("sensor", "传感器 Sensor"),
     ]
     return _dashboard("lifeline-alarm", "告警历史 Alarm history", panels, variables)

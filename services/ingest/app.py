@@ -28,6 +28,7 @@ switching that option on, and no other account can take it over (kick ingest off
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import signal
 import threading
@@ -437,22 +438,35 @@ class IngestService:
                 sent.add_done_callback(_health_sent)
 
     # ------------------------------------------------------------------ lifecycle
-    async def _start_producer(self) -> AIOKafkaProducer:
+    async def _start_producer(self) -> AIOKafkaProducer | None:
+        """The started producer, retried with backoff while Kafka cannot be reached; None
+        when a stop was asked for first (SIGTERM/SIGINT while waiting: a clean stop)."""
         delay = 0.5
         while not self._stopping.is_set():
             producer = AIOKafkaProducer(**producer_kwargs(self.cfg.kafka, "lifeline-ingest"))
-            try:
-                await producer.start()
+            starting = asyncio.ensure_future(producer.start())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():  # asked to stop while connecting
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                await producer.stop()
+                break
+            exc = starting.exception()
+            if exc is None:
                 self.health.ok("kafka")
                 return producer
-            except KafkaError as exc:
-                await producer.stop()
-                self.health.problem("kafka", f"cannot reach {self.cfg.kafka.bootstrap}: {exc!r}")
-                log.warning("kafka.unreachable", bootstrap=self.cfg.kafka.bootstrap,
-                            error=repr(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise asyncio.CancelledError
+            await producer.stop()
+            if not isinstance(exc, KafkaError):
+                raise exc
+            self.health.problem("kafka", f"cannot reach {self.cfg.kafka.bootstrap}: {exc!r}")
+            log.warning("kafka.unreachable", bootstrap=self.cfg.kafka.bootstrap,
+                        error=repr(exc), retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            delay = min(delay * 2, 10.0)
+        return None
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -460,7 +474,13 @@ class IngestService:
             self._loop.add_signal_handler(sig, self._stopping.set)
         s = self.cfg.ingest
         runner = await serve(self.health, s.health_host, s.health_port)
-        self._producer = await self._start_producer()
+        producer = await self._start_producer()
+        if producer is None:
+            await runner.cleanup()
+            log.info("ingest.stopped", reason="stopped before Kafka could be reached",
+                     kafka=self.cfg.kafka.bootstrap)
+            return
+        self._producer = producer
         client = self._client_ref = self._client()
         client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive)
         client.loop_start()

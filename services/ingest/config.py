@@ -41,7 +41,8 @@ class IngestSettings(_Group):
     max_pending_bytes: int = Field(default=64 << 20, ge=65536, description=(
         "Payload bytes held unacknowledged at most (the same backpressure)."))
     ack_stall_s: float = Field(default=10.0, gt=0, description=(
-        "Health turns degraded when the oldest message has waited this long for Kafka."))
+        "When the oldest message has waited this long for Kafka, health reports the "
+        "problem `kafka` (503)."))
     health_host: str = "127.0.0.1"
     health_port: int = 18081
     drain_timeout_s: float = 10.0

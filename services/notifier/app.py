@@ -18,9 +18,13 @@ Trust boundaries: Faust's web server (the health port) serves ``/health`` and
 ``/counters`` only; the acknowledgement page has a site of its own on the public port
 (services.notifier.ackpage). Acknowledgements on ``lifeline.acks`` are applied only when
 their signature verifies (services.notifier.acks); any other is recorded as ``ignored``,
-counted (``acks_forged``) and logged with its source. No record on the input topics stops
-the agent: what fails validation is counted (``rejected``), what the engine cannot handle
-is counted (``record_errors``), both logged with ``topic[partition]@offset``.
+counted (``acks_forged``), logged with its source and dead-lettered (``forged``). No record
+on the input topics stops the agent: what fails validation is counted (``rejected``), what
+the engine cannot handle is counted (``record_errors``), both logged with
+``topic[partition]@offset`` and dead-lettered to ``lifeline.readings.dlq`` with their bytes
+and reason (``undecodable_event``, ``invalid_contract``, ``unprocessable``;
+services.core.dlq.InternalDeadLetters, counted ``dead_lettered``). A tick's value is not
+read (the notifier's own clock drives escalation), so ticks are never dead-lettered.
 
 Reloads: the on-call file and the registry are watched while the worker runs
 (services.core.reload, every ``LIFELINE_RELOAD_CHECK_S``). A new version is validated as at
@@ -55,6 +59,7 @@ from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
 
 from schemas.alarm import AlarmEvent
+from schemas.deadletter import RejectReason
 from schemas.oncall import (
     AckRequest,
     ChannelType,
@@ -68,6 +73,7 @@ from schemas.oncall import (
 )
 from schemas.registry import Registry, load_registry
 from services.core import topics
+from services.core.dlq import InternalDeadLetters, error_detail
 from services.core.faust_app import (
     add_health_pages,
     make_app,
@@ -184,7 +190,8 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
     counters = Counters("alarm_events", "acks", "acks_forged", "notifications",
                         "notifications_delivered", "notifications_failed", "messages_sent",
                         "rejected", "record_errors", "escalations", "links_refused",
-                        "links_replayed", "codes_sent", "codes_refused", "codes_failed")
+                        "links_replayed", "codes_sent", "codes_refused", "codes_failed",
+                        "dead_lettered")
     health = Health("notifier", counters)
 
     def raw(*names: str) -> Any:
@@ -193,6 +200,12 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
 
     source = raw(topics.ALARMS, topics.ACKS, topics.ONCALL, topics.ONCALL_TICKS)
     audit, acks, ticks = raw(topics.ONCALL), raw(topics.ACKS), raw(topics.ONCALL_TICKS)
+    dlq = raw(topics.READINGS_DLQ)
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> Any:
+        return await dlq.send(key=key, value=value)
+
+    dead = InternalDeadLetters("notifier", send_dead_letter, counters)
     table = app.Table("oncall_state", default=None, key_type=str, value_type=str)
     live = OnCall(oncall, districts_of(registry))
     escalator = Escalator(live)
@@ -273,7 +286,8 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
                     deliverer().submit(note)
         n.resumed.add(partition)
 
-    async def forged(req: AckRequest, why: str, src: str, now_ms: int) -> None:
+    async def forged(req: AckRequest, why: str, src: str, now_ms: int, msg: Any,
+                     value: bytes) -> None:
         """An acknowledgement whose signature does not verify: recorded, never applied.
         It touches no state (a flood of forged records creates no table entries)."""
         counters.inc("acks_forged")
@@ -289,6 +303,10 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
         await emit(rec)
         log.warning("oncall.ack_forged", source=src, reason=why, facility_id=req.facility_id,
                     alarm_id=req.alarm_id, claimed_by=req.by, via=req.via)
+        await dead.record(value, RejectReason.FORGED, f"{why} (claims {req.action.value} by "
+                          f"{req.by!r} via {req.via} for alarm {req.alarm_id})", topic=msg.topic,
+                          partition=msg.partition, offset=msg.offset, key=msg.key,
+                          facility_id=req.facility_id)
 
     async def handle(msg: Any, value: bytes, now_ms: int, src: str) -> None:
         if msg.topic == topics.ALARMS:
@@ -300,7 +318,7 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
             req = AckRequest.model_validate_json(value)
             why = ack_signer.problem(req)
             if why is not None:
-                await forged(req, why, src, now_ms)
+                await forged(req, why, src, now_ms, msg, value)
                 return
             counters.inc("acks")
             fs = state(req.facility_id, msg.partition)
@@ -332,6 +350,8 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
                 log.warning("notifier.rejected", source=src,
                             error=str(exc.errors()[0]["msg"])[:300],
                             facility_id=msg.key.decode(errors="replace") if msg.key else None)
+                await dead.undecodable(value, exc, topic=msg.topic, partition=msg.partition,
+                                       offset=msg.offset, key=msg.key)
             except (OnCallStateError, ValueError, TypeError, KeyError, AttributeError,
                     IndexError) as exc:
                 # A record the contracts accept but the engine cannot handle: one bad
@@ -340,6 +360,9 @@ def build(cfg: NotifierConfig, oncall: OnCallConfig, registry: Registry, *,
                 log.error("notifier.record_failed", source=src,
                           error=f"{type(exc).__name__}: {exc}"[:300],
                           facility_id=msg.key.decode(errors="replace") if msg.key else None)
+                await dead.record(value, RejectReason.UNPROCESSABLE, error_detail(exc),
+                                  topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                  key=msg.key)
 
     n.agent = notify
 

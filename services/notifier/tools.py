@@ -13,8 +13,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from schemas.oncall import AckAction, AckRequest, OnCallConfig
+from schemas.storage import Field, Measurement, Tag, qualified
 from services.core import topics
-from services.core.influxql import query, quote_str
+from services.core.influx import query, quote_str
 from services.core.kafka import producer_kwargs
 from services.core.settings import InfluxSettings, KafkaSettings, load
 from services.notifier.acks import AckSigner, cli_token_id
@@ -49,13 +50,14 @@ def who(cfg: OnCallConfig, at: datetime, hours: float = 0, version: str | None =
 
 
 async def find_facility(influx: InfluxSettings, alarm_id: str) -> str | None:
-    q = ('SELECT "alarm_id", "facility" FROM "long"."alarm_event" '  # noqa: S608 — quoted literal
-         f'WHERE "alarm_id" = {quote_str(alarm_id)} LIMIT 1')
+    q = (f'SELECT "{Field.ALARM_ID}", "{Tag.FACILITY}" FROM '  # noqa: S608 — quoted literal
+         f'{qualified(Measurement.ALARM_EVENT)} '
+         f'WHERE "{Field.ALARM_ID}" = {quote_str(alarm_id)} LIMIT 1')
     series = await query(influx, q)
     if not series:
         return None
     cols = series[0]["columns"]
-    return str(series[0]["values"][0][cols.index("facility")])
+    return str(series[0]["values"][0][cols.index(Tag.FACILITY)])
 
 
 def cli_signer() -> AckSigner:
@@ -91,7 +93,8 @@ async def send_ack(kafka: KafkaSettings, alarm_id: str, facility_id: str, by: st
 
 async def history(influx: InfluxSettings, alarm_id: str, days: int = 90) -> list[dict[str, Any]]:
     """Every audit record of the alarm, oldest first (from InfluxDB's ``oncall``)."""
-    q = (f'SELECT * FROM "long"."oncall" WHERE "alarm_id" = {quote_str(alarm_id)} '  # noqa: S608 — quoted literal
+    q = (f'SELECT * FROM {qualified(Measurement.ONCALL)} '  # noqa: S608 — quoted literal
+         f'WHERE "{Field.ALARM_ID}" = {quote_str(alarm_id)} '
          f"AND time > now() - {int(days)}d ORDER BY time ASC")
     rows = []
     for s in await query(influx, q):

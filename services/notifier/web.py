@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 
 from schemas import texts
 from schemas.oncall import Person
-from services.core.influxql import QueryError, query, quote_str
+from schemas.storage import Measurement
+from services.core.influx import QueryError, query, quote_str
 from services.core.settings import InfluxSettings
 from services.notifier.links import AckLink
-from services.notifier.messages import what
+from services.notifier.messages import standing, what
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -150,6 +151,9 @@ def code_page(token: str, challenge: str, person: Person, ttl_s: float,
     return _page("Lifeline code", code_page_body(token, challenge, person, ttl_s, message))
 
 
+ATTENTION = "注意 Attention"  # the rows of the alarm's standing (messages.standing)
+
+
 def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: dict[str, Any],
                readings: list[tuple[str, float]], zone: ZoneInfo,
                form: str | None = None) -> str:
@@ -170,13 +174,17 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
         value = texts.value_words(str(alarm.get("rule", "")), alarm.get("value"),
                                   alarm.get("threshold"), str(alarm.get("unit") or ""))
         rows = [("级别 Level", f"{level.zh} {level.en}"),
+                # What a page carries beside it (entry in progress, held by a fault, stale).
+                *((ATTENTION, note) for note in standing(alarm, zone)),
                 ("设施 Facility", f"{texts.place_of(alarm)} [{alarm['facility_id']}]"),
                 ("类型 Kind", f"{kind.zh} {kind.en}"),
                 *([("区域 District", str(district))] if district.en else []),
                 ("告警 Alarm", f"{category.zh} {category.en}：{what(alarm)}"),
                 *([("数值 Value", value)] if value else []),
                 ("时间 Time", when), ("说明 Message", alarm.get("message", ""))]
-        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        warn = ' class="warn"'
+        table = "".join(f"<tr{warn if k == ATTENTION else ''}>"
+                        f"<th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                         for k, v in rows)
         name = alarm.get("facility_name_zh") or alarm.get("facility_name") or alarm["facility_id"]
         head = (f'<h1><span class="lv {html.escape(lv)}">{html.escape(level.zh)} '
@@ -188,10 +196,13 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
     spark = _sparkline(readings, alarm.get("threshold") if alarm else None)
     recent = ""
     if readings:
-        last = "".join(f"<tr><td>{html.escape(t)}</td><td>{v:g}</td></tr>"
+        last = "".join(f"<tr><td>{html.escape(_local(t, zone))}</td><td>{v:g}</td></tr>"
                        for t, v in readings[-8:])
+        unit = str(alarm.get("unit") or "") if alarm else ""
         recent = (f"<h2>最近读数 Recent readings</h2>{spark}"
-                  f"<table><tr><th>time (UTC)</th><th>value</th></tr>{last}</table>")
+                  f'<table id="readings"><tr><th>时间 Time ({html.escape(zone.key)})</th>'
+                  f"<th>数值 Value{html.escape(f' ({unit})' if unit else '')}</th></tr>"
+                  f"{last}</table>")
     shown = ""
     if state.get("open", True):
         shown = ack_form(token) if form is None else form
@@ -199,10 +210,19 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
     return _page("Lifeline alarm", head + status_html + recent + shown + who)
 
 
+def _local(when: str, zone: ZoneInfo) -> str:
+    """A reading's time (ISO 8601; without an offset it is UTC) in the page's time zone."""
+    t = datetime.fromisoformat(when)
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(zone).strftime(
+        "%Y-%m-%d %H:%M:%S")
+
+
 async def recent_readings(influx: InfluxSettings, facility: str, sensor: str,
                           minutes: int = 60) -> list[tuple[str, float]]:
-    """The sensor's readings of the last ``minutes`` (empty if InfluxDB cannot answer)."""
-    q = (f'SELECT "value" FROM "reading" WHERE "facility" = {quote_str(facility)} AND '  # noqa: S608 — quoted literals
+    """The sensor's readings of the last ``minutes``, oldest first, each with its time in
+    ISO 8601 UTC (the page shows it local); empty if InfluxDB cannot answer."""
+    q = (f'SELECT "value" FROM "{Measurement.READING}" WHERE "facility" = '  # noqa: S608 — quoted literals
+         f"{quote_str(facility)} AND "
          f'"sensor" = {quote_str(sensor)} AND time > now() - {int(minutes)}m '
          "ORDER BY time DESC LIMIT 200")
     try:
@@ -211,5 +231,5 @@ async def recent_readings(influx: InfluxSettings, facility: str, sensor: str,
         return []
     if not series:
         return []
-    return [(datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"), float(v))
+    return [(datetime.fromtimestamp(t / 1000, UTC).isoformat(timespec="seconds"), float(v))
             for t, v in reversed(series[0]["values"]) if v is not None]

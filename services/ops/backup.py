@@ -36,9 +36,6 @@ import json
 import shutil
 import socket
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import topics
+from services.core.influx import QueryError, QueryRefused, query_sync
 from services.core.kafka import producer_kwargs, security_kwargs
 from services.core.logging import get_logger
 from services.core.settings import InfluxSettings, KafkaSettings
@@ -364,22 +362,22 @@ async def _produce(producer: Any, kafka: KafkaSettings, topic: str, partition: i
 
 
 # --------------------------------------------------------------------------- InfluxDB
-def _influx_query(influx: InfluxSettings, q: str, *, post: bool = False) -> dict[str, Any]:
-    params = {"q": q}
-    if influx.username:
-        params["u"] = influx.username
-        params["p"] = influx.password.get_secret_value() if influx.password else ""
-    url = f"{influx.url}/query"
-    data = urllib.parse.urlencode(params).encode() if post else None
-    if not post:
-        url += "?" + urllib.parse.urlencode(params)
+def _influx_query(influx: InfluxSettings, q: str, *, post: bool = False,
+                  missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The statement's series (services/core/influx.py); BackupError when InfluxDB cannot be
+    reached or refuses it (``missing_ok``: a refusal raises _Missing, e.g. no such database)."""
     try:
-        with urllib.request.urlopen(url, data=data, timeout=15) as resp:  # noqa: S310
-            body: dict[str, Any] = json.loads(resp.read())
-    except (OSError, ValueError) as exc:
-        raise BackupError(f"InfluxDB at {influx.url} is unreachable: "
-                          f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-    return body
+        return query_sync(influx, q, post=post, db=False, timeout_s=15)
+    except QueryRefused as exc:
+        if missing_ok:
+            raise _Missing from exc
+        raise BackupError(f"InfluxDB at {influx.url} refused {q!r}: {str(exc)[:200]}") from exc
+    except QueryError as exc:
+        raise BackupError(f"InfluxDB at {influx.url} is unreachable: {str(exc)[:200]}") from exc
+
+
+class _Missing(Exception):
+    pass
 
 
 def _rpc_reachable(rpc: str) -> None:
@@ -456,11 +454,14 @@ def check_influx_target(stores: Stores, part: dict[str, Any]) -> bool:
         return False
     db = str(part["database"])
     _rpc_reachable(stores.influx_rpc)
-    result = _influx_query(stores.influx, f'SHOW MEASUREMENTS ON "{db}"')["results"][0]
-    if result.get("series"):
+    try:
+        series = _influx_query(stores.influx, f'SHOW MEASUREMENTS ON "{db}"', missing_ok=True)
+    except _Missing:  # "database not found"
+        return False
+    if series:
         raise BackupError(f"InfluxDB database {db} already holds measurements: a restore "
                           "goes to an empty database (a fresh stack or a new volume)")
-    return "error" not in result
+    return True
 
 
 # --------------------------------------------------------------------------- whole backups

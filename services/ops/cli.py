@@ -30,8 +30,8 @@ backup_app = typer.Typer(help="Back up and restore Kafka topics (changelogs incl
                          epilog=example("lifeline backup create /srv/backups/$(date +%F)"),
                          no_args_is_help=True, rich_markup_mode=None, context_settings=CONTEXT)
 
-RPC_HELP = ("InfluxDB 1.x backup address (its bind-address, host:port); default: the local "
-            "stack's, else 127.0.0.1:8088.")
+RPC_HELP = "InfluxDB 1.x backup address (its bind-address, host:port)."
+RPC_DEFAULT = "the local stack's, else 127.0.0.1:8088"
 
 
 def _fail(text: str) -> typer.Exit:
@@ -68,8 +68,8 @@ def backup_create(
     oncall: Annotated[Path, typer.Option(
         "--oncall", envvar="LIFELINE_NOTIFIER_ONCALL", show_envvar=True,
         help="The on-call file (YAML): people, channels, teams, routes.")] = Path(DEFAULT_ONCALL),
-    influx_rpc: Annotated[str | None, typer.Option(envvar="LIFELINE_INFLUX_RPC",
-                                                   help=RPC_HELP)] = None,
+    influx_rpc: Annotated[str | None, typer.Option(envvar="LIFELINE_INFLUX_RPC", help=RPC_HELP,
+                                                   show_default=RPC_DEFAULT)] = None,
     no_influx: Annotated[bool, typer.Option("--no-influx", help="Kafka and files only (back "
                                             "InfluxDB up with its own tools).")] = False,
 ) -> None:
@@ -93,15 +93,18 @@ def backup_create(
 
 @backup_app.command("restore", epilog=example(
     "lifeline backup restore /srv/backups/lifeline-2026-12-01 "
-    "--oncall deploy/oncall/wenzhou-bay.yaml"))
+    "--write-oncall deploy/oncall/wenzhou-bay.yaml",
+    "lifeline backup restore --no-influx /backups/kafka-only"))
 def backup_restore(
     folder: Annotated[Path, typer.Argument(help="A folder made by `lifeline backup create`.")],
-    registry: Annotated[Path | None, typer.Option(help="Write the backed-up registry here "
-                                                       "(default: not written).")] = None,
-    oncall: Annotated[Path | None, typer.Option(help="Write the backed-up on-call file here "
-                                                     "(default: not written).")] = None,
-    influx_rpc: Annotated[str | None, typer.Option(envvar="LIFELINE_INFLUX_RPC",
-                                                   help=RPC_HELP)] = None,
+    write_registry: Annotated[Path | None, typer.Option(
+        "--write-registry", help="Write the backed-up registry to this file.",
+        show_default="not written")] = None,
+    write_oncall: Annotated[Path | None, typer.Option(
+        "--write-oncall", help="Write the backed-up on-call file to this file.",
+        show_default="not written")] = None,
+    influx_rpc: Annotated[str | None, typer.Option(envvar="LIFELINE_INFLUX_RPC", help=RPC_HELP,
+                                                   show_default=RPC_DEFAULT)] = None,
     no_influx: Annotated[bool, typer.Option("--no-influx", help="Kafka and files only.")] = False,
 ) -> None:
     """Restore a backup into EMPTY stores (a fresh stack, new volumes) with the services
@@ -110,7 +113,8 @@ def backup_restore(
     from services.ops.backup import BackupError, restore
 
     stores = _stores(influx_rpc)
-    files = {k: v for k, v in (("registry", registry), ("oncall", oncall)) if v is not None}
+    files = {k: v for k, v in (("registry", write_registry), ("oncall", write_oncall))
+             if v is not None}
     try:
         summary = restore(stores, folder, files, influx=not no_influx)
     except BackupError as exc:

@@ -29,11 +29,12 @@ import faust
 from mode.types.signals import BaseSignalT
 from pydantic import ValidationError
 
+from schemas.codec import READING_BATCH, TICK
 from schemas.context import DistrictRain
 from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
-from schemas.reading import ReadingBatch
 from schemas.registry import Registry, load_registry
 from services.core import topics
+from services.core.dlq import InternalDeadLetters
 from services.core.faust_app import (
     add_health_pages,
     make_app,
@@ -213,7 +214,7 @@ def build(cfg: ProcessorConfig, registry: Registry,
                 continue
             src = f"kafka:{msg.topic}[{msg.partition}]@{msg.offset}"
             try:
-                batch = ReadingBatch.model_validate_json(value)
+                batch = READING_BATCH.decode(value)
             except ValidationError as exc:
                 await reject(msg.key, value, src, [Problem(
                     reason=RejectReason.UNDECODABLE_EVENT,
@@ -265,7 +266,11 @@ def build(cfg: ProcessorConfig, registry: Registry,
         assert proc.registry_file is not None
         await proc.registry_file.check_async()
 
-    feed = ContextFeed(cfg.kafka, context, counters)
+    async def send_dlq(key: bytes | None, value: bytes) -> Any:
+        return await dlq.send(key=key, value=value)
+
+    feed = ContextFeed(cfg.kafka, context, counters,
+                       InternalDeadLetters("processor", send_dlq, counters))
 
     @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
     async def _context_feed() -> None:
@@ -284,9 +289,9 @@ TICK_SKEW_S = 300.0
 def parse_tick(value: bytes, now_s: float) -> int | None:
     """A tick's wall clock (epoch ms), or None when it is not a plain integer close to this
     worker's own clock."""
-    if not 0 < len(value) <= 16 or not value.isdigit():
+    tick = TICK.decode(value)  # 1-16 ASCII digits
+    if tick is None:
         return None
-    tick = int(value)
     return tick if abs(tick / 1000 - now_s) <= TICK_SKEW_S else None
 
 

@@ -5,7 +5,11 @@ A plain aiokafka consumer, not a Faust agent: each worker needs *every* partitio
 group would split between them (a Faust GlobalTable would do it through Faust's table
 recovery, which LOCAL_STACK.md shows to be fragile on the local broker). Records are
 idempotent (newest time wins), so reading from the beginning after a restart is correct.
-A record that cannot be read is counted and logged with its source, never fatal.
+A record that cannot be read is counted (``context_rejected``), logged with its source and
+— with a dead-letter sink (the processor's) — dead-lettered with its bytes and reason
+(services.core.dlq.InternalDeadLetters); never fatal. Each worker reads the topic in full,
+so a bad record is dead-lettered once per worker and start (not again when the feed
+reconnects): the copies share ``source`` and ``payload_sha256``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pydantic import ValidationError
 from schemas.common import to_epoch_ms
 from schemas.context import DistrictRain
 from services.core import topics
+from services.core.dlq import InternalDeadLetters
 from services.core.health import Counters
 from services.core.kafka import security_kwargs
 from services.core.logging import get_logger
@@ -38,25 +43,42 @@ def consumer_kwargs(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
     return kw
 
 
-def apply_record(context: RainContext, value: bytes, counters: Counters, src: str) -> bool:
-    """Apply one record; False (counted and logged, nothing applied) when it is not a
-    valid context record."""
+def apply_record(context: RainContext, value: bytes, counters: Counters,
+                 src: str) -> Exception | None:
+    """Apply one record; the error (counted and logged, nothing applied) when it is not a
+    valid context record, None when applied."""
     try:
         rec = DistrictRain.model_validate_json(value)
-    except (ValidationError, ValueError) as exc:
+        context.apply(rec.district, to_epoch_ms(rec.ts))
+    except (ValidationError, ValueError, TypeError, OverflowError) as exc:
         counters.inc("context_rejected")
         log.warning("context.rejected", source=src, detail=str(exc)[:300])
-        return False
-    context.apply(rec.district, to_epoch_ms(rec.ts))
+        return exc
     counters.inc("context_applied")
-    return True
+    return None
 
 
 class ContextFeed:
-    def __init__(self, kafka: KafkaSettings, context: RainContext, counters: Counters) -> None:
+    def __init__(self, kafka: KafkaSettings, context: RainContext, counters: Counters,
+                 dead: InternalDeadLetters | None = None) -> None:
         self.kafka = kafka
         self.context = context
         self.counters = counters
+        self.dead = dead  # where records that cannot be read are dead-lettered
+        self.dead_lettered: set[tuple[int, int]] = set()  # (partition, offset), this process
+
+    async def take(self, topic: str, partition: int, offset: int, key: bytes | None,
+                   value: bytes | None) -> None:
+        """One record of ``lifeline.context``: applied, or dead-lettered with its reason."""
+        if value is None:
+            return
+        exc = apply_record(self.context, value, self.counters,
+                           f"kafka:{topic}[{partition}]@{offset}")
+        if exc is not None and self.dead is not None \
+                and (partition, offset) not in self.dead_lettered:
+            self.dead_lettered.add((partition, offset))
+            await self.dead.undecodable(value, exc, topic=topic, partition=partition,
+                                        offset=offset, key=key)
 
     async def run(self) -> None:
         while True:
@@ -75,9 +97,7 @@ class ContextFeed:
                     batches = await c.getmany(timeout_ms=1000, max_records=1000)
                     for tp, records in batches.items():
                         for r in records:
-                            if r.value is not None:
-                                apply_record(self.context, r.value, self.counters,
-                                             f"kafka:{tp.topic}[{tp.partition}]@{r.offset}")
+                            await self.take(tp.topic, tp.partition, r.offset, r.key, r.value)
             except KafkaError as exc:
                 log.warning("context.kafka_error", error=str(exc)[:300])
                 await asyncio.sleep(2.0)

@@ -26,7 +26,9 @@ from typing import Any
 
 import yaml
 
+from schemas.storage import Field, Measurement, Tag
 from services.core import topics
+from services.core.influx import Endpoint, QueryError, query_sync
 from services.core.kafka_tools import read_topic
 from services.core.settings import KafkaSettings
 from services.stack.manager import Ports, Stack, free_port
@@ -260,9 +262,6 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
 
 def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateways: int,
            interval_s: float, duration_s: float, stop: threading.Event) -> dict[str, Any]:
-    import urllib.parse
-    import urllib.request
-
     env = stack.env()
     pub = Publisher("127.0.0.1", stack.ports.mqtt, env["LIFELINE_SIMULATOR_MQTT_USERNAME"],
                     env["LIFELINE_SIMULATOR_MQTT_PASSWORD"], client_id="bench-load")
@@ -289,22 +288,19 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
 
     threading.Thread(target=lambda: asyncio.run(follow()), daemon=True).start()
 
-    influx = env["LIFELINE_INFLUX_URL"]
+    influx = Endpoint(env["LIFELINE_INFLUX_URL"], env["LIFELINE_INFLUX_DATABASE"])
 
     def poll_stored() -> None:
-        q = (f"SELECT last(value) FROM reading WHERE facility='{MARK}' "  # noqa: S608 — constant
-             "AND value > 6 AND time > now() - 5m")
-        url = f"{influx}/query?" + urllib.parse.urlencode({"db": "lifeline", "q": q,
-                                                            "epoch": "ms"})
+        q = (f"SELECT last({Field.VALUE}) FROM {Measurement.READING} "  # noqa: S608 — constants
+             f"WHERE {Tag.FACILITY}='{MARK}' AND {Field.VALUE} > 6 AND time > now() - 5m")
         while not stop_alarms.is_set():
             try:
-                with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 — loopback
-                    series = json.loads(r.read())["results"][0].get("series", [])
+                series = query_sync(influx, q, timeout_s=2)
                 if series:
                     t = int(series[0]["values"][0][0])
                     if t in probe.published:
                         probe.stored.setdefault(t, time.time())
-            except OSError:
+            except QueryError:
                 pass
             time.sleep(0.05)
 

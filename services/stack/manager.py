@@ -11,16 +11,15 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.storage import DATABASE
 from services.core import topics
+from services.core.influx import Endpoint, QueryError, ping_sync, query_sync
 from services.core.logging import get_logger
 from services.stack.process import alive, cmdline, spawn, terminate
 
@@ -156,15 +155,6 @@ def _tcp_open(port: int) -> bool:
         return True
 
 
-def _http_status(url: str, data: bytes | None = None, timeout: float = 2.0) -> int:
-    req = urllib.request.Request(url, data=data)  # noqa: S310 — loopback URL built here
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
 class Stack:
     """The three local components, their configs and data under one state folder."""
 
@@ -219,7 +209,7 @@ class Stack:
             "LIFELINE_KAFKA_PARTITIONS": str(self.partitions),
             "LIFELINE_INFLUX_API": "v1",
             "LIFELINE_INFLUX_URL": f"http://127.0.0.1:{self.ports.influx}",
-            "LIFELINE_INFLUX_DATABASE": "lifeline",
+            "LIFELINE_INFLUX_DATABASE": DATABASE,
             "LIFELINE_NOTIFIER_LINK_SECRET": self._link_secret(),
         }
 
@@ -339,11 +329,12 @@ class Stack:
             argv = [find_binary("influxd"), "-config", str(self._influx_conf())]
             # Everything shares one machine here: the database's background work (the
             # continuous queries' bursts over every series) must not starve the alarm path.
-            self._start(name, argv, lambda: _http_status(f"{influx}/ping") == 204, timeout,
-                        nice=INFLUXD_NICE)
-            q = urllib.parse.urlencode({"q": "CREATE DATABASE lifeline"}).encode()
-            if _http_status(f"{influx}/query", data=q) != 200:
-                raise StackError("influxd refused CREATE DATABASE lifeline")
+            self._start(name, argv, lambda: ping_sync(influx), timeout, nice=INFLUXD_NICE)
+            try:
+                query_sync(Endpoint(influx), f'CREATE DATABASE "{DATABASE}"', post=True,
+                           db=False)
+            except QueryError as exc:
+                raise StackError(f"influxd refused CREATE DATABASE {DATABASE}: {exc}") from exc
         else:
             raise StackError(f"unknown component {name!r}; one of {', '.join(self.COMPONENTS)}")
 
@@ -409,7 +400,7 @@ class Stack:
         checks = {
             "mosquitto": lambda: _tcp_open(self.ports.mqtt),
             "tansu": lambda: _tcp_open(self.ports.kafka),
-            "influxd": lambda: _http_status(f"http://127.0.0.1:{self.ports.influx}/ping") == 204,
+            "influxd": lambda: ping_sync(f"http://127.0.0.1:{self.ports.influx}"),
         }
         out: dict[str, dict[str, Any]] = {}
         for name in self.COMPONENTS:

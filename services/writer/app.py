@@ -7,7 +7,10 @@ Events are taken in batches (``stream.take_events``); Faust acknowledges a batch
 the agent asks for the next one, i.e. after the sink stored it. While the sink is down the
 agent retries the same batch with backoff, Faust stops fetching once its buffer is full,
 and Kafka retains the rest: backpressure, never a skip. Points the database refuses are
-isolated and only their events dead-lettered (services/writer/batch.py).
+isolated and only their events dead-lettered (services/writer/batch.py). A record of any
+input topic that cannot be read (not JSON, not its contract, a point that cannot be built)
+is dead-lettered with its bytes and reason (services.core.dlq.InternalDeadLetters, counted
+``rejected`` and ``dead_lettered``) and the rest of its batch is stored.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import faust
-from aiokafka.errors import KafkaError
 from mode.types.signals import BaseSignalT
 from tenacity import AsyncRetrying, wait_exponential
 
@@ -28,6 +30,7 @@ from schemas.deadletter import Problem, RejectReason, dead_letter
 from schemas.oncall import OnCallRecord
 from schemas.registry import Registry, load_registry
 from services.core import topics
+from services.core.dlq import InternalDeadLetters
 from services.core.faust_app import add_health_pages, make_app, register_gauges, report_health
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
@@ -42,6 +45,9 @@ from services.writer.storage import StorageSetupError, ensure_layout
 
 log = get_logger("lifeline.writer")
 
+# What reading one record may raise: dead-lettered with its reason, never fatal to an agent.
+UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
 
 def build(cfg: WriterConfig, registry: Registry,
           registry_version: str | None = None) -> tuple[faust.App, Health]:
@@ -51,7 +57,7 @@ def build(cfg: WriterConfig, registry: Registry,
                    web_host=cfg.writer.health_host)
     counters = Counters("processed_events", "processed_alarm_events", "stored_points",
                         "written_batches", "sink_retries", "rejected", "refused_batches",
-                        "isolation_writes", "refused_points")
+                        "isolation_writes", "refused_points", "dead_lettered")
     health = Health("writer", counters)
     baseline = DiurnalBaseline(registry, cfg.writer.baseline_warmup_h)
     points = PointBuilder(registry, baseline)
@@ -74,6 +80,23 @@ def build(cfg: WriterConfig, registry: Registry,
                          received_at=datetime.now(UTC), keep_bytes=65536)
         await dlq.send(value=dl.model_dump_json().encode())
 
+    async def send_dlq(key: bytes | None, value: bytes) -> Any:
+        return await dlq.send(key=key, value=value)
+
+    dead = InternalDeadLetters("writer", send_dlq, counters)
+
+    async def unreadable(event: Any, exc: Exception) -> None:
+        """A record of an input topic the writer cannot read: dead-lettered, not stored."""
+        counters.inc("rejected")
+        m = event.message
+        await dead.undecodable(event.value, exc, topic=m.topic, partition=m.partition,
+                               offset=m.offset, key=m.key)
+
+    async def unreadable_reading(raw: bytes, source: str, reason: RejectReason,
+                                 detail: str) -> None:
+        counters.inc("rejected")
+        await dead.record(raw, reason, detail, topic=topics.READINGS, source=source)
+
     writer = BatchWriter(sink, counters, health, cfg.writer.retry_max_s, send_dead_letter,
                          cfg.writer.isolate_max_requests)
     n, within = cfg.writer.batch_events, cfg.writer.batch_seconds
@@ -93,9 +116,8 @@ def build(cfg: WriterConfig, registry: Registry,
                 raw = event.value
                 try:
                     lines = to_lines(raw)
-                except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-                    await send_dead_letter(raw, where(event), RejectReason.UNDECODABLE_EVENT,
-                                           str(exc))
+                except UNREADABLE as exc:  # pydantic's ValidationError is a ValueError too
+                    await unreadable(event, exc)
                     continue
                 batch.add(raw, where(event), lines)
             await writer.store_or_dead_letter(batch, source, long_term)
@@ -105,20 +127,13 @@ def build(cfg: WriterConfig, registry: Registry,
         await writer.store_or_dead_letter(batch, f"kafka:{topics.READINGS}", readings=True)
 
     readings = ReadingsConsumer(cfg.kafka, points.readings_raw, store_readings,
-                                send_dead_letter, counters, n, within)
+                                unreadable_reading, counters, n, within)
 
     @app.task  # type: ignore[untyped-decorator]  # faust's task decorator is untyped
     async def _readings() -> None:
         # Nothing is written before the retention policies exist (it would land in autogen).
         await storage_ready.wait()
-        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10)):
-            with attempt:
-                try:
-                    await readings.run()
-                except KafkaError as exc:
-                    health.problem("kafka", f"readings consumer: {exc!r}"[:300])
-                    log.error("writer.readings_consumer_failed", error=repr(exc)[:300])
-                    raise
+        await readings.supervise(health)  # health problem `kafka` while it fails
 
     @app.agent(pipeline)
     async def store_pipeline_health(stream: Any) -> None:
@@ -145,12 +160,11 @@ def build(cfg: WriterConfig, registry: Registry,
                 raw = event.value
                 try:
                     rec = OnCallRecord.model_validate_json(raw)
-                except ValueError as exc:
-                    await send_dead_letter(raw, where(event), RejectReason.UNDECODABLE_EVENT,
-                                           str(exc))
+                    line, ack = points.oncall(rec), points.ack_state(rec)
+                except UNREADABLE as exc:
+                    await unreadable(event, exc)
                     continue
-                audit.add(raw, where(event), [points.oncall(rec)])
-                ack = points.ack_state(rec)
+                audit.add(raw, where(event), [line])
                 if ack is not None:
                     acks.add(raw, where(event), [ack])
             refused = await writer.store_events(audit, source, True, "ns")
@@ -165,18 +179,21 @@ def build(cfg: WriterConfig, registry: Registry,
 
     async def restore_baseline() -> None:
         """Seven days of the database's hourly means rebuild the diurnal profiles."""
-        from services.core.influxql import QueryError, query
+        from schemas.storage import Field, Measurement, Tag, qualified
+        from services.core.influx import QueryError, query
 
-        q = ('SELECT mean("mean") AS "mean" FROM "long"."reading_1h" WHERE "kind" = '
-             "'sewage' AND (\"metric\" = 'flow' OR \"metric\" = 'water_level') AND "
-             'time > now() - 7d GROUP BY time(1h), "facility", "sensor" fill(none)')
+        q = (f'SELECT mean("{Field.MEAN}") AS "{Field.MEAN}" '  # noqa: S608 — constants
+             f'FROM {qualified(Measurement.READING_1H)} WHERE "{Tag.KIND}" = '
+             f"'sewage' AND (\"{Tag.METRIC}\" = 'flow' OR \"{Tag.METRIC}\" = 'water_level') "
+             f'AND time > now() - 7d GROUP BY time(1h), "{Tag.FACILITY}", "{Tag.SENSOR}" '
+             "fill(none)")
         try:
             series = await query(cfg.influx, q, timeout_s=30)
         except QueryError as exc:
             log.warning("writer.baseline_not_restored", error=str(exc)[:300])
             return
         restored = baseline.bootstrap(
-            (s["tags"]["facility"], s["tags"]["sensor"], int(t), v)
+            (s["tags"][Tag.FACILITY], s["tags"][Tag.SENSOR], int(t), v)
             for s in series for t, v in s["values"])
         log.info("writer.baseline_restored", sensors=restored)
 

@@ -43,28 +43,25 @@ Sensor health is the ``alarm_event``/``alarm_state`` series with category ``sens
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from datetime import datetime
-
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
 from schemas.alarm import AlarmEvent, AlarmEventType
-from schemas.common import ID_PATTERN, to_epoch_ms
-from schemas.kinds import FacilityKind, Metric
+from schemas.codec import HEALTH, READING_BATCH
+from schemas.common import to_epoch_ms
 from schemas.oncall import OnCallRecord, RecordType
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
+from schemas.storage import Measurement, Tag
 from services.writer.baseline import DiurnalBaseline
 
-READING = "reading"
-ALARM_EVENT = "alarm_event"
-ALARM_STATE = "alarm_state"
-PIPELINE = "pipeline"
-FACILITY = "facility"
-ONCALL = "oncall"
+# The names are schemas/storage.py's (the layout the dashboards and every reader share).
+READING = Measurement.READING
+ALARM_EVENT = Measurement.ALARM_EVENT
+ALARM_STATE = Measurement.ALARM_STATE
+PIPELINE = Measurement.PIPELINE
+FACILITY = Measurement.FACILITY
+ONCALL = Measurement.ONCALL
 
 
 # The same escapes as influxdb-client's Point for tag keys and values.
@@ -76,21 +73,6 @@ def _tag(value: str) -> str:
     return value.translate(_TAG_ESCAPES)
 
 
-_ID = re.compile(ID_PATTERN)
-_KINDS = frozenset(k.value for k in FacilityKind)
-_METRICS = frozenset(m.value for m in Metric)
-
-
-def _epoch_ms(ts: object) -> int:
-    """A reading's time as the contract reads it (RFC 3339 with offset, or epoch ms)."""
-    if type(ts) is str:
-        dt = datetime.fromisoformat(ts)
-        if dt.tzinfo is None:
-            raise ValueError("no offset")
-        return to_epoch_ms(dt)
-    if type(ts) is int and 0 <= ts < 10_000_000_000_000:
-        return ts
-    raise ValueError("not a timestamp")
 
 
 def _fill(value: float, diameter: float | None) -> str:
@@ -137,8 +119,8 @@ class PointBuilder:
         overview map), at a fixed time so rewriting them at every start overwrites."""
         out = []
         for f in self.registry.facilities:
-            p = (Point(FACILITY).tag("facility", f.id).tag("kind", f.kind.value)
-                 .tag("district", f.district).field("lat", f.lat).field("lon", f.lon)
+            p = (Point(FACILITY).tag(Tag.FACILITY, f.id).tag(Tag.KIND, f.kind.value)
+                 .tag(Tag.DISTRICT, f.district).field("lat", f.lat).field("lon", f.lon)
                  .field("name", f.name).field("name_zh", f.name_zh or f.name)
                  .field("sensors", len(f.sensors)).time(0, WritePrecision.MS))
             out.append(p.to_line_protocol())
@@ -174,48 +156,34 @@ class PointBuilder:
     def readings_raw(self, raw: bytes) -> list[str]:
         """Line protocol straight from a ``lifeline.readings`` value — the writer's hot path.
 
-        Ingest produced the event from a validated report, so the strict pydantic parse
-        (about 70 µs per 10-reading event, more than everything else the writer does) is
-        kept for events that do not look exactly like that: anything unexpected here —
-        a missing key, a wrong type, an id outside the contract's alphabet, a non-finite
-        value, a timestamp without offset — falls back to
-        ``ReadingBatch.model_validate_json``, which accepts it or raises the precise error
-        for the dead-letter topic. A unit test checks both paths give the same lines.
+        Decoded by ``schemas.codec.READING_BATCH.decode_plain`` (the contract's checks on
+        plain values, no models); anything not exactly plain — a missing key, a wrong type,
+        an id outside the contract's alphabet, a non-finite value, a timestamp without
+        offset — takes the strict ``READING_BATCH.decode``, which accepts it or raises the
+        precise error for the dead-letter topic. A unit test checks both paths give the
+        same lines.
         """
-        try:
-            d = json.loads(raw)
-            fid, kind, seq = d["facility_id"], d["kind"], d["seq"]
-            if (type(fid) is not str or not _ID.fullmatch(fid) or kind not in _KINDS
-                    or type(seq) is not int or seq < 0 or not d["readings"]
-                    or len(d) != 5 or "received_at" not in d):
-                raise ValueError("not plain")
-            head = (f"{READING},district={_tag(self._district.get(fid, 'unknown'))},"
-                    f"facility={_tag(fid)},kind={kind},")
-            checked = []
-            for r in d["readings"]:
-                sensor, metric, value, ts = r["sensor"], r["metric"], r["value"], r["ts"]
-                if (type(sensor) is not str or not _ID.fullmatch(sensor) or metric not in _METRICS
-                        or type(value) not in (float, int) or not math.isfinite(value)
-                        or len(r) != 5 or type(r["unit"]) is not str):
-                    raise ValueError("not plain")
-                checked.append((sensor, metric, value, _epoch_ms(ts)))
-            # Only now, with the whole event checked, anything is learned or built.
-            return [f"{head}metric={metric},sensor={_tag(sensor)} "
-                    f"{self._baseline(fid, sensor, t_ms, value)}"
-                    f"{_fill(value, self._diameter.get((fid, sensor)))}"
-                    f"seq={seq}i,value={_float(value)} {t_ms}"
-                    for sensor, metric, value, t_ms in checked]
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
-            return self.readings(ReadingBatch.model_validate_json(raw))
+        plain = READING_BATCH.decode_plain(raw)
+        if plain is None:
+            return self.readings(READING_BATCH.decode(raw))
+        fid, kind, seq, checked = plain
+        head = (f"{READING},district={_tag(self._district.get(fid, 'unknown'))},"
+                f"facility={_tag(fid)},kind={kind},")
+        # Only now, with the whole event checked, anything is learned or built.
+        return [f"{head}metric={metric},sensor={_tag(sensor)} "
+                f"{self._baseline(fid, sensor, t_ms, value)}"
+                f"{_fill(value, self._diameter.get((fid, sensor)))}"
+                f"seq={seq}i,value={_float(value)} {t_ms}"
+                for sensor, metric, value, t_ms in checked]
 
     def readings_with_point(self, batch: ReadingBatch) -> list[str]:
         """The same lines built with influxdb-client's ``Point`` (the reference)."""
         district = self._district.get(batch.facility_id, "unknown")
         out = []
         for r in batch.readings:
-            p = (Point(READING).tag("facility", batch.facility_id).tag("sensor", r.sensor)
-                 .tag("kind", batch.kind.value).tag("metric", r.metric.value)
-                 .tag("district", district)
+            p = (Point(READING).tag(Tag.FACILITY, batch.facility_id).tag(Tag.SENSOR, r.sensor)
+                 .tag(Tag.KIND, batch.kind.value).tag(Tag.METRIC, r.metric.value)
+                 .tag(Tag.DISTRICT, district)
                  .field("value", float(r.value)).field("seq", batch.seq)
                  .time(to_epoch_ms(r.ts), WritePrecision.MS))
             d = self._diameter.get((batch.facility_id, r.sensor))
@@ -226,13 +194,13 @@ class PointBuilder:
 
     def alarm(self, ev: AlarmEvent) -> str:
         name, name_zh = self._names(ev.facility_id)
-        p = (Point(ALARM_EVENT).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
-             .tag("kind", ev.kind.value)
-             .tag("metric", ev.metric.value if ev.metric else "none")
-             .tag("district", self._district.get(ev.facility_id, "unknown"))
-             .tag("rule", ev.rule).tag("event", ev.event.value)
-             .tag("level", ev.level.value if ev.level else "none")
-             .tag("category", ev.category.value)
+        p = (Point(ALARM_EVENT).tag(Tag.FACILITY, ev.facility_id).tag(Tag.SENSOR, ev.sensor)
+             .tag(Tag.KIND, ev.kind.value)
+             .tag(Tag.METRIC, ev.metric.value if ev.metric else "none")
+             .tag(Tag.DISTRICT, self._district.get(ev.facility_id, "unknown"))
+             .tag(Tag.RULE, ev.rule).tag(Tag.EVENT, ev.event.value)
+             .tag(Tag.LEVEL, ev.level.value if ev.level else "none")
+             .tag(Tag.CATEGORY, ev.category.value)
              .field("alarm_id", ev.alarm_id).field("event_id", ev.event_id)
              .field("silenced", ev.silenced).field("flapping", ev.flapping)
              .field("suppressed_by", ev.suppressed_by or "")
@@ -253,11 +221,11 @@ class PointBuilder:
     @staticmethod
     def pipeline(raw: bytes) -> str:
         """One ``lifeline.health`` record as a ``pipeline`` point (numeric counters only)."""
+        rec = HEALTH.decode(raw)  # ValueError when it is not a health record
         try:
-            rec = json.loads(raw)
-            p = (Point(PIPELINE).tag("service", str(rec["service"]))
-                 .tag("instance", str(rec["instance"]))
-                 .field("healthy", rec["status"] == "ok")
+            p = (Point(PIPELINE).tag(Tag.SERVICE, str(rec["service"]))
+                 .tag(Tag.INSTANCE, str(rec["instance"]))
+                 .field("healthy", bool(rec.get("healthy", rec["status"] == "ok")))
                  .time(int(rec["ts"]), WritePrecision.MS))
             for name, value in rec["counters"].items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
@@ -272,10 +240,10 @@ class PointBuilder:
         (the active-alarm tables read ``severity > 0``)."""
         active = ev.level is not None
         name, name_zh = self._names(ev.facility_id)
-        p = (Point(ALARM_STATE).tag("facility", ev.facility_id).tag("sensor", ev.sensor)
-             .tag("rule", ev.rule).tag("category", ev.category.value)
-             .tag("kind", ev.kind.value)
-             .tag("district", self._district.get(ev.facility_id, "unknown"))
+        p = (Point(ALARM_STATE).tag(Tag.FACILITY, ev.facility_id).tag(Tag.SENSOR, ev.sensor)
+             .tag(Tag.RULE, ev.rule).tag(Tag.CATEGORY, ev.category.value)
+             .tag(Tag.KIND, ev.kind.value)
+             .tag(Tag.DISTRICT, self._district.get(ev.facility_id, "unknown"))
              .field("alarm_id", ev.alarm_id).field("active", active)
              .field("level", ev.level.value if ev.level else "none")
              .field("severity", ev.level.severity if ev.level else 0)
@@ -304,11 +272,11 @@ class PointBuilder:
     def oncall(rec: OnCallRecord) -> str:
         """The record as an ``oncall`` point (nanosecond precision)."""
         offset = int(rec.record_id.replace("-", "")[:8], 16) % 1_000_000
-        p = (Point(ONCALL).tag("facility", rec.facility_id).tag("sensor", rec.sensor or "none")
-             .tag("kind", rec.facility_kind.value if rec.facility_kind else "none")
-             .tag("type", rec.type.value).tag("team", rec.team or "none")
-             .tag("channel", rec.channel or "none")
-             .tag("level", rec.level.value if rec.level else "none")
+        p = (Point(ONCALL).tag(Tag.FACILITY, rec.facility_id).tag(Tag.SENSOR, rec.sensor or "none")
+             .tag(Tag.KIND, rec.facility_kind.value if rec.facility_kind else "none")
+             .tag(Tag.TYPE, rec.type.value).tag(Tag.TEAM, rec.team or "none")
+             .tag(Tag.CHANNEL, rec.channel or "none")
+             .tag(Tag.LEVEL, rec.level.value if rec.level else "none")
              .field("alarm_id", rec.alarm_id).field("record_id", rec.record_id)
              .field("notification_id", rec.notification_id or "")
              .field("person", rec.person or "").field("notification", rec.kind or "")
@@ -327,10 +295,10 @@ class PointBuilder:
         """``alarm_state`` fields for an acknowledgement (None for other records)."""
         if rec.type not in (RecordType.ACKNOWLEDGED, RecordType.RESOLVED) or not rec.sensor:
             return None
-        p = (Point(ALARM_STATE).tag("facility", rec.facility_id).tag("sensor", rec.sensor)
-             .tag("rule", rec.rule or "none").tag("category", rec.category or "facility")
-             .tag("kind", rec.facility_kind.value if rec.facility_kind else "none")
-             .tag("district", self._district.get(rec.facility_id, "unknown"))
+        p = (Point(ALARM_STATE).tag(Tag.FACILITY, rec.facility_id).tag(Tag.SENSOR, rec.sensor)
+             .tag(Tag.RULE, rec.rule or "none").tag(Tag.CATEGORY, rec.category or "facility")
+             .tag(Tag.KIND, rec.facility_kind.value if rec.facility_kind else "none")
+             .tag(Tag.DISTRICT, self._district.get(rec.facility_id, "unknown"))
              .field("alarm_id", rec.alarm_id)
              .field("acked_by", rec.person or "").field("acked_at", rec.ts.isoformat())
              .field("ack_comment", rec.detail[:500]).field("resolved",

@@ -10,7 +10,10 @@ of Faust's features (no table, no state), only a consumer group and commits.
 Guarantees are the same: offsets are committed only after the sink stored the batch
 (at-least-once; points are keyed by event time, so a replay overwrites), a sink that is
 down is retried with backoff while Kafka retains the rest (backpressure, never a skip),
-and an event that cannot be decoded goes to the dead-letter topic with its reason. When
+and an event that cannot be read (not JSON, not a reading batch, or one whose points
+cannot be built) goes to the dead-letter topic with its bytes and reason
+(``undecodable_event``, ``invalid_contract``, ``unprocessable``: services.core.dlq) and
+the rest of its batch is stored and committed. When
 the database refuses some points of a batch, only their events are dead-lettered (as
 ``kafka:lifeline.readings[<partition>]@<offset>``, services/writer/batch.py) and the rest is
 stored before the commit.
@@ -24,10 +27,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, wait_exponential
 
 from schemas.deadletter import RejectReason
 from services.core import topics
-from services.core.health import Counters
+from services.core.dlq import decode_reason, error_detail
+from services.core.health import Counters, Health
 from services.core.kafka import security_kwargs
 from services.core.logging import get_logger
 from services.core.settings import KafkaSettings
@@ -37,6 +42,9 @@ log = get_logger("lifeline.writer.readings")
 
 Store = Callable[[Batch], Awaitable[None]]
 DeadLetter = Callable[[bytes, str, RejectReason, str], Awaitable[None]]
+# What converting one record may raise: dead-lettered, never fatal to the consumer (an
+# exception escaping run() would restart it on the same record, forever).
+UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
 
 
 def consumer_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
@@ -75,6 +83,29 @@ class ReadingsConsumer:
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = asyncio.Event()
         self.positions: dict[TopicPartition, int] = {}  # next offset to store, per partition
+        self.health: Health | None = None
+        self.failing = False  # the health problem ``kafka`` is ours to clear
+
+    async def supervise(self, health: Health) -> None:
+        """run(), restarted with backoff after a Kafka failure. While it fails, health
+        reports the problem ``kafka`` (503); the next successful poll clears it."""
+        self.health = health
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10)):
+            with attempt:
+                try:
+                    await self.run()
+                except KafkaError as exc:
+                    self.failing = True
+                    health.problem("kafka", f"readings consumer: {exc!r}"[:300])
+                    log.error("writer.readings_consumer_failed", error=repr(exc)[:300])
+                    raise
+
+    def _consuming(self) -> None:
+        if self.failing:
+            self.failing = False
+            if self.health is not None:
+                self.health.ok("kafka")
+            log.info("writer.readings_consumer_recovered")
 
     def lag(self) -> int:
         """Records of the assigned partitions not stored yet (as far as fetched metadata
@@ -101,6 +132,7 @@ class ReadingsConsumer:
         try:
             while not self.stopping.is_set():
                 batch = await c.getmany(timeout_ms=self.batch_ms, max_records=self.batch_events)
+                self._consuming()
                 if not batch:
                     if in_flight is not None:
                         await self._finish(c, *in_flight)
@@ -114,9 +146,9 @@ class ReadingsConsumer:
                         value = rec.value or b""
                         try:
                             lines = self.to_lines(value)
-                        except ValueError as exc:  # pydantic's ValidationError included
+                        except UNREADABLE as exc:  # pydantic's ValidationError included
                             await self.dead_letter(value, f"{where}{rec.offset}",
-                                                   RejectReason.UNDECODABLE_EVENT, str(exc))
+                                                   decode_reason(exc), error_detail(exc))
                             continue
                         events.add(value, f"{where}{rec.offset}", lines)
                     offsets[tp] = records[-1].offset + 1

@@ -1,5 +1,7 @@
 """The storage layout on InfluxDB 1.x, set up by the writer at start (idempotent).
 
+The names are schemas/storage.py's; this module creates what they name:
+
 - retention policy ``raw`` (default; ``LIFELINE_INFLUX_RAW_RETENTION``, 30 days): readings;
 - retention policy ``long`` (``LIFELINE_INFLUX_LONG_RETENTION``, forever): 1-minute
   aggregates of readings and every alarm event / alarm state;
@@ -15,27 +17,32 @@ not run (see docs/decisions/0007-storage-layout.md).
 
 from __future__ import annotations
 
-import aiohttp
-
+from schemas.storage import LONG, RAW, Field, Measurement, Tag, ident, qualified
+from services.core.influx import SETUP_TIMEOUT_S, InfluxClient, QueryError, QueryRefused
 from services.core.logging import get_logger
 from services.core.settings import InfluxSettings
 
 log = get_logger("lifeline.writer.storage")
 
-RAW, LONG = "raw", "long"
+__all__ = ["LONG", "RAW", "StorageSetupError", "continuous_query", "ensure_layout",
+           "hourly_queries"]
 
 
-class StorageSetupError(RuntimeError):
+class StorageSetupError(QueryError):
     pass
 
 
+_MEAN, _MIN, _MAX = (ident(f) for f in (Field.MEAN, Field.MIN, Field.MAX))
 HOURLY = {
     # name: (source measurement, select, group by) — both from the 1-minute aggregates, so
     # neither waits for the other.
-    "reading_1h": ("reading_1m", 'mean("mean") AS "mean", min("min") AS "min", '
-                   'max("max") AS "max"', "*"),
-    "district_1h": ("reading_1m", 'max("max") AS "max", min("min") AS "min", '
-                    'mean("mean") AS "mean"', '"district", "kind", "metric"'),
+    Measurement.READING_1H: (Measurement.READING_1M,
+                             f"mean({_MEAN}) AS {_MEAN}, min({_MIN}) AS {_MIN}, "
+                             f"max({_MAX}) AS {_MAX}", "*"),
+    Measurement.DISTRICT_1H: (Measurement.READING_1M,
+                              f"max({_MAX}) AS {_MAX}, min({_MIN}) AS {_MIN}, "
+                              f"mean({_MEAN}) AS {_MEAN}",
+                              ", ".join(ident(t) for t in (Tag.DISTRICT, Tag.KIND, Tag.METRIC))),
 }
 
 
@@ -44,61 +51,61 @@ def hourly_queries(db: str, every: str) -> dict[str, str]:
     metric (``district_1h``, what the overview's 30-day trend reads). Recomputed every
     ``every`` over the last two hours."""
     return {name: (f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" RESAMPLE EVERY {every} FOR 2h '
-                   f'BEGIN SELECT {select} INTO "{db}"."{LONG}"."{name}" '
-                   f'FROM "{db}"."{LONG}"."{source}" GROUP BY time(1h), {group} END')
+                   f"BEGIN SELECT {select} INTO {qualified(name, db)} "
+                   f"FROM {qualified(source, db)} GROUP BY time(1h), {group} END")
             for name, (source, select, group) in HOURLY.items()}
 
 
 def continuous_query(db: str, every: str, span: str) -> str:
     # Names and durations come from validated settings, never from telemetry.
-    select = ('SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max" '
-              f'INTO "{db}"."{LONG}"."reading_1m" FROM "{db}"."{RAW}"."reading" '
-              "GROUP BY time(1m), *")
-    return (f'CREATE CONTINUOUS QUERY "reading_1m" ON "{db}" RESAMPLE EVERY {every} '
+    value = ident(Field.VALUE)
+    name = Measurement.READING_1M
+    select = (f"SELECT mean({value}) AS {_MEAN}, min({value}) AS {_MIN}, "
+              f"max({value}) AS {_MAX} INTO {qualified(name, db)} "
+              f"FROM {qualified(Measurement.READING, db)} GROUP BY time(1m), *")
+    return (f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" RESAMPLE EVERY {every} '
             f"FOR {span} BEGIN {select} END")
-
-
-async def _query(session: aiohttp.ClientSession, s: InfluxSettings, q: str) -> dict[str, object]:
-    params = {"q": q}
-    if s.username:
-        params.update(u=s.username, p=s.password.get_secret_value() if s.password else "")
-    async with session.post(s.url.rstrip("/") + "/query", data=params) as resp:
-        body: dict[str, object] = await resp.json(content_type=None)
-        if resp.status != 200:
-            raise StorageSetupError(f"InfluxDB refused {q!r}: HTTP {resp.status} {body}")
-        return body
-
-
-def _error(body: dict[str, object]) -> str | None:
-    results = body.get("results")
-    if isinstance(results, list) and results and isinstance(results[0], dict):
-        err = results[0].get("error")
-        return str(err) if err else None
-    return None
 
 
 async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention: str,
                         cq_every: str, cq_for: str, hourly_every: str = "10m") -> None:
-    """Create or update the database, retention policies and continuous query."""
+    """Create or update the database, retention policies and continuous queries.
+
+    Raises :class:`StorageSetupError` for a statement the database refuses or when it
+    cannot be reached (the writer retries with backoff)."""
+    try:
+        await _ensure_layout(s, raw_retention, long_retention, cq_every, cq_for, hourly_every)
+    except StorageSetupError:
+        raise
+    except QueryError as exc:
+        raise StorageSetupError(str(exc)) from exc
+    log.info("storage.layout_ready", database=s.database, raw_retention=raw_retention,
+             long_retention=long_retention)
+
+
+async def _ensure_layout(s: InfluxSettings, raw_retention: str, long_retention: str,
+                         cq_every: str, cq_for: str, hourly_every: str) -> None:
     db = s.database
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        await _query(session, s, f'CREATE DATABASE "{db}"')
+    async with InfluxClient(s, SETUP_TIMEOUT_S) as client:
+        async def run(q: str, what: str | None = None) -> None:
+            """Run ``q``; a refusal is an error when ``what`` names it, else ignored."""
+            try:
+                await client.query(q, post=True, db=False)
+            except QueryRefused as exc:
+                if what is not None:
+                    raise StorageSetupError(f"{what}: {exc}") from exc
+
+        await run(f'CREATE DATABASE "{db}"', "database")
         for rp, duration, default in ((RAW, raw_retention, True), (LONG, long_retention, False)):
             suffix = " DEFAULT" if default else ""
-            body = await _query(session, s, f'CREATE RETENTION POLICY "{rp}" ON "{db}" '
-                                            f"DURATION {duration} REPLICATION 1{suffix}")
-            if _error(body):  # exists with other settings: bring it to the configured ones
-                body = await _query(session, s, f'ALTER RETENTION POLICY "{rp}" ON "{db}" '
-                                                f"DURATION {duration}{suffix}")
-                if err := _error(body):
-                    raise StorageSetupError(f"retention policy {rp}: {err}")
-        await _query(session, s, f'DROP CONTINUOUS QUERY "reading_1m" ON "{db}"')
-        body = await _query(session, s, continuous_query(db, cq_every, cq_for))
-        if err := _error(body):
-            raise StorageSetupError(f"continuous query reading_1m: {err}")
-        for name, cq in hourly_queries(db, hourly_every).items():
-            await _query(session, s, f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')
-            if err := _error(await _query(session, s, cq)):
-                raise StorageSetupError(f"continuous query {name}: {err}")
-    log.info("storage.layout_ready", database=db, raw_retention=raw_retention,
-             long_retention=long_retention)
+            try:
+                await client.query(f'CREATE RETENTION POLICY "{rp}" ON "{db}" '
+                                   f"DURATION {duration} REPLICATION 1{suffix}", post=True, db=False)
+            except QueryRefused:  # exists with other settings: bring it to the configured ones
+                await run(f'ALTER RETENTION POLICY "{rp}" ON "{db}" DURATION {duration}{suffix}',
+                          f"retention policy {rp}")
+        cqs = {Measurement.READING_1M: continuous_query(db, cq_every, cq_for),
+               **hourly_queries(db, hourly_every)}
+        for name, cq in cqs.items():
+            await run(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')  # absent the first time
+            await run(cq, f"continuous query {name}")

@@ -199,8 +199,8 @@ def test_a_restore_brings_back_readings_alarms_and_oncall_state(
     try:
         restored_oncall = tmp_path / "restored-oncall.yaml"
         restored_registry = tmp_path / "restored-registry.yaml"
-        done = lifeline(fresh.env(), "backup", "restore", str(backup), "--oncall",
-                        str(restored_oncall), "--registry", str(restored_registry))
+        done = lifeline(fresh.env(), "backup", "restore", str(backup), "--write-oncall",
+                        str(restored_oncall), "--write-registry", str(restored_registry))
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["records"] == sum(
             int(n) for t in manifest["kafka"]["topics"].values() for n in t["records"].values())

@@ -44,9 +44,7 @@ def commands() -> Iterator[tuple[tuple[str, ...], typer.core.TyperCommand | type
     yield from walk((), get_command(app))  # type: ignore[misc]
 
 
-# Groups added from other modules follow their own tests until they adopt this style.
-FOREIGN = {"backup"}  # services/ops/cli.py
-ALL = [(p, c) for p, c in commands() if not (p and p[0] in FOREIGN)]
+ALL = list(commands())  # services/ops/cli.py's `backup` group included
 IDS = [" ".join(p) or "lifeline" for p, _ in ALL]
 
 
@@ -99,7 +97,7 @@ def with_param(name: str) -> dict[str, object]:
 def test_the_registry_is_always_the_same_option() -> None:
     found = with_param("registry")
     assert set(found) == {"simulate", "score", "run", "grafana generate", "grafana provision",
-                          "mqtt accounts", "registry scale", "registry check"}
+                          "mqtt accounts", "registry scale", "registry check", "backup create"}
     for name, opt in found.items():
         assert (opt.opts, opt.envvar, opt.help, opt.default) == (  # type: ignore[attr-defined]
             ["--registry"], "LIFELINE_REGISTRY", "The facility registry (YAML or JSON).",
@@ -108,7 +106,7 @@ def test_the_registry_is_always_the_same_option() -> None:
 
 def test_the_oncall_file_is_always_the_same_option() -> None:
     found = with_param("oncall")
-    assert set(found) == {"run", "oncall check", "oncall who"}
+    assert set(found) == {"run", "oncall check", "oncall who", "backup create"}
     for name, opt in found.items():
         assert (opt.opts, opt.envvar, opt.default) == (  # type: ignore[attr-defined]
             ["--oncall"], "LIFELINE_NOTIFIER_ONCALL", Path("deploy/oncall/wenzhou-bay.yaml")), name
@@ -119,7 +117,9 @@ def test_no_file_is_a_positional_argument() -> None:
     for path, cmd in ALL:
         for p in getattr(cmd, "params", []):
             if isinstance(p, typer.core.TyperArgument):
-                assert p.name in ("topic", "alarm_id"), (path, p.name)
+                # The command's one subject; `backup`'s folder is what it makes or reads.
+                assert (p.name in ("topic", "alarm_id")
+                        or (path[0] == "backup" and p.name == "folder")), (path, p.name)
 
 
 def test_idle_and_duration_mean_one_thing_each() -> None:
@@ -375,3 +375,18 @@ def test_only_errors_of_the_situation_are_expected() -> None:
     assert describe(FileNotFoundError(2, "No such file or directory", "x.yaml")) == \
         "x.yaml: No such file or directory"
     assert describe(KeyError("bug")) == "KeyError: 'bug' (LIFELINE_DEBUG=1 shows the traceback)"
+
+
+def test_a_reader_that_stops_early_is_no_error(nowhere: dict[str, str]) -> None:
+    """`lifeline registry check --list-defaults | head -c 10`: the table (~150 kB) is more
+    than a pipe holds, so the command writes into a pipe whose reader has left."""
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "registry", "check",
+                             "--list-defaults"], env=nowhere, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.read(10)
+    proc.stdout.close()  # what `head` does once it has its ten bytes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=90) == 0, err
+    assert first.startswith(b"facility")  # the table had started
+    assert err == ""

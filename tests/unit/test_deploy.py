@@ -573,6 +573,7 @@ def test_kafka_init_sets_min_insync_replicas_on_every_topic(tmp_path: Path) -> N
 # the district context and sends alarms, ticks, context, dead letters (its refusals) and
 # health; the writer reads readings, alarms, health and the on-call trail and dead-letters
 # what InfluxDB refuses; the notifier reads alarms, acks, its trail and ticks and writes them.
+# Every consumer dead-letters the records it cannot read (docs/decisions/0011).
 W, R = "Write", "Read"
 EXPECTED_TOPIC_ACLS = {
     "lifeline-ingest": {W: {"readings", "readings.dlq", "health"}, R: set()},
@@ -580,7 +581,7 @@ EXPECTED_TOPIC_ACLS = {
                            R: {"readings", "ticks", "context"}},
     "lifeline-writer": {W: {"readings.dlq", "health"},
                         R: {"readings", "alarms", "health", "oncall"}},
-    "lifeline-notifier": {W: {"acks", "oncall", "oncall.ticks", "health"},
+    "lifeline-notifier": {W: {"acks", "oncall", "oncall.ticks", "health", "readings.dlq"},
                           R: {"alarms", "acks", "oncall", "oncall.ticks"}},
 }
 

@@ -80,9 +80,35 @@ def test_the_example_district_counts_are_the_registrys(registry: Registry) -> No
 PLAIN_ENV = {"LIFELINE_STATE_DIR", "LIFELINE_DEBUG", "LIFELINE_LONG_TESTS"}
 
 
+def cli_env_vars() -> set[str]:
+    return {v for path in (ROOT / "services").rglob("*.py")
+            for v in re.findall(r'envvar="(LIFELINE_[A-Z0-9_]+)"', path.read_text())}
+
+
 def test_every_variable_in_the_readme_table_exists() -> None:
-    real = {v for cls in settings_classes() for v in env_vars(cls)} | PLAIN_ENV
+    real = {v for cls in settings_classes() for v in env_vars(cls)} | PLAIN_ENV | cli_env_vars()
     stale = sorted(v for line in README.splitlines() if line.startswith("| `")
                    for v in re.findall(r"`(LIFELINE_[A-Z0-9_]+)`", line.split("|")[1])
                    if v not in real)
     assert stale == [], f"README documents variables nothing reads: {stale}"
+
+
+def test_every_cli_environment_variable_is_in_the_readme() -> None:
+    """Options that read a LIFELINE_ variable (``envvar=``) are configuration too."""
+    doc = documented()
+    found = cli_env_vars()
+    assert found, "no CLI option reads an environment variable any more?"
+    assert sorted(found - doc) == []
+
+
+def test_the_layout_names_every_package_and_docs_page() -> None:
+    """The README's Layout block names every package under schemas/, services/ and
+    simulators/, and every page in docs/."""
+    block = README.split("## Layout", 1)[1].split("```", 2)[1]
+    packages = [p.parent.name for top in ("services", "simulators")
+                for p in (ROOT / top).glob("*/__init__.py")]
+    modules = [p.stem for p in (ROOT / "schemas").glob("*.py") if p.stem != "__init__"]
+    pages = [p.name for p in (ROOT / "docs").glob("*.md")]
+    missing = [n for n in packages + pages if f"{n}" not in block]
+    missing += [m for m in modules if m not in block]
+    assert missing == [], f"README layout does not name: {missing}"

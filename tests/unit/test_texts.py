@@ -3,6 +3,7 @@ names and district, the level in words, and no internal rule key in anything a p
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -269,6 +270,49 @@ def test_the_ack_page_shows_names_level_and_values() -> None:
            "Binhai Park） [DP-BH-001]</td>" in page
     assert "<th>数值 Value</th><td>3.5 m（阈值 threshold 3 m）</td>" in page
     assert "水位超上限 water level above its upper limit [DP-BH-001-L1]" in page
+
+
+def test_the_ack_page_carries_the_standing_lines_a_page_carries() -> None:
+    """Entry in progress with its crew leader, held by a fault, stale since: the same lines
+    as the page (messages.standing), in the alarm's table, local time."""
+    from services.notifier.messages import HELD, standing
+
+    a = alarm_record(entry={"reason": "清淤 dredging", "crew_leader": "李强",
+                            "crew_phone": "13800000031"},
+                     held_by_fault=True, stale_since="2026-07-01T00:05:00+00:00")
+    link = AckLink(alarm_id=a["alarm_id"], facility_id=FID, person="ann", team="t",
+                   notification_id="n1", shared=False)
+    page = alarm_page(link, "tok", a, {}, [], ZONE)
+    lines = standing(a, ZONE)
+    assert lines == ["井下作业进行中 confined-space entry in progress — crew leader 李强 "
+                     "13800000031 (清淤 dredging)", HELD, "数据自 08:05 起中断 data stale since "
+                     "08:05 local"]
+    rows = re.findall(r'<tr class="warn"><th>注意 Attention</th><td>([^<]*)</td></tr>', page)
+    assert rows == [html.escape(x) for x in lines]
+    # Right after the level, before the facility (most urgent first, as on the page).
+    assert page.index("红色预警（I级） red (level I)") < page.index(rows[0]) \
+        < page.index("<th>设施 Facility</th>")
+    msg = render([Item("n1", "page", a["alarm_id"], a, None)], "ann", ZONE)
+    assert all(x in msg.text for x in lines)
+    plain = alarm_page(link, "tok", alarm_record(), {}, [], ZONE)
+    assert "注意 Attention" not in plain and 'class="warn"' not in plain
+
+
+def test_the_ack_page_readings_are_local_time_with_bilingual_headers() -> None:
+    a = alarm_record()
+    link = AckLink(alarm_id=a["alarm_id"], facility_id=FID, person="ann", team="t",
+                   notification_id="n1", shared=False)
+    # As services.notifier.web.recent_readings returns them: ISO 8601 UTC, oldest first.
+    readings = [(f"2026-07-01T00:{m:02d}:00+00:00", 3.0 + m / 100) for m in range(10)]
+    page = alarm_page(link, "tok", a, {}, readings, ZONE)
+    table = page.split('<table id="readings">', 1)[1].split("</table>", 1)[0]
+    assert table.startswith("<tr><th>时间 Time (Asia/Shanghai)</th><th>数值 Value (m)</th></tr>")
+    assert re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", table) == [
+        (f"2026-07-01 08:{m:02d}:00", f"{3.0 + m / 100:g}") for m in range(2, 10)]
+    assert "UTC" not in table and "time (" not in table
+    # A time without an offset is UTC too.
+    naive = alarm_page(link, "tok", a, {}, [("2026-07-01 00:00:00", 1.0)], ZONE)
+    assert "<tr><td>2026-07-01 08:00:00</td><td>1</td></tr>" in naive
 
 
 def test_pages_of_records_without_names_fall_back_to_ids() -> None:

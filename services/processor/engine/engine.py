@@ -62,7 +62,6 @@ SENSOR_OFFLINE = "sensor-offline"
 GATEWAY_OFFLINE = "gateway-offline"
 SEQ_GAP = "gateway-seq-gap"
 DARK = "facility-dark"  # a critical facility silent during rain or alarm (a facility alarm)
-RULE_REMOVED = texts.RULE_REMOVED.en
 FAULTS = (OUT_OF_RANGE, STUCK, SENSOR_OFFLINE)
 _ORANGE = AlarmLevel.ORANGE.severity
 RAIN_WINDOW_S = 3600.0  # the district rain context reads each gauge's past hour
