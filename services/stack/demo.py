@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from schemas import texts
 from schemas.registry import Direction, Signal, load_registry
 from services.core import topics
 from services.core.kafka_tools import read_topic
@@ -83,10 +84,14 @@ class ConsoleReceiver:
             body = await request.json()
             self.received += 1
             for a in body.get("alarms", []):
-                lv = a.get("level") or "cleared"
-                _say(f"PAGE  → {body.get('person')} [{a.get('notification')}] {lv} "
-                     f"{a['facility_id']} {a['sensor']} {a['rule']}", fg=typer.colors.CYAN,
-                     bold=True)
+                place = texts.facility_words(
+                    facility_id=a["facility_id"], name=a.get("facility_name"),
+                    name_zh=a.get("facility_name_zh"), district=a.get("district"),
+                    district_zh=a.get("district_zh"))
+                what = texts.rule_words(a["rule"], a.get("metric"))
+                _say(f"PAGE  → {body.get('person')} [{a.get('notification')}] "
+                     f"{texts.level_words(a.get('level'))} {place} [{a['facility_id']}] "
+                     f"{what} [{a['sensor']}]", fg=typer.colors.CYAN, bold=True)
                 if a.get("ack_url") and a.get("notification") != "cleared":
                     _say(f"      acknowledge: {a['ack_url']}", dim=True)
             return web.Response(status=204)

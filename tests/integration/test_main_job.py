@@ -22,6 +22,12 @@ def test_lifeline_run_shows_readings_and_alarms_and_cleans_up(tmp_path: Path) ->
     assert "ALARM raised" in text and "ALARM cleared" in text, text[-3000:]
     # The notifier paged the person on duty through the local receiver, with a link.
     assert "PAGE  → " in text and "acknowledge: http://127.0.0.1:" in text, text[-3000:]
+    # What the person who ran it reads: the words, never a rule key (issue 20).
+    pages = [line for line in text.splitlines() if "PAGE  → " in line]
+    assert all("预警" in p or "已解除" in p for p in pages), pages
+    assert not any(key in line for line in pages + [ln for ln in text.splitlines() if "ALARM" in ln]
+                   for key in ("value-upper", "value-lower", "rate-", "sum-", "sensor-stuck",
+                               "gateway-offline")), pages
     last_status = [line for line in text.splitlines() if "published" in line][-1]
     assert "rejected 0" in last_status and "writer stored 0 points" not in last_status
     import re
