@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -99,3 +100,25 @@ def isolated_stack_env(state: str) -> dict[str, str]:
             "LIFELINE_STACK_KAFKA_PORT": str(free_port()),
             "LIFELINE_STACK_INFLUX_PORT": str(free_port()),
             "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port())}
+
+
+def chromium(env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> Any:
+    """Headless Debian Chromium through selenium (the acknowledgement page's tests);
+    ``env`` for chromedriver (e.g. a fontconfig), ``extra`` browser flags."""
+    import pytest
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.fail("Debian chromium and chromium-driver are not installed "
+                    "(scripts/bootstrap.sh installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 *extra):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver, env=env), options=opts)

@@ -13,7 +13,6 @@ fails on a machine without ``fonts-noto-cjk`` (scripts/bootstrap.sh installs it)
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from services.notifier.ackpage import AckPage
 from services.notifier.acks import AckSigner
 from services.notifier.links import AckLink, Signer
 from services.notifier.otp import CodeStore
+from tests.integration.helpers import chromium
 from tests.unit.oncall_helpers import HOOK, LINK_SECRET, config
 
 NAME_ZH = "滨海园区排涝泵站1号"
@@ -60,23 +60,9 @@ return p.getBoundingClientRect().width;
 """
 
 
-def chromium(env: dict[str, str] | None = None) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = shutil.which("chromium")
-    driver = shutil.which("chromedriver")
-    if not binary or not driver:
-        pytest.fail("Debian chromium and chromium-driver are not installed "
-                    "(scripts/bootstrap.sh installs them)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=900,1000",
-                 "--force-device-scale-factor=1", "--lang=zh-CN"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=driver, env=env), options=opts)
+def chromium_render(env: dict[str, str] | None = None) -> Any:
+    return chromium(env, extra=("--window-size=900,1000", "--force-device-scale-factor=1",
+                                "--lang=zh-CN"))
 
 
 class Quiet:
@@ -131,7 +117,7 @@ async def test_the_ack_page_renders_the_chinese_name_in_chinese_glyphs(
     shot = tmp_path / "ack-page.png"
 
     def run() -> tuple[bytes, str, str, list[bytes], bytes]:
-        driver = chromium()
+        driver = chromium_render()
         try:
             load(driver, page_url)
             assert driver.save_screenshot(str(shot))
@@ -166,7 +152,7 @@ async def test_the_probe_finds_tofu_when_no_cjk_font_is_installed(
         conf.write_text(f"""<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd">
 <fontconfig><dir>{dejavu}</dir><cachedir>{tmp_path / "fc-cache"}</cachedir></fontconfig>
 """, encoding="utf-8")
-        driver = chromium({**os.environ, "FONTCONFIG_FILE": str(conf)})
+        driver = chromium_render({**os.environ, "FONTCONFIG_FILE": str(conf)})
         try:
             load(driver, page_url)
             return glyph_pictures(driver)

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from services.stack.manager import Stack, free_port
 from services.stack.process import spawn
 from services.stack.services import ServiceProcess, get_json
 from tests.integration.conftest import Pipeline, faust_ready
-from tests.integration.helpers import influx_query, wait_for
+from tests.integration.helpers import chromium, influx_query, wait_for
 from tests.unit.oncall_helpers import alarm
 
 FAST_WAIT_S = 4.0
@@ -191,24 +190,6 @@ def status_of(url: str) -> int:
         return http(url)[0]
     except OSError:  # URLError: connection refused
         return 0
-
-
-def chromium() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = shutil.which("chromium")
-    driver = shutil.which("chromedriver")
-    if not binary or not driver:
-        pytest.fail("Debian chromium and chromium-driver are not installed "
-                    "(scripts/bootstrap.sh installs them)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
 
 def records(stack: Stack, alarm_id: str) -> list[dict[str, Any]]:
