@@ -1,6 +1,6 @@
 # Lifeline's services (ingest, processor, writer): one image, the command picks the service.
 # The install step is the project's own: the same constraints.txt and pip command as
-# scripts/bootstrap.sh (tests/unit/test_deploy.py checks they stay the same).
+# scripts/bootstrap.sh (tests/deploy/test_deploy.py checks they stay the same).
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./

@@ -30,10 +30,10 @@ audit: setup
 
 ## Unit tests only: no system packages, no stack (about 3 minutes).
 unit: setup-python
-	.venv/bin/pytest -q tests/unit
+	.venv/bin/pytest -q -m unit
 
 integration: setup
-	.venv/bin/pytest -q tests/integration
+	.venv/bin/pytest -q -m integration
 
 ## The long runs CI skips (scenarios through the pipeline, marker `long`), on demand.
 long: setup

@@ -10,14 +10,14 @@ validator for one model (``to_json`` writes the bytes directly, without
 
 - :meth:`ReadingBatchCodec.encode_checked` — ingest's encoder for a report it has checked
   field by field: ``json.dumps`` of plain values, about a third of the cost of building
-  the models (services/ingest/validate.py; tests/unit/test_validate_fast.py holds it equal
+  the models (services/ingest/validate.py; tests/ingest/test_validate_fast.py holds it equal
   to the pydantic path).
 - :meth:`ReadingBatchCodec.decode_plain` — the writer's decoder: pydantic-core's own JSON
   parser (``from_json``, about twice as fast as ``json.loads`` here) and the
   contract's checks on plain values (ids in the contract's alphabet, known kind and
   metric, finite numbers, timestamps through :func:`schemas.common.epoch_ms`), no models.
   ``None`` for anything not exactly plain; the caller then takes :meth:`Codec.decode`,
-  which accepts it or raises the precise ValidationError (tests/unit/test_codec.py holds
+  which accepts it or raises the precise ValidationError (tests/schemas/test_codec.py holds
   the two equal on valid and invalid inputs).
 
 Measured (tests/bench/codec.py, 10,000 batches of 10 readings) against the code these
@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel
@@ -42,6 +42,7 @@ from schemas.deadletter import DeadLetter
 from schemas.kinds import FacilityKind, Metric
 from schemas.oncall import AckRequest, OnCallRecord
 from schemas.reading import ReadingBatch
+from schemas.telemetry import TelemetryMessage
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -185,6 +186,30 @@ class HealthCodec:
         return rec
 
 
+class TelemetryCodec(Codec[TelemetryMessage]):
+    """An MQTT gateway report (schemas/telemetry.py). ``decode`` is the contract's
+    validator (ingest has its own checked fast path in services/ingest/validate.py);
+    ``encode_plain`` is what gateways' stand-ins — the simulators, the load bench — publish:
+    plain values to JSON without building models, ``ts`` as RFC 3339 UTC with ``Z``."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(TelemetryMessage)
+
+    @staticmethod
+    def encode_plain(ts: datetime | float | str, seq: int,
+                     readings: list[dict[str, Any]]) -> bytes:
+        """``ts``: a datetime, epoch seconds (float) or an already formatted string;
+        ``readings``: ``{"sensor", "metric", "value", "unit"[, "ts"]}`` dicts."""
+        if isinstance(ts, (int, float)):
+            ts = datetime.fromtimestamp(ts, tz=UTC)
+        if isinstance(ts, datetime):
+            ts = ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return json.dumps({"ts": ts, "seq": seq, "readings": readings},
+                          ensure_ascii=False).encode()
+
+
 class TickCodec:
     """``lifeline.ticks`` and ``lifeline.oncall.ticks``: a wall clock, epoch ms as ASCII
     digits (no JSON)."""
@@ -211,3 +236,4 @@ DISTRICT_RAIN: Codec[DistrictRain] = Codec(DistrictRain)
 DEAD_LETTER: Codec[DeadLetter] = Codec(DeadLetter)
 HEALTH = HealthCodec()
 TICK = TickCodec()
+TELEMETRY = TelemetryCodec()

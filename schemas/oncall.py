@@ -33,12 +33,13 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, model_validator
 
 from schemas.common import Contract, Identifier, Timestamp, TimeZoneName, load_yaml_model
+from schemas.errors import LifelineError
 from schemas.kinds import AlarmLevel, FacilityKind
 
 _NAMESPACE = uuid.UUID("2c7d0c5e-6a7f-4a53-9d1b-0c0b9d6f3a11")
 
 
-class OnCallError(ValueError):
+class OnCallError(LifelineError, ValueError):
     """The on-call file is missing, not YAML, or violates the schema."""
 
 

@@ -4,7 +4,7 @@ One Kafka event carries one gateway report: Faust's per-event cost dominates, so
 readings per event is what makes 20k readings/s possible (LOCAL_STACK.md).
 
 Encoded and decoded only by ``schemas.codec.READING_BATCH`` (with the hot path's fast
-encoder and decoder, held equal to these models by tests/unit/test_codec.py).
+encoder and decoder, held equal to these models by tests/schemas/test_codec.py).
 """
 
 from __future__ import annotations

@@ -32,10 +32,11 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from schemas.alarm import AlarmCategory
 from schemas.common import Contract, Identifier, Timestamp, TimeZoneName
+from schemas.errors import LifelineError
 from schemas.kinds import LIFE_SAFETY_METRICS, METRICS, AlarmLevel, FacilityKind, Metric
 
 
-class RegistryError(ValueError):
+class RegistryError(LifelineError, ValueError):
     """The registry file is missing, not YAML, or violates the schema."""
 
 

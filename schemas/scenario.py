@@ -48,12 +48,13 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from schemas.common import Contract, Identifier, load_yaml_model
+from schemas.errors import LifelineError
 from schemas.kinds import AlarmLevel
 
 Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(LifelineError, ValueError):
     """The scenario file is missing, not YAML, or violates the schema."""
 
 

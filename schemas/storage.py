@@ -6,7 +6,8 @@ local stack share; see docs/decisions/0007-storage-layout.md for why it is shape
 
 - retention policy :data:`RAW` (the default one): readings and pipeline health;
 - retention policy :data:`LONG`: alarm events and states, the on-call trail, the registry's
-  facility points and the database's own aggregates (1-minute, hourly, district hourly).
+  facility points and the aggregates (1-minute: the writer's; hourly, district hourly: the
+  database's continuous queries).
 
 On InfluxDB 2.x the two are buckets (``LIFELINE_INFLUX_BUCKET`` and its ``_long``), mapped
 to the same names for InfluxQL by deploy/influxdb/setup.sh.
@@ -68,7 +69,7 @@ _READING_TAGS = frozenset({Tag.FACILITY, Tag.SENSOR, Tag.KIND, Tag.METRIC, Tag.D
 TAGS: Final[dict[str, frozenset[str]]] = {
     # Every point of a measurement carries exactly these tags (a test checks the writer's).
     Measurement.READING: _READING_TAGS,
-    Measurement.READING_1M: _READING_TAGS,  # the continuous queries GROUP BY *
+    Measurement.READING_1M: _READING_TAGS,  # the raw series (writer's rollup; CQs GROUP BY *)
     Measurement.READING_1H: _READING_TAGS,
     Measurement.DISTRICT_1H: frozenset({Tag.DISTRICT, Tag.KIND, Tag.METRIC}),
     Measurement.ALARM_EVENT: _READING_TAGS | {Tag.RULE, Tag.EVENT, Tag.LEVEL, Tag.CATEGORY},

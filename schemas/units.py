@@ -21,10 +21,11 @@ from typing import Any
 
 import pint
 
+from schemas.errors import LifelineError
 from schemas.kinds import Metric
 
 
-class UnitError(ValueError):
+class UnitError(LifelineError, ValueError):
     """A unit is unknown or cannot be converted to the metric's canonical unit."""
 
 

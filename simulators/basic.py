@@ -7,12 +7,11 @@ physically realistic per-kind simulators and scenarios come on top of this.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from schemas.codec import TELEMETRY
 from schemas.kinds import Metric
 from schemas.registry import Direction, Facility, Registry, Sensor, Signal
 from schemas.telemetry import telemetry_topic
@@ -114,10 +113,8 @@ class SteadySimulator:
             if not due:
                 continue
             gw.seq += 1
-            ts = datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")
-            body = {"ts": ts.replace("+00:00", "Z"), "seq": gw.seq,
-                    "readings": [{"sensor": s.id, "metric": s.metric.value,
-                                  "value": self.value(s, t), "unit": s.unit} for s in due]}
-            topic = telemetry_topic(gw.facility.kind.value, gw.facility.id)
-            out.append((topic, json.dumps(body, ensure_ascii=False).encode()))
+            body = TELEMETRY.encode_plain(
+                t, gw.seq, [{"sensor": s.id, "metric": s.metric.value,
+                             "value": self.value(s, t), "unit": s.unit} for s in due])
+            out.append((telemetry_topic(gw.facility.kind.value, gw.facility.id), body))
         return out

@@ -9,8 +9,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from schemas.errors import LifelineError
 
-class PublishError(RuntimeError):
+
+class PublishError(LifelineError, RuntimeError):
     pass
 
 

@@ -2,7 +2,7 @@
 
 ``ScenarioRun.reports()`` yields ``(t, topic, payload)`` in simulated order; the caller
 paces them (``lifeline simulate --scenario … --speed 600x``) or feeds them straight into
-the alarm engine (``tests/scenario_replay.py``, for calibration and fast tests). Ground
+the alarm engine (``tests/support/scenario_replay.py``, for calibration and fast tests). Ground
 truth — what each sensor really measured, what was reported (None: nothing), and every
 incident and fault — is kept for the facilities the scenario watches, for scoring and
 plots.
@@ -15,15 +15,15 @@ expectations must name facilities it runs and sensors they have, of the right ki
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from schemas.codec import TELEMETRY
 from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Facility, Registry
 from schemas.scenario import Fault, FaultKind, IncidentKind, Scenario, ScenarioError
@@ -247,9 +247,7 @@ class ScenarioRun:
             return
         g.seq += 1
         skew = sum(f.magnitude for f in faults if f.kind is FaultKind.CLOCK_SKEW)
-        ts = datetime.fromtimestamp(self.t0 + t + skew, UTC).isoformat(timespec="milliseconds")
-        body = json.dumps({"ts": ts.replace("+00:00", "Z"), "seq": g.seq,
-                           "readings": readings}).encode()
+        body = TELEMETRY.encode_plain(self.t0 + t + skew, g.seq, readings)
         topic = telemetry_topic(g.facility.kind.value, g.facility.id)
         self.reports_sent += 1
         self.readings_sent += len(readings)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
+from schemas.codec import DEAD_LETTER
 from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from services.core import topics
 from services.core.health import Counters
@@ -123,7 +124,7 @@ class InternalDeadLetters:
         self.counters.inc(f"dead_lettered.{topic}")
         log.warning(f"{self.service}.dead_lettered", source=src, reason=str(reason),
                     detail=dl.detail, facility_id=facility_id, size=len(raw))
-        await self._send(key, dl.model_dump_json().encode())
+        await self._send(key, DEAD_LETTER.encode(dl))
         return dl
 
     async def undecodable(self, payload: bytes | None, exc: Exception, *, topic: str,
@@ -201,7 +202,7 @@ class Collector:
     def __call__(self, value: bytes) -> None:
         self.read += 1
         try:
-            dl = DeadLetter.model_validate_json(value)
+            dl = DEAD_LETTER.decode(value)
         except ValidationError:
             self.undecodable += 1
             return

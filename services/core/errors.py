@@ -1,7 +1,6 @@
-"""The one base exception of Lifeline's services: every package's own errors derive from
-it, so a caller can tell Lifeline's refusals from library failures (which are wrapped with
-``raise … from exc``)."""
+"""The one base exception of Lifeline's services (defined in :mod:`schemas.errors`, where
+the contracts' errors need it too): every package's own errors derive from it."""
 
+from schemas.errors import LifelineError
 
-class LifelineError(Exception):
-    """Base of every error Lifeline's services raise on purpose."""
+__all__ = ["LifelineError"]

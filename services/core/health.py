@@ -13,7 +13,6 @@ services add the same pages to Faust's own web server.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -22,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+
+from schemas.codec import HEALTH
 
 
 class Counters:
@@ -120,10 +121,10 @@ def health_record(health: Health) -> bytes:
     """The service's status and counters as one ``lifeline.health`` record."""
     code, body = health.payload()
     # healthy: no problem (what readiness answers); warnings are counted beside it.
-    return json.dumps({"service": health.service, "instance": instance_id(),
-                       "ts": int(time.time() * 1000), "status": body["status"],
-                       "healthy": code == 200, "warnings": len(body["warnings"]),
-                       "counters": body["counters"]}).encode()
+    return HEALTH.encode({"service": health.service, "instance": instance_id(),
+                          "ts": int(time.time() * 1000), "status": body["status"],
+                          "healthy": code == 200, "warnings": len(body["warnings"]),
+                          "counters": body["counters"]})
 
 
 def aiohttp_routes(health: Health) -> list[web.RouteDef]:

@@ -42,7 +42,7 @@ PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "repl
                        "replace_me", "placeholder", "example", "<secret>", "your-secret",
                        "your_secret", "insert-", "fixme")
 # Exact values (compared case-insensitively) that are published and therefore not secret:
-# every secret in .env.example and deploy/lifeline.production.env (tests/unit/test_secrets.py
+# every secret in .env.example and deploy/lifeline.production.env (tests/core/test_secrets.py
 # keeps this list and those files in step) and well-known examples from upstream docs.
 KNOWN_EXAMPLE_VALUES = frozenset(v.lower() for v in (
     # .env.example

@@ -14,6 +14,7 @@ from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
 from schemas.registry import Registry
+from services.core.errors import LifelineError
 from services.core.settings import check_secret
 from services.dashboards.generate import DATASOURCE, dashboards
 
@@ -22,7 +23,7 @@ FOLDER_UID = "lifeline"
 FOLDER_TITLE = "城市生命线 Lifeline"
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(LifelineError, RuntimeError):
     pass
 
 

@@ -31,7 +31,7 @@ message that passed validation (:meth:`GatewayPolicy.admit`):
 
 Messages validation refuses are dead-lettered with their own reason, whatever the rate
 (they carry nothing to limit). The dead letters of a flood are as many as its messages:
-Kafka takes them at the pace ingest reads MQTT, which its backpressure bounds (app.py),
+Kafka takes them at the pace ingest reads MQTT, which its backpressure bounds (inflight.py),
 and ingest logs one line per reason, facility and second, not one per message.
 
 The lane's position restarts when ingest reconnects to the broker (the broker then
@@ -46,6 +46,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from schemas.topics import telemetry_topic
 from services.core.ratelimit import TokenBuckets
 
 # One bucket per gateway (facility): the plain token bucket, also used on its own.
@@ -126,6 +127,7 @@ class GatewayPolicy:
 
 
 def gateway_of(topic: str) -> str:
-    """The facility segment of ``lifeline/{kind}/{facility}/telemetry`` (or the topic)."""
-    parts = topic.split("/")
-    return parts[2] if len(parts) == 4 else topic[:100]
+    """The facility of a telemetry topic (the one parser, schemas/topics.py); any other
+    topic, cut to 100 characters, is its own gateway."""
+    parsed = telemetry_topic(topic)
+    return parsed[1] if parsed is not None else topic[:100]

@@ -36,10 +36,10 @@ from schemas.texts import short_place
 from services.core.health import Counters
 from services.core.logging import get_logger
 from services.notifier.acks import AckSigner
-from services.notifier.channels import ChannelError
+from services.notifier.errors import ChannelError, CodeRefused, LinkError
 from services.notifier.escalation import OnCall
-from services.notifier.links import AckLink, LinkError, Signer
-from services.notifier.otp import CodeRefused, CodeStore, CodeVerdict
+from services.notifier.links import AckLink, Signer
+from services.notifier.otp import CodeStore, CodeVerdict
 from services.notifier.web import (
     SECURITY_HEADERS,
     alarm_page,

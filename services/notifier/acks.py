@@ -27,6 +27,7 @@ import hmac
 import json
 import secrets
 
+from schemas import codec
 from schemas.oncall import AckRequest
 
 KEY_LABEL = b"lifeline/ack-signature/v1"
@@ -63,8 +64,8 @@ class AckSigner:
 
     def sign(self, req: AckRequest) -> AckRequest:
         """``req`` with its signature (the fields are taken as they will be read back)."""
-        plain = AckRequest.model_validate_json(req.model_copy(update={"signature": None})
-                                               .model_dump_json())
+        plain = codec.ACK_REQUEST.decode(codec.ACK_REQUEST.encode(
+            req.model_copy(update={"signature": None})))
         return plain.model_copy(update={"signature": self.signature(plain)})
 
     def problem(self, req: AckRequest) -> str | None:

@@ -35,15 +35,8 @@ import aiohttp
 import aiosmtplib
 
 from schemas.oncall import Channel, ChannelType, Person
+from services.notifier.errors import ChannelError
 from services.notifier.messages import Message
-
-
-class ChannelError(Exception):
-    """A delivery failed; ``retryable`` says whether trying again may help."""
-
-    def __init__(self, reason: str, *, retryable: bool = True) -> None:
-        super().__init__(reason)
-        self.retryable = retryable
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:

@@ -20,9 +20,12 @@ from datetime import UTC, datetime
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from schemas.oncall import OnCallConfig, OnCallRecord, Person, RecordType, record_id_for
+from services.core.crash import crash_point
 from services.core.health import Counters
+from services.core.latency import Stage
 from services.core.logging import get_logger
-from services.notifier.channels import ChannelError, Senders
+from services.notifier.channels import Senders
+from services.notifier.errors import ChannelError
 from services.notifier.escalation import Notification, OnCall, alarm_fields
 from services.notifier.links import AckLink, Signer
 from services.notifier.messages import Item, render
@@ -63,6 +66,7 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(max_parallel)
         self.latencies: deque[float] = deque(maxlen=1000)  # created → delivered, seconds
+        self.page_stage: Stage | None = None  # the same, in the latency budget
 
     @property
     def cfg(self) -> OnCallConfig:
@@ -212,9 +216,15 @@ class Deliverer:
             except ChannelError as exc:
                 failures.append(f"{cid}: {exc}")
                 continue
+            # Delivered, and not yet recorded: a crash here leaves the notification pending
+            # in the table, and the worker that resumes the partition sends it again (with
+            # the same id) — the one duplicate at-least-once delivery allows.
+            crash_point("notifier.after_page")
             now = time.time()
             for n in items:
                 self.latencies.append(now - n.created_ms / 1000)
+                if self.page_stage is not None:
+                    self.page_stage.observe(now - n.created_ms / 1000)
                 await self.emit(self._record(RecordType.ATTEMPT, n, cid, attempt_no, channel=cid,
                                              ok=True, detail=how))
                 await self.emit(self._record(RecordType.DELIVERED, n, channel=cid, ok=True,

@@ -53,6 +53,7 @@ from schemas.oncall import (
     notification_id_for,
     record_id_for,
 )
+from services.notifier.errors import OnCallStateError
 from services.notifier.rota import on_duty, resolve_target
 
 SEEN_EVENTS = 32  # event ids remembered per episode (redeliveries come in order)
@@ -60,10 +61,6 @@ CLOSED_KEEP_MS = 86_400_000  # a closed episode's id is remembered this long
 STATE_VERSION = 2  # the format of FacilityOnCall.to_json
 CREW = "crew:"  # person ids of ad-hoc recipients: crew:<phone>
 _PHONE = re.compile(r"^\+?[0-9]{5,15}$")
-
-
-class OnCallStateError(ValueError):
-    """A saved facility state this notifier cannot read: a newer format, or damaged."""
 
 
 @dataclass

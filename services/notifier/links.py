@@ -19,13 +19,9 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from services.notifier.errors import LinkError
+
 SALT = "lifeline-ack-link"
-
-
-class LinkError(ValueError):
-    def __init__(self, reason: str, status: int) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.notifier.errors import CodeRefused
+
 MAX_CHALLENGES = 10_000  # outstanding codes per worker (memory bound)
 
 
@@ -30,14 +32,6 @@ class CodeVerdict(StrEnum):
     EXHAUSTED = "exhausted"  # too many wrong codes: this code is void
     EXPIRED = "expired"
     UNKNOWN = "unknown"  # no such challenge (another worker, a restart, or already used)
-
-
-class CodeRefused(Exception):
-    """No code is sent: ``status`` is the HTTP status the page answers with."""
-
-    def __init__(self, reason: str, status: int) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from schemas import codec
 from schemas.oncall import AckAction, AckRequest, OnCallConfig
 from schemas.storage import Field, Measurement, Tag, qualified
 from services.core import topics
@@ -84,7 +85,7 @@ async def send_ack(kafka: KafkaSettings, alarm_id: str, facility_id: str, by: st
         await producer.stop()
         raise
     try:
-        await producer.send_and_wait(topics.ACKS, req.model_dump_json().encode(),
+        await producer.send_and_wait(topics.ACKS, codec.ACK_REQUEST.encode(req),
                                      key=facility_id.encode())
     finally:
         await producer.stop()

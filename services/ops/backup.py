@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import topics
+from services.core.errors import LifelineError
 from services.core.influx import QueryError, QueryRefused, query_sync
 from services.core.kafka import producer_kwargs, security_kwargs
 from services.core.logging import get_logger
@@ -61,7 +62,7 @@ IDLE_S = 1.5  # Tansu: a partition is read to its end when nothing came for this
 STALL_S = 60.0  # Kafka: no record for this long before the end offsets is an error
 
 
-class BackupError(RuntimeError):
+class BackupError(LifelineError, RuntimeError):
     """A backup or restore that cannot be done; the message is one line for the operator."""
 
 
@@ -376,7 +377,7 @@ def _influx_query(influx: InfluxSettings, q: str, *, post: bool = False,
         raise BackupError(f"InfluxDB at {influx.url} is unreachable: {str(exc)[:200]}") from exc
 
 
-class _Missing(Exception):
+class _Missing(LifelineError):
     pass
 
 

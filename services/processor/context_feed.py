@@ -9,7 +9,8 @@ A record that cannot be read is counted (``context_rejected``), logged with its 
 — with a dead-letter sink (the processor's) — dead-lettered with its bytes and reason
 (services.core.dlq.InternalDeadLetters); never fatal. Each worker reads the topic in full,
 so a bad record is dead-lettered once per worker and start (not again when the feed
-reconnects): the copies share ``source`` and ``payload_sha256``.
+reconnects): the copies share ``source`` and ``payload_sha256``. What one record does is
+handlers.py's ``apply_context``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
-from schemas.common import to_epoch_ms
-from schemas.context import DistrictRain
 from services.core import topics
 from services.core.dlq import InternalDeadLetters
 from services.core.health import Counters
@@ -30,6 +28,7 @@ from services.core.kafka import security_kwargs
 from services.core.logging import get_logger
 from services.core.settings import KafkaSettings
 from services.processor.engine.context import RainContext
+from services.processor.handlers import apply_context
 
 log = get_logger("lifeline.processor.context")
 
@@ -41,21 +40,6 @@ def consumer_kwargs(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
     if kafka.flavor == "tansu":
         kw["fetch_max_wait_ms"] = 250  # Tansu holds every fetch for its full max wait
     return kw
-
-
-def apply_record(context: RainContext, value: bytes, counters: Counters,
-                 src: str) -> Exception | None:
-    """Apply one record; the error (counted and logged, nothing applied) when it is not a
-    valid context record, None when applied."""
-    try:
-        rec = DistrictRain.model_validate_json(value)
-        context.apply(rec.district, to_epoch_ms(rec.ts))
-    except (ValidationError, ValueError, TypeError, OverflowError) as exc:
-        counters.inc("context_rejected")
-        log.warning("context.rejected", source=src, detail=str(exc)[:300])
-        return exc
-    counters.inc("context_applied")
-    return None
 
 
 class ContextFeed:
@@ -72,8 +56,8 @@ class ContextFeed:
         """One record of ``lifeline.context``: applied, or dead-lettered with its reason."""
         if value is None:
             return
-        exc = apply_record(self.context, value, self.counters,
-                           f"kafka:{topic}[{partition}]@{offset}")
+        exc = apply_context(self.context, value, self.counters,
+                            f"kafka:{topic}[{partition}]@{offset}")
         if exc is not None and self.dead is not None \
                 and (partition, offset) not in self.dead_lettered:
             self.dead_lettered.add((partition, offset))

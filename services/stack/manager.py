@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.storage import DATABASE
 from services.core import topics
+from services.core.errors import LifelineError
 from services.core.influx import Endpoint, QueryError, ping_sync, query_sync
 from services.core.logging import get_logger
 from services.stack.process import alive, cmdline, spawn, terminate
@@ -33,7 +34,7 @@ BENCH_USER = "lifeline-bench"
 INFLUXD_NICE = 10  # lower CPU priority for the local influxd (see Stack.start)
 
 
-class StackError(RuntimeError):
+class StackError(LifelineError, RuntimeError):
     """The local stack cannot start or is unhealthy."""
 
 

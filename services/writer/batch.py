@@ -42,7 +42,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from schemas.deadletter import Problem, RejectReason
 from services.core.health import Counters, Health
 from services.core.logging import get_logger
-from services.writer.sinks import Sink, SinkRejected, SinkUnavailable
+from services.writer.errors import SinkRejected, SinkUnavailable
+from services.writer.sinks import Sink
 
 log = get_logger("lifeline.writer")
 

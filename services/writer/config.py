@@ -25,10 +25,10 @@ class WriterSettings(_Group):
                                description="How long raw readings are kept (InfluxDB 1.x).")
     long_retention: str = Field(default="INF", pattern=r"^(INF|\d+[hdw])$",
                                 description="How long 1-minute aggregates and alarms are kept.")
-    cq_resample_every: str = Field(default="1m", pattern=r"^\d+[smh]$",
-                                   description="How often the 1-minute aggregation runs.")
-    cq_resample_for: str = Field(default="5m", pattern=r"^\d+[smh]$",
-                                 description="How far back each run recomputes (late data).")
+    rollup_lateness_s: float = Field(default=60.0, ge=0, le=3600, description=(
+        "How late (event time, past the minute's end) a reading may arrive and still be "
+        "in its 1-minute aggregate, which the writer writes then (services/writer/"
+        "rollup.py)."))
     baseline_warmup_h: float = Field(default=1.0, ge=0, description=(
         "Hours of readings an hour-of-day slot needs before sewage readings carry its "
         "diurnal baseline."))

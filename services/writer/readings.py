@@ -16,35 +16,46 @@ cannot be built) goes to the dead-letter topic with its bytes and reason
 the rest of its batch is stored and committed. When
 the database refuses some points of a batch, only their events are dead-lettered (as
 ``kafka:lifeline.readings[<partition>]@<offset>``, services/writer/batch.py) and the rest is
-stored before the commit.
+stored before the commit. What one batch does is services/writer/handlers.py's.
+
+The 1-minute aggregates (``long.reading_1m``) are computed here from the same records
+(services/writer/rollup.py): a batch's write also stores the minutes it closes, and each
+partition's commit is held back to the first record of its oldest open minute, with the
+newest closed minute as the commit's metadata, so a restart or a new owner replays every
+open minute whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, wait_exponential
 
 from schemas.deadletter import RejectReason
 from services.core import topics
+from services.core.crash import crash_point
 from services.core.dlq import decode_reason, error_detail
 from services.core.health import Counters, Health
 from services.core.kafka import security_kwargs
+from services.core.latency import Budget
 from services.core.logging import get_logger
 from services.core.settings import KafkaSettings
 from services.writer.batch import Batch
+from services.writer.errors import UNREADABLE
+from services.writer.rollup import MinuteRollup
 
 log = get_logger("lifeline.writer.readings")
 
 Store = Callable[[Batch], Awaitable[None]]
+StoreLines = Callable[[list[str]], Awaitable[None]]
+# Per partition: the offset to commit, its metadata, and the next offset stored by then.
+Offsets = dict[TopicPartition, tuple[int, str, int]]
 DeadLetter = Callable[[bytes, str, RejectReason, str], Awaitable[None]]
-# What converting one record may raise: dead-lettered, never fatal to the consumer (an
-# exception escaping run() would restart it on the same record, forever).
-UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
 
 
 def consumer_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
@@ -72,7 +83,9 @@ def consumer_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
 class ReadingsConsumer:
     def __init__(self, kafka: KafkaSettings, to_lines: Callable[[bytes], list[str]],
                  store: Store, dead_letter: DeadLetter, counters: Counters,
-                 batch_events: int, batch_seconds: float) -> None:
+                 batch_events: int, batch_seconds: float,
+                 rollup: MinuteRollup | None = None,
+                 store_rollup: StoreLines | None = None) -> None:
         self.kafka = kafka
         self.to_lines = to_lines
         self.store = store
@@ -85,6 +98,13 @@ class ReadingsConsumer:
         self.positions: dict[TopicPartition, int] = {}  # next offset to store, per partition
         self.health: Health | None = None
         self.failing = False  # the health problem ``kafka`` is ours to clear
+        # The latency budget (services/core/latency.py): a batch's oldest record from its
+        # broker timestamp to fetched and to stored, and the write itself.
+        self.budget: Budget | None = None
+        # The 1-minute tier and how its lines are stored (``long``); None: not computed.
+        self.rollup = rollup
+        self.store_rollup = store_rollup
+        self.fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
 
     async def supervise(self, health: Health) -> None:
         """run(), restarted with backoff after a Kafka failure. While it fails, health
@@ -126,9 +146,10 @@ class ReadingsConsumer:
     async def run(self) -> None:
         """Fetch and convert the next batch while the previous one is being written: two
         batches in flight at most, offsets committed strictly in order after each write."""
-        c = self.consumer = AIOKafkaConsumer(topics.READINGS, **consumer_kwargs(self.kafka))
+        c = self.consumer = AIOKafkaConsumer(**consumer_kwargs(self.kafka))
+        c.subscribe([topics.READINGS], listener=_Rebalance(self, c))
         await c.start()
-        in_flight: tuple[asyncio.Task[None], dict[TopicPartition, int], int] | None = None
+        in_flight: tuple[asyncio.Task[None], Offsets, int, float, float] | None = None
         try:
             while not self.stopping.is_set():
                 batch = await c.getmany(timeout_ms=self.batch_ms, max_records=self.batch_events)
@@ -137,9 +158,17 @@ class ReadingsConsumer:
                     if in_flight is not None:
                         await self._finish(c, *in_flight)
                         in_flight = None
+                    # A quiet partition's open minutes close by the wall clock.
+                    closed, commits = self._close_minutes(c)
+                    if closed:
+                        in_flight = (asyncio.ensure_future(self._write(Batch(), closed)),
+                                     commits, 0, time.time() * 1000, time.monotonic())
                     continue
+                oldest_ms = min(r.timestamp for records in batch.values() for r in records)
+                if self.budget is not None:
+                    self.budget.since_epoch_ms("writer.kafka_wait", oldest_ms)
                 events = Batch()
-                offsets: dict[TopicPartition, int] = {}
+                rollup = self.rollup
                 for tp, records in batch.items():
                     where = f"kafka:{tp.topic}[{tp.partition}]@"
                     for rec in records:
@@ -151,11 +180,15 @@ class ReadingsConsumer:
                                                    decode_reason(exc), error_detail(exc))
                             continue
                         events.add(value, f"{where}{rec.offset}", lines)
-                    offsets[tp] = records[-1].offset + 1
+                        if rollup is not None:
+                            rollup.add(tp, rec.offset, lines)
+                    self.fetched[tp] = records[-1].offset + 1
+                closed, offsets = self._close_minutes(c, batch)
                 if in_flight is not None:
                     await self._finish(c, *in_flight)
-                write = asyncio.ensure_future(self.store(events))
-                in_flight = (write, offsets, sum(len(r) for r in batch.values()))
+                write = asyncio.ensure_future(self._write(events, closed))
+                in_flight = (write, offsets, sum(len(r) for r in batch.values()), oldest_ms,
+                             time.monotonic())
             if in_flight is not None:
                 await self._finish(c, *in_flight)
                 in_flight = None
@@ -165,17 +198,85 @@ class ReadingsConsumer:
             self.consumer = None
             await c.stop()
 
+    def _close_minutes(self, c: AIOKafkaConsumer,
+                       batch: dict[TopicPartition, Any] | None = None
+                       ) -> tuple[list[str], Offsets]:
+        """The minute aggregates closed now and what to commit once they and the batch are
+        stored: every fetched partition when minutes are computed (their commits are held
+        back), else the batch's partitions at their next offset."""
+        rollup = self.rollup
+        if rollup is None:
+            return [], {tp: (self.fetched[tp], "", self.fetched[tp]) for tp in batch or ()}
+        now_ms = int(time.time() * 1000)
+        closed: list[str] = []
+        commits: Offsets = {}
+        assigned = c.assignment()
+        for tp, position in self.fetched.items():
+            if tp not in assigned:
+                continue
+            high = c.highwater(tp)
+            closed += rollup.close(tp, now_ms, high is not None and position >= high)
+            commits[tp] = (*rollup.commit(tp, position), position)
+        if not closed:  # nothing new to commit for quiet partitions
+            commits = {tp: o for tp, o in commits.items() if batch is not None and tp in batch}
+        return closed, commits
+
+    async def _write(self, events: Batch, closed: list[str]) -> None:
+        """The batch's points, then the minute aggregates it closed (both before the
+        commit: a crash in between replays the same minutes, with the same values)."""
+        await self.store(events)
+        if closed and self.store_rollup is not None:
+            await self.store_rollup(closed)
+            self.counters.inc("rollup_points", len(closed))
+
     async def _finish(self, c: AIOKafkaConsumer, write: asyncio.Task[None],
-                      offsets: dict[TopicPartition, int], events: int) -> None:
+                      offsets: Offsets, events: int, oldest_ms: float,
+                      started: float) -> None:
         # Retries until stored (backpressure), refused points isolated and their events
         # dead-lettered; raises only on shutdown.
         await write
+        if self.budget is not None and events:  # not for a quiet partition's minutes
+            self.budget.stage("writer.write").observe(time.monotonic() - started)
+            self.budget.since_epoch_ms("writer.kafka_to_stored", oldest_ms)
+        # Stored, not committed: a crash here re-reads the batch after the restart and
+        # writes the same points again (tests/writer/test_crash_replay.py).
+        crash_point("writer.after_write")
         try:
-            await c.commit(offsets)
+            await c.commit({tp: (o, meta) if meta else o for tp, (o, meta, _) in offsets.items()})
         except KafkaError as exc:
             # A rebalance took the partitions away: their new owner re-reads from the
             # last commit and overwrites the same points (event time).
             self.counters.inc("commit_failures")
             log.warning("writer.commit_failed", error=repr(exc)[:300])
-        self.positions.update(offsets)
+        for tp, (_, _, stored) in offsets.items():
+            self.positions[tp] = stored  # the commit may be held back for the rollup
         self.counters.inc("processed_events", events)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Partitions taken and given up: the rollup's state follows them (services/writer/
+    rollup.py); a partition taken over starts from its last commit and its metadata."""
+
+    def __init__(self, owner: ReadingsConsumer, consumer: AIOKafkaConsumer) -> None:
+        self.owner = owner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.owner.fetched.pop(tp, None)
+            if self.owner.rollup is not None:
+                self.owner.rollup.revoke(tp)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        rollup = self.owner.rollup
+        if rollup is None or not assigned:
+            return
+        # aiokafka's committed() returns the offset only; the metadata is the coordinator's.
+        committed = await self.consumer._coordinator.fetch_committed_offsets(list(assigned))
+        for tp in assigned:
+            self.owner.fetched.pop(tp, None)
+            got = committed.get(tp)
+            rollup.assign(tp, got.metadata if got is not None else None, got is not None)
+        log.info("writer.rollup_assigned", partitions=len(assigned),
+                 closed_through={f"{tp.partition}": rollup.parts[tp].closed_through
+                                 for tp in assigned})

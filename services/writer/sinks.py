@@ -6,7 +6,8 @@ the database refuses for good — HTTP 400/422 (a bad line, a field type conflic
 outside the retention policy; InfluxDB 1.x stores the batch's other points and says
 ``partial write``) and 413 (:class:`SinkTooLarge`). The writer then isolates the refused
 points by writing halves of the batch again and dead-letters only their events, with the
-database's reason (services/writer/batch.py). The three are the client's own error types.
+database's reason (services/writer/batch.py). The three are the client's own error types
+(services/writer/errors.py).
 """
 
 from __future__ import annotations
@@ -14,21 +15,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from schemas.storage import LONG
-from services.core.influx import (
-    InfluxClient,
-    InfluxError,
-    InfluxRefused,
-    InfluxTooLarge,
-    InfluxUnavailable,
-    InfluxV2Client,
-    Precision,
-)
+from services.core.influx import InfluxClient, InfluxV2Client, Precision
 from services.core.settings import InfluxSettings
+from services.writer.errors import SinkError, SinkRejected, SinkTooLarge, SinkUnavailable
 
-SinkError = InfluxError
-SinkUnavailable = InfluxUnavailable
-SinkRejected = InfluxRefused
-SinkTooLarge = InfluxTooLarge
+__all__ = ["InfluxV1Sink", "InfluxV2Sink", "Sink", "SinkError", "SinkRejected", "SinkTooLarge",
+           "SinkUnavailable", "make_sink"]
 
 
 class Sink(Protocol):

@@ -5,9 +5,8 @@ The names are schemas/storage.py's; this module creates what they name:
 - retention policy ``raw`` (default; ``LIFELINE_INFLUX_RAW_RETENTION``, 30 days): readings;
 - retention policy ``long`` (``LIFELINE_INFLUX_LONG_RETENTION``, forever): 1-minute
   aggregates of readings and every alarm event / alarm state;
-- continuous query ``reading_1m``: mean/min/max per series and minute into
-  ``long.reading_1m``, computed by the database itself, re-run over the last
-  ``cq_resample_for`` so late readings are folded in;
+- ``long.reading_1m`` (mean/min/max per series and minute) is the writer's own
+  (services/writer/rollup.py); the continuous query that computed it before is dropped;
 - continuous queries ``reading_1h`` (per series) and ``district_1h`` (per district, kind,
   metric) from the 1-minute aggregates: what month-long dashboard ranges read.
 
@@ -21,15 +20,11 @@ from schemas.storage import LONG, RAW, Field, Measurement, Tag, ident, qualified
 from services.core.influx import SETUP_TIMEOUT_S, InfluxClient, QueryError, QueryRefused
 from services.core.logging import get_logger
 from services.core.settings import InfluxSettings
+from services.writer.errors import StorageSetupError
 
 log = get_logger("lifeline.writer.storage")
 
-__all__ = ["LONG", "RAW", "StorageSetupError", "continuous_query", "ensure_layout",
-           "hourly_queries"]
-
-
-class StorageSetupError(QueryError):
-    pass
+__all__ = ["LONG", "RAW", "StorageSetupError", "ensure_layout", "hourly_queries"]
 
 
 _MEAN, _MIN, _MAX = (ident(f) for f in (Field.MEAN, Field.MIN, Field.MAX))
@@ -56,25 +51,19 @@ def hourly_queries(db: str, every: str) -> dict[str, str]:
             for name, (source, select, group) in HOURLY.items()}
 
 
-def continuous_query(db: str, every: str, span: str) -> str:
-    # Names and durations come from validated settings, never from telemetry.
-    value = ident(Field.VALUE)
-    name = Measurement.READING_1M
-    select = (f"SELECT mean({value}) AS {_MEAN}, min({value}) AS {_MIN}, "
-              f"max({value}) AS {_MAX} INTO {qualified(name, db)} "
-              f"FROM {qualified(Measurement.READING, db)} GROUP BY time(1m), *")
-    return (f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" RESAMPLE EVERY {every} '
-            f"FOR {span} BEGIN {select} END")
+# Continuous queries earlier versions created and the writer now does without.
+RETIRED = (Measurement.READING_1M,)
 
 
 async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention: str,
-                        cq_every: str, cq_for: str, hourly_every: str = "10m") -> None:
-    """Create or update the database, retention policies and continuous queries.
+                        hourly_every: str = "10m") -> None:
+    """Create or update the database, retention policies and the hourly continuous
+    queries; drop the retired ones (``reading_1m``).
 
     Raises :class:`StorageSetupError` for a statement the database refuses or when it
     cannot be reached (the writer retries with backoff)."""
     try:
-        await _ensure_layout(s, raw_retention, long_retention, cq_every, cq_for, hourly_every)
+        await _ensure_layout(s, raw_retention, long_retention, hourly_every)
     except StorageSetupError:
         raise
     except QueryError as exc:
@@ -84,7 +73,7 @@ async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention
 
 
 async def _ensure_layout(s: InfluxSettings, raw_retention: str, long_retention: str,
-                         cq_every: str, cq_for: str, hourly_every: str) -> None:
+                         hourly_every: str) -> None:
     db = s.database
     async with InfluxClient(s, SETUP_TIMEOUT_S) as client:
         async def run(q: str, what: str | None = None) -> None:
@@ -104,8 +93,8 @@ async def _ensure_layout(s: InfluxSettings, raw_retention: str, long_retention: 
             except QueryRefused:  # exists with other settings: bring it to the configured ones
                 await run(f'ALTER RETENTION POLICY "{rp}" ON "{db}" DURATION {duration}{suffix}',
                           f"retention policy {rp}")
-        cqs = {Measurement.READING_1M: continuous_query(db, cq_every, cq_for),
-               **hourly_queries(db, hourly_every)}
-        for name, cq in cqs.items():
+        for name in RETIRED:
+            await run(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')  # gone after the first start
+        for name, cq in hourly_queries(db, hourly_every).items():
             await run(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')  # absent the first time
             await run(cq, f"continuous query {name}")

@@ -38,7 +38,7 @@ from services.stack.manager import Ports, Stack, free_port
 from services.stack.services import ServiceProcess
 from tests.bench.processor import breach_sensor, report
 from tests.bench.run import cpu_seconds, machine
-from tests.conftest import EXAMPLE_REGISTRY
+from tests.support.paths import EXAMPLE_REGISTRY
 
 FLOODER = "DR-BH-001"
 FLOOD_SENSOR = "DR-BH-001-R1"

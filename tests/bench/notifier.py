@@ -29,8 +29,8 @@ from services.core import topics
 from services.stack.manager import Ports, Stack, free_port
 from services.stack.services import ServiceProcess
 from tests.bench.run import cpu_seconds, machine
-from tests.receivers import Receiver
-from tests.unit.oncall_helpers import alarm
+from tests.support.oncall_helpers import alarm
+from tests.support.receivers import Receiver
 
 SECRET = "bench-webhook-secret-0123456789"
 

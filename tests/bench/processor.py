@@ -34,7 +34,7 @@ from services.core import topics
 from services.stack.manager import Ports, Stack, free_port
 from services.stack.services import ServiceProcess
 from tests.bench.run import cpu_seconds, machine
-from tests.conftest import EXAMPLE_REGISTRY
+from tests.support.paths import EXAMPLE_REGISTRY
 
 NORMAL = {"rainfall": 0.0, "water_level": 0.8, "ponding_depth": 0.0, "flow": 120.0,
           "pump_state": 1.0, "pump_current": 80.0, "deflection": 5.0, "strain": 120.0,

@@ -104,7 +104,7 @@ def bench(sensors: int = 10_000, days: int = 30, runs: int = 5) -> dict[str, Any
         url = f"http://127.0.0.1:{stack.ports.influx}"
         try:
             asyncio.run(ensure_layout(InfluxSettings(url=url), raw_retention="30d",
-                                      long_retention="INF", cq_every="1m", cq_for="5m"))
+                                      long_retention="INF"))
             loaded = asyncio.run(load(url, sensors, days))
             panel = timed(url, grafana(DISTRICT_TREND, days), runs)
             per_sensor = timed(url, grafana(DISTRICT_TREND.replace(

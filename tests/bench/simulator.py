@@ -19,7 +19,7 @@ from schemas.scenario import load_scenario
 from simulators.scale import scale_registry
 from simulators.scenario import SCENARIOS, ScenarioRun
 from tests.bench.run import machine
-from tests.conftest import EXAMPLE_REGISTRY
+from tests.support.paths import EXAMPLE_REGISTRY
 
 
 def bench(scale: int = 20, hours: float = 2.0, scenario: str = "dry-day") -> dict[str, Any]:

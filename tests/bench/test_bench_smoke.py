@@ -66,7 +66,7 @@ def test_simulator_benchmark_smoke() -> None:
 def test_load_benchmark_smoke(tmp_path: Path) -> None:
     """`lifeline bench` for 30 s at 300 readings/s: nothing lost, lag bounded, every
     latency path measured — not a speed figure."""
-    from services.stack.loadbench import run_bench
+    from services.bench.load import run_bench
 
     r = run_bench(sensors=3000, interval_s=10, duration_s=30, state=tmp_path,
                   baseline_reports=2000)
@@ -76,4 +76,12 @@ def test_load_benchmark_smoke(tmp_path: Path) -> None:
     assert max(r["max_lag"].values()) < 2000
     for path in ("alarm", "stored", "notification"):
         assert r[f"latency_publish_to_{path}"]["samples"] >= 10, path
-    assert r["baseline_plain_mqtt_aiokafka"]["reports"] == 2000
+    bare = r["bare_chain"]
+    assert bare["reports"] == 2000 and bare["stored"] == bare["readings"] == 20000
+    assert r["ratio_to_bare_chain"] > 0 and set(r["cpu_us_per_reading"]) >= {
+        "ingest", "processor", "writer", "notifier", "tansu", "influxd", "mosquitto"}
+    assert set(bare["cpu_us_per_reading"]) >= {"bare forwarder", "bare store", "tansu", "influxd"}
+    assert r["alarm_events_seen"]["during_load"].get("facility.raised", 0) >= 10
+    for stage in ("ingest.mqtt_to_ack", "processor.evaluate", "writer.kafka_to_stored",
+                  "notifier.page"):
+        assert r["latency_budget"][stage]["n"] > 0, stage

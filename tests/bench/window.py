@@ -28,8 +28,8 @@ from collections.abc import Callable
 from schemas.registry import Signal
 from services.processor.engine import signals
 from services.processor.engine.signals import Window
-from tests import raw_samples
 from tests.bench.run import machine as run_machine
+from tests.support import raw_samples
 
 BASE = 1_700_000_040_000
 Rules = list[tuple[Signal, float]]

@@ -56,7 +56,7 @@ def bench(events: int = 30000, facilities: int = 2000, batch_events: int = 2000
             from services.writer.storage import ensure_layout
 
             asyncio.run(ensure_layout(InfluxSettings(url=url), raw_retention="30d",
-                                      long_retention="INF", cq_every="1m", cq_for="5m"))
+                                      long_retention="INF"))
             t_base = int(time.time() * 1000) - 3 * 3600_000
             base_lines = []
             for i in range(events):

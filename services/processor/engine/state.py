@@ -13,6 +13,7 @@ standing flags) is migrated on read; a version newer than this code knows is ref
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from services.processor.engine.errors import EngineError
@@ -162,6 +163,17 @@ class FacilityState:
             "first": self.first_ts, "latest": self.latest_ts, "ck": self.checkpoint_ts,
             "resumed": self.resumed_ts,
         }
+
+    def dumps(self) -> str:
+        """The saved form as compact JSON text (the table value)."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, saved: str | None) -> FacilityState:
+        """A state from its table value (None or empty: a fresh state); ValueError (not
+        JSON), :class:`StateVersionError` or KeyError/TypeError/IndexError (damaged) for
+        what cannot be read."""
+        return cls.from_json(json.loads(saved) if saved else None)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> FacilityState:

@@ -1,0 +1,1 @@
+"""`lifeline bench`: the load benchmark on the local stack, with its same-run baseline."""
