@@ -32,7 +32,7 @@ from schemas.storage import Field, Measurement, Tag
 from services.bench.bare import run_bare_chain
 from services.core import topics
 from services.core.influx import Endpoint, QueryError, query_sync
-from services.core.kafka_tools import read_topic
+from services.core.kafka_tools import follow_in_thread
 from services.core.settings import KafkaSettings
 from services.stack.manager import Ports, Stack, free_port
 from services.stack.services import ServiceProcess
@@ -241,19 +241,7 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
             key = int(ev.ts.timestamp() * 1000)
             probe.alarm.setdefault(key, time.time())
 
-    async def follow() -> None:
-        done = asyncio.Event()
-
-        async def watch() -> None:
-            while not stop_alarms.is_set():  # noqa: ASYNC110 — bridges a threading.Event
-                await asyncio.sleep(0.2)
-            done.set()
-
-        w = asyncio.create_task(watch())
-        await read_topic(kafka, topics.ALARMS, on_alarm, from_end=True, stop=done)
-        w.cancel()
-
-    threading.Thread(target=lambda: asyncio.run(follow()), daemon=True).start()
+    follow_in_thread(kafka, topics.ALARMS, on_alarm, stop_alarms, name="bench-alarms")
 
     influx = Endpoint(env["LIFELINE_INFLUX_URL"], env["LIFELINE_INFLUX_DATABASE"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -67,3 +68,26 @@ async def read_topic(kafka: KafkaSettings, topic: str, on_value: Callable[[bytes
     finally:
         await consumer.stop()
     return count
+
+
+def follow_in_thread(kafka: KafkaSettings, topic: str, on_value: Callable[[bytes], None],
+                     stop: threading.Event, *, name: str = "follow") -> threading.Thread:
+    """Read ``topic`` from its end in a daemon thread of its own (its own event loop) until
+    ``stop`` is set — for the demo's console and the bench, which run beside synchronous
+    code. Returns the started thread (join it after setting ``stop``)."""
+
+    async def follow() -> None:
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():  # noqa: ASYNC110 — bridges a threading.Event
+                await asyncio.sleep(0.2)
+            done.set()
+
+        watcher = asyncio.create_task(watch())
+        await read_topic(kafka, topic, on_value, from_end=True, stop=done)
+        watcher.cancel()
+
+    thread = threading.Thread(target=lambda: asyncio.run(follow()), name=name, daemon=True)
+    thread.start()
+    return thread

@@ -14,7 +14,7 @@ from schemas import texts
 from schemas.codec import ALARM_EVENT
 from schemas.registry import Direction, Signal, load_registry
 from services.core import topics
-from services.core.kafka_tools import read_topic
+from services.core.kafka_tools import follow_in_thread
 from services.core.settings import KafkaSettings, state_dir
 from services.stack.manager import (
     Ports,
@@ -185,11 +185,8 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
             "lifeline oncall who\n", fg=typer.colors.CYAN)
 
         kafka = KafkaSettings(bootstrap=env["LIFELINE_KAFKA_BOOTSTRAP"], flavor="tansu")
-        stop_async = asyncio.Event()
-        alarm_thread = threading.Thread(target=lambda: asyncio.run(_follow_alarms(
-            kafka, stop, stop_async)), daemon=True)
-        alarm_thread.start()
-        followers.append(alarm_thread)
+        followers.append(follow_in_thread(kafka, topics.ALARMS, _show_alarm, stop,
+                                          name="demo-alarms"))
 
         sim = SteadySimulator(reg)
         pub = Publisher("127.0.0.1", int(env["LIFELINE_MQTT_PORT"]),
@@ -251,18 +248,6 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
              + f". Data was in {stack.state} (InfluxDB data stays there; Tansu keeps "
                "Kafka in memory only).")
     return 0
-
-
-async def _follow_alarms(kafka: KafkaSettings, stop: threading.Event,
-                         stop_async: asyncio.Event) -> None:
-    async def watch() -> None:
-        while not stop.is_set():  # noqa: ASYNC110 — bridges a threading.Event
-            await asyncio.sleep(0.2)
-        stop_async.set()
-
-    watcher = asyncio.create_task(watch())
-    await read_topic(kafka, topics.ALARMS, _show_alarm, from_end=True, stop=stop_async)
-    watcher.cancel()
 
 
 def _status(pub: Publisher, procs: dict[str, ServiceProcess]) -> None:

@@ -78,7 +78,9 @@ class Writer:
         h = self.handlers
         # The 1-minute tier, from the readings as they are stored (InfluxDB 1.x; on 2.x a
         # task computes it: deploy/influxdb/setup.sh).
-        self.rollup = MinuteRollup(w.rollup_lateness_s) if cfg.influx.api == "v1" else None
+        # On Tansu commits keep no metadata (services/writer/rollup.py).
+        self.rollup = MinuteRollup(w.rollup_lateness_s, metadata_kept=cfg.kafka.flavor != "tansu"
+                                   ) if cfg.influx.api == "v1" else None
         self.readings = ReadingsConsumer(cfg.kafka, h.reading_lines, h.store_readings,
                                          h.unreadable_reading, self.counters, w.batch_events,
                                          w.batch_seconds, self.rollup, h.store_rollup)

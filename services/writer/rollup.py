@@ -28,6 +28,13 @@ with the same value (an overwrite of the same series and time); readings of minu
 already closed are skipped. When a commit carries no such metadata (the first start
 after the continuous query), the first minute seen on the partition is not written: its
 earlier readings were committed before this writer counted them.
+
+Tansu (the local stack's broker) keeps no commit metadata at all, and its log lives in
+memory only — so every commit it holds was made by this writer, held back to the first
+record of the oldest open minute. There (``metadata_kept=False``) the closed minutes are
+those before the newest minute of the first record replayed: exact when a report's
+readings share one minute (the usual case), and at worst a missing minute, never a wrong
+one, when they do not.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ _PREFIX = len(Measurement.READING)
 _OUT = Measurement.READING_1M
 
 
+def _minute(line: str) -> int:
+    """The minute (start, ms) of a ``reading`` line's timestamp."""
+    t = int(line[line.rfind(" ") + 1:])
+    return t - t % MINUTE_MS
+
+
 def _float(value: float) -> str:
     text = repr(value)
     return text[:-2] if text.endswith(".0") else text
@@ -50,6 +63,7 @@ def _float(value: float) -> str:
 @dataclass(slots=True)
 class _Partition:
     closed_through: int | None = -1  # start (ms) of the newest closed minute; None: unknown
+    derive: bool = False  # closed_through follows from the first record replayed (Tansu)
     event_max: int = -1
     # minute start → series tag set (",district=…,sensor=…") → [sum, count, min, max]
     open: dict[int, dict[str, list[float]]] = field(default_factory=dict)
@@ -59,8 +73,9 @@ class _Partition:
 class MinuteRollup:
     """1-minute aggregates of the reading lines of each partition (see the module)."""
 
-    def __init__(self, lateness_s: float) -> None:
+    def __init__(self, lateness_s: float, metadata_kept: bool = True) -> None:
         self.lateness_ms = int(lateness_s * 1000)
+        self.metadata_kept = metadata_kept  # False on Tansu: commits carry no metadata
         self.parts: dict[Hashable, _Partition] = {}
         self.late = 0  # readings of a minute already closed (not folded in)
 
@@ -69,12 +84,15 @@ class MinuteRollup:
         """A partition taken over: ``metadata`` of its last commit (the newest closed
         minute), ``committed`` whether it has a commit at all."""
         closed: int | None = -1
+        derive = False
         if committed:
             try:
                 closed = int(metadata or "")
             except ValueError:
-                closed = None  # committed without our metadata: the first minute is partial
-        self.parts[part] = _Partition(closed_through=closed)
+                # Committed without our metadata: on Kafka, by an older writer (the first
+                # minute may be partial); on Tansu, by this writer (see the module).
+                closed, derive = None, not self.metadata_kept
+        self.parts[part] = _Partition(closed_through=closed, derive=derive)
 
     def revoke(self, part: Hashable) -> None:
         """A partition given up: its open minutes are its next owner's to replay."""
@@ -90,6 +108,12 @@ class MinuteRollup:
         if p is None:
             p = self.parts[part] = _Partition()
         opened, first = p.open, p.first_offset
+        if p.derive:
+            lines = list(lines)
+            p.derive = False
+            if lines:  # the oldest open minute at the commit is this record's newest
+                newest = max(_minute(line) for line in lines)
+                p.closed_through = newest - MINUTE_MS
         for line in lines:
             tags_end = line.find(" ")
             while line[tags_end - 1] == "\\":  # an escaped space in a tag value

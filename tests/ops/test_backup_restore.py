@@ -174,7 +174,7 @@ def test_a_restore_brings_back_readings_alarms_and_oncall_state(
         wait_for(lambda: acked_in_changelog(stack, ACKED, ack_id), 20,
                  what="the acknowledgement in the notifier's changelog")
         for fid in (ACKED, OPEN):
-            wait_for(lambda f=fid: influx_count(stack, f"\"sensor\" = '{f}-L1'") == 2, 20,
+            wait_for(lambda f=fid: influx_count(stack, f"\"sensor\" = '{f}-L1' AND time >= {t0}ms") == 2, 20,
                      what=f"{fid} readings in InfluxDB")
         def acked_history() -> subprocess.CompletedProcess[str] | None:
             h = lifeline(stack.env(), "oncall", "history", ack_id)
@@ -217,7 +217,7 @@ def test_a_restore_brings_back_readings_alarms_and_oncall_state(
 
         # Readings, alarms and the audit trail, queryable in the new InfluxDB.
         for fid in (ACKED, OPEN):
-            assert influx_count(fresh, f"\"sensor\" = '{fid}-L1'") == 2
+            assert influx_count(fresh, f"\"sensor\" = '{fid}-L1' AND time >= {t0}ms") == 2
         assert ack_id in alarm_ids(fresh, ACKED) and open_id in alarm_ids(fresh, OPEN)
         after = lifeline(fresh.env(), "oncall", "history", ack_id)
         assert history is not None and after.returncode == 0 and after.stdout == history.stdout

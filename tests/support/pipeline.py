@@ -62,6 +62,12 @@ TEST_FACILITIES = [
      "sensors": [{"id": "TEST-RL-1-L1", "metric": "water_level", "unit": "m", "range": [0, 7],
                   "interval_s": 3600,
                   "rules": [{"levels": [{"level": "blue", "raise_at": 2.0, "source": "test"}]}]}]},
+    # The writer's 1-minute tier (tests/writer/test_storage.py): values below every level.
+    {"id": "TEST-RU-1", "kind": "drainage", "name": "rollup test", "district": "test",
+     "lat": 27.9, "lon": 120.8,
+     "sensors": [{"id": "TEST-RU-1-L1", "metric": "water_level", "unit": "m", "range": [0, 7],
+                  "interval_s": 60,
+                  "rules": [{"levels": [{"level": "blue", "raise_at": 5.0, "source": "test"}]}]}]},
     # The processor's crash-and-replay test (tests/processor/test_crash_replay.py): one
     # level sensor reporting hourly, so no wall-clock check fires during the test.
     {"id": "TEST-CR-1", "kind": "drainage", "name": "crash replay test", "district": "test",

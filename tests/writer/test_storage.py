@@ -8,8 +8,6 @@ from simulators.publisher import Publisher
 from tests.support.pipeline import Pipeline
 from tests.support.stack_helpers import influx_query, now_ms, report, wait_for
 
-FAC = "DR-KJ-003"
-
 
 def test_retention_policies_and_continuous_query(pipeline: Pipeline) -> None:
     stack = pipeline.stack
@@ -25,16 +23,22 @@ def test_retention_policies_and_continuous_query(pipeline: Pipeline) -> None:
 
 def test_database_downsamples_readings_to_one_minute(pipeline: Pipeline,
                                                      publisher: Publisher) -> None:
+    """Readings of the current minute (the pipeline's writer folds readings up to 2 s late,
+    LIFELINE_WRITER_ROLLUP_LATENESS_S): once the minute has closed by event time or by the
+    wall clock, its mean/min/max are in long.reading_1m — exactly those of the readings."""
     stack = pipeline.stack
-    minute = (now_ms() // 60_000 - 2) * 60_000  # a whole minute, two minutes ago
-    topic = f"lifeline/drainage/{FAC}/telemetry"
-    values = [0.4, 0.8, 1.2, 1.6]  # below every threshold: this test is about storage
+    fac = "TEST-RU-1"  # used by no other test
+    start = now_ms()
+    minute = start - start % 60_000
+    step = max(1, (60_000 - start % 60_000 - 1_000) // 4)  # four readings inside the minute
+    topic = f"lifeline/drainage/{fac}/telemetry"
+    values = [0.4, 0.8, 1.2, 1.6]
     for i, v in enumerate(values):
-        publisher.publish(topic, report(i + 1, minute + i * 10_000,
-                                        [(f"{FAC}-L1", "water_level", v, "m")]))
-    q = (f"SELECT mean, min, max FROM long.reading_1m WHERE facility='{FAC}' "
-         f"AND sensor='{FAC}-L1' AND time = {minute}ms")
-    rows = wait_for(lambda: influx_query(stack, q), timeout=60,
+        ts = min(now_ms(), start + i * step)
+        publisher.publish(topic, report(i + 1, ts, [(f"{fac}-L1", "water_level", v, "m")]))
+    q = (f"SELECT mean, min, max FROM long.reading_1m WHERE facility='{fac}' "
+         f"AND sensor='{fac}-L1' AND time = {minute}ms")
+    rows = wait_for(lambda: influx_query(stack, q), timeout=120,
                     what="the writer's 1-minute aggregate")
     assert rows[0]["values"] == [[minute, 1.0, 0.4, 1.6]]
 
