@@ -27,7 +27,13 @@ from services.stack.manager import Ports, Stack, free_port
 from services.stack.process import spawn
 from services.stack.services import ServiceProcess
 from simulators.publisher import Publisher
-from tests.support.pipeline import Pipeline, faust_ready
+from tests.support.pipeline import (
+    TEST_FACILITIES,
+    Pipeline,
+    faust_ready,
+    running_pipeline,
+    write_registry,
+)
 from tests.support.stack_helpers import (
     influx_count,
     influx_query,
@@ -87,6 +93,39 @@ class Receiver:
 
     def count(self) -> int:
         return len(self.out.read_text().splitlines()) if self.out.exists() else 0
+
+
+# A stack and services of its own: the backup holds every topic, Faust changelogs included,
+# and the notifier started here restores the group's escalation state — after the session's
+# notifier tests (a storm of 500 alarms) that state kept it busy past this test's waits.
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("backup-stack"), Ports.free())
+    s.up()
+    yield s
+    s.down()
+
+
+@pytest.fixture(scope="module")
+def registry_file(stack: Stack) -> Path:
+    path = stack.state / "registry.yaml"
+    write_registry(path, TEST_FACILITIES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline_env(stack: Stack, registry_file: Path) -> dict[str, str]:
+    return {**stack.env(), "LIFELINE_REGISTRY": str(registry_file),
+            "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
+            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_RELOAD_CHECK_S": "1",
+            "LIFELINE_WRITER_CQ_HOURLY_EVERY": "2s", "LIFELINE_WRITER_ROLLUP_LATENESS_S": "2",
+            "LIFELINE_WRITER_BASELINE_WARMUP_H": "0", "LIFELINE_HEALTH_REPORT_S": "2"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[Pipeline]:
+    with running_pipeline(stack, pipeline_env) as p:
+        yield p
 
 
 @pytest.fixture
