@@ -35,6 +35,7 @@ from tests.support.paths import EXAMPLE_REGISTRY, ROOT
 from tests.support.pipeline import (
     TEST_FACILITIES,
     Pipeline,
+    pipeline_env_of,
     running_pipeline,
     service_children,
     write_registry,
@@ -74,12 +75,7 @@ def registry_file(stack: Stack) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline_env(stack: Stack, registry_file: Path) -> dict[str, str]:
-    return {**stack.env(), "LIFELINE_REGISTRY": str(registry_file),
-            "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
-            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_RELOAD_CHECK_S": "1",
-            "LIFELINE_WRITER_CQ_HOURLY_EVERY": "2s", "LIFELINE_WRITER_ROLLUP_LATENESS_S": "2",
-            "LIFELINE_WRITER_BASELINE_WARMUP_H": "0",
-            "LIFELINE_HEALTH_REPORT_S": "2"}
+    return pipeline_env_of(stack, registry_file)
 
 
 @pytest.fixture(scope="session")
