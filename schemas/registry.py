@@ -5,8 +5,13 @@ A YAML file validated by these models. Every number in a rule is data with prove
 placeholder for a design value. Rule kinds:
 
 - per-sensor :class:`Rule` on a *signal* of the sensor: its value, its rate of change over
-  a window, or an aggregate (sum, mean, min, max, RMS) over an event-time window; four
-  levels with separate raise and clear points; raise/clear durations (time and/or count);
+  a window, or an aggregate (sum, mean, min, max, RMS, TWA) over an event-time window of up
+  to 7 days, or — with coarser buckets — a long window of up to 90 days (crack growth per
+  month, settlement per day); a step change between the medians of its newest readings;
+  a count of exceedances of a limit per local calendar day; its deviation from the usual
+  for the hour (a :class:`Baseline` learned per hour of day, weekdays and weekends apart)
+  and last night's minimum; four levels with separate raise and clear points; raise/clear
+  durations (time and/or count);
 - per-facility :class:`CompositeRule`: all of several conditions on different sensors;
 - sensor health (always on): out of instrument range, stuck value, sensor offline, gateway
   offline, gateway sequence gaps — tuned per sensor and by the registry's :class:`AlarmPolicy`;
@@ -56,6 +61,36 @@ class Signal(StrEnum):
     MAX = "max"
     RMS = "rms"
     TWA = "twa"  # time-weighted mean over the window (exposure: 8 h PC-TWA, 15 min PC-STEL)
+    # Median of the newest step_k readings minus the median of the step_k before them (a jump;
+    # step_k 1: between consecutive readings). The medians make it blind to one spike.
+    STEP = "step"
+    # Exceedances of count_above per local calendar day (registry time zone), from 0 at local
+    # midnight: readings above it (of: value), or clock-aligned periods of window_s whose
+    # signal ``of`` (e.g. the 15-minute mean) was above it.
+    COUNT = "count"
+    # The reading (or ``of`` over window_s) minus the usual for this local hour of a weekday
+    # or weekend day (the sensor's learned Baseline), in the unit or in spreads.
+    DEVIATION = "deviation"
+    # The minimum of last night's Baseline night window (local 02:00-05:00), raw or against
+    # the usual night minimum.
+    NIGHT_MINIMUM = "night_minimum"
+
+
+WINDOWED: frozenset[Signal] = frozenset({Signal.RATE, Signal.SUM, Signal.MEAN, Signal.MIN,
+                                         Signal.MAX, Signal.RMS, Signal.TWA})
+"""Signals over an event-time window (``window_s``)."""
+INPUTS: frozenset[Signal] = frozenset({Signal.VALUE, Signal.SUM, Signal.MEAN, Signal.MIN,
+                                       Signal.MAX, Signal.RMS, Signal.TWA})
+"""What a count or a deviation may be ``of``."""
+LEARNED: frozenset[Signal] = frozenset({Signal.DEVIATION, Signal.NIGHT_MINIMUM})
+"""Signals read from the sensor's learned :class:`Baseline`."""
+WINDOW_MAX_S = 7 * 86400.0
+"""Windows up to this long keep the sensor's report interval as their bucket width."""
+LONG_WINDOW_MAX_S = 90 * 86400.0
+"""Longer windows, up to this, are *long windows*: coarser buckets (about 90 of them: daily
+for 90 days), kept apart from the short ones so a 30-day rate does not coarsen a 10-minute
+one."""
+DAY_S = 86400
 
 
 Source = Annotated[str, Field(min_length=3, description="Where the number comes from.")]
@@ -86,11 +121,26 @@ class Rule(Contract):
 
     id: Identifier | None = Field(default=None, description="Defaults to signal-window-direction.")
     signal: Signal = Signal.VALUE
-    window_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    window_s: Annotated[float, Field(gt=0, le=LONG_WINDOW_MAX_S)] | None = Field(
+        default=None, description="The window of a windowed signal (over 7 days: a long "
+                                  "window, coarse buckets), or of the signal a count or a "
+                                  "deviation is of.")
     rate_per_s: Annotated[float, Field(gt=0)] = Field(
         default=60.0, description="Rate is expressed per this many seconds (60: per minute).")
     direction: Direction = Direction.UPPER
     levels: Annotated[list[Level], Field(min_length=1)]
+    step_k: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=3, description="step: readings per median (1: consecutive readings).")
+    of: Signal = Field(
+        default=Signal.VALUE, description="count, deviation: the signal counted or compared "
+                                          "(value, or sum/mean/min/max/rms/twa over window_s).")
+    count_above: float | None = Field(
+        default=None, allow_inf_nan=False,
+        description="count: the limit; a reading or period counts when strictly above it.")
+    deviation_as: Literal["difference", "spreads"] | None = Field(
+        default=None, description="deviation (default difference) and night_minimum (default: "
+                                  "the raw minimum): minus the usual, in the unit "
+                                  "(difference) or in the usual's spreads (spreads).")
     raise_after_s: Seconds = 0.0
     raise_after_count: Annotated[int, Field(ge=1, le=10_000)] = 1
     clear_after_s: Seconds = 0.0
@@ -102,6 +152,8 @@ class Rule(Contract):
         if self.id:
             return self.id
         window = f"-{self.window_s:g}s" if self.window_s else ""
+        if self.signal is Signal.STEP:
+            window = f"-k{self.step_k}"
         return f"{self.signal.value}{window}-{self.direction.value}"
 
     def ordered_levels(self) -> tuple[Level, ...]:
@@ -109,10 +161,7 @@ class Rule(Contract):
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
-        if self.signal is not Signal.VALUE and self.window_s is None:
-            raise ValueError(f"rule {self.key}: signal {self.signal} needs window_s")
-        if self.signal is Signal.VALUE and self.window_s is not None:
-            raise ValueError(f"rule {self.key}: a value rule has no window_s")
+        self._check_signal()
         names = [lv.level for lv in self.levels]
         if len(set(names)) != len(names):
             raise ValueError(f"rule {self.key}: duplicate level")
@@ -126,6 +175,76 @@ class Rule(Contract):
             if (upper and c > lv.raise_at) or (not upper and c < lv.raise_at):
                 raise ValueError(f"rule {self.key}: {lv.level} clear_at {c} is on the wrong side "
                                  f"of raise_at {lv.raise_at} for a {self.direction} rule")
+        return self
+
+    def _check_signal(self) -> None:
+        """Each signal's own fields, and only those (a misplaced field other than its
+        default is an error, not silently ignored; defaults pass, so a dumped registry
+        loads again)."""
+        sig, key = self.signal, self.key
+        for name, owners in (("step_k", {Signal.STEP}), ("of", {Signal.COUNT, Signal.DEVIATION}),
+                             ("count_above", {Signal.COUNT}), ("deviation_as", LEARNED)):
+            if sig not in owners and getattr(self, name) != type(self).model_fields[name].default:
+                raise ValueError(f"rule {key}: {name} applies to signal "
+                                 f"{' or '.join(sorted(owners))} only, not {sig}")
+        if sig in (Signal.COUNT, Signal.DEVIATION):
+            if self.of not in INPUTS:
+                raise ValueError(f"rule {key}: of must be one of {', '.join(sorted(INPUTS))} "
+                                 f"(got {self.of})")
+            windowed = self.of is not Signal.VALUE
+            if windowed and self.window_s is None:
+                raise ValueError(f"rule {key}: of {self.of} needs window_s")
+            if not windowed and self.window_s is not None:
+                raise ValueError(f"rule {key}: window_s goes with of: a windowed signal")
+            if windowed and self.window_s is not None and self.window_s > WINDOW_MAX_S:
+                raise ValueError(f"rule {key}: window_s of a {sig} input is at most 7 days")
+        if sig is Signal.COUNT:
+            if self.count_above is None:
+                raise ValueError(f"rule {key}: signal count needs count_above (the limit)")
+            if self.direction is not Direction.UPPER:
+                raise ValueError(f"rule {key}: direction of a count is upper (more than N "
+                                 f"times a day)")
+            w = self.window_s
+            if w is not None and (w != int(w) or DAY_S % int(w)):
+                raise ValueError(f"rule {key}: window_s of a count must divide the day "
+                                 f"(86400 s) into whole periods (got {w:g})")
+        elif sig in WINDOWED:
+            if self.window_s is None:
+                raise ValueError(f"rule {key}: signal {sig} needs window_s")
+        elif sig is not Signal.DEVIATION and self.window_s is not None:
+            raise ValueError(f"rule {key}: a {sig} rule has no window_s")
+
+
+class Baseline(Contract):
+    """How a sensor learns its usual (the ``deviation`` and ``night_minimum`` signals).
+
+    Per local hour of day, weekdays and weekends apart (48 estimates): the hour's mean
+    reading, folded once an hour is over into an exponentially weighted mean and spread
+    that weighs each new day ``1 / memory_days`` (a plain mean and spread over the first
+    ``memory_days`` days). Likewise last night's minimum over ``night_from``-``night_to``
+    against the nights before. An estimate speaks only once ``min_days`` days (nights)
+    went into it: no alarm from a baseline not yet learned.
+    """
+
+    memory_days: Annotated[int, Field(ge=2, le=365)] = 28
+    min_days: Annotated[int, Field(ge=1, le=365)] = Field(
+        default=5, description="Days an hour's (or the night's) estimate needs before its "
+                               "signal exists; a weekend hour gets two a week.")
+    night_from: time = Field(default=time(2, 0), description="Local start of the night window.")
+    night_to: time = Field(default=time(5, 0), description="Local end of the night window.")
+    spread_floor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=0.0, description="deviation_as spreads: the spread never counts as less than "
+                                 "this (a flat sensor's zero spread would make any change "
+                                 "infinite).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Baseline:
+        if not self.night_from < self.night_to:
+            raise ValueError(f"baseline: night_from {self.night_from} must be before "
+                             f"night_to {self.night_to} (one night window, same day)")
+        if self.min_days > self.memory_days:
+            raise ValueError(f"baseline: min_days {self.min_days} exceeds memory_days "
+                             f"{self.memory_days}")
         return self
 
 
@@ -148,6 +267,9 @@ class Sensor(Contract):
         default=None, description="Water level in a pipe or at its manhole: the pipe's "
                                   "internal diameter D; readings then also carry the fill "
                                   "ratio h/D (above 1: surcharged).")
+    baseline: Baseline | None = Field(
+        default=None, description="How the usual is learned for deviation and night_minimum "
+                                  "rules (default: Baseline's defaults).")
 
     @field_validator("rules", mode="after")
     @classmethod
@@ -170,11 +292,15 @@ class Sensor(Contract):
         keys = [r.key for r in self.rules]
         if len(set(keys)) != len(keys):
             raise ValueError(f"sensor {self.id}: two rules share the id {keys}")
+        if self.baseline is not None and not self.learns:
+            raise ValueError(f"sensor {self.id}: baseline is set but no rule reads it "
+                             f"(signal deviation or night_minimum)")
         return self
 
     @property
-    def max_window_s(self) -> float:
-        return max((r.window_s or 0.0 for r in self.rules), default=0.0)
+    def learns(self) -> bool:
+        """A rule reads the sensor's learned baseline."""
+        return any(r.signal in LEARNED for r in self.rules)
 
 
 class Condition(Contract):
@@ -182,13 +308,16 @@ class Condition(Contract):
 
     sensor: Identifier
     signal: Signal = Signal.VALUE
-    window_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    window_s: Annotated[float, Field(gt=0, le=LONG_WINDOW_MAX_S)] | None = None
     rate_per_s: Annotated[float, Field(gt=0)] = 60.0
     op: Literal[">=", "<="]
     value: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> Condition:
+        if self.signal is not Signal.VALUE and self.signal not in WINDOWED:
+            raise ValueError(f"condition on {self.sensor}: signal {self.signal} is a sensor "
+                             f"rule's only (composites read value and windowed signals)")
         if (self.signal is Signal.VALUE) != (self.window_s is None):
             raise ValueError(f"condition on {self.sensor}: window_s goes with derived signals only")
         return self

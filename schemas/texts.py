@@ -115,6 +115,10 @@ SIGNAL_WORDS: dict[str, Bi] = {
     "max": Bi("最大值", "maximum"),
     "rms": Bi("均方根值", "RMS"),
     "twa": Bi("时间加权平均浓度", "time-weighted average"),
+    "step": Bi("突变", "step change"),
+    "count": Bi("日超标次数", "exceedances today"),
+    "deviation": Bi("偏离常值", "deviation from the usual"),
+    "night_minimum": Bi("夜间最小值", "night minimum"),
 }
 
 CATEGORY_WORDS: dict[str, Bi] = {
@@ -177,7 +181,8 @@ _HEALTH: dict[str, Bi] = {
                         "critical facility dark (power or communication lost)"),
 }
 HEALTH_RULES = frozenset(_HEALTH)
-_RULE_KEY = re.compile(r"^(value|rate|sum|mean|min|max|rms|twa)(?:-([0-9.e+]+)s)?-(upper|lower)$")
+_RULE_KEY = re.compile(r"^(value|rate|sum|mean|min|max|rms|twa|step|count|deviation|night_minimum)"
+                       r"(?:-([0-9.e+]+)s|-k\d+)?-(upper|lower)$")
 DIRECTION_WORDS = {"upper": Bi("超上限", "above its upper limit"),
                    "lower": Bi("低于下限", "below its lower limit")}
 

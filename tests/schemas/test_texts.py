@@ -13,7 +13,7 @@ import pytest
 from schemas import texts
 from schemas.alarm import AlarmEvent
 from schemas.kinds import AlarmLevel, FacilityKind, Metric
-from schemas.registry import Registry
+from schemas.registry import Registry, Signal
 from services.notifier.links import AckLink
 from services.notifier.messages import Item, render
 from services.notifier.web import alarm_page
@@ -64,13 +64,17 @@ def test_every_health_rule_in_words(rule: str) -> None:
     assert has_both(w) and rule not in str(w)
 
 
-@pytest.mark.parametrize("signal", ["value", "rate", "sum", "mean", "min", "max", "rms", "twa"])
+@pytest.mark.parametrize("signal", [s.value for s in Signal])
 @pytest.mark.parametrize("direction", ["upper", "lower"])
 def test_every_level_rule_family_in_words(signal: str, direction: str) -> None:
-    key = f"{signal}-{direction}" if signal == "value" else f"{signal}-3600s-{direction}"
+    # Every signal of the registry has words (a new signal without them fails here).
+    assert signal in texts.SIGNAL_WORDS
+    key = {"value": f"value-{direction}", "step": f"step-k3-{direction}",
+           "night_minimum": f"night_minimum-{direction}"}.get(signal,
+                                                              f"{signal}-3600s-{direction}")
     w = texts.rule_words(key, Metric.WATER_LEVEL)
     assert has_both(w) and key not in str(w) and "水位" in w.zh and "water level" in w.en
-    if signal != "value":
+    if key.endswith(f"-3600s-{direction}"):
         assert "1小时" in w.zh and "over 1 h" in w.en
     assert ("超上限" if direction == "upper" else "低于下限") in w.zh
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from schemas import texts
 from schemas.alarm import (
@@ -35,6 +36,8 @@ from schemas.deadletter import Problem, RejectReason
 from schemas.kinds import LIFE_SAFETY_METRICS, METRICS, AlarmLevel, Metric
 from schemas.reading import ReadingBatch
 from schemas.registry import (
+    WINDOW_MAX_S,
+    WINDOWED,
     AlarmPolicy,
     CompositeRule,
     Condition,
@@ -47,9 +50,11 @@ from schemas.registry import (
     Sensor,
     Signal,
 )
+from schemas.registry import Baseline as BaselineSpec
 from schemas.texts import Bi
 from services.processor.engine import tracker
 from services.processor.engine.context import RainContext
+from services.processor.engine.history import Baseline, DailyCount, Steps
 from services.processor.engine.maintenance import in_window
 from services.processor.engine.signals import Window
 from services.processor.engine.state import FacilityState, RuleState, SensorState
@@ -65,6 +70,8 @@ DARK = "facility-dark"  # a critical facility silent during rain or alarm (a fac
 FAULTS = (OUT_OF_RANGE, STUCK, SENSOR_OFFLINE)
 _ORANGE = AlarmLevel.ORANGE.severity
 RAIN_WINDOW_S = 3600.0  # the district rain context reads each gauge's past hour
+LONG_WINDOW_BUCKETS = 90  # a long window's buckets: daily for 90 days, 8-hourly for 30
+_OFFSETS_MAX = 4096  # cached UTC offsets of the registry zone (one per quarter hour)
 
 
 def _dt(ms: int) -> datetime:
@@ -110,6 +117,23 @@ class _SensorPlan:
     oor_key: str
     metrics: frozenset[Metric]
     rain: bool  # a rain gauge: feeds the district rain context
+    long_keep_ms: int  # the same for windows over 7 days (the long window)
+    long_bucket_ms: int
+    steps_keep: int  # newest readings step rules compare (0: none)
+    counts: tuple[tuple[str, Rule], ...]  # count rules by state key
+    baseline: BaselineSpec | None  # how the usual is learned (rules read it)
+
+    @property
+    def history(self) -> bool:
+        return bool(self.steps_keep or self.counts or self.baseline is not None)
+
+
+def _reach_s(r: Rule | Condition) -> float:
+    """How far back a rule or condition reads the sensor's samples (s): a count of a
+    windowed signal keeps two periods (the one just over is judged at the next reading)."""
+    if r.window_s is None:
+        return 0.0
+    return 2 * r.window_s if r.signal is Signal.COUNT else r.window_s
 
 
 _SPECS: dict[int, _RuleSpec] = {}
@@ -173,18 +197,23 @@ class AlarmEngine:
         self.policy: AlarmPolicy = registry.policy
         self.context = context if context is not None else RainContext()
         self._plans = {f.id: self._plan(f, registry.policy) for f in registry.facilities}
+        self._offsets: dict[int, int] = {}
 
     @staticmethod
     def _plan(f: Facility, policy: AlarmPolicy) -> _FacilityPlan:
-        windows: dict[str, float] = {s.id: s.max_window_s for s in f.sensors}
+        reach: dict[str, list[float]] = {s.id: [_reach_s(r) for r in s.rules] for s in f.sensors}
         by_sensor: dict[str, list[CompositeRule]] = {}
         comp_metrics: dict[str, frozenset[Metric]] = {}
         metric_of = {s.id: s.metric for s in f.sensors}
         for c in f.composites:
             for cond in c.all_of:
-                windows[cond.sensor] = max(windows[cond.sensor], cond.window_s or 0.0)
+                reach[cond.sensor].append(_reach_s(cond))
                 by_sensor.setdefault(cond.sensor, []).append(c)
             comp_metrics[c.id] = frozenset(metric_of[cond.sensor] for cond in c.all_of)
+        windows = {sid: max((x for x in xs if x <= WINDOW_MAX_S), default=0.0)
+                   for sid, xs in reach.items()}
+        longs = {sid: max((x for x in xs if x > WINDOW_MAX_S), default=0.0)
+                 for sid, xs in reach.items()}
         sensors = {}
         keys = {f"{f.id}|{GATEWAY_OFFLINE}", f"{f.id}|{SEQ_GAP}", f"{f.id}|{DARK}"}
         keys |= {f"{f.id}|{c.id}" for c in f.composites}
@@ -196,9 +225,17 @@ class AlarmEngine:
             keep_s = windows[s.id]
             bucket = (Window.bucket_ms_for(s.interval_s, keep_s, policy.max_window_buckets)
                       if keep_s else 0)
+            long_s = longs[s.id]
+            long_bucket = (Window.bucket_ms_for(
+                s.interval_s, long_s, min(LONG_WINDOW_BUCKETS, policy.max_window_buckets))
+                if long_s else 0)
+            steps = 2 * max((r.step_k for r in s.rules if r.signal is Signal.STEP), default=0)
+            counts = tuple((f"{s.id}|{r.key}", r) for r in s.rules if r.signal is Signal.COUNT)
+            learn = (s.baseline or BaselineSpec()) if s.learns else None
             sensors[s.id] = _SensorPlan(s, rules, int(keep_s * 1000), bucket, s.range[0],
                                         s.range[1], f"{s.id}|{OUT_OF_RANGE}",
-                                        frozenset((s.metric,)), rain)
+                                        frozenset((s.metric,)), rain, int(long_s * 1000),
+                                        long_bucket, steps, counts, learn)
             keys |= {f"{s.id}|{r.key}" for r in s.rules} | {f"{s.id}|{k}" for k in FAULTS}
         spread = 0.5 + (zlib.crc32(f.id.encode()) % 1000) / 2000
         return _FacilityPlan(f, sensors, tuple(f.composites),
@@ -279,15 +316,27 @@ class AlarmEngine:
             w = ss.window_for(sp.bucket_ms) if sp.keep_ms else None
             if w is not None:
                 w.add(ts, value)
+            lw = ss.long_window_for(sp.long_bucket_ms) if sp.long_keep_ms else None
+            if lw is not None:
+                lw.add(ts, value)
             if not in_order:
                 continue  # windows updated; levels are decided by the newest reading
             if sp.sensor.stuck_after_s is not None:
                 self._stuck(plan, fs, sp, ss, ts, value, out)
+            newer = ss.last_ts is None or ts > ss.last_ts
             ss.last_ts, ss.last_value = ts, value
             if w is not None:
                 w.trim(ts - sp.keep_ms)
             elif ss.window is not None:
                 ss.window = None  # value rules read last_value; nothing to keep
+            if lw is not None:
+                lw.trim(ts - sp.long_keep_ms)
+            elif ss.long_window is not None:
+                ss.long_window = None
+            if sp.history:
+                self._history(sp, ss, ts, value, newer)
+            elif ss.steps is not None or ss.counts is not None or ss.baseline is not None:
+                ss.steps = ss.counts = ss.baseline = None  # their rules were removed
             touched.add(sid)
             if f"{sid}|{SENSOR_OFFLINE}" in fs.rules:
                 self._fault(plan, fs, sp, SENSOR_OFFLINE, False, ts, out, value=None,
@@ -326,9 +375,7 @@ class AlarmEngine:
             if rp.derived:
                 if upper_values_only:
                     continue
-                w = ss.window
-                sig = None if w is None or rule.window_s is None else w.signal(
-                    rule.signal, rule.window_s, rule.rate_per_s, ts)
+                sig = self._derived(sp, ss, key, rule, ts, value)
             elif upper_values_only and rule.direction is not Direction.UPPER:
                 continue
             rs = rules.get(key)
@@ -348,6 +395,93 @@ class AlarmEngine:
                 self._emit(plan, fs, key, rs, t, ts, out, sensor=sp.sensor, value=sig,
                            threshold=threshold, category=AlarmCategory.FACILITY,
                            text=self._rule_text(sp.sensor, rule, sig, told, threshold))
+
+    # ------------------------------------------------------------------ derived signals
+    @staticmethod
+    def _windowed(ss: SensorState, signal: Signal, window_s: float | None, rate_per_s: float,
+                  ts: int) -> float | None:
+        """A windowed signal, from the long window when it is over 7 days."""
+        if window_s is None:
+            return None
+        w = ss.long_window if window_s > WINDOW_MAX_S else ss.window
+        return None if w is None else w.signal(signal, window_s, rate_per_s, ts)
+
+    def _derived(self, sp: _SensorPlan, ss: SensorState, key: str, rule: Rule, ts: int,
+                 value: float) -> float | None:
+        """A rule's signal other than the value at the reading at ``ts``; None: not known
+        (yet) — an unknown signal raises nothing."""
+        s = rule.signal
+        if s in WINDOWED:
+            return self._windowed(ss, s, rule.window_s, rule.rate_per_s, ts)
+        if s is Signal.STEP:
+            return None if ss.steps is None else ss.steps.step(rule.step_k)
+        local = self._local(ts)
+        if s is Signal.COUNT:
+            c = None if ss.counts is None else ss.counts.get(key)
+            return None if c is None else c.signal(ts, local)
+        b, spec = ss.baseline, sp.baseline
+        if b is None or spec is None:
+            return None
+        if s is Signal.NIGHT_MINIMUM:
+            return b.night_minimum(local, spec, rule.deviation_as)
+        x = value if rule.of is Signal.VALUE else self._windowed(ss, rule.of, rule.window_s,
+                                                                   rule.rate_per_s, ts)
+        return None if x is None else b.deviation(local, x, spec, rule.deviation_as == "spreads")
+
+    def _history(self, sp: _SensorPlan, ss: SensorState, ts: int, value: float,
+                 newer: bool) -> None:
+        """Feed an in-order reading to the sensor's steps, daily counts and baseline (the
+        state of rules no longer in the registry is dropped)."""
+        if sp.steps_keep:
+            if ss.steps is None:
+                ss.steps = Steps()
+            ss.steps.add(ts, value, sp.steps_keep)
+        elif ss.steps is not None:
+            ss.steps = None
+        local = self._local(ts) if sp.counts or sp.baseline is not None else 0
+        if sp.counts:
+            counts = ss.counts
+            if counts is None:
+                counts = ss.counts = {}
+            elif len(counts) > len(sp.counts):
+                keys = {k for k, _ in sp.counts}
+                for k in [k for k in counts if k not in keys]:
+                    del counts[k]
+            for key, rule in sp.counts:
+                c = counts.get(key)
+                if c is None:
+                    c = counts[key] = DailyCount()
+                above = rule.count_above
+                assert above is not None  # the registry requires it of a count
+                if rule.of is Signal.VALUE:
+                    c.reading(ts, local, value, above)
+                elif rule.window_s is not None:
+                    c.periods(ts, local, int(rule.window_s * 1000), above,
+                              partial(self._period, ss, rule))
+        elif ss.counts is not None:
+            ss.counts = None
+        if sp.baseline is not None:
+            if ss.baseline is None:
+                ss.baseline = Baseline()
+            if newer:
+                ss.baseline.add(local, value, sp.baseline)
+        elif ss.baseline is not None:
+            ss.baseline = None
+
+    def _period(self, ss: SensorState, rule: Rule, end: int) -> float | None:
+        """A count's input over the period ending at event time ``end`` (exclusive)."""
+        return self._windowed(ss, rule.of, rule.window_s, rule.rate_per_s, end - 1)
+
+    def _local(self, ts: int) -> int:
+        """Event time ``ts`` (ms) as local time in the registry's zone (ms)."""
+        q = ts // 900_000  # zones change offset on a quarter hour at most this finely
+        off = self._offsets.get(q)
+        if off is None:
+            if len(self._offsets) >= _OFFSETS_MAX:
+                self._offsets.clear()
+            delta = datetime.fromtimestamp(ts / 1000, self.registry.tz).utcoffset()
+            off = self._offsets[q] = 0 if delta is None else int(delta.total_seconds() * 1000)
+        return ts + off
 
     def _rain(self, plan: _FacilityPlan, sp: _SensorPlan, w: Window, ts: int,
               out: Outcome) -> None:
@@ -556,9 +690,7 @@ class AlarmEngine:
         if c.signal is Signal.VALUE:
             v = ss.last_value
         else:
-            w = ss.window
-            v = None if w is None or c.window_s is None else w.signal(
-                c.signal, c.window_s, c.rate_per_s, ss.last_ts)
+            v = self._windowed(ss, c.signal, c.window_s, c.rate_per_s, ss.last_ts)
         if v is None:
             return False
         return v >= c.value if c.op == ">=" else v <= c.value
@@ -696,9 +828,7 @@ class AlarmEngine:
         rs.suppressed, rs.silenced, rs.held_by, rs.stale = suppressed, silenced, held, stale
         detail = (f"{why}|{suppressed}|{silenced}|{held}|{stale}"
                   if t.event is AlarmEventType.UPDATED else "")
-        unit = METRICS[sensor.metric].unit if sensor is not None else ""
-        if sensor is not None and rule.startswith("rate-"):
-            unit = f"{unit}/{self._rate_unit(sensor, rule)}"
+        unit = self._unit(sensor, rule) if sensor is not None else ""
         out.events.append(AlarmEvent(
             event_id=event_id_for(alarm_id, t.event, level, _dt(ts), detail), alarm_id=alarm_id,
             event=t.event, level=level, previous_level=prev, category=category,
@@ -714,10 +844,10 @@ class AlarmEngine:
             rs.suppressed, rs.silenced, rs.held_by, rs.stale = None, False, None, None
 
     @staticmethod
-    def _rate_unit(sensor: Sensor, rule_key: str) -> str:
+    def _unit(sensor: Sensor, rule_key: str) -> str:
+        """The unit of an alarm's value: its rule's signal's, else the metric's."""
         rule = next((r for r in sensor.rules if r.key == rule_key), None)
-        per = rule.rate_per_s if rule is not None else 60.0
-        return {1.0: "s", 60.0: "min", 3600.0: "h"}.get(per, f"{per:g}s")
+        return METRICS[sensor.metric].unit if rule is None else _signal_unit(sensor, rule)
 
     @staticmethod
     def _threshold(levels: tuple[Level, ...], hit: Level | None) -> float:
@@ -726,13 +856,8 @@ class AlarmEngine:
     @staticmethod
     def _rule_text(s: Sensor, rule: Rule, value: float | None, hit: Level | None,
                    threshold: float) -> Bi:
-        unit = s.unit
-        if rule.signal is Signal.RATE:
-            per = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(rule.rate_per_s,
-                                                           f"{rule.rate_per_s:g}s")
-            unit = f"{unit}/{per}"
         return texts.rule_message(s.metric, rule.signal.value, rule.window_s,
-                                  rule.direction.value, value, unit,
+                                  rule.direction.value, value, _signal_unit(s, rule),
                                   hit.level if hit is not None else None, threshold)
 
     @staticmethod
@@ -740,7 +865,26 @@ class AlarmEngine:
         s = plan.sensors[c.sensor].sensor
         unit = s.unit
         if c.signal is Signal.RATE:
-            per = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(c.rate_per_s, f"{c.rate_per_s:g}s")
-            unit = f"{unit}/{per}"
+            unit = f"{unit}/{_per(c.rate_per_s)}"
         return texts.condition_words(s.metric, s.id, c.signal.value, c.window_s, c.op, c.value,
                                      unit)
+
+
+def _signal_unit(s: Sensor, rule: Rule) -> str:
+    """A rule's signal's unit: the sensor's; per ``rate_per_s`` for a rate; ``/d`` (per
+    local day) for a count; ``σ`` for a deviation in spreads."""
+    if rule.signal is Signal.RATE:
+        return f"{s.unit}/{_per(rule.rate_per_s)}"
+    if rule.signal is Signal.COUNT:
+        return "/d"
+    if rule.deviation_as == "spreads":
+        return "σ"
+    return s.unit
+
+
+_PER = {1.0: "s", 60.0: "min", 3600.0: "h", 86400.0: "d", 30 * 86400.0: "30d"}
+
+
+def _per(rate_per_s: float) -> str:
+    """What a rate is per, in words of a unit: ``min``, ``d``, ``30d`` (a month), ``90s``."""
+    return _PER.get(rate_per_s, f"{rate_per_s:g}s")

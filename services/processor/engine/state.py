@@ -1,14 +1,18 @@
 """One facility's working state and its JSON form (the Faust table value).
 
 Everything the engine needs to continue after a restart is here: each sensor's recent
-samples as a bounded, time-bucketed window (only as far back as its longest window), its
-stuck-value timer, and each rule's debounce, flapping, episode and standing (suppressed,
-silenced, held by a fault, stale) state. Saved on every alarm transition and at least every
-``checkpoint_interval_s`` of event time.
+samples as a bounded, time-bucketed window (only as far back as its longest window) and a
+coarser long window (windows over 7 days), its newest readings for step rules, its daily
+exceedance counts, its learned baseline, its stuck-value timer, and each rule's debounce,
+flapping, episode and standing (suppressed, silenced, held by a fault, stale) state. Saved
+on every alarm transition and at least every ``checkpoint_interval_s`` of event time.
 
 The saved form carries a version (``"v"``) that is checked: version 1 (raw sample lists, no
-standing flags) is migrated on read; a version newer than this code knows is refused with
-:class:`StateVersionError`, never silently misread.
+standing flags) and version 2 (no long window, steps, counts or baseline) are migrated on
+read; a version newer than this code knows is refused with :class:`StateVersionError`,
+never silently misread. A state holding none of version 3's parts is written as version 2,
+exactly as before: a release that reads version 2 still reads it (rolling upgrade,
+rollback) unless the facility uses the new signals.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import json
 from typing import Any
 
 from services.processor.engine.errors import EngineError
+from services.processor.engine.history import Baseline, DailyCount, Steps
 from services.processor.engine.signals import Window, from_samples
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+_PLAIN_VERSION = 2  # the version of a state that holds none of version 3's parts
 DEFAULT_BUCKET_MS = 60_000
 
 
@@ -28,8 +34,20 @@ class StateVersionError(EngineError):
     release): refused rather than misread."""
 
 
+def _window_json(w: Window | None) -> list[Any] | None:
+    return None if w is None or not len(w) else [w.bucket_ms, w.to_json()]
+
+
+def _rebucketed(w: Window | None, bucket_ms: int) -> Window:
+    """``w`` with the plan's bucket width (re-bucketed after a registry change altered it)."""
+    if w is None:
+        return Window(bucket_ms)
+    return w if w.bucket_ms == bucket_ms else Window.from_json(w.to_json(), bucket_ms)
+
+
 class SensorState:
-    __slots__ = ("last_ts", "last_value", "same_since", "watermark", "window")
+    __slots__ = ("baseline", "counts", "last_ts", "last_value", "long_window", "same_since",
+                 "steps", "watermark", "window")
 
     def __init__(self) -> None:
         self.last_ts: int | None = None  # newest in-order reading (ms)
@@ -37,21 +55,36 @@ class SensorState:
         self.same_since: int | None = None  # start of the current run of identical values
         self.window: Window | None = None  # recent samples (sensors with windowed rules)
         self.watermark: int = 0  # newest event time seen (ms)
+        self.long_window: Window | None = None  # coarse buckets, for windows over 7 days
+        self.steps: Steps | None = None  # newest readings (sensors with step rules)
+        self.counts: dict[str, DailyCount] | None = None  # by rule key (count rules)
+        self.baseline: Baseline | None = None  # learned usual (deviation, night_minimum)
 
     def window_for(self, bucket_ms: int) -> Window:
-        """The sensor's window with the plan's bucket width (re-bucketed after a registry
-        change altered it)."""
-        w = self.window
-        if w is None:
-            w = self.window = Window(bucket_ms)
-        elif w.bucket_ms != bucket_ms:
-            w = self.window = Window.from_json(w.to_json(), bucket_ms)
+        """The sensor's window with the plan's bucket width."""
+        w = self.window = _rebucketed(self.window, bucket_ms)
         return w
 
+    def long_window_for(self, bucket_ms: int) -> Window:
+        """The sensor's long window with the plan's bucket width."""
+        w = self.long_window = _rebucketed(self.long_window, bucket_ms)
+        return w
+
+    @property
+    def plain(self) -> bool:
+        """Holds none of version 3's parts (saved in the version 2 form)."""
+        return (self.steps is None and self.counts is None and self.baseline is None
+                and (self.long_window is None or not len(self.long_window)))
+
     def to_json(self) -> list[Any]:
-        w = self.window
-        return [self.last_ts, self.last_value, self.same_since, self.watermark,
-                None if w is None or not len(w) else [w.bucket_ms, w.to_json()]]
+        head = [self.last_ts, self.last_value, self.same_since, self.watermark,
+                _window_json(self.window)]
+        if self.plain:
+            return head
+        return [*head, _window_json(self.long_window),
+                None if self.steps is None else self.steps.to_json(),
+                None if self.counts is None else {k: c.to_json() for k, c in self.counts.items()},
+                None if self.baseline is None else self.baseline.to_json()]
 
     @classmethod
     def from_json(cls, raw: list[Any], version: int) -> SensorState:
@@ -65,6 +98,14 @@ class SensorState:
                                         DEFAULT_BUCKET_MS)
         elif saved:
             s.window = Window.from_json(saved[1], int(saved[0]))
+        if version >= 3 and len(raw) > 5:
+            long, steps, counts, baseline = raw[5:9]
+            if long:
+                s.long_window = Window.from_json(long[1], int(long[0]))
+            s.steps = None if steps is None else Steps.from_json(steps)
+            s.counts = None if counts is None else {k: DailyCount.from_json(c)
+                                                    for k, c in counts.items()}
+            s.baseline = None if baseline is None else Baseline.from_json(baseline)
         return s
 
 
@@ -155,8 +196,9 @@ class FacilityState:
         return {k: r for k, r in self.rules.items() if r.emitted is not None}
 
     def to_json(self) -> dict[str, Any]:
+        plain = all(s.plain for s in self.sensors.values())
         return {
-            "v": STATE_VERSION,
+            "v": _PLAIN_VERSION if plain else STATE_VERSION,
             "sensors": {k: s.to_json() for k, s in self.sensors.items()},
             "rules": {k: r.to_json() for k, r in self.rules.items() if not r.idle},
             "seq": self.last_seq, "gap_ok": self.gap_ok, "recv": self.last_received,
