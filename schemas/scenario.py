@@ -35,8 +35,25 @@ Incident kinds (``severity`` scales each; 1 is what the shipped expectations ass
   ``pump_failure`` and the gateway goes silent at the same moment for the incident's
   duration — unless ``ups: true`` (an RTU on a UPS keeps reporting). The wet well keeps
   filling from its inflow, which rain over the district drives;
-- ``blockage``: a sewer blockage: the level upstream rises (2.6 m in the first 30 % of the
-  incident at a drainage manhole) to overflow.
+- ``blockage``: a sewer blockage: the level upstream rises (at a drainage manhole to the
+  cover over the first 30 % of the incident at severity 1; 3.6 m at a sewer manhole) to
+  overflow; the pipe passes at most 20 % of its capacity, so what it feeds (the next
+  manhole, a pump station) gets less;
+- ``bridge_strike``, ``bearing_slip``, ``pier_tilt``: *steps* at the incident's start, held
+  to its end — a strike takes ``0.3 × severity`` of the span's stiffness at once and opens
+  its cracks by 0.15 mm; a bearing slips 40 mm; a pier tilts 0.3° (× severity);
+- ``overload``: an overloaded truck (``2.5 × severity`` the design vehicle) crawling across
+  the span for the incident's duration: deflection and strain of the live load;
+- ``vortex_vibration``: vortex-induced vibration of the deck (wind lock-in): acceleration
+  with an RMS of ``2 × severity`` m/s², its own hazard, without any traffic;
+- ``misconnection``: a sewage connection into a storm manhole (雨污混接): a diurnal
+  dry-weather flow peaking at ``60 × severity`` L/s where the pipe should be near-empty;
+- ``cover_open``: a manhole cover lifted off on a road: the open hole is the hazard; the
+  level gauge fixed under the cover reads the road (its range minimum).
+
+Weather also has ``boundaries``: the water level at a district's outfalls (tide with its
+12.42 h cycle and spring/neap range, a storm surge, a river flood wave, optionally a tide
+gate), which backs water up the network.
 """
 
 from __future__ import annotations
@@ -89,8 +106,47 @@ class Storm(Contract):
     return_period_y: Annotated[float, Field(ge=0.5, le=1000)] = 5.0
     peak: Annotated[float, Field(gt=0, lt=1)] = Field(default=0.4, description="Peak position "
                                                       "as a fraction of the duration.")
+    intensity_mm_h: Annotated[float, Field(gt=0, le=300)] | None = Field(
+        default=None, description="A rain band (typhoon) instead of a design storm: a sin² "
+        "burst peaking at this intensity at ``peak``; return_period_y is then unused.")
     expect: list[Expect] = Field(default_factory=list)
     name: str = "storm"
+
+
+TIDE_PERIOD_S = 12.42 * 3600  # the principal lunar semidiurnal tide (M2)
+SPRING_NEAP_S = 14.77 * 86400  # spring to spring (M2 beating S2)
+
+
+class Boundary(Contract):
+    """The water level at the outfalls of ``districts``, in metres above the outfall
+    invert: ``mean_m`` plus a semidiurnal tide whose range swings between ``neap_range_m``
+    and ``spring_range_m`` over the 14.77-day spring-neap cycle (spring at ``spring_s``,
+    a high water at ``high_water_s``), a storm surge (a sin² bump of ``surge_m`` over
+    ``surge_duration_s`` centred at ``surge_peak_s``) and a river flood wave (same shape).
+    With ``tide_gate`` the outfalls have flap gates: while the outside level is above
+    ``gate_sill_m`` they are shut — no backwater, and the network drains only through its
+    pump station."""
+
+    districts: Annotated[list[str], Field(min_length=1)]
+    mean_m: float = Field(default=0.0, ge=-10, le=10)
+    spring_range_m: float = Field(default=0.0, ge=0, le=12)
+    neap_range_m: float = Field(default=0.0, ge=0, le=12)
+    spring_s: float = Field(default=0.0, ge=-30 * 86400, le=30 * 86400)
+    high_water_s: float = Field(default=0.0, ge=-30 * 86400, le=30 * 86400)
+    surge_m: float = Field(default=0.0, ge=0, le=6)
+    surge_peak_s: Seconds = 0.0
+    surge_duration_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 86400
+    river_rise_m: float = Field(default=0.0, ge=0, le=10)
+    river_peak_s: Seconds = 0.0
+    river_duration_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 86400
+    tide_gate: bool = False
+    gate_sill_m: float = Field(default=0.5, ge=-10, le=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> Boundary:
+        if self.neap_range_m > self.spring_range_m:
+            raise ValueError("a neap range is smaller than the spring range")
+        return self
 
 
 class IncidentKind(StrEnum):
@@ -102,6 +158,13 @@ class IncidentKind(StrEnum):
     BLOCKAGE = "blockage"  # a sewer blockage: level rises upstream, overflow
     POWER_FAILURE = "power_failure"  # blackout: pumps stop, the gateway goes dark (no UPS)
     GAS_RELEASE = "gas_release"  # dredging stirs up sludge: H2S/CH4 to red within minutes
+    BRIDGE_STRIKE = "bridge_strike"  # a vehicle or ship strike: a stiffness step, cracks open
+    BEARING_SLIP = "bearing_slip"  # a bearing slips: a displacement step
+    PIER_TILT = "pier_tilt"  # a pier rotates (scour, a strike): a tilt step
+    OVERLOAD = "overload"  # an overloaded truck crawling across the span
+    VORTEX_VIBRATION = "vortex_vibration"  # wind lock-in: deck vibration without traffic
+    MISCONNECTION = "misconnection"  # sewage piped into a storm manhole: dry-weather flow
+    COVER_OPEN = "cover_open"  # a manhole cover lifted off on a road
 
 
 GAS_RELEASE_RAMP_S = 1200.0  # a gas release reaches its plateau this long after its start
@@ -198,6 +261,8 @@ class Scenario(Contract):
     facilities: list[str] = Field(default_factory=list, description="Ids, 'kind:K' or "
                                   "'district:D' (empty: every facility).")
     storms: list[Storm] = Field(default_factory=list)
+    boundaries: list[Boundary] = Field(default_factory=list, description="Water levels at "
+                                       "the districts' outfalls (tide, surge, river).")
     incidents: list[Incident] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
     expect_no_alarms: bool = Field(default=False, description="Nothing may raise a facility "

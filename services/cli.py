@@ -477,7 +477,7 @@ def score(
     from schemas.registry import load_registry
     from schemas.scenario import ScenarioError, load_scenario
     from simulators.plot import plot_incidents
-    from simulators.scenario import scenario_path
+    from simulators.scenario import risk_from_document, scenario_path
     from simulators.scoring import score as score_alarms
 
     try:
@@ -488,7 +488,8 @@ def score(
     reg = load_registry(registry)
     alarms = _alarms_from(source, float(doc["t0"]), idle)
     result = score_alarms(sc, float(doc["t0"]), int(doc["sensors"]), alarms,
-                          {f.id: f.district for f in reg.facilities}, set(doc["facilities"]))
+                          {f.id: f.district for f in reg.facilities}, set(doc["facilities"]),
+                          risk=risk_from_document(doc))
     folder = out or state_dir() / "score" / sc.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(result.as_dict(), indent=2))

@@ -1,34 +1,80 @@
 """Facility models: the physics, simple and documented, that make a facility's sensors
-move together the way the real ones do.
+move together the way the real ones do — and the ground truth of when a facility is really
+at risk (``hazards``), which the scorer judges alarms against.
 
-Every model advances in fixed simulated steps (``advance``) and answers the current value
-of any of its sensors (``value``, canonical units). Which quantities a facility has comes
-from its registry sensors, so one model per kind covers every facility of that kind.
+Every model advances in fixed simulated steps (``advance``), answers the current value of
+any of its sensors (``value``, canonical units) and the hazards present now (``hazards``,
+from the noise-free physics, never from the registry's alarm thresholds). Which quantities
+a facility has comes from its registry sensors, so one model per kind covers every
+facility of that kind.
 
-Drainage (per facility, parameters drawn from the seed):
-  - rainfall: the district's design storm (simulators/weather.py); a gauge reports the
-    depth collected during its interval;
-  - catchment: runoff ``c × rain`` (L/s per mm/h) through a linear reservoir with lag
-    ``tau`` (attenuation and delay), plus half of the upstream manhole's storm flow ten
-    minutes later (facilities of one district, upstream → downstream by number);
-  - pipe / manhole level from flow (normal-depth shape ``h = h0 + k Q^0.8``), capped at
-    the cover (3.0 m): overflow;
-  - pump station: the wet well (400 m², 8 m deep) fills with inflow (50 L/s dry weather
-    plus 40 % of the catchment's runoff of the rain falling now), pumps (1,200 L/s) start
-    at 3.0 m and stop at 1.5 m; a pump failure or a power failure stops them (state 0,
-    current 0) and the well fills — a storm fills it metres an hour;
+Drainage — a separated storm sewer (the Wenzhou Bay New Area's networks), per manhole:
+  - rainfall: the district's storm (simulators/weather.py); a gauge reports the depth
+    collected during its interval;
+  - catchment: runoff ``c × rain`` (c = 20–30 L/s per mm/h: ~10 ha at a coefficient of
+    0.6) through a linear reservoir (lag ``tau`` 10–20 min); 5 % of it recharges a slow
+    interflow/infiltration store (recession 3 h) that keeps a trickle after rain; plus the
+    upstream manhole's passed flow and its overland spill, ten
+    minutes later (upstream → downstream by facility number within a district);
+  - dry weather: only the recession trickle and 0.5–2 L/s of infiltration: the pipe is
+    near-empty, and below 3 cm (the radar's floor over the invert channel) the gauge reads
+    its floor, exactly, for hours — the ``stuck`` false alarm of real separated sewers.
+    A ``misconnection`` adds a diurnal sewage flow (peak 60 L/s): a level that breathes
+    with the town in dry weather is a misconnection (CJJ 68: 分流制严禁雨污混接);
+  - level from the passed flow: part-full ``h = D (Q/Qf)^0.6``; surcharged (pressure flow)
+    ``h = D + Hs ((Q/Qf)² − 1)``; Qf = 760 L/s × D^(13/6) (Manning n 0.013 at the flat
+    reclaimed land's slope of 1/D ‰: 0.1 % for 1.0 m; D the level sensor's
+    ``pipe_diameter_m``), Hs = 0.6 m; each manhole carries all of its upstream (a trunk);
+    with an outfall boundary
+    (tide, surge, river) the level is at least ``b + Hs (Q/Qf)²``, ``b`` the outfall level
+    less the manhole's invert height above it (0.4 m at the last manhole, 0.5 m more per
+    manhole upstream): backwater that holds levels up between rain bursts; above the cover
+    nothing more passes — the excess *spills*: half runs over the road to the next
+    manhole, half ponds (m³) around the cover and drains back when the pipe has room (at
+    most 0.2 m³/s). The flow sensor reads the flow that passes, not the inflow;
+  - pump station: fed by its catchment's network (30 % of the district's last manhole's
+    outflow, all of it while a tide gate is shut) plus 20 L/s and 40 % of its own
+    catchment's runoff; wet well 400 m²,
+    8 m deep; a duty pump (800 L/s) starts at 3.0 m, the standby (800 L/s) at 3.6 m, the
+    standby stops at 2.5 m and the duty at 1.5 m; the current sensor reads the duty
+    motor: 190 A + 25 A per running pump (shared rising main) + 8 A per metre of draw-down
+    below 3.0 m (head), 0 when stopped; a pump or power failure stops both (power state
+    off), the well fills;
   - underpass ponding: rain above 30 mm/h (the inlets' capacity) collects, 1.5 cm per
-    minute per 60 mm/h of excess, and drains at 0.6 cm per minute.
-Bridge: daily temperature cycle (peak 15:00 local) driving deflection, strain and bearing
-  displacement; traffic noise with heavy vehicles (Poisson, ~6 per hour) as deflection,
-  strain and acceleration bursts; damage as stiffness loss (deflection / s), crack growth,
-  bearing displacement and pier tilt growing with the incident's progress.
-Sewage: diurnal flow and level (low at 04:00, peaks morning and evening), rain
-  infiltration; COD / NH3-N / pH with noise and an illegal-discharge pulse; H2S and CH4
-  build-up in manholes (toxic_gas: over 30 % of the incident) and a fast release when
-  dredging stirs up the sludge (gas_release: to the plateau within 20 minutes); a pumping
-  well (100 m²) cycling its pumps, stopped by a pump or power failure; blockages raising
-  the level.
+    minute per 60 mm/h of excess, and drains at 0.6 cm per minute;
+  - blockage: debris backs the water up towards the cover (reached over the first 30 % of
+    the incident at severity 1) and the pipe passes at most 20 % of its capacity.
+  Hazards: ``surcharge`` (h above the crown), ``overflow`` (water at the cover or ponded
+  on the road), ``heavy_rain`` (≥ 20 mm in an hour or ≥ 50 mm in 3 h, at a rain gauge),
+  ``ponding`` (≥ 10 cm in the underpass), ``wet_well_high`` (above 4.0 m, less the
+  gauge's 3 cm tolerance: both pumps cannot hold it), ``pumps_down``, ``misconnection``,
+  ``cover_open``.
+Bridge: daily temperature cycle (peak 15:00 local) driving the *thermal* deflection, strain
+  and bearing displacement — independent of stiffness, as for a statically determinate
+  span; traffic with heavy vehicles (Poisson, ~6 per hour) as live-load bursts. Damage is
+  stiffness loss ``k`` (EI relative to new), and the *load* responses scale with 1/k: the
+  live load (8 mm and 150 µε per design truck) and the dead-load deflection change from
+  the installation baseline (35 mm × (1/k − 1)). ``bridge_damage`` loses 60 % × severity of
+  the stiffness over the incident (progressive prestress loss), cracks and bearing
+  displacement grow with it; ``bridge_strike``, ``bearing_slip`` and ``pier_tilt`` are
+  steps; ``overload`` is a 2.5× truck crawling across; ``vortex_vibration`` shakes the
+  deck without traffic. Hazards: ``structural_damage`` (stiffness loss ≥ 20 %, crack
+  ≥ 0.3 mm, bearing ≥ 40 mm or tilt ≥ 0.3°: assumed serviceability limits, placeholders
+  like the registry's), ``overload`` (live-load deflection above 16 mm, twice the design
+  truck's), ``vibration`` (acceleration RMS ≥ 1.5 m/s²).
+Sewage: diurnal flow and level (low at 04:00, peaks morning and evening), rain inflow
+  (8 L/s per mm/h at 30 mg/L COD) *diluting* the sewage (COD 250–310 mg/L dry); NH3-N
+  diluted alike; pH with noise; an illegal-discharge pulse; H2S and CH4 build-up in
+  manholes (toxic_gas: over 30 % of the incident) and a fast release when dredging stirs
+  up the sludge (gas_release: to the plateau within 20 minutes); the gas background
+  follows the sewer temperature (22 ± 6 °C over the year, peak late July; sulphide
+  production ×1.07 per °C) and the pumps: each start strips H2S (+3 mg/m³, decaying over
+  5 minutes); a pumping well (100 m²) with duty/standby pumps (300 L/s each, start 3.5 /
+  4.2 m, stop 1.5 / 2.5 m), stopped by a pump or power failure; blockages raising the
+  level. Hazards: ``toxic_gas`` (H2S ≥ 10 mg/m³, CO ≥ 20 mg/m³ or O2 < 19.5 %),
+  ``explosive_gas`` (CH4 ≥ 25 %LEL), ``pollution`` (COD > 500 mg/L, NH3-N > 45 mg/L or pH
+  outside 6–9), ``wet_well_high`` (pumping well above 5.0 m, less 3 cm), ``pumps_down``,
+  ``surcharge`` (sewer manhole level above 3.5 m).
 
 Level gauges under a cover (manholes) know where the cover is (``cover_m``): the scenario
 runner drowns a gauge with a ``submerged`` fault while the water is there.
@@ -41,6 +87,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Facility, Sensor
@@ -49,20 +96,76 @@ from schemas.scenario import GAS_RELEASE_RAMP_S, Incident, IncidentKind
 COVER_M = 3.0  # drainage manhole: water at the cover is overflow
 SEWER_COVER_M = 5.0  # sewer manhole depth (its gauge's range)
 WET_WELL_DEPTH_M = 8.0  # pump station wet well: above it the station floods
+# A wet well's level "at the limit" within its gauge's accuracy (3 sd of its 1 cm noise): a
+# reading over the limit while the true level is within this of it has seen the limit,
+# not raised a false alarm (found by the physics scorer on summer-rainstorm's DP-LW-001).
+GAUGE_TOLERANCE_M = 0.03
+GAUGE_FLOOR_M = 0.03  # a radar gauge cannot see less water than this over the invert
+SURCHARGE_HEAD_M = 0.6  # Hs: head in the manhole per (Q/Qf)² of pressure flow
+FULL_BORE_LS = 760.0  # Qf of a 1.0 m pipe (Manning n 0.013, 0.1 % slope), × D^(13/6)
+ROUTE_DELAY_S = 600.0  # flow reaches the next manhole this much later
+DEAD_LOAD_MM = 35.0  # dead-load deflection change per unit of 1/k − 1
+TRUCK_MM, TRUCK_UE = 8.0, 150.0  # the design truck's live-load deflection and strain
+
+
+class Hazard(StrEnum):
+    """What really puts a facility at risk, from the physics (the scorer's ground truth)."""
+
+    SURCHARGE = "surcharge"
+    OVERFLOW = "overflow"
+    HEAVY_RAIN = "heavy_rain"
+    PONDING = "ponding"
+    WET_WELL_HIGH = "wet_well_high"
+    PUMPS_DOWN = "pumps_down"
+    MISCONNECTION = "misconnection"
+    COVER_OPEN = "cover_open"
+    STRUCTURAL_DAMAGE = "structural_damage"
+    OVERLOAD = "overload"
+    VIBRATION = "vibration"
+    TOXIC_GAS = "toxic_gas"
+    EXPLOSIVE_GAS = "explosive_gas"
+    POLLUTION = "pollution"
+
+
+_LEVELS = {Metric.WATER_LEVEL, Metric.FLOW}
+_PUMPS = {Metric.WATER_LEVEL, Metric.PUMP_STATE, Metric.PUMP_CURRENT}
+_STRUCTURE = {Metric.DEFLECTION, Metric.STRAIN, Metric.CRACK_WIDTH, Metric.TILT,
+              Metric.BEARING_DISPLACEMENT, Metric.ACCELERATION}
+_GAS = {Metric.H2S, Metric.CH4, Metric.CO, Metric.O2}
+# Which sensors' alarms a hazard explains (alarms without a metric — composites,
+# facility-dark — are explained by any hazard of their facility).
+HAZARD_METRICS: dict[Hazard, set[Metric]] = {
+    Hazard.SURCHARGE: _LEVELS, Hazard.OVERFLOW: _LEVELS | {Metric.PONDING_DEPTH},
+    Hazard.HEAVY_RAIN: {Metric.RAINFALL}, Hazard.PONDING: {Metric.PONDING_DEPTH},
+    Hazard.WET_WELL_HIGH: _PUMPS, Hazard.PUMPS_DOWN: _PUMPS,
+    Hazard.MISCONNECTION: _LEVELS, Hazard.COVER_OPEN: _LEVELS,
+    Hazard.STRUCTURAL_DAMAGE: _STRUCTURE, Hazard.OVERLOAD: _STRUCTURE,
+    Hazard.VIBRATION: {Metric.ACCELERATION}, Hazard.TOXIC_GAS: _GAS,
+    Hazard.EXPLOSIVE_GAS: _GAS, Hazard.POLLUTION: {Metric.COD, Metric.NH3N, Metric.PH,
+                                                   Metric.FLOW},
+}
 
 
 @dataclass
 class Env:
-    """What a model sees at a step: rain over its district, its incidents, its upstream."""
+    """What a model sees at a step: rain over its district, its incidents, its upstream,
+    the outfall boundary."""
 
     t: float
     local_hour: float
     rain_mm_h: float
     incidents: list[tuple[Incident, float]]  # (incident, progress 0..1) active now
-    upstream_flow: float = 0.0
+    upstream_flow: float = 0.0  # L/s arriving from upstream (or, at a station, the network)
+    day_of_year: int = 180
+    backwater_m: float | None = None  # outfall level above this manhole's invert (None: free)
 
     def incident(self, kind: IncidentKind) -> tuple[Incident, float] | None:
         return next(((i, p) for i, p in self.incidents if i.kind is kind), None)
+
+    def elapsed_s(self, kind: IncidentKind) -> float | None:
+        """Seconds since the start of the active incident of ``kind`` (None: none)."""
+        found = self.incident(kind)
+        return None if found is None else found[1] * found[0].duration_s
 
     @property
     def pumps_down(self) -> bool:
@@ -82,6 +185,41 @@ def diurnal(local_hour: float) -> float:
 
 
 @dataclass
+class PumpSet:
+    """Duty and standby pumps on a wet well: staged starts and stops (hysteresis)."""
+
+    area_m2: float
+    pump_ls: float
+    duty_on: float
+    standby_on: float
+    standby_off: float
+    duty_off: float
+    level: float
+    running: int = 0
+    starts: int = 0  # pump starts so far (stripping peaks of H2S)
+    last_start_t: float = -1e9
+
+    def advance(self, t: float, q_in: float, failed: bool, dt: float, top: float) -> None:
+        before = self.running
+        if failed:
+            self.running = 0
+        else:
+            if self.level >= self.duty_on and self.running == 0:
+                self.running = 1
+            if self.level >= self.standby_on:
+                self.running = 2
+            if self.running == 2 and self.level <= self.standby_off:
+                self.running = 1
+            if self.level <= self.duty_off:
+                self.running = 0
+        if self.running > before:
+            self.starts += self.running - before
+            self.last_start_t = t
+        q_out = self.running * self.pump_ls
+        self.level = min(top, max(0.3, self.level + (q_in - q_out) / 1000 / self.area_m2 * dt))
+
+
+@dataclass
 class Model:
     facility: Facility
     rnd: random.Random
@@ -93,6 +231,10 @@ class Model:
     def value(self, sensor: Sensor, env: Env) -> float:
         raise NotImplementedError
 
+    def hazards(self, env: Env) -> set[Hazard]:
+        """What really puts the facility at risk now (the physics, noise-free)."""
+        raise NotImplementedError
+
     def noise(self, sd: float) -> float:
         return self.rnd.gauss(0.0, sd)
 
@@ -102,56 +244,131 @@ class Model:
         return None
 
 
+def _free_level(q: float, d: float, qf: float) -> float:
+    """Level (m over the invert) of flow ``q`` in a pipe of crown ``d`` and capacity ``qf``
+    with a free outfall: part-full, then surcharged (pressure flow)."""
+    r = max(0.0, q) / qf
+    return d * r ** 0.6 if r <= 1 else d + SURCHARGE_HEAD_M * (r * r - 1)
+
+
 class DrainageModel(Model):
     def __init__(self, facility: Facility, rnd: random.Random) -> None:
         super().__init__(facility, rnd)
         self.c = rnd.uniform(20, 30)  # runoff L/s per mm/h (catchment ~10 ha, coefficient 0.6)
-        self.tau = rnd.uniform(900, 1800)  # catchment lag, s
+        self.tau = rnd.uniform(600, 1200)  # catchment lag, s (~0.6 × a 10-ha Tc of 15-30 min)
         self.storm_flow = 0.0
-        self.history: deque[tuple[float, float]] = deque()  # (t, storm flow) for downstream
-        self.pond_cm = 0.0
-        self.wet_m = rnd.uniform(1.5, 2.5)
-        self.pump_on = False
+        self.recession = rnd.uniform(20, 40)  # L/s: the last rain's interflow, draining off
+        self.infiltration = rnd.uniform(0.5, 2.0)  # L/s: groundwater into the pipe
+        self.history: deque[tuple[float, float]] = deque()  # (t, passed + spilled) downstream
+        self.pond_cm = 0.0  # underpass
+        self.pond_m3 = 0.0  # water spilled around the manhole cover
+        self.spill = 0.0  # L/s over the road to the next manhole now
+        self.passed = 0.0  # L/s through the pipe now
+        self.h = 0.0  # true level over the invert, m
+        self.pumps = PumpSet(400, 800, 3.0, 3.6, 2.5, 1.5, rnd.uniform(1.5, 2.5))
         self.gauge: dict[str, float] = {}  # rain gauge id -> mm collected since last report
-        self.rain = 0.0
-        self.base = 100 + rnd.uniform(-15, 15)
+        self.rain_steps: deque[float] = deque()  # mm per step over the last 3 hours
+        self.rain_hour: deque[float] = deque()  # … and over the last hour
+        self.rain_1h = self.rain_3h = 0.0
         self.upstream = 0.0
+        level = next((s for s in facility.sensors if s.metric is Metric.WATER_LEVEL
+                      and not s.id.endswith("W1")), None)
+        self.crown = (level.pipe_diameter_m or 1.0) if level is not None else 1.0
+        self.qf = FULL_BORE_LS * self.crown ** (13 / 6)
+        self.has_rain = any(s.metric is Metric.RAINFALL for s in facility.sensors)
+        self.has_pond = any(s.metric is Metric.PONDING_DEPTH for s in facility.sensors)
+        self.is_station = any(s.id.endswith("W1") for s in facility.sensors)
+        self.is_manhole = level is not None
+
+    def dry_flow(self, env: Env) -> float:
+        """Dry-weather flow: infiltration, the recession, and a misconnection's sewage."""
+        mis = env.incident(IncidentKind.MISCONNECTION)
+        sewage = 60 * diurnal(env.local_hour) * mis[0].severity if mis else 0.0
+        return self.infiltration + self.recession + sewage
 
     def advance(self, env: Env, dt: float) -> None:
-        self.rain = env.rain_mm_h
         inflow = self.c * env.rain_mm_h
         self.storm_flow += (inflow - self.storm_flow) * (1 - math.exp(-dt / self.tau))
+        self.recession += 0.05 * self.storm_flow * dt / 10800 - self.recession * dt / 10800
         self.upstream = env.upstream_flow
-        self.history.append((env.t, self.storm_flow))
-        while self.history and self.history[0][0] < env.t - 900:
-            self.history.popleft()
+        step_mm = env.rain_mm_h * dt / 3600
+        self.rain_1h += step_mm
+        self.rain_hour.append(step_mm)
+        if len(self.rain_hour) > round(3600 / dt):
+            self.rain_1h -= self.rain_hour.popleft()
+        self.rain_3h += step_mm
+        self.rain_steps.append(step_mm)
+        if len(self.rain_steps) > round(10800 / dt):
+            self.rain_3h -= self.rain_steps.popleft()
         for sid in self.gauge:
-            self.gauge[sid] += env.rain_mm_h * dt / 3600
+            self.gauge[sid] += step_mm
         # Underpass: inlets take 30 mm/h; above it water collects (cm).
         excess = env.rain_mm_h - 30
         self.pond_cm = max(0.0, self.pond_cm + (1.5 * excess / 60 if excess > 0 else -0.6)
                            * dt / 60)
-        # Pump station wet well (400 m²): inflow vs the pumps' 1,200 L/s.
-        failed = env.pumps_down
-        q_in = 50 + 0.4 * self.c * env.rain_mm_h
-        if self.wet_m >= 3.0 and not failed:
-            self.pump_on = True
-        if self.wet_m <= 1.5 or failed:
-            self.pump_on = False
-        q_out = 1200 if self.pump_on else 0
-        self.wet_m = min(WET_WELL_DEPTH_M,
-                         max(0.3, self.wet_m + (q_in - q_out) / 1000 / 400 * dt))
+        if self.is_manhole:
+            self._route(env, dt)
+        if self.is_station:  # fed by the network and its own catchment (40 % to the well)
+            self.pumps.advance(env.t, 20 + 0.4 * self.storm_flow + env.upstream_flow,
+                               env.pumps_down, dt, WET_WELL_DEPTH_M)
 
-    def delayed_storm_flow(self, t: float) -> float:
-        """This manhole's storm flow ten minutes ago (what reaches the next one now)."""
+    def _route(self, env: Env, dt: float) -> None:
+        """The manhole: what passes the pipe, what spills over the cover, the level."""
+        blocked = env.incident(IncidentKind.BLOCKAGE)
+        q_in = self.dry_flow(env) + self.storm_flow + self.upstream
+        bw = env.backwater_m
+        # The largest flow that passes with the water at the cover.
+        q_cap = self.qf * math.sqrt((COVER_M - self.crown) / SURCHARGE_HEAD_M + 1)
+        if bw is not None:
+            q_cap = min(q_cap, self.qf * math.sqrt(max(0.0, COVER_M - bw) / SURCHARGE_HEAD_M))
+        if blocked is not None:  # debris: the pipe passes a fraction of its capacity
+            q_cap *= 1 - 0.8 * min(1.0, blocked[1] / 0.3) * min(1.0, blocked[0].severity)
+        back = min(self.pond_m3 * 1000 / dt, 200.0, max(0.0, q_cap - q_in))
+        self.pond_m3 -= back * dt / 1000
+        q = q_in + back
+        spilled = max(0.0, q - q_cap)
+        self.passed = q - spilled
+        self.pond_m3 += 0.5 * spilled * dt / 1000
+        self.spill = 0.5 * spilled
+        h = _free_level(self.passed, self.crown, self.qf)
+        if bw is not None:
+            h = max(h, bw + SURCHARGE_HEAD_M * (self.passed / self.qf) ** 2)
+        if blocked is not None:  # backed up behind the debris, to the cover at severity 1
+            h += (COVER_M - h) * min(1.0, blocked[1] / 0.3) * blocked[0].severity
+        self.h = min(COVER_M, h) if spilled == 0 else COVER_M
+        self.history.append((env.t, self.passed + self.spill))
+        while self.history and self.history[0][0] < env.t - ROUTE_DELAY_S - 300:
+            self.history.popleft()
+
+    def delayed_outflow(self, t: float) -> float:
+        """What left this manhole ten minutes ago — through the pipe and over the road —
+        and reaches the next one now."""
         for ht, q in self.history:
-            if ht >= t - 600:
+            if ht >= t - ROUTE_DELAY_S:
                 return q
-        return self.storm_flow
+        return self.passed + self.spill
 
-    def flow(self, env: Env) -> float:
-        return self.base * (0.7 + 0.6 * diurnal(env.local_hour)) + self.storm_flow + \
-            0.5 * self.upstream
+    def hazards(self, env: Env) -> set[Hazard]:
+        out: set[Hazard] = set()
+        if self.is_manhole:
+            if self.h > self.crown:
+                out.add(Hazard.SURCHARGE)
+            if self.h >= COVER_M - 1e-9 or self.pond_m3 > 1.0:
+                out.add(Hazard.OVERFLOW)
+            if env.incident(IncidentKind.MISCONNECTION):
+                out.add(Hazard.MISCONNECTION)
+            if env.incident(IncidentKind.COVER_OPEN):
+                out.add(Hazard.COVER_OPEN)
+        if self.has_rain and (self.rain_1h >= 20 or self.rain_3h >= 50):
+            out.add(Hazard.HEAVY_RAIN)
+        if self.has_pond and self.pond_cm >= 10:
+            out.add(Hazard.PONDING)
+        if self.is_station:
+            if self.pumps.level > 4.0 - GAUGE_TOLERANCE_M:
+                out.add(Hazard.WET_WELL_HIGH)
+            if env.pumps_down:
+                out.add(Hazard.PUMPS_DOWN)
+        return out
 
     def value(self, sensor: Sensor, env: Env) -> float:
         m = sensor.metric
@@ -160,20 +377,24 @@ class DrainageModel(Model):
             self.gauge[sensor.id] = 0.0  # the bucket is read: what fell since the last report
             return round(mm, 2)
         if m is Metric.FLOW:
-            return self.flow(env) + self.noise(3)
+            return max(0.0, self.passed + self.noise(3))
         if m is Metric.WATER_LEVEL:
             if sensor.id.endswith("W1"):  # pump station wet well
-                return self.wet_m + self.noise(0.01)
-            blocked = env.incident(IncidentKind.BLOCKAGE)
-            extra = 2.6 * min(1.0, blocked[1] / 0.3) * blocked[0].severity if blocked else 0.0
-            h = 0.5 + 1.6 * float((self.flow(env) / 1000) ** 0.8) + extra + self.noise(0.01)
-            return min(COVER_M, h)  # water at the cover: overflow
+                return self.pumps.level + self.noise(0.01)
+            if env.incident(IncidentKind.COVER_OPEN):
+                return sensor.range[0]  # the gauge under the lifted cover sees the road
+            if self.h < GAUGE_FLOOR_M:
+                return GAUGE_FLOOR_M  # the radar's floor: exactly, again and again
+            return min(COVER_M, self.h + self.noise(0.003))
         if m is Metric.PONDING_DEPTH:
             return self.pond_cm
         if m is Metric.PUMP_STATE:
-            return 1.0 if self.pump_on else 0.0
+            return 1.0 if self.pumps.running else 0.0
         if m is Metric.PUMP_CURRENT:
-            return 250 + self.noise(4) if self.pump_on else 0.0
+            if not self.pumps.running:
+                return 0.0
+            draw_down = max(0.0, 3.0 - self.pumps.level)
+            return 190 + 25 * self.pumps.running + 8 * draw_down + self.noise(4)
         raise KeyError(m)
 
     def register_gauge(self, sensor: Sensor) -> None:
@@ -189,8 +410,9 @@ class BridgeModel(Model):
     def __init__(self, facility: Facility, rnd: random.Random) -> None:
         super().__init__(facility, rnd)
         self.temp = 18.0
-        self.truck = 0.0  # load of the vehicle on the span now, 0..1
+        self.truck = 0.0  # load of the vehicle on the span now, in design trucks
         self.convoy = False
+        self.viv = 0.0  # vortex-induced vibration amplitude, m/s²
 
     def advance(self, env: Env, dt: float) -> None:
         self.temp = 18 + 7 * math.sin((env.local_hour - 9) / 24 * 2 * math.pi)
@@ -198,87 +420,195 @@ class BridgeModel(Model):
         rate = 6 / 3600 if heavy is None else 1 / 12  # heavy vehicles per second
         self.convoy = heavy is not None
         self.truck = self.rnd.uniform(0.6, 1.0) if self.rnd.random() < rate * dt else 0.0
+        over = env.incident(IncidentKind.OVERLOAD)
+        if over is not None:
+            self.truck = max(self.truck, 2.5 * over[0].severity)
+        viv = env.incident(IncidentKind.VORTEX_VIBRATION)
+        self.viv = 0.0 if viv is None else 2.0 * math.sqrt(2) * viv[0].severity
 
-    def damage(self, env: Env) -> float:
+    def stiffness(self, env: Env) -> float:
+        """EI now relative to new: progressive loss and strikes (at least 10 % left)."""
+        loss = 0.0
+        d = env.incident(IncidentKind.BRIDGE_DAMAGE)
+        if d is not None:
+            loss += 0.6 * min(1.0, d[1] * d[0].severity)
+        s = env.incident(IncidentKind.BRIDGE_STRIKE)
+        if s is not None:
+            loss += 0.3 * s[0].severity
+        return max(0.1, 1 - loss)
+
+    def progress(self, env: Env) -> float:
         d = env.incident(IncidentKind.BRIDGE_DAMAGE)
         return 0.0 if d is None else min(1.0, d[1] * d[0].severity)
 
-    def value(self, sensor: Sensor, env: Env) -> float:
-        m, dT, p = sensor.metric, self.temp - 18, self.damage(env)
+    def _step(self, env: Env, kind: IncidentKind) -> float:
+        found = env.incident(kind)
+        return 0.0 if found is None else found[0].severity
+
+    def live_mm(self, env: Env) -> float:
+        return TRUCK_MM * self.truck / self.stiffness(env)
+
+    def physical(self, m: Metric, env: Env) -> float:
+        """The noise-free response (canonical units)."""
+        dT, k, p = self.temp - 18, self.stiffness(env), self.progress(env)
         if m is Metric.TEMPERATURE:
-            return self.temp + self.noise(0.2)
+            return self.temp
         if m is Metric.DEFLECTION:
-            stiffness = 1 / (1 + 9 * p)
-            return (4 + 0.35 * dT) / stiffness + 8 * self.truck + self.noise(0.3)
+            return 4 + 0.35 * dT + DEAD_LOAD_MM * (1 / k - 1) + self.live_mm(env)
         if m is Metric.STRAIN:
-            return 120 + 8 * dT + 150 * self.truck + 150 * p + self.noise(4)
+            return 120 + 8 * dT + 60 * (1 / k - 1) + TRUCK_UE * self.truck / k
         if m is Metric.ACCELERATION:
             if self.convoy:
-                return abs(2.3 + self.noise(0.3))
-            return abs(0.15 + self.noise(0.08)) + 1.4 * self.truck
+                return 2.3
+            return 0.15 + 1.4 * min(1.0, self.truck) / math.sqrt(k)
         if m is Metric.CRACK_WIDTH:
-            return 0.12 + 0.004 * dT + 0.45 * p * p + self.noise(0.002)
+            return (0.12 + 0.004 * dT + 0.45 * p * p
+                    + 0.15 * self._step(env, IncidentKind.BRIDGE_STRIKE))
         if m is Metric.BEARING_DISPLACEMENT:
-            return 5 + 0.5 * dT + 50 * p + self.noise(0.3)
+            return 5 + 0.5 * dT + 50 * p + 40 * self._step(env, IncidentKind.BEARING_SLIP)
         if m is Metric.TILT:
-            return 0.05 + 0.4 * p + self.noise(0.003)
+            return 0.05 + 0.4 * p + 0.3 * self._step(env, IncidentKind.PIER_TILT)
         raise KeyError(m)
+
+    def hazards(self, env: Env) -> set[Hazard]:
+        out: set[Hazard] = set()
+        if (self.stiffness(env) <= 0.8 or self.physical(Metric.CRACK_WIDTH, env) >= 0.3
+                or self.physical(Metric.BEARING_DISPLACEMENT, env) >= 40
+                or self.physical(Metric.TILT, env) >= 0.3):
+            out.add(Hazard.STRUCTURAL_DAMAGE)
+        if self.live_mm(env) > 2 * TRUCK_MM:
+            out.add(Hazard.OVERLOAD)
+        if self.convoy or self.viv / math.sqrt(2) >= 1.5:
+            out.add(Hazard.VIBRATION)
+        return out
+
+    def value(self, sensor: Sensor, env: Env) -> float:
+        m = sensor.metric
+        v = self.physical(m, env)
+        if m is Metric.TEMPERATURE:
+            return v + self.noise(0.2)
+        if m is Metric.DEFLECTION:
+            return v + self.noise(0.3)
+        if m is Metric.STRAIN:
+            return v + self.noise(4)
+        if m is Metric.ACCELERATION:
+            if self.convoy:
+                return abs(v + self.noise(0.3))
+            viv = abs(self.viv * math.sin(self.rnd.uniform(0, 2 * math.pi))) if self.viv else 0.0
+            return abs(0.15 + self.noise(0.08)) + (v - 0.15) + viv
+        if m is Metric.CRACK_WIDTH:
+            return v + self.noise(0.002)
+        if m is Metric.BEARING_DISPLACEMENT:
+            return v + self.noise(0.3)
+        if m is Metric.TILT:
+            return v + self.noise(0.003)
+        raise KeyError(m)
+
+
+_SEWAGE_NOISE: dict[Metric, float] = {
+    Metric.H2S: 0.3, Metric.CH4: 0.4, Metric.CO: 0.6, Metric.O2: 0.04, Metric.FLOW: 8.0,
+    Metric.COD: 15.0, Metric.NH3N: 1.5, Metric.PH: 0.05}  # sensor noise, sd
+
+
+def sewer_temperature(day_of_year: int, local_hour: float) -> float:
+    """Sewer air temperature, °C: 22 ± 6 over the year (warmest late July), ±1.5 a day."""
+    return (22 + 6 * math.cos(2 * math.pi * (day_of_year - 210) / 365)
+            + 1.5 * diurnal(local_hour))
 
 
 class SewageModel(Model):
     def __init__(self, facility: Facility, rnd: random.Random) -> None:
         super().__init__(facility, rnd)
-        self.well_m = rnd.uniform(1.5, 3.0)
-        self.pump_on = False
+        self.pumps = PumpSet(100, 300, 3.5, 4.2, 2.5, 1.5, rnd.uniform(1.5, 3.0))
         self.rain = 0.0
         self.base = rnd.uniform(450, 650)
+        self.is_well = any(s.id.endswith("W1") for s in facility.sensors)
 
     def advance(self, env: Env, dt: float) -> None:
         self.rain = env.rain_mm_h
-        failed = env.pumps_down
         q_in = 60 + 60 * diurnal(env.local_hour) + 3 * env.rain_mm_h  # L/s
-        if self.well_m >= 3.5 and not failed:
-            self.pump_on = True
-        if self.well_m <= 1.5 or failed:
-            self.pump_on = False
-        q_out = 400 if self.pump_on else 0
-        self.well_m = max(0.3, self.well_m + (q_in - q_out) / 1000 / 100 * dt)
+        self.pumps.advance(env.t, q_in, env.pumps_down, dt, 8.0)
 
-    def value(self, sensor: Sensor, env: Env) -> float:
-        m, h = sensor.metric, env.local_hour
+    def gas(self, env: Env) -> float:
+        """The incidents' gas, 0 (none) … ~2.3 (a dredging release at severity 1)."""
         gas = env.incident(IncidentKind.TOXIC_GAS)
         g = min(1.0, gas[1] / 0.3) * gas[0].severity if gas else 0.0  # build-up, then held
         rel = env.incident(IncidentKind.GAS_RELEASE)
         if rel is not None:  # dredging: fast, to the plateau within the ramp, then held
             g += 1.3 * min(1.0, rel[1] * rel[0].duration_s / GAS_RELEASE_RAMP_S) * rel[0].severity
+        return g
+
+    def spill(self, env: Env) -> float:
         spill = env.incident(IncidentKind.ILLEGAL_DISCHARGE)
-        s = math.sin(math.pi * spill[1]) * spill[0].severity if spill else 0.0  # a pulse
+        return math.sin(math.pi * spill[1]) * spill[0].severity if spill else 0.0  # a pulse
+
+    def dilution(self, env: Env) -> float:
+        """The sewage's share of the flow: rain inflow at 8 L/s per mm/h dilutes it."""
+        sewage = self.base * (0.6 + 0.8 * diurnal(env.local_hour))
+        return sewage / (sewage + 8 * self.rain)
+
+    def physical(self, m: Metric, env: Env) -> float:
+        h, g, s = env.local_hour, self.gas(env), self.spill(env)
         if m is Metric.H2S:
-            return max(0.0, 2 + 0.5 * diurnal(h) + 70 * g + self.noise(0.3))
+            warm = math.exp(math.log(1.07) * (sewer_temperature(env.day_of_year, h) - 20))
+            since = env.t - self.pumps.last_start_t
+            stripped = 3 * math.exp(-since / 300) if since >= 0 else 0.0
+            return 2 * warm + 0.5 * diurnal(h) + stripped + 70 * g
         if m is Metric.CH4:
-            return max(0.0, 3 + 0.5 * diurnal(h) + 35 * g + self.noise(0.4))
+            return 3 + 0.5 * diurnal(h) + 35 * g
         if m is Metric.CO:
-            return max(0.0, 4 + 3 * g + self.noise(0.6))
+            return 4 + 3 * g
         if m is Metric.O2:
-            return 20.8 - 0.6 * g + self.noise(0.04)
+            return 20.8 - 0.6 * g
         if m is Metric.FLOW:
-            return self.base * (0.6 + 0.8 * diurnal(h)) + 8 * self.rain + self.noise(8)
+            return self.base * (0.6 + 0.8 * diurnal(h)) + 8 * self.rain
         if m is Metric.COD:
-            return 250 + 60 * diurnal(h) + 700 * s + self.noise(15)
+            w = self.dilution(env)
+            return (250 + 60 * diurnal(h)) * w + 30 * (1 - w) + 700 * s
         if m is Metric.NH3N:
-            return 25 + 5 * diurnal(h) + 40 * s + self.noise(1.5)
+            return (25 + 5 * diurnal(h)) * self.dilution(env) + 40 * s
         if m is Metric.PH:
-            return 7.2 - 1.4 * s + self.noise(0.05)
+            return 7.2 - 1.4 * s
+        raise KeyError(m)
+
+    def hazards(self, env: Env) -> set[Hazard]:
+        out: set[Hazard] = set()
+        metrics = self.facility.metrics
+        if metrics & {Metric.H2S, Metric.CO, Metric.O2} and (
+                self.physical(Metric.H2S, env) >= 10 or self.physical(Metric.CO, env) >= 20
+                or self.physical(Metric.O2, env) < 19.5):
+            out.add(Hazard.TOXIC_GAS)
+        if Metric.CH4 in metrics and self.physical(Metric.CH4, env) >= 25:
+            out.add(Hazard.EXPLOSIVE_GAS)
+        if metrics & {Metric.COD, Metric.NH3N, Metric.PH} and (
+                self.physical(Metric.COD, env) > 500 or self.physical(Metric.NH3N, env) > 45
+                or not 6 <= self.physical(Metric.PH, env) <= 9):
+            out.add(Hazard.POLLUTION)
+        if self.is_well:
+            if self.pumps.level > 5.0 - GAUGE_TOLERANCE_M:
+                out.add(Hazard.WET_WELL_HIGH)
+            if env.pumps_down:
+                out.add(Hazard.PUMPS_DOWN)
+        elif Metric.WATER_LEVEL in metrics and self.manhole_level(env) > 3.5:
+            out.add(Hazard.SURCHARGE)
+        return out
+
+    def manhole_level(self, env: Env) -> float:
+        blocked = env.incident(IncidentKind.BLOCKAGE)
+        extra = 3.6 * min(1.0, blocked[1] / 0.3) * blocked[0].severity if blocked else 0.0
+        return min(SEWER_COVER_M, 1.2 + 0.3 * diurnal(env.local_hour) + 0.01 * self.rain
+                   + extra)
+
+    def value(self, sensor: Sensor, env: Env) -> float:
+        m = sensor.metric
         if m is Metric.WATER_LEVEL:
             if sensor.id.endswith("W1"):  # pumping well
-                return self.well_m + self.noise(0.01)
-            blocked = env.incident(IncidentKind.BLOCKAGE)
-            extra = 3.6 * min(1.0, blocked[1] / 0.3) * blocked[0].severity if blocked else 0.0
-            return min(SEWER_COVER_M, 1.2 + 0.3 * diurnal(h) + 0.01 * self.rain + extra
-                       + self.noise(0.01))
+                return self.pumps.level + self.noise(0.01)
+            return min(SEWER_COVER_M, self.manhole_level(env) + self.noise(0.01))
         if m is Metric.PUMP_STATE:
-            return 1.0 if self.pump_on else 0.0
-        raise KeyError(m)
+            return 1.0 if self.pumps.running else 0.0
+        v = self.physical(m, env) + self.noise(_SEWAGE_NOISE[m])
+        return max(0.0, v) if m in (Metric.H2S, Metric.CH4, Metric.CO) else v
 
     def cover_m(self, sensor: Sensor) -> float | None:
         if sensor.metric is Metric.WATER_LEVEL and not sensor.id.endswith("W1"):

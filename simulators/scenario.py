@@ -11,6 +11,16 @@ A power failure without a UPS silences the facility's gateway like a ``gateway_o
 fault (the truth still records what the instruments would have measured). A scenario is
 checked against the registry first (:func:`check_scenario`): its incidents, faults and
 expectations must name facilities it runs and sensors they have, of the right kind.
+
+The network within a district runs upstream → downstream by manhole number (``DR-XX-00n``):
+each manhole receives the one before it ten minutes later, the district's pump station
+a share of the last one's outflow (all of it while a tide gate is shut), and each manhole
+sees the district's outfall level (``boundaries``) less its invert height above the outfall
+(0.4 m at the last manhole, 0.5 m more per manhole upstream).
+
+Ground truth of risk: at every step every facility's model says which hazards are present
+(``Model.hazards``); ``risk`` keeps them as episodes ``(facility, kind, hazard, start,
+end)`` for the scorer (simulators/scoring.py), in ``truth_document()["risk"]`` too.
 """
 
 from __future__ import annotations
@@ -28,11 +38,33 @@ from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Facility, Registry
 from schemas.scenario import Fault, FaultKind, IncidentKind, Scenario, ScenarioError
 from schemas.telemetry import telemetry_topic
-from simulators.facilities import DrainageModel, Env, Model, model_for
-from simulators.weather import Weather
+from simulators.facilities import DrainageModel, Env, Hazard, Model, model_for
+from simulators.weather import Outfalls, Weather
 
 STEP_S = 10.0  # the shortest reporting interval of the registry's sensors
 SCENARIOS = Path(__file__).parent / "scenarios"
+STATION_SHARE = 0.3  # of the district's last manhole's outflow reaching its pump station
+LAST_INVERT_M = 0.4  # the last manhole's invert above the outfall invert
+INVERT_STEP_M = 0.5  # … and each manhole upstream of it higher again
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A stretch of simulated time over which a facility was really at risk."""
+
+    facility: str
+    kind: str
+    hazard: str
+    start_s: float
+    end_s: float
+
+    def as_row(self) -> list[Any]:
+        return [self.facility, self.kind, self.hazard, self.start_s, self.end_s]
+
+
+def risk_from_document(doc: dict[str, Any]) -> list[Episode]:
+    """The risk episodes of a truth document (``ScenarioRun.truth_document``)."""
+    return [Episode(f, k, h, float(a), float(b)) for f, k, h, a, b in doc.get("risk", [])]
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -61,6 +93,13 @@ _NEEDS: dict[IncidentKind, tuple[set[Metric], str]] = {
     IncidentKind.GAS_RELEASE: ({Metric.H2S, Metric.CH4}, "gas detectors"),
     IncidentKind.TOXIC_GAS: ({Metric.H2S, Metric.CH4}, "gas detectors"),
     IncidentKind.BLOCKAGE: ({Metric.WATER_LEVEL}, "a level gauge"),
+    IncidentKind.MISCONNECTION: ({Metric.WATER_LEVEL}, "a level gauge"),
+    IncidentKind.COVER_OPEN: ({Metric.WATER_LEVEL}, "a level gauge"),
+    IncidentKind.BRIDGE_STRIKE: ({Metric.DEFLECTION}, "a deflection sensor"),
+    IncidentKind.BEARING_SLIP: ({Metric.BEARING_DISPLACEMENT}, "a bearing sensor"),
+    IncidentKind.PIER_TILT: ({Metric.TILT}, "a tilt sensor"),
+    IncidentKind.OVERLOAD: ({Metric.DEFLECTION}, "a deflection sensor"),
+    IncidentKind.VORTEX_VIBRATION: ({Metric.ACCELERATION}, "an accelerometer"),
 }
 
 
@@ -144,6 +183,7 @@ class ScenarioRun:
         rnd = random.Random(scenario.seed)
         self.rnd = rnd
         self.weather = Weather(scenario.storms)
+        self.outfalls = Outfalls(scenario.boundaries)
         self.gateways = [_Gateway(f, model_for(f, random.Random(rnd.random())))
                          for f in sorted(select(registry, scenario.facilities),
                                          key=lambda f: f.id)]
@@ -160,20 +200,37 @@ class ScenarioRun:
             self.faults.setdefault(flt.facility, []).append(flt)
         self.reports_sent = 0
         self.readings_sent = 0
+        self.risk: list[Episode] = []
+        self._open: dict[tuple[str, Hazard], float] = {}  # (facility, hazard) -> start
+        self._last_manhole: dict[str, int] = {}  # district code -> its last manhole number
+        for g in self.gateways:
+            if (n := _manhole_number(g.facility)) is not None:
+                code = g.facility.id.split("-")[1]
+                self._last_manhole[code] = max(n, self._last_manhole.get(code, 0))
 
     @property
     def sensor_count(self) -> int:
         return sum(len(g.facility.sensors) for g in self.gateways)
 
-    def _upstream(self, g: _Gateway, t: float) -> float:
+    def _upstream(self, g: _Gateway, t: float, gate_shut: bool) -> float:
+        """What reaches this facility from the network now: the upstream manhole's outflow
+        at a manhole, a share of the district's last manhole's at its pump station."""
         f = g.facility
-        if f.kind is not FacilityKind.DRAINAGE or not f.id.startswith("DR-"):
+        if f.kind is not FacilityKind.DRAINAGE or f.id.count("-") != 2:
             return 0.0
-        n = int(f.id.split("-")[2])
-        up = self.by_id.get(f"DR-{f.id.split('-')[1]}-{n - 1:03d}")
+        _, code, num = f.id.split("-")
+        n = _manhole_number(f)
+        if n is not None:
+            up = self.by_id.get(f"DR-{code}-{n - 1:03d}")
+            share = 1.0
+        elif isinstance(g.model, DrainageModel) and g.model.is_station and num.isdigit():
+            up = self.by_id.get(f"DR-{code}-{self._last_manhole.get(code, 0):03d}")
+            share = 1.0 if gate_shut else STATION_SHARE
+        else:
+            return 0.0
         if up is None or not isinstance(up.model, DrainageModel):
             return 0.0
-        return up.model.delayed_storm_flow(t)
+        return share * up.model.delayed_outflow(t)
 
     def _env(self, g: _Gateway, t: float) -> Env:
         f = g.facility
@@ -182,8 +239,30 @@ class ScenarioRun:
         epoch = self.t0 + t
         local = datetime.fromtimestamp(epoch, self.zone)
         hour = local.hour + local.minute / 60 + local.second / 3600
+        outfall = self.outfalls.level(f.district, t)
+        backwater, shut = None, False
+        if outfall is not None:
+            level, shut = outfall
+            n = _manhole_number(f)
+            if n is not None and not shut:
+                code = f.id.split("-")[1]
+                backwater = level - LAST_INVERT_M - INVERT_STEP_M * (
+                    self._last_manhole.get(code, n) - n)
         return Env(t, hour, self.weather.rain(f.district, t), incidents,
-                   self._upstream(g, t))
+                   self._upstream(g, t, shut), local.timetuple().tm_yday, backwater)
+
+    def _record_risk(self, g: _Gateway, env: Env, t: float) -> None:
+        fid = g.facility.id
+        now = g.model.hazards(env)
+        for hz in now:
+            self._open.setdefault((fid, hz), t)
+        for key in [k for k in self._open if k[0] == fid and k[1] not in now]:
+            self._close(key, t)
+
+    def _close(self, key: tuple[str, Hazard], t: float) -> None:
+        start = self._open.pop(key)
+        self.risk.append(Episode(key[0], self.by_id[key[0]].facility.kind.value, key[1].value,
+                                 start, t))
 
     def _active(self, fid: str, t: float) -> list[Fault]:
         return [x for x in self.faults.get(fid, ()) if x.start_s <= t < x.start_s + x.duration_s]
@@ -196,8 +275,12 @@ class ScenarioRun:
             for g in self.gateways:
                 env = self._env(g, t)
                 g.model.advance(env, STEP_S)
+                self._record_risk(g, env, t)
                 yield from self._report(g, env, t)
             t += STEP_S
+        for key in list(self._open):
+            self._close(key, end)
+        self.risk.sort(key=lambda e: (e.start_s, e.facility, e.hazard))
 
     def _report(self, g: _Gateway, env: Env, t: float) -> Iterator[tuple[float, str, bytes]]:
         due = [s for s in g.facility.sensors if g.next_due.get(s.id, 0.0) <= t]
@@ -268,4 +351,13 @@ class ScenarioRun:
                 "sensors": self.sensor_count, "facilities": [g.facility.id for g in
                                                               self.gateways],
                 "reports": self.reports_sent, "readings": self.readings_sent,
-                "truth": self.truth}
+                "truth": self.truth, "risk": [e.as_row() for e in self.risk]}
+
+
+def _manhole_number(f: Facility) -> int | None:
+    """n of a drainage manhole ``DR-XX-00n`` (its place in the district's network)."""
+    parts = f.id.split("-")
+    if f.kind is FacilityKind.DRAINAGE and len(parts) == 3 and parts[0] == "DR" \
+            and parts[2].isdigit():
+        return int(parts[2])
+    return None

@@ -13,6 +13,24 @@ alarm events Lifeline produced.
   while a fault was injected there, that nothing real explains — the engine should have
   called them sensor or gateway faults.
 
+What "explains" an alarm depends on the truth given. Without ``risk`` (the old rule, kept
+for callers that have only the scenario): a storm over the facility's district or an
+incident on it, from its start to ``GRACE_S`` after its end. With ``risk`` — the physics'
+own ground truth, the episodes over which each facility really was at risk
+(``ScenarioRun.risk``: surcharged, overflowing, wet well above its alarm level, bridge
+response above its limit, gas above its limit …) — an alarm is explained only by a risk
+episode *at that facility*, of a hazard that concerns the alarm's metric (any hazard for
+an alarm without one: a composite, facility-dark), from ``RISK_LEAD_S`` before the
+episode (a warning that came true: rate of rise, rain-and-rising) to ``RISK_GRACE_S``
+after it. Every other facility alarm is false. Precision is explained alarms over all
+facility alarms; recall is risk episodes (of at least ``MIN_EPISODE_S``; episodes of one
+hazard at one facility less than ``MERGE_GAP_S`` apart are one) during which some
+alarm of the facility concerning the hazard stood, over all episodes; the detection
+delay of an episode is the first such alarm's raise (or release) less the episode's start
+(negative: it warned ahead, at most ``RISK_LEAD_S``). Both per scenario, per facility kind
+and per hazard, with delay percentiles (p50, p90, max). Without ``risk`` precision counts
+the explained alarms the old way and recall is the expectations met.
+
 Reported means paged: a facility alarm's ``raised``, ``escalated`` or ``flapping`` event,
 or an ``updated`` one (same level, changed standing), that is neither ``suppressed_by`` a
 sensor or gateway fault nor ``silenced`` by maintenance. So an alarm suppressed when it
@@ -29,13 +47,20 @@ Times are event times: alarm ``ts`` against the scenario's ``t0`` + offsets.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
 from schemas.scenario import Expect, Scenario
+from simulators.facilities import HAZARD_METRICS, Hazard
+from simulators.scenario import Episode
 
 GRACE_S = 3600.0  # after a storm or incident ends, its alarms may take this long to clear
+RISK_LEAD_S = 1800.0  # an alarm this long before a risk episode warned of it
+RISK_GRACE_S = 900.0  # … and one this long after it ended is late, not false
+MIN_EPISODE_S = 60.0  # shorter risk (a truck crossing) explains alarms but is no miss
+MERGE_GAP_S = 1800.0  # episodes of one hazard at one facility closer than this are one
 RAISING = (AlarmEventType.RAISED, AlarmEventType.ESCALATED, AlarmEventType.FLAPPING)
 # Events that page (unless suppressed or silenced): a raise, or a change of standing.
 REPORTING = (*RAISING, AlarmEventType.UPDATED)
@@ -67,6 +92,28 @@ class SilencedScore:
 
 
 @dataclass
+class Tally:
+    """Precision and recall of one slice (a facility kind, a hazard, the scenario)."""
+
+    alarms: int = 0  # facility alarms (episodes of the engine's, counted once)
+    true_alarms: int = 0  # … that the truth explains
+    episodes: int = 0  # risk episodes (recall's denominator)
+    detected: int = 0  # … during which an alarm stood
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_alarms / self.alarms if self.alarms else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected / self.episodes if self.episodes else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "precision": _round(self.precision),
+                "recall": _round(self.recall)}
+
+
+@dataclass
 class Score:
     scenario: str
     sensors: int
@@ -81,6 +128,27 @@ class Score:
     silenced: int = 0  # alarms (any category) silenced by a maintenance window
     held_by_fault: int = 0  # facility alarms held by a fault that began while they were serious
     silenced_expectations: list[SilencedScore] = field(default_factory=list)
+    truth: str = "incidents"  # what explained alarms: "incidents" (the old rule) or "physics"
+    overall: Tally = field(default_factory=Tally)
+    by_kind: dict[str, Tally] = field(default_factory=dict)
+    by_hazard: dict[str, Tally] = field(default_factory=dict)  # physics only
+    delays_s: list[float] = field(default_factory=list)  # per detected episode (expectation)
+    missed_risk: list[dict[str, Any]] = field(default_factory=list)  # physics only
+
+    @property
+    def precision(self) -> float | None:
+        return self.overall.precision
+
+    @property
+    def recall(self) -> float | None:
+        return self.overall.recall
+
+    def delay_percentile(self, p: float) -> float | None:
+        """The ``p``-th percentile (nearest rank) of the detection delays, seconds."""
+        if not self.delays_s:
+            return None
+        ordered = sorted(self.delays_s)
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
     @property
     def detected(self) -> int:
@@ -97,8 +165,31 @@ class Score:
         for row, e in zip(d["silenced_expectations"], self.silenced_expectations, strict=True):
             row["met"] = e.met
         d.update(detected=self.detected, expected=len(self.expectations),
-                 false_alarms_per_1000_sensor_hours=round(self.false_alarm_rate, 3))
+                 false_alarms_per_1000_sensor_hours=round(self.false_alarm_rate, 3),
+                 precision=_round(self.precision), recall=_round(self.recall),
+                 delay_p50_s=self.delay_percentile(50), delay_p90_s=self.delay_percentile(90),
+                 delay_max_s=self.delay_percentile(100), overall=self.overall.as_dict(),
+                 by_kind={k: v.as_dict() for k, v in self.by_kind.items()},
+                 by_hazard={k: v.as_dict() for k, v in self.by_hazard.items()})
         return d
+
+    def summary(self) -> list[str]:
+        """Precision, recall and delays: the scenario's line and one per kind and hazard."""
+        what = ("risk episodes" if self.truth == "physics" else "expectations")
+
+        def row(name: str, x: Tally) -> str:
+            return (f"  {name:<20} precision {_pct(x.precision):>6} ({x.true_alarms}/"
+                    f"{x.alarms} alarms)  recall {_pct(x.recall):>6} ({x.detected}/"
+                    f"{x.episodes} {what})")
+
+        delays = "/".join("-" if v is None else f"{v:.0f}s" for v in
+                          (self.delay_percentile(50), self.delay_percentile(90),
+                           self.delay_percentile(100)))
+        lines = [f"truth: {self.truth}; detection delay p50/p90/max {delays}",
+                 row("all", self.overall)]
+        lines += [row(f"kind {k}", v) for k, v in sorted(self.by_kind.items())]
+        lines += [row(f"hazard {k}", v) for k, v in sorted(self.by_hazard.items())]
+        return lines
 
     def passed(self, scenario: Scenario) -> bool:
         return (self.detected == len(self.expectations) and not self.faults_as_facility_alarms
@@ -128,17 +219,23 @@ class Score:
                      f"{self.sensor_or_gateway_alarms}; suppressed: {self.inhibited} "
                      f"(released {self.released}); silenced: {self.silenced}; held by a "
                      f"fault: {self.held_by_fault}")
+        lines += self.summary()
         for row in self.false_alarms[:20]:
             lines.append(f"  false alarm: {row}")
+        for row in self.missed_risk[:20]:
+            lines.append(f"  risk with no alarm: {row}")
         for row in self.faults_as_facility_alarms[:20]:
             lines.append(f"  fault reported as facility alarm: {row}")
         return "\n".join(lines)
 
 
 def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
-          districts: dict[str, str], facilities: set[str] | None = None) -> Score:
+          districts: dict[str, str], facilities: set[str] | None = None, *,
+          risk: list[Episode] | None = None) -> Score:
     """Score ``alarms`` (any order, duplicates allowed) against the scenario's truth;
-    ``districts`` maps facility ids to districts (the registry's), for storms."""
+    ``districts`` maps facility ids to districts (the registry's), for storms; ``risk``
+    (``ScenarioRun.risk``, or ``risk_from_document`` of its truth file) judges alarms
+    against the physics instead of the storms' districts."""
     end = t0 + scenario.duration_s + GRACE_S
     seen: set[str] = set()
     mine: list[tuple[float, AlarmEvent]] = []
@@ -206,9 +303,26 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
     first: dict[str, tuple[float, AlarmEvent]] = {}
     for t, ev in facility_alarms:
         first.setdefault(ev.alarm_id, (t, ev))
+    episodes = _merged(risk) if risk is not None else []
+    if risk is not None:
+        s.truth = "physics"
+        _recall(s, episodes, first, mine, scenario.duration_s)
+    by_facility: dict[str, list[Episode]] = {}
+    for ep in episodes:
+        by_facility.setdefault(ep.facility, []).append(ep)
+
+    def at_risk(t: float, ev: AlarmEvent) -> bool:
+        return any(x.start_s - RISK_LEAD_S <= t <= x.end_s + RISK_GRACE_S
+                   and _concerns(x.hazard, ev) for x in by_facility.get(ev.facility_id, ()))
+
     for t, ev in first.values():
         district = districts.get(_base(ev.facility_id))
-        if is_explained(t, ev, district):
+        kind = s.by_kind.setdefault(ev.kind.value, Tally())
+        kind.alarms += 1
+        s.overall.alarms += 1
+        if at_risk(t, ev) if risk is not None else is_explained(t, ev, district):
+            kind.true_alarms += 1
+            s.overall.true_alarms += 1
             continue
         row = {"t_s": round(t, 1), "facility": ev.facility_id, "sensor": ev.sensor,
                "rule": ev.rule, "level": ev.level.value if ev.level else None}
@@ -228,7 +342,65 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
         s.silenced_expectations.append(SilencedScore(
             x.facility, x.sensor, len({ev.alarm_id for ev in there if ev.silenced} - paged),
             len(paged)))
+    if risk is None:  # recall: the expectations met, delays theirs
+        s.overall.episodes, s.overall.detected = len(s.expectations), s.detected
+        s.delays_s = [e.delay_s for e in s.expectations if e.delay_s is not None]
     return s
+
+
+def _concerns(hazard: str, ev: AlarmEvent) -> bool:
+    """The hazard is what the alarm's sensor measures (any, for a facility-wide alarm)."""
+    return ev.metric is None or ev.metric in HAZARD_METRICS[Hazard(hazard)]
+
+
+def _merged(risk: list[Episode]) -> list[Episode]:
+    """Episodes of one hazard at one facility less than ``MERGE_GAP_S`` apart, joined."""
+    out: list[Episode] = []
+    last: dict[tuple[str, str], int] = {}
+    for e in sorted(risk, key=lambda e: e.start_s):
+        i = last.get((e.facility, e.hazard))
+        if i is not None and e.start_s - out[i].end_s < MERGE_GAP_S:
+            prev = out[i]
+            out[i] = Episode(prev.facility, prev.kind, prev.hazard, prev.start_s,
+                             max(prev.end_s, e.end_s))
+            continue
+        last[(e.facility, e.hazard)] = len(out)
+        out.append(e)
+    return out
+
+
+def _recall(s: Score, episodes: list[Episode], first: dict[str, tuple[float, AlarmEvent]],
+            mine: list[tuple[float, AlarmEvent]], end_s: float) -> None:
+    """Recall and delays against the risk episodes: an episode is detected when a paged
+    facility alarm of its facility, concerning its hazard, stood during it (from its first
+    paged event to its clearing), or was raised up to ``RISK_LEAD_S`` before it."""
+    cleared = {ev.alarm_id: t for t, ev in mine if ev.event is AlarmEventType.CLEARED}
+    standing: dict[str, list[tuple[float, float, AlarmEvent]]] = {}
+    for aid, (t, ev) in first.items():
+        stop = cleared.get(aid, end_s)
+        standing.setdefault(ev.facility_id, []).append((t, stop if stop >= t else end_s, ev))
+    for e in episodes:
+        if e.end_s - e.start_s < MIN_EPISODE_S:
+            continue
+        hits = [t for t, stop, ev in standing.get(e.facility, ())
+                if _concerns(e.hazard, ev) and t <= e.end_s and stop >= e.start_s - RISK_LEAD_S]
+        for tally in (s.overall, s.by_kind.setdefault(e.kind, Tally()),
+                      s.by_hazard.setdefault(e.hazard, Tally())):
+            tally.episodes += 1
+            tally.detected += bool(hits)
+        if hits:
+            s.delays_s.append(round(max(min(hits) - e.start_s, -RISK_LEAD_S), 1))
+        else:
+            s.missed_risk.append({"facility": e.facility, "hazard": e.hazard,
+                                  "start_s": e.start_s, "end_s": e.end_s})
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def _paged(ev: AlarmEvent) -> bool:

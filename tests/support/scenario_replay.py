@@ -51,4 +51,4 @@ def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0, 
         events += engine.evaluate(out.batch, fs).events
     districts = {f.id: f.district for f in registry.facilities}
     return run, events, score(scenario, t0, run.sensor_count, events, districts,
-                              {g.facility.id for g in run.gateways})
+                              {g.facility.id for g in run.gateways}, risk=run.risk)
