@@ -43,6 +43,11 @@ from services.writer.storage import ensure_layout
 
 log = get_logger("lifeline.writer")
 
+# The writer's Faust topics (alarm events, on-call records, pipeline health) feed the
+# dashboards, not the alarm path: a longer fetch wait on Tansu costs the broker fewer empty
+# fetches (issue 16; the readings consumer waits 250 ms, services/writer/readings.py).
+FAUST_FETCH_WAIT_MS = 500
+
 COUNTERS = ("processed_events", "processed_alarm_events", "stored_points", "written_batches",
             "sink_retries", "rejected", "refused_batches", "isolation_writes",
             "refused_points", "dead_lettered", "rollup_points",
@@ -66,7 +71,8 @@ class Writer:
         self.cfg = cfg
         w = cfg.writer
         self.app: faust.App = make_app("writer", cfg.kafka, web_port=w.health_port,
-                                       web_host=w.health_host)
+                                       web_host=w.health_host,
+                                       tansu_fetch_wait_ms=FAUST_FETCH_WAIT_MS)
         self.counters = Counters(*COUNTERS)
         self.health = Health("writer", self.counters)
         self.baseline = DiurnalBaseline(registry, w.baseline_warmup_h)

@@ -69,7 +69,7 @@ def test_load_benchmark_smoke(tmp_path: Path) -> None:
     from services.bench.load import run_bench
 
     r = run_bench(sensors=3000, interval_s=10, duration_s=30, state=tmp_path,
-                  baseline_reports=2000)
+                  baseline_reports=2000, idle_s=3)
     assert r["lost_reports"] == 0 and r["ingest"]["rejected_messages"] == 0
     assert r["processor"]["processed_readings"] == r["ingest"]["accepted_readings"]
     assert r["writer"]["processed_events"] == r["ingest"]["accepted_reports"]
@@ -81,6 +81,9 @@ def test_load_benchmark_smoke(tmp_path: Path) -> None:
     assert r["ratio_to_bare_chain"] > 0 and set(r["cpu_us_per_reading"]) >= {
         "ingest", "processor", "writer", "notifier", "tansu", "influxd", "mosquitto"}
     assert set(bare["cpu_us_per_reading"]) >= {"bare forwarder", "bare store", "tansu", "influxd"}
+    # The fixed cost: every component's CPU with the pipeline up and no load.
+    assert set(r["idle_cpu_cores"]) == set(r["cpu_us_per_reading"])
+    assert all(0 <= v < 2 for v in r["idle_cpu_cores"].values())
     assert r["alarm_events_seen"]["during_load"].get("facility.raised", 0) >= 10
     for stage in ("ingest.mqtt_to_ack", "processor.evaluate", "writer.kafka_to_stored",
                   "notifier.page"):

@@ -21,14 +21,16 @@ from services.core.settings import KafkaSettings, state_dir
 
 
 def make_app(name: str, kafka: KafkaSettings, *, web_port: int, web_host: str = "127.0.0.1",
-             **extra: Any) -> faust.App:
-    """A Faust app with Lifeline's conventions. ``name`` becomes the consumer group."""
+             tansu_fetch_wait_ms: int | None = None, **extra: Any) -> faust.App:
+    """A Faust app with Lifeline's conventions. ``name`` becomes the consumer group;
+    ``tansu_fetch_wait_ms``: the worker consumer's fetch wait on Tansu (default
+    ``fetch.TANSU_FETCH_MAX_WAIT_MS``, 50 ms — what the alarm path needs)."""
     from services.core.faust import fetch
     from services.core.kafka import faust_kwargs
 
     fetch.install()
     if kafka.flavor == "tansu":
-        fetch.short_fetch_wait_on_tansu()
+        fetch.short_fetch_wait_on_tansu(tansu_fetch_wait_ms or fetch.TANSU_FETCH_MAX_WAIT_MS)
 
     datadir = state_dir() / "faust" / name
     datadir.mkdir(parents=True, exist_ok=True)

@@ -79,15 +79,20 @@ def keep_fetched_on_flow_stop(original: WaitNextRecords) -> WaitNextRecords:
 
 
 TANSU_FETCH_MAX_WAIT_MS = 50
+_fetch_wait_ms = TANSU_FETCH_MAX_WAIT_MS  # this process's (one Faust app per service)
 
 
-def short_fetch_wait_on_tansu() -> None:
+def short_fetch_wait_on_tansu(wait_ms: int = TANSU_FETCH_MAX_WAIT_MS) -> None:
     """Tansu answers a fetch only when its max wait has passed, even if records arrived
     meanwhile (measured: 450 ms per event at Faust's hard-coded 1,500 ms, 3 ms at 100 ms).
-    Faust offers no setting for it, so the worker consumer is given a short wait here —
-    only for ``LIFELINE_KAFKA_FLAVOR=tansu``; real Kafka answers as soon as data arrive."""
+    Faust offers no setting for it, so the worker consumer is given ``wait_ms`` here —
+    only for ``LIFELINE_KAFKA_FLAVOR=tansu``; real Kafka answers as soon as data arrive.
+    Each fetch costs Tansu about a millisecond of CPU whether or not records came, so a
+    service off the alarm path waits longer (issue 16: the writer's 500 ms)."""
     from faust.transport.drivers import aiokafka as driver
 
+    global _fetch_wait_ms
+    _fetch_wait_ms = wait_ms
     thread = driver.AIOKafkaConsumerThread
     if getattr(thread, "_lifeline_short_fetch", False):
         return
@@ -95,7 +100,7 @@ def short_fetch_wait_on_tansu() -> None:
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS  # read by Fetcher at start()
+        consumer._fetch_max_wait_ms = _fetch_wait_ms  # read by Fetcher at start()
         return consumer
 
     setattr(thread, "_create_worker_consumer", create)  # noqa: B010 — patching a method
