@@ -20,7 +20,11 @@ placeholder for a design value. Rule kinds:
   unless a window names them; a confined-space entry window (``entry: true``) pages the
   crew leader for gas alarms instead of silencing them.
 - a facility's ``criticality``: a critical facility whose gateway goes dark while its
-  district is under rain, or while it was in alarm, is itself a facility alarm.
+  district is under rain, or while it was in alarm, is itself a facility alarm;
+- a drainage or sewage facility's :class:`Geometry` (invert, crown and cover elevations,
+  the outgoing pipe's diameter, slope and roughness): levels of its water-level and flow
+  rules may be :class:`GeometryRef` (``{geometry: cover, offset_m: -0.3}``), resolved to
+  numbers when the registry loads; ``warnings`` names rules that contradict it.
 """
 
 from __future__ import annotations
@@ -28,13 +32,22 @@ from __future__ import annotations
 from datetime import time
 from enum import StrEnum
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from schemas import geometry as hydraulics
 from schemas.alarm import AlarmCategory
 from schemas.common import Contract, Identifier, Timestamp, TimeZoneName
 from schemas.errors import LifelineError
@@ -97,19 +110,206 @@ Source = Annotated[str, Field(min_length=3, description="Where the number comes 
 Seconds = Annotated[float, Field(ge=0, le=30 * 86400)]
 
 
+Elevation = Annotated[float, Field(ge=-100, le=1000, allow_inf_nan=False)]
+
+
+class Geometry(Contract):
+    """A drainage or sewage manhole and its outgoing pipe, for thresholds derived from it.
+
+    Elevations in metres above the registry's survey datum (``datum``, e.g. the 1985
+    National Height Datum). The facility's water-level gauges read the depth of water
+    above ``invert_m`` (the ``water_level`` metric): derived levels are elevations less
+    the invert. Give the pipe as ``diameter_m`` or ``crown_m`` (or both, agreeing).
+    Inconsistent but readable geometry (crown above the cover, a manhole of no depth, a
+    slope of zero) loads and is flagged by ``lifeline registry check``.
+    """
+
+    datum: Annotated[str, Field(min_length=2, max_length=100)] | None = Field(
+        default=None, description="The survey datum of the elevations.")
+    invert_m: Elevation | None = Field(
+        default=None, description="Elevation of the outgoing pipe's invert at the manhole, m; "
+                                  "the gauges' zero.")
+    crown_m: Elevation | None = Field(
+        default=None, description="Elevation of the pipe's crown (invert + internal "
+                                  "diameter), m.")
+    cover_m: Elevation | None = Field(
+        default=None, description="Elevation of the manhole cover (the ground), m: water there "
+                                  "overflows.")
+    diameter_m: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        default=None, description="Internal diameter D of the outgoing pipe, m.")
+    slope: Annotated[float, Field(ge=-0.1, le=0.5, allow_inf_nan=False)] | None = Field(
+        default=None, description="Slope of the outgoing pipe, m/m (0.001 = 1 per mille).")
+    roughness_n: Annotated[float, Field(gt=0, le=0.05)] | None = Field(
+        default=None, description="Manning's roughness n, s/m^(1/3) (GB 50014: concrete "
+                                  "0.013-0.014, plastic/HDPE 0.009-0.011).")
+    source: Source | None = Field(
+        default=None, description="Where the geometry comes from (survey, as-built drawings).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Geometry:
+        if self.crown_m is not None:
+            if self.invert_m is None:
+                raise ValueError("geometry: crown_m needs invert_m")
+            if self.crown_m <= self.invert_m:
+                raise ValueError(f"geometry: crown_m {self.crown_m} must be above invert_m "
+                                 f"{self.invert_m}")
+            if (self.diameter_m is not None
+                    and abs(self.crown_m - self.invert_m - self.diameter_m) > 0.005):
+                raise ValueError(f"geometry: crown_m {self.crown_m} is not invert_m "
+                                 f"{self.invert_m} + diameter_m {self.diameter_m}")
+        return self
+
+    @property
+    def diameter(self) -> float | None:
+        """D, m: ``diameter_m``, else crown less invert."""
+        if self.diameter_m is not None:
+            return self.diameter_m
+        if self.crown_m is not None and self.invert_m is not None:
+            return self.crown_m - self.invert_m
+        return None
+
+    @property
+    def crown_elevation(self) -> float | None:
+        """The crown's elevation, m: ``crown_m``, else invert + D."""
+        if self.crown_m is not None:
+            return self.crown_m
+        if self.invert_m is not None and self.diameter_m is not None:
+            return self.invert_m + self.diameter_m
+        return None
+
+    @property
+    def depth(self) -> float | None:
+        """The manhole's depth from invert to cover, m: the gauge reading at overflow."""
+        if self.cover_m is None or self.invert_m is None:
+            return None
+        return hydraulics.cover_depth_m(self.cover_m, self.invert_m)
+
+    @property
+    def capacity_m3_s(self) -> float | None:
+        """Full-pipe capacity by Manning, m³/s (derived, read-only); None without D, slope
+        and n."""
+        d = self.diameter
+        if d is None or self.slope is None or self.roughness_n is None:
+            return None
+        return hydraulics.full_pipe_capacity_m3_s(d, self.slope, self.roughness_n)
+
+    def describe_pipe(self) -> str:
+        """``D 1 m, S 0.001, n 0.013`` for messages."""
+        return f"D {self.diameter:g} m, S {self.slope:g}, n {self.roughness_n:g}"
+
+
+GeometryBase = Literal["crown", "cover", "capacity"]
+LEVEL_BASES: frozenset[str] = frozenset({"crown", "cover"})
+"""References a water level may take; ``capacity`` is a flow's."""
+
+
+class GeometryRef(Contract):
+    """A level value taken from the facility's :class:`Geometry` when the registry loads.
+
+    ``{geometry: crown}`` the pipe full (h = D); ``{geometry: crown, fraction: 0.75}`` a
+    fill ratio h/D; ``{geometry: cover, offset_m: -0.3}`` 0.3 m of freeboard left;
+    ``{geometry: capacity, fraction: 0.9}`` 90 % of the full-pipe Manning capacity (flow,
+    L/s); ``{elevation_m: 3.2}`` a water surface at that elevation. Levels are depths
+    above the invert: ``fraction × base + offset_m``, the base being D (crown), the
+    manhole's depth (cover) or the capacity.
+    """
+
+    geometry: GeometryBase | None = None
+    elevation_m: Elevation | None = Field(
+        default=None, description="A water-surface elevation, m above the datum (becomes "
+                                  "elevation less the invert).")
+    fraction: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=1.0, description="Multiplies the base (crown: D; cover: the manhole's depth; "
+                                 "capacity: the full-pipe flow).")
+    offset_m: Annotated[float, Field(ge=-20, le=20)] = Field(
+        default=0.0, description="Added to a crown or cover level, m (negative: below it).")
+
+    @model_validator(mode="after")
+    def _check(self) -> GeometryRef:
+        if (self.geometry is None) == (self.elevation_m is None):
+            raise ValueError("a geometry reference names either geometry (crown, cover, "
+                             "capacity) or elevation_m")
+        if self.geometry != "capacity" and self.geometry is not None:
+            return self
+        if self.offset_m:
+            raise ValueError("offset_m goes with crown and cover only")
+        if self.elevation_m is not None and self.fraction != 1.0:
+            raise ValueError("fraction does not apply to elevation_m")
+        return self
+
+    def label(self) -> str:
+        """``cover-0.3 m``, ``crown×0.75``, ``capacity×0.9``, ``elevation 3.2 m``."""
+        if self.elevation_m is not None:
+            return f"elevation {self.elevation_m:g} m"
+        text = f"{self.geometry}{f'×{self.fraction:g}' if self.fraction != 1.0 else ''}"
+        return text + (f"{self.offset_m:+g} m" if self.offset_m else "")
+
+    def resolve(self, geometry: Geometry, metric: Metric) -> float:
+        """The number in the sensor's canonical unit (m above the invert, or L/s); ValueError
+        when the geometry lacks what it needs or the metric cannot take it."""
+        wanted = Metric.FLOW if self.geometry == "capacity" else Metric.WATER_LEVEL
+        if metric is not wanted:
+            raise ValueError(f"{self.label()} applies to {wanted} rules, not {metric}")
+        if self.elevation_m is not None:
+            if geometry.invert_m is None:
+                raise ValueError(f"{self.label()} needs the geometry's invert_m")
+            return hydraulics.depth_above_invert_m(self.elevation_m, geometry.invert_m)
+        if self.geometry == "capacity":
+            q = geometry.capacity_m3_s
+            if q is None:
+                raise ValueError("capacity needs the geometry's pipe (diameter_m or crown_m), "
+                                 "slope and roughness_n")
+            if q <= 0:
+                raise ValueError(f"capacity is 0 at slope {geometry.slope:g}: no gravity flow")
+            return round(self.fraction * q * 1000, 3)  # m³/s -> L/s
+        if self.geometry == "crown":
+            d = geometry.diameter
+            base = None if d is None else hydraulics.crown_depth_m(d)
+        else:
+            base = geometry.depth
+        if base is None:
+            need = "diameter_m or crown_m" if self.geometry == "crown" else "invert_m and cover_m"
+            raise ValueError(f"{self.label()} needs the geometry's {need}")
+        return round(self.fraction * base + self.offset_m, 4)
+
+
+class FromGeometry(Contract):
+    """Where a level's numbers came from (set when the registry loads; a dumped registry
+    carries it, and its numbers are checked against the geometry when loaded again)."""
+
+    raise_at: GeometryRef | None = None
+    clear_at: GeometryRef | None = None
+
+
+# The JSON Schema says what the YAML may hold (a number or a reference), the model what
+# the engine reads (a number): the reference is resolved before the field is validated.
+_NUMBER_OR_REF = WithJsonSchema({"anyOf": [{"type": "number"},
+                                           GeometryRef.model_json_schema()]})
+_NUMBER_OR_REF_OR_NULL = WithJsonSchema({"anyOf": [{"type": "number"},
+                                                   GeometryRef.model_json_schema(),
+                                                   {"type": "null"}]})
+
+
 class Level(Contract):
     """One level of a rule, in the signal's unit (canonical unit; rate: per ``rate_per_s``).
 
     upper: raised when signal >= ``raise_at``, held until it falls below ``clear_at``;
     lower: raised when signal <= ``raise_at``, held until it rises above ``clear_at``.
-    ``clear_at`` defaults to ``raise_at`` (no hysteresis).
+    ``clear_at`` defaults to ``raise_at`` (no hysteresis). Either may be a
+    :class:`GeometryRef` (water levels and flows of a facility with ``geometry``),
+    resolved to a number when the registry loads (``from_geometry`` keeps the reference).
     """
 
     level: AlarmLevel
-    raise_at: float = Field(allow_inf_nan=False)
-    clear_at: float | None = Field(default=None, allow_inf_nan=False)
+    raise_at: Annotated[float, _NUMBER_OR_REF] = Field(
+        allow_inf_nan=False, description="A number, or a geometry reference.")
+    clear_at: Annotated[float | None, _NUMBER_OR_REF_OR_NULL] = Field(
+        default=None, allow_inf_nan=False, description="A number, or a geometry reference.")
     source: Source
     default: bool = Field(default=False, description="A shipped default still to be replaced.")
+    from_geometry: FromGeometry | None = Field(
+        default=None, description="Set by the loader: the geometry references raise_at and "
+                                  "clear_at were resolved from.")
 
     @property
     def clear_value(self) -> float:
@@ -471,6 +671,193 @@ class Criticality(StrEnum):
     CRITICAL = "critical"  # its silence during rain or alarm is a facility alarm (pump stations)
 
 
+def _geometry_itself(g: Geometry, kind: FacilityKind) -> list[str]:
+    """Geometry that contradicts itself or GB 50014's minimum velocity."""
+    out: list[str] = []
+    depth, crown = g.depth, g.crown_elevation
+    if depth is not None and depth <= 0:
+        out.append(f"cover {g.cover_m:g} m is not above the invert {g.invert_m:g} m "
+                   f"(depth {depth:g} m): no manhole")
+    if crown is not None and g.cover_m is not None and crown > g.cover_m:
+        out.append(f"crown {crown:g} m is above the cover {g.cover_m:g} m: the pipe would "
+                   f"stand out of the ground")
+    if g.slope is not None and g.slope <= 0:
+        out.append(f"slope {g.slope:g}: no gravity flow, the Manning capacity is 0")
+    elif g.capacity_m3_s is not None and g.diameter is not None and g.slope is not None \
+            and g.roughness_n is not None:
+        v = hydraulics.full_pipe_velocity_m_s(g.diameter, g.slope, g.roughness_n)
+        v_min = hydraulics.MIN_FULL_VELOCITY_M_S[kind.value]
+        if v < v_min:
+            out.append(f"full-pipe velocity {v:.2f} m/s ({g.describe_pipe()}) is below the "
+                       f"GB 50014 minimum {v_min:g} m/s: the pipe silts up")
+    return out
+
+
+def _sensor_against(g: Geometry, s: Sensor) -> list[str]:
+    """A sensor's range and level rules against the geometry."""
+    out: list[str] = []
+    depth, d, q = g.depth, g.diameter, g.capacity_m3_s
+    if s.metric is Metric.WATER_LEVEL and depth is not None and 0 < depth > s.range[1]:
+        out.append(f"range {s.range[0]:g}-{s.range[1]:g} m does not reach the cover "
+                   f"({depth:g} m above the invert): water near the cover reads over range")
+    for r in s.rules:
+        if r.direction is not Direction.UPPER or r.signal.value not in GEOMETRY_SIGNALS:
+            continue
+        for lv in r.ordered_levels():
+            at = f"rule {r.key}: {lv.level} at {lv.raise_at:g}"
+            if s.metric is Metric.WATER_LEVEL:
+                if depth is not None and depth > 0 and lv.raise_at > depth + 1e-9:
+                    out.append(f"{at} m is above the cover ({depth:g} m above the invert): "
+                               f"water spills at the cover, the level never gets there")
+                if d is not None and lv.raise_at < d - 1e-9 and _names_surcharge(r):
+                    out.append(f"{at} m is a surcharge level below the crown (D {d:g} m): "
+                               f"the pipe is not yet full there")
+            elif s.metric is Metric.FLOW and q is not None and q > 0:
+                cap = q * 1000
+                if lv.raise_at > hydraulics.CAPACITY_FACTOR * cap:
+                    out.append(f"{at} L/s is {lv.raise_at / cap:.1f} × the full-pipe "
+                               f"capacity {cap:.0f} L/s (Manning, {g.describe_pipe()}): "
+                               f"the pipe cannot carry it")
+    return out
+
+
+def _names_surcharge(r: Rule) -> bool:
+    """The rule says it is about surcharge (its id or description)."""
+    text = f"{r.id or ''} {r.description or ''}".lower()
+    return "surcharge" in text or "满管" in text
+
+
+GEOMETRY_KINDS: frozenset[FacilityKind] = frozenset({FacilityKind.DRAINAGE, FacilityKind.SEWAGE})
+"""Kinds whose facilities (manholes, pipes) may carry a :class:`Geometry`."""
+GEOMETRY_SIGNALS: frozenset[str] = frozenset({"value", "mean", "min", "max"})
+"""Signals in the sensor's own unit, which a geometry reference may set levels of."""
+
+
+def _number(x: Any) -> TypeGuard[float]:
+    """A number as YAML or JSON gives one (not a bool)."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _resolve_facility(data: Any) -> Any:
+    """Replace the geometry references of a raw facility's levels by numbers (keeping the
+    references in ``from_geometry``) and give its water-level gauges the pipe's diameter.
+    Anything malformed is left to field validation to report."""
+    if not isinstance(data, dict) or not isinstance(data.get("sensors"), list):
+        return data
+    raw = data.get("geometry")
+    if raw is None and not _has_reference(data["sensors"]):
+        return data  # the common case: nothing to resolve, nothing copied
+    geom: Geometry | None = None
+    if raw is not None:
+        try:
+            geom = Geometry.model_validate(raw)
+        except ValidationError:
+            return data  # the geometry field reports it
+    where = f"facility {data.get('id', '?')}"
+    sensors = [_resolve_sensor(s, geom, where) if isinstance(s, dict) else s
+               for s in data["sensors"]]
+    return {**data, "sensors": sensors}
+
+
+def _has_reference(sensors: list[Any]) -> bool:
+    """Some level of these raw sensors is a geometry reference (or carries one)."""
+    return any(isinstance(lv, dict) and (isinstance(lv.get("raise_at"), dict)
+                                         or isinstance(lv.get("clear_at"), dict)
+                                         or "from_geometry" in lv)
+               for s in sensors if isinstance(s, dict)
+               for r in s.get("rules") or () if isinstance(r, dict)
+               for lv in r.get("levels") or ())
+
+
+def _resolve_sensor(raw: dict[str, Any], geom: Geometry | None, where: str) -> dict[str, Any]:
+    try:
+        metric = Metric(str(raw.get("metric")))
+    except ValueError:
+        return raw
+    where = f"{where} sensor {raw.get('id', '?')}"
+    out = dict(raw)
+    if isinstance(raw.get("rules"), list):
+        out["rules"] = [_resolve_rule(r, geom, metric, where) if isinstance(r, dict) else r
+                        for r in raw["rules"]]
+    d = geom.diameter if geom is not None else None
+    if d is not None and metric is Metric.WATER_LEVEL:
+        given = raw.get("pipe_diameter_m")
+        if given is None:
+            out["pipe_diameter_m"] = round(d, 4)
+        elif _number(given) and abs(given - d) > 0.005:
+            raise ValueError(f"{where}: pipe_diameter_m {given:g} disagrees with the "
+                             f"geometry's pipe D {d:g} m")
+    return out
+
+
+def _resolve_rule(raw: dict[str, Any], geom: Geometry | None, metric: Metric,
+                  where: str) -> dict[str, Any]:
+    if not isinstance(raw.get("levels"), list):
+        return raw
+    signal = raw.get("signal", "value")
+    where = f"{where} rule {raw.get('id') or f'{signal}-...'}"
+    levels: list[Any] = []
+    labels: dict[int, str] = {}
+    for i, lv in enumerate(raw["levels"]):
+        if not isinstance(lv, dict):
+            levels.append(lv)
+            continue
+        known = lv.get("from_geometry")
+        refs: dict[str, Any] = dict(known.model_dump() if isinstance(known, FromGeometry)
+                                    else known if isinstance(known, dict) else {})
+        new = dict(lv)
+        for name in ("raise_at", "clear_at"):
+            given = lv.get(name)
+            ref_raw = refs.get(name) if _number(given) or given is None else given
+            if ref_raw is None:
+                continue
+            here = f"{where} {lv.get('level', '?')} {name}"
+            ref = GeometryRef.model_validate(ref_raw)
+            if geom is None:
+                raise ValueError(f"{here}: {ref.label()} needs the facility's geometry")
+            if signal not in GEOMETRY_SIGNALS:
+                raise ValueError(f"{here}: a geometry reference sets levels of "
+                                 f"{', '.join(sorted(GEOMETRY_SIGNALS))} rules, not {signal}")
+            try:
+                value = ref.resolve(geom, metric)
+            except ValueError as exc:
+                raise ValueError(f"{here}: {exc}") from exc
+            if _number(given) and abs(given - value) > 1e-6:
+                raise ValueError(f"{here}: {given:g} disagrees with {ref.label()} = {value:g} "
+                                 f"(the geometry changed: drop the number)")
+            new[name] = value
+            refs[name] = ref.model_dump(exclude_defaults=True)
+            if name == "raise_at":
+                labels[i] = ref.label()
+        if refs:
+            new["from_geometry"] = {k: v for k, v in refs.items() if v is not None}
+        levels.append(new)
+    if labels:
+        _check_order(levels, labels, raw.get("direction", "upper"), where)
+    return {**raw, "levels": levels}
+
+
+def _check_order(levels: list[Any], labels: dict[int, str], direction: Any, where: str) -> None:
+    """After resolution a more severe level must still be stricter: say which geometry
+    reference broke the order (the rule's own check would only list the numbers)."""
+    ranked: list[tuple[int, str, float, str]] = []
+    for i, lv in enumerate(levels):
+        try:
+            sev = AlarmLevel(lv["level"]).severity
+        except (TypeError, KeyError, ValueError):
+            return
+        if not _number(lv.get("raise_at")):
+            return
+        ranked.append((sev, lv["level"], lv["raise_at"], labels.get(i, "a number")))
+    ranked.sort()
+    upper = direction != Direction.LOWER.value
+    for (_, lo_name, lo, lo_how), (_, hi_name, hi, hi_how) in pairwise(ranked):
+        if (hi < lo) if upper else (hi > lo):
+            raise ValueError(f"{where}: after resolving the geometry {hi_name} at {hi:g} "
+                             f"({hi_how}) is {'below' if upper else 'above'} {lo_name} at "
+                             f"{lo:g} ({lo_how}): levels must get stricter with severity")
+
+
 class Facility(Contract):
     id: Identifier
     kind: FacilityKind
@@ -488,9 +875,23 @@ class Facility(Contract):
     sensors: Annotated[list[Sensor], Field(min_length=1)]
     composites: list[CompositeRule] = Field(default_factory=list)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    geometry: Geometry | None = Field(
+        default=None, description="A drainage or sewage manhole's invert, crown and cover "
+                                  "elevations and its outgoing pipe (diameter, slope, "
+                                  "roughness): levels may be taken from it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        """Geometry references become numbers before the levels are validated: the engine
+        sees ordinary levels."""
+        return _resolve_facility(data)
 
     @model_validator(mode="after")
     def _check(self) -> Facility:
+        if self.geometry is not None and self.kind not in GEOMETRY_KINDS:
+            raise ValueError(f"facility {self.id}: geometry applies to drainage and sewage "
+                             f"facilities, not {self.kind}")
         ids = {s.id for s in self.sensors}
         for s in self.sensors:
             if self.kind not in METRICS[s.metric].kinds:
@@ -505,6 +906,18 @@ class Facility(Contract):
     @cached_property
     def metrics(self) -> frozenset[Metric]:
         return frozenset(s.metric for s in self.sensors)
+
+    def geometry_warnings(self) -> list[str]:
+        """Rules and gauges that contradict the facility's geometry, and geometry that
+        contradicts itself (``lifeline registry check``): one line each, with the numbers."""
+        g = self.geometry
+        if g is None:
+            return []
+        out = [f"facility {self.id}: geometry: {w}" for w in _geometry_itself(g, self.kind)]
+        for s in self.sensors:
+            for w in _sensor_against(g, s):
+                out.append(f"facility {self.id}: sensor {s.id}: {w}")
+        return out
 
     @cached_property
     def min_interval_s(self) -> float:
@@ -559,7 +972,8 @@ class Registry(Contract):
 
     def warnings(self) -> list[str]:
         """Allowed but dangerous choices an engineer should look at again: maintenance
-        windows that silence life-safety gases or red."""
+        windows that silence life-safety gases or red; rules, gauges and geometry that
+        contradict a facility's geometry."""
         out: list[str] = []
         for f in self.facilities:
             for w in f.maintenance:
@@ -570,6 +984,8 @@ class Registry(Contract):
                 out.append(f"facility {f.id}: maintenance window {w.reason!r} silences {what}: "
                            f"nobody is paged for them inside it (confined-space work needs gas "
                            f"alarms: CJJ 6)")
+        for f in self.facilities:
+            out.extend(f.geometry_warnings())
         return out
 
     @property

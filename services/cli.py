@@ -806,7 +806,9 @@ def registry_check(
         "--format", help="With --list-defaults: an aligned table or CSV (with a header).")
     ] = TableFormat.TABLE,
 ) -> None:
-    """Validate a registry file and summarise it (warnings on stderr)."""
+    """Validate a registry file and summarise it (warnings on stderr, one a line: windows
+    that silence gases or red; rules, gauges and geometry that contradict a manhole's
+    geometry)."""
     from collections import Counter
 
     from schemas.registry import RegistryError, load_registry
@@ -831,6 +833,7 @@ def registry_check(
     typer.echo(json.dumps({"name": reg.name, "facilities": len(reg.facilities),
                            "sensors": reg.sensor_count, "by_kind": kinds,
                            "default_thresholds_to_replace": len(defaults),
+                           "with_geometry": sum(f.geometry is not None for f in reg.facilities),
                            "warnings": len(warnings)}, ensure_ascii=False))
 
 

@@ -24,8 +24,12 @@ ZONES = [  # code, English, Chinese, centre lat, centre lon
 ]
 
 SRC_MANHOLE = ("GB 50014-2021 (storm and combined sewers run full: surcharge above the crown, "
-               "overflow at the cover); placeholder: fractions of the 3.0 m manhole depth, "
-               "replace with the manhole's invert, crown and cover levels")
+               "overflow at the cover); placeholder freeboards below the cover of the "
+               "manhole's geometry (1.2 / 0.75 / 0.3 / 0.05 m), replace with the "
+               "drainage plan's")
+SRC_GEOMETRY = ("placeholder geometry for the example: DN1000-DN1500 storm pipes, 3.0 m "
+                "manholes on reclaimed land 3.5-5 m above the datum; replace with the survey "
+                "or as-built drawings, and add the pipe's slope and roughness_n")
 SRC_PONDING = ("city practice for road ponding: 10 cm moderate (forecast grading), 25 cm road "
                "closure (Shenyang), 30 cm cars should not pass, 50 cm impassable (Wujin)")
 SRC_WETWELL = "placeholder: fractions of the wet-well depth; replace with the station's start/alarm levels"
@@ -65,7 +69,8 @@ SRC_PUMP = "placeholder: rated motor current of the pump; replace with the namep
 SRC_TEMP = "placeholder: structural temperature outside the design range"
 
 
-def lv(level: str, raise_at: float, clear_at: float | None, source: str) -> dict[str, Any]:
+def lv(level: str, raise_at: float | dict[str, Any], clear_at: float | dict[str, Any] | None,
+       source: str) -> dict[str, Any]:
     d: dict[str, Any] = {"level": level, "raise_at": raise_at}
     if clear_at is not None:
         d["clear_at"] = clear_at
@@ -127,17 +132,46 @@ def rain_gauge(sid: str) -> dict[str, Any]:
     ])
 
 
+def below_cover(freeboard_m: float) -> dict[str, Any]:
+    """A level ``freeboard_m`` below the manhole's cover, taken from its geometry when the
+    registry loads."""
+    return {"geometry": "cover", "offset_m": -freeboard_m}
+
+
+# Ground (cover) elevation of each zone's first manhole, m above the datum: reclaimed land
+# 3.5-5 m (Oufei, the newest reclamation, lowest; the older Longwan plain highest).
+GROUND_M = {"BH": 4.3, "OF": 3.7, "KG": 4.5, "KJ": 4.8, "LW": 4.9}
+MANHOLE_DEPTH_M = 3.0  # cover to invert: the simulator's drainage manholes are this deep
+
+
+def manhole_geometry(fid: str, diameter_m: float) -> dict[str, Any]:
+    """A storm manhole: invert, crown and cover elevations, the ground falling 0.1 m per
+    manhole towards the sea with a few centimetres of scatter (a random generator of its
+    own: the coordinates' sequence is unchanged). No slope or roughness yet: with them
+    ``registry check`` rightly flags the 4000 L/s placeholder flow level, which the
+    committed dashboards show (decision 0019)."""
+    n = int(fid[-3:])
+    jitter = random.Random(f"geometry {fid}").uniform(-0.08, 0.08)
+    cover = round(GROUND_M[fid.split("-")[1]] - 0.1 * (n - 1) + jitter, 2)
+    invert = round(cover - MANHOLE_DEPTH_M, 2)
+    return {"datum": "1985 National Height Datum", "invert_m": invert,
+            "crown_m": round(invert + diameter_m, 2), "cover_m": cover,
+            "diameter_m": diameter_m, "source": SRC_GEOMETRY}
+
+
 def manhole(fid: str) -> dict[str, Any]:
     diameter_m = (0.8, 1.0, 1.2, 1.5)[int(fid[-3:]) % 4]
     level = sensor(f"{fid}-L1", "water_level", "m", (0.0, 7.0), 60, [
-            value_rule([lv("blue", 1.8, 1.7, SRC_MANHOLE), lv("yellow", 2.25, 2.15, SRC_MANHOLE),
-                        lv("orange", 2.7, 2.6, SRC_MANHOLE), lv("red", 2.95, 2.85, SRC_MANHOLE)],
+            value_rule([lv("blue", below_cover(1.2), below_cover(1.3), SRC_MANHOLE),
+                        lv("yellow", below_cover(0.75), below_cover(0.85), SRC_MANHOLE),
+                        lv("orange", below_cover(0.3), below_cover(0.4), SRC_MANHOLE),
+                        lv("red", below_cover(0.05), below_cover(0.15), SRC_MANHOLE)],
                        raise_after_count=2),
             rule([lv("yellow", 0.05, 0.02, SRC_RISE)], signal="rate", window_s=600,
                  rate_per_s=60, raise_after_count=2),
         ], stuck_after_s=6 * 3600)
-    level["pipe_diameter_m"] = diameter_m  # placeholder of the right size for a trunk sewer
-    return {"sensors": [
+    level["pipe_diameter_m"] = diameter_m  # as the geometry's: the simulator reads it here
+    return {"geometry": manhole_geometry(fid, diameter_m), "sensors": [
         level,
         sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60,
                [value_rule([lv("yellow", 4000, 3800, SRC_FLOW)], raise_after_count=2)],
