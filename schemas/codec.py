@@ -43,6 +43,7 @@ from schemas.kinds import FacilityKind, Metric
 from schemas.oncall import AckRequest, OnCallRecord
 from schemas.reading import ReadingBatch
 from schemas.telemetry import TelemetryMessage
+from schemas.workorder import OrderEvent
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -234,6 +235,7 @@ ACK_REQUEST: Codec[AckRequest] = Codec(AckRequest)
 ONCALL_RECORD: Codec[OnCallRecord] = Codec(OnCallRecord)
 DISTRICT_RAIN: Codec[DistrictRain] = Codec(DistrictRain)
 DEAD_LETTER: Codec[DeadLetter] = Codec(DeadLetter)
+ORDER_EVENT: Codec[OrderEvent] = Codec(OrderEvent)
 HEALTH = HealthCodec()
 TICK = TickCodec()
 TELEMETRY = TelemetryCodec()

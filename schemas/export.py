@@ -13,6 +13,7 @@ from schemas.oncall import AckRequest, OnCallConfig, OnCallRecord
 from schemas.reading import ReadingBatch
 from schemas.registry import Registry
 from schemas.telemetry import TelemetryMessage
+from schemas.workorder import OrderEvent, WorkOrder
 
 EXPORTS: dict[str, type[BaseModel]] = {
     "telemetry.schema.json": TelemetryMessage,
@@ -23,6 +24,8 @@ EXPORTS: dict[str, type[BaseModel]] = {
     "oncall.schema.json": OnCallConfig,
     "ack-request.schema.json": AckRequest,
     "oncall-record.schema.json": OnCallRecord,
+    "order-event.schema.json": OrderEvent,
+    "work-order.schema.json": WorkOrder,
 }
 
 

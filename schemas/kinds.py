@@ -12,6 +12,10 @@ class FacilityKind(StrEnum):
     DRAINAGE = "drainage"
     BRIDGE = "bridge"
     SEWAGE = "sewage"
+    SITE = "site"  # construction site (在建工地): dust, noise, wind, spray
+    PLANT = "plant"  # wastewater treatment plant (污水处理厂): inflow and effluent
+    OUTFALL = "outfall"  # storm outfall (排口) with the river/tide level outside it
+    BUILDING = "building"  # self-built or dilapidated house (自建房/危房)
 
 
 class AlarmLevel(StrEnum):
@@ -67,6 +71,21 @@ class Metric(StrEnum):
     COD = "cod"
     NH3N = "nh3n"
     PH = "ph"
+    # construction sites
+    PM10 = "pm10"
+    PM25 = "pm25"
+    TSP = "tsp"
+    NOISE = "noise"
+    WIND_SPEED = "wind_speed"
+    WIND_DIRECTION = "wind_direction"
+    SPRAY_STATE = "spray_state"
+    # treatment plants (COD, NH3N, FLOW shared with the sewage network)
+    BOD5 = "bod5"
+    TN = "tn"
+    TP = "tp"
+    # buildings (TILT, CRACK_WIDTH shared with bridges)
+    SETTLEMENT = "settlement"
+    GNSS_DISPLACEMENT = "gnss_displacement"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +99,8 @@ class MetricSpec:
 
 
 _D, _B, _S = FacilityKind.DRAINAGE, FacilityKind.BRIDGE, FacilityKind.SEWAGE
+_SI, _P, _O, _BU = (FacilityKind.SITE, FacilityKind.PLANT, FacilityKind.OUTFALL,
+                    FacilityKind.BUILDING)
 
 
 def _spec(metric: Metric, unit: str, kinds: set[FacilityKind], description: str) -> MetricSpec:
@@ -89,16 +110,17 @@ def _spec(metric: Metric, unit: str, kinds: set[FacilityKind], description: str)
 METRICS: dict[Metric, MetricSpec] = {
     s.metric: s
     for s in (
-        _spec(Metric.RAINFALL, "mm", {_D}, "rain fallen during the report interval"),
-        _spec(Metric.WATER_LEVEL, "m", {_D, _S}, "water level above the pipe/manhole invert"),
+        _spec(Metric.RAINFALL, "mm", {_D, _P, _O}, "rain fallen during the report interval"),
+        _spec(Metric.WATER_LEVEL, "m", {_D, _S, _O},
+              "water level above the pipe/manhole/outfall invert"),
         _spec(Metric.PONDING_DEPTH, "cm", {_D}, "water depth on the road surface"),
-        _spec(Metric.FLOW, "L/s", {_D, _S}, "flow rate in the pipe"),
+        _spec(Metric.FLOW, "L/s", {_D, _S, _P, _O}, "flow rate in the pipe"),
         _spec(Metric.PUMP_STATE, "state", {_D, _S}, "pump run state: 1 running, 0 stopped"),
         _spec(Metric.PUMP_CURRENT, "A", {_D, _S}, "pump motor current"),
         _spec(Metric.DEFLECTION, "mm", {_B}, "vertical deflection of the span"),
         _spec(Metric.STRAIN, "µε", {_B}, "strain in microstrain"),
-        _spec(Metric.CRACK_WIDTH, "mm", {_B}, "crack width"),
-        _spec(Metric.TILT, "deg", {_B}, "tilt of pier or tower"),
+        _spec(Metric.CRACK_WIDTH, "mm", {_B, _BU}, "crack width"),
+        _spec(Metric.TILT, "deg", {_B, _BU}, "tilt of pier, tower or building from the vertical"),
         _spec(Metric.ACCELERATION, "m/s²", {_B}, "vibration acceleration (RMS of the interval)"),
         _spec(Metric.TEMPERATURE, "°C", {_B, _D, _S}, "structure or air temperature"),
         _spec(Metric.BEARING_DISPLACEMENT, "mm", {_B}, "bearing displacement"),
@@ -109,9 +131,25 @@ METRICS: dict[Metric, MetricSpec] = {
         _spec(Metric.NH3, "mg/m³", {_S}, "ammonia gas concentration"),
         _spec(Metric.SO2, "mg/m³", {_S}, "sulphur dioxide concentration"),
         _spec(Metric.CL2, "mg/m³", {_S}, "chlorine concentration"),
-        _spec(Metric.COD, "mg/L", {_S}, "chemical oxygen demand"),
-        _spec(Metric.NH3N, "mg/L", {_S}, "ammonia nitrogen"),
+        _spec(Metric.COD, "mg/L", {_S, _P, _O}, "chemical oxygen demand"),
+        _spec(Metric.NH3N, "mg/L", {_S, _P}, "ammonia nitrogen"),
         _spec(Metric.PH, "pH", {_S}, "pH"),
+        _spec(Metric.PM10, "µg/m³", {_SI}, "particulate matter up to 10 µm"),
+        _spec(Metric.PM25, "µg/m³", {_SI}, "particulate matter up to 2.5 µm"),
+        _spec(Metric.TSP, "µg/m³", {_SI}, "total suspended particulate"),
+        _spec(Metric.NOISE, "dB(A)", {_SI}, "A-weighted equivalent sound level of the interval"),
+        _spec(Metric.WIND_SPEED, "m/s", {_SI}, "wind speed (mean of the interval)"),
+        _spec(Metric.WIND_DIRECTION, "deg", {_SI},
+              "direction the wind blows from, clockwise from north"),
+        _spec(Metric.SPRAY_STATE, "state", {_SI},
+              "dust suppression (spray, mist cannon) state: 1 on, 0 off"),
+        _spec(Metric.BOD5, "mg/L", {_P}, "five-day biochemical oxygen demand"),
+        _spec(Metric.TN, "mg/L", {_P}, "total nitrogen"),
+        _spec(Metric.TP, "mg/L", {_P}, "total phosphorus"),
+        _spec(Metric.SETTLEMENT, "mm", {_BU},
+              "cumulative settlement since the survey baseline, downward positive"),
+        _spec(Metric.GNSS_DISPLACEMENT, "mm", {_BU},
+              "horizontal GNSS displacement from the reference position"),
     )
 }
 

@@ -875,6 +875,10 @@ class Facility(Contract):
     sensors: Annotated[list[Sensor], Field(min_length=1)]
     composites: list[CompositeRule] = Field(default_factory=list)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    owner_unit: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        default=None, description="The unit that owns the facility (权属单位: the drainage "
+                                  "company, the bridge maintenance contractor, the site's "
+                                  "contractor): its work orders go to it.")
     geometry: Geometry | None = Field(
         default=None, description="A drainage or sewage manhole's invert, crown and cover "
                                   "elevations and its outgoing pipe (diameter, slope, "

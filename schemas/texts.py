@@ -60,6 +60,10 @@ KIND_WORDS: dict[FacilityKind, Bi] = {
     FacilityKind.DRAINAGE: Bi("排水设施", "drainage"),
     FacilityKind.BRIDGE: Bi("桥梁", "bridge"),
     FacilityKind.SEWAGE: Bi("污水设施", "sewage"),
+    FacilityKind.SITE: Bi("在建工地", "construction site"),
+    FacilityKind.PLANT: Bi("污水处理厂", "treatment plant"),
+    FacilityKind.OUTFALL: Bi("排口", "outfall"),
+    FacilityKind.BUILDING: Bi("房屋", "building"),
 }
 
 
@@ -94,6 +98,18 @@ METRIC_WORDS: dict[Metric, Bi] = {
     Metric.COD: Bi("化学需氧量", "chemical oxygen demand (COD)"),
     Metric.NH3N: Bi("氨氮", "ammonia nitrogen (NH3-N)"),
     Metric.PH: Bi("pH值", "pH"),
+    Metric.PM10: Bi("可吸入颗粒物PM10", "PM10"),
+    Metric.PM25: Bi("细颗粒物PM2.5", "PM2.5"),
+    Metric.TSP: Bi("总悬浮颗粒物", "total suspended particulate (TSP)"),
+    Metric.NOISE: Bi("噪声", "noise"),
+    Metric.WIND_SPEED: Bi("风速", "wind speed"),
+    Metric.WIND_DIRECTION: Bi("风向", "wind direction"),
+    Metric.SPRAY_STATE: Bi("喷淋雾炮状态", "spray / mist cannon state"),
+    Metric.BOD5: Bi("五日生化需氧量", "biochemical oxygen demand (BOD5)"),
+    Metric.TN: Bi("总氮", "total nitrogen (TN)"),
+    Metric.TP: Bi("总磷", "total phosphorus (TP)"),
+    Metric.SETTLEMENT: Bi("沉降", "settlement"),
+    Metric.GNSS_DISPLACEMENT: Bi("GNSS位移", "GNSS displacement"),
 }
 
 

@@ -27,6 +27,8 @@ ONCALL_TICKS = "lifeline.oncall.ticks"  # notifier-internal: wall-clock ticks pe
 # processor-internal: context that crosses facilities (district rain), key = district, read
 # by every worker in full
 CONTEXT = "lifeline.context"
+# work-order events (schemas/workorder.py), key = order id: the source of truth of order state
+ORDERS = "lifeline.orders"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ TABLE: tuple[Topic, ...] = (
     Topic(ONCALL_TICKS, "tick: epoch ms as ASCII digits", "none (one per partition)",
           codec.TICK, dead_letters=None, internal=True),  # a tick's value is not read
     Topic(CONTEXT, "DistrictRain", "district", codec.DISTRICT_RAIN, internal=True),
+    Topic(ORDERS, "OrderEvent", "order id", codec.ORDER_EVENT),
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in TABLE}
 ALL = tuple(t.name for t in TABLE)

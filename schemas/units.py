@@ -3,7 +3,13 @@
 Pint does the dimensional analysis once per (unit, canonical unit) pair; the result is
 cached as a linear map ``value * factor + offset`` so the hot path costs a dict lookup.
 Units Lifeline's field devices use but pint does not know (microstrain, %LEL, pH, pump
-state) are defined here as their own dimensions, so they convert only to themselves.
+state, A-weighted decibels) are defined here as their own dimensions, so they convert only
+to themselves (a sound level is logarithmic: dB(A) is never scaled).
+
+Tilt: an inclinometer on a building reports a tilt *ratio* (offset over height, in ‰ or %,
+as JGJ 125 and GB 50007 state limits); the canonical unit is degrees. Pint reads a ratio as
+radians (small angles: tan θ ≈ θ, off by θ²/3 — 0.003 % at 1 %), so 1 ‰ = 0.0573° and
+1 % = 0.573°.
 
 Gas detectors (four-in-one H2S/CH4/CO/O2 detectors) report volume fractions — ppm, ppb,
 %vol — that pint alone cannot turn into a mass concentration or a share of the explosive
@@ -61,6 +67,15 @@ _ALIASES: dict[str, str] = {
     "mrad": "milliradian",
     "rad": "radian",
     "gn": "standard_gravity",
+    "µg/m³": "microgram/m**3",
+    "µg/m3": "microgram/m**3",
+    "μg/m³": "microgram/m**3",
+    "μg/m3": "microgram/m**3",
+    "ug/m3": "microgram/m**3",
+    "dB(A)": "dba_unit",
+    "dBA": "dba_unit",
+    "dB(a)": "dba_unit",
+    "‰": "permille",
 }
 
 
@@ -71,6 +86,7 @@ def _registry() -> Any:
     ureg.define("lel_percent = [lel]")
     ureg.define("ph_unit = [ph]")
     ureg.define("state_unit = [state]")
+    ureg.define("dba_unit = [sound_level_a]")
     return ureg
 
 

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # victoria-metrics: a real server for the InfluxDB v2 write API in the tests (LOCAL_STACK.md).
 # chromium + chromium-driver: the acknowledgement page is tested in headless Chromium;
 # openssl makes the test certificates (SMTP over TLS); fonts-noto-cjk lets Chromium render
-# the Chinese of pages and the acknowledgement page (the screenshot test checks it).
+# the Chinese of pages and the acknowledgement page (the screenshot test checks it);
+# postgresql: the work orders' current state and history (the stack runs its own cluster).
 APT_PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver
-              openssl fonts-noto-cjk)
+              openssl fonts-noto-cjk postgresql)
 # `--python-only` (make unit, make lint): the virtual environment alone, no system packages.
 [ "${1:-}" = "--python-only" ] && APT_PACKAGES=()
 missing=()

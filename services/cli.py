@@ -34,6 +34,7 @@ from services.core.settings import (
     state_dir,
 )
 from services.ops.cli import backup_app
+from services.orders.cli import orders_app
 
 if TYPE_CHECKING:
     from schemas.alarm import AlarmEvent
@@ -181,6 +182,7 @@ app.add_typer(mqtt_app, name="mqtt")
 app.add_typer(oncall_app, name="oncall")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(backup_app, name="backup")
+app.add_typer(orders_app, name="orders")
 
 # The same option, spelled and explained the same way, in every command that takes it.
 RegistryOption = Annotated[Path, typer.Option(

@@ -78,6 +78,49 @@ Sewage: diurnal flow and level (low at 04:00, peaks morning and evening), rain i
 
 Level gauges under a cover (manholes) know where the cover is (``cover_m``): the scenario
 runner drowns a gauge with a ``submerged`` fault while the water is there.
+
+Construction site (decision 0020): a regional background the same at every site of the
+  day (:func:`regional_pm10`: 25-65 µg/m³ over the year, the morning and evening inversions,
+  +40 on one day in ten of regional haze — never 150 alone) plus the site's own dust at the
+  monitor, ``E × (1 − 0.6 spray) × 2 / (1 + u)``: works 07:00-12:00 and 13:00-18:00 at
+  E = 30-50 µg/m³, muck trucks (``heavy_traffic``) 250 × severity, wind-blown bare soil
+  8 (u − 5)² above 5 m/s; the wind a sea breeze (1-4 m/s, from 120° by day, 280° by night);
+  the spray/mist cannon switched by the site's controller (on at 100 µg/m³, off below 70);
+  PM2.5 0.55 × background + 0.2 × site dust, TSP 1.8 × background + 2.5 × site dust (a
+  site's dust is coarse); noise the energy sum of the background (50 / 42 dB(A) day / night)
+  and the works (62-67 dB(A), trucks 72). A site facility without a spray sensor is a
+  background station: background only. Hazards: ``dust`` (the hourly mean of the site's
+  excess over the background ≥ 80 µg/m³: DB13/2934's monitoring-point limit read as an
+  excess — assumed), ``noise`` (≥ 70 dB(A) 06:00-22:00, ≥ 55 at night: GB 12523),
+  ``strong_wind`` (≥ 10.8 m/s, force 6).
+Treatment plant: inflow = sewage (55 % of the design flow, 0.7-1.3 over the day; COD 330,
+  BOD5 150, NH3-N 30, TN 40, TP 4.5 mg/L) + extraneous water (infiltration 15-30 % of the
+  design flow, and rain-derived inflow ``0.027 Q_design per mm/h`` through a 1.5 h
+  reservoir with a 12 h tail; COD 20, BOD5 4, NH3-N 1, TN 2, TP 0.1): rain *dilutes* the
+  inflow — COD falls while the flow rises; an ``illegal_discharge`` adds an industrial
+  slug (50 L/s × severity at COD 3000, NH3-N 150) and halves nitrification. Effluent:
+  ``floor + (C_in − floor)(1 − removal)`` with removals cut by hydraulic overload above the
+  design flow, through a 6 h lag (the plant's retention). Sensors whose id holds ``-EF-``
+  are effluent, the others inflow. Hazards: ``effluent_exceedance`` (an effluent at or
+  above GB 18918 grade 1A: COD 50, BOD5 10, NH3-N 5, TN 15, TP 0.5 mg/L), ``inflow_dilution``
+  (extraneous water at least half the inflow).
+Outfall: a storm pipe (DN1500, 1.5 m) to a tidal river with a flap gate: the outside level
+  from simulators/weather.py's tide (``Env.backwater_m`` when the runner gives the
+  district's boundary, else :data:`OUTFALL_TIDE`); runoff 40-80 L/s per mm/h (20 min lag),
+  0.5 L/s infiltration, a ``misconnection``'s sewage (40 L/s × severity × diurnal, COD
+  300 mg/L); while the river is above the water in the pipe the gate is shut and the pipe
+  fills its 600 m² of storage. COD: 25 mg/L standing water, a first flush of 60 + 150
+  e^(−P / 5 mm) in runoff (P the event's rain so far). The river gauge's id ends in ``T1``.
+  Hazards: ``misconnection``, ``overflow`` (the pipe at the ground behind the outfall,
+  3.5 m), ``high_water`` (the river at 4.0 m over the outfall invert: assumed warning level).
+Building: a self-built house with a surveyed initial tilt (0.05-0.2°), settlement (2-8 mm)
+  and crack (0.3-1.0 mm), creeping on soft clay (0.05 mm/day), a daily thermal swing; a
+  ``pier_tilt`` incident is nearby excavation: a tilt step of 0.2° × severity, then a
+  consolidation tail (0.1°, 10 days), settlement 8 mm (3 days) + 0.15 mm/day, the crack
+  opening 1.5 mm (5 days), the roof's GNSS antenna moving with the tilt (height 9-15 m);
+  held for the incident's duration, like the bridge's steps. Hazards: ``building_danger``
+  (tilt ratio ≥ 0.7 %, crack ≥ 5 mm, or settlement faster than 4 mm per 30 days once a day
+  of it is known: JGJ 125 danger points as recalled — assumed, see decision 0020).
 """
 
 from __future__ import annotations
@@ -91,7 +134,8 @@ from enum import StrEnum
 
 from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Facility, Sensor
-from schemas.scenario import GAS_RELEASE_RAMP_S, Incident, IncidentKind
+from schemas.scenario import GAS_RELEASE_RAMP_S, Boundary, Incident, IncidentKind
+from simulators.weather import outfall_level
 
 COVER_M = 3.0  # drainage manhole: water at the cover is overflow
 SEWER_COVER_M = 5.0  # sewer manhole depth (its gauge's range)
@@ -125,6 +169,13 @@ class Hazard(StrEnum):
     TOXIC_GAS = "toxic_gas"
     EXPLOSIVE_GAS = "explosive_gas"
     POLLUTION = "pollution"
+    DUST = "dust"
+    NOISE = "noise"
+    STRONG_WIND = "strong_wind"
+    EFFLUENT_EXCEEDANCE = "effluent_exceedance"
+    INFLOW_DILUTION = "inflow_dilution"
+    HIGH_WATER = "high_water"
+    BUILDING_DANGER = "building_danger"
 
 
 _LEVELS = {Metric.WATER_LEVEL, Metric.FLOW}
@@ -138,11 +189,19 @@ HAZARD_METRICS: dict[Hazard, set[Metric]] = {
     Hazard.SURCHARGE: _LEVELS, Hazard.OVERFLOW: _LEVELS | {Metric.PONDING_DEPTH},
     Hazard.HEAVY_RAIN: {Metric.RAINFALL}, Hazard.PONDING: {Metric.PONDING_DEPTH},
     Hazard.WET_WELL_HIGH: _PUMPS, Hazard.PUMPS_DOWN: _PUMPS,
-    Hazard.MISCONNECTION: _LEVELS, Hazard.COVER_OPEN: _LEVELS,
+    Hazard.MISCONNECTION: _LEVELS | {Metric.COD}, Hazard.COVER_OPEN: _LEVELS,
     Hazard.STRUCTURAL_DAMAGE: _STRUCTURE, Hazard.OVERLOAD: _STRUCTURE,
     Hazard.VIBRATION: {Metric.ACCELERATION}, Hazard.TOXIC_GAS: _GAS,
     Hazard.EXPLOSIVE_GAS: _GAS, Hazard.POLLUTION: {Metric.COD, Metric.NH3N, Metric.PH,
                                                    Metric.FLOW},
+    Hazard.DUST: {Metric.PM10, Metric.PM25, Metric.TSP, Metric.SPRAY_STATE},
+    Hazard.NOISE: {Metric.NOISE}, Hazard.STRONG_WIND: {Metric.WIND_SPEED},
+    Hazard.EFFLUENT_EXCEEDANCE: {Metric.COD, Metric.BOD5, Metric.NH3N, Metric.TN, Metric.TP},
+    Hazard.INFLOW_DILUTION: {Metric.FLOW, Metric.COD, Metric.BOD5, Metric.NH3N, Metric.TN,
+                             Metric.TP, Metric.RAINFALL},
+    Hazard.HIGH_WATER: {Metric.WATER_LEVEL},
+    Hazard.BUILDING_DANGER: {Metric.TILT, Metric.CRACK_WIDTH, Metric.SETTLEMENT,
+                             Metric.GNSS_DISPLACEMENT},
 }
 
 
@@ -616,10 +675,407 @@ class SewageModel(Model):
         return None
 
 
+# --------------------------------------------------------------------- issue 18's duties
+
+
+def _lag(current: float, target: float, tau_s: float, dt: float) -> float:
+    """One step of a first-order lag (a linear reservoir) towards ``target``."""
+    return current + (target - current) * (1 - math.exp(-dt / tau_s))
+
+
+class _RainGauges:
+    """Tipping-bucket gauges of a facility: mm collected since each one's last report."""
+
+    def __init__(self, facility: Facility) -> None:
+        self.mm = {s.id: 0.0 for s in facility.sensors if s.metric is Metric.RAINFALL}
+
+    def collect(self, rain_mm_h: float, dt: float) -> None:
+        for sid in self.mm:
+            self.mm[sid] += rain_mm_h * dt / 3600
+
+    def read(self, sensor: Sensor) -> float:
+        mm, self.mm[sensor.id] = self.mm.get(sensor.id, 0.0), 0.0
+        return round(mm, 2)
+
+
+def regional_pm10(day_of_year: int, local_hour: float) -> float:
+    """The district's background PM10, µg/m³ (every site and the background station see
+    it alike): 45 ± 20 over the year (worst mid-January), +15 at the morning and evening
+    inversions, +40 on the haze days (one in ten, the same everywhere on a given day)."""
+    haze = 40.0 if random.Random(f"haze {day_of_year}").random() < 0.1 else 0.0
+    season = 20 * math.cos(2 * math.pi * (day_of_year - 15) / 365)
+    return 45 + season + 15 * diurnal(local_hour) + haze
+
+
+def _works(local_hour: float) -> float:
+    """Share of the site's machinery working: 07:00-12:00 and 13:00-18:00, 0.3 at lunch."""
+    if 7 <= local_hour < 12 or 13 <= local_hour < 18:
+        return 1.0
+    return 0.3 if 12 <= local_hour < 13 else 0.0
+
+
+def _db_sum(*levels: float) -> float:
+    """Energy sum of sound levels, dB(A)."""
+    return 10 * math.log10(sum(10 ** (v / 10) for v in levels))
+
+
+DUST_EXCESS_UG = 80.0  # the site's hourly excess over the background that is a risk
+NOISE_DAY_DBA, NOISE_NIGHT_DBA = 70.0, 55.0  # GB 12523-2011, day 06:00-22:00
+STRONG_WIND_MS = 10.8  # Beaufort force 6
+
+
+class SiteModel(Model):
+    """A construction site's dust, noise and wind (see the module docstring)."""
+
+    def __init__(self, facility: Facility, rnd: random.Random) -> None:
+        super().__init__(facility, rnd)
+        self.base = rnd.uniform(30, 50)  # µg/m³ of the works' dust at the monitor at 1 m/s
+        self.works_db = rnd.uniform(62, 67)
+        self.wind_offset = rnd.uniform(-0.3, 0.3)
+        self.background_only = Metric.SPRAY_STATE not in facility.metrics
+        self.spray = False
+        self.wind = 2.5
+        self.background = 45.0
+        self.excess = 0.0  # the site's own PM10 at the monitor now
+        self.noise_dba = 50.0
+        self.hour: deque[float] = deque()  # the site's excess per step over the last hour
+        self.hour_sum = 0.0
+        self.steps_per_hour = 360
+
+    def advance(self, env: Env, dt: float) -> None:
+        h = env.local_hour
+        self.wind = max(0.3, 2.5 + 1.5 * math.sin(2 * math.pi * (h - 8) / 24) + self.wind_offset)
+        self.background = regional_pm10(env.day_of_year, h)
+        trucks = env.incident(IncidentKind.HEAVY_TRAFFIC)
+        sev = trucks[0].severity if trucks is not None else 0.0
+        if self.background_only:
+            self.excess = 0.0
+        else:
+            emission = (self.base * _works(h) + 250 * sev
+                        + 8 * max(0.0, self.wind - 5) ** 2)
+            self.excess = emission * (1 - 0.6 * self.spray) * 2 / (1 + self.wind)
+            pm10 = self.background + self.excess  # what the site's controller sees
+            self.spray = pm10 >= 100 or (self.spray and pm10 >= 70)
+        day = 6 <= h < 22
+        levels = [50.0 if day else 42.0]
+        if not self.background_only:
+            levels += [self.works_db] * (_works(h) > 0) + [72.0] * (sev > 0)
+        self.noise_dba = _db_sum(*levels)
+        self.steps_per_hour = round(3600 / dt)
+        self.hour.append(self.excess)
+        self.hour_sum += self.excess
+        if len(self.hour) > self.steps_per_hour:
+            self.hour_sum -= self.hour.popleft()
+
+    @property
+    def hourly_excess(self) -> float:
+        return self.hour_sum / len(self.hour) if self.hour else 0.0
+
+    def physical(self, m: Metric, env: Env) -> float:
+        bg, x = self.background, self.excess
+        if m is Metric.PM10:
+            return bg + x
+        if m is Metric.PM25:
+            return 0.55 * bg + 0.2 * x
+        if m is Metric.TSP:
+            return 1.8 * bg + 2.5 * x
+        if m is Metric.NOISE:
+            return self.noise_dba
+        if m is Metric.WIND_SPEED:
+            return self.wind
+        if m is Metric.WIND_DIRECTION:
+            return 120.0 if 9 <= env.local_hour < 20 else 280.0
+        if m is Metric.SPRAY_STATE:
+            return 1.0 if self.spray else 0.0
+        raise KeyError(m)
+
+    def hazards(self, env: Env) -> set[Hazard]:
+        out: set[Hazard] = set()
+        metrics = self.facility.metrics
+        if metrics & {Metric.PM10, Metric.PM25, Metric.TSP} \
+                and self.hourly_excess >= DUST_EXCESS_UG:
+            out.add(Hazard.DUST)
+        limit = NOISE_DAY_DBA if 6 <= env.local_hour < 22 else NOISE_NIGHT_DBA
+        if Metric.NOISE in metrics and self.noise_dba >= limit:
+            out.add(Hazard.NOISE)
+        if Metric.WIND_SPEED in metrics and self.wind >= STRONG_WIND_MS:
+            out.add(Hazard.STRONG_WIND)
+        return out
+
+    def value(self, sensor: Sensor, env: Env) -> float:
+        m = sensor.metric
+        v = self.physical(m, env)
+        if m in (Metric.PM10, Metric.PM25, Metric.TSP):
+            return max(0.0, v * (1 + self.noise(0.05)))  # a light-scattering monitor, ±5 %
+        if m is Metric.NOISE:
+            return v + self.noise(0.5)
+        if m is Metric.WIND_SPEED:
+            return max(0.0, v + self.noise(0.3))
+        if m is Metric.WIND_DIRECTION:
+            return (v + self.noise(15)) % 360
+        return v
+
+
+PLANT_DESIGN_LS = 1157.0  # 100,000 m³/d: the example plant's design flow (assumed)
+# Inflow: sewage and extraneous (infiltration, rain) water, mg/L.
+_SEWAGE_MG_L = {Metric.COD: 330.0, Metric.BOD5: 150.0, Metric.NH3N: 30.0, Metric.TN: 40.0,
+                Metric.TP: 4.5}
+_EXTRANEOUS_MG_L = {Metric.COD: 20.0, Metric.BOD5: 4.0, Metric.NH3N: 1.0, Metric.TN: 2.0,
+                    Metric.TP: 0.1}
+_SLUG_MG_L = {Metric.COD: 3000.0, Metric.BOD5: 900.0, Metric.NH3N: 150.0, Metric.TN: 180.0,
+              Metric.TP: 10.0}
+# Treatment: what no process removes, and the share of the rest removed at design load.
+_FLOOR_MG_L = {Metric.COD: 12.0, Metric.BOD5: 2.0, Metric.NH3N: 0.5, Metric.TN: 1.5,
+               Metric.TP: 0.05}
+_REMOVAL = {Metric.COD: 0.93, Metric.BOD5: 0.97, Metric.NH3N: 0.97, Metric.TN: 0.75,
+            Metric.TP: 0.93}
+GRADE_1A_MG_L = {Metric.COD: 50.0, Metric.BOD5: 10.0, Metric.NH3N: 5.0, Metric.TN: 15.0,
+                 Metric.TP: 0.5}
+"""GB 18918-2002 grade 1A, daily mean (NH3-N 5; 8 at water temperatures ≤ 12 °C)."""
+
+
+def is_effluent(sensor: Sensor) -> bool:
+    """A treatment plant's effluent sensor (its id holds ``-EF-``); the others read the
+    inflow."""
+    return "-EF-" in sensor.id
+
+
+class PlantModel(Model):
+    """A treatment plant's inflow (sewage diluted by infiltration and rain) and effluent."""
+
+    def __init__(self, facility: Facility, rnd: random.Random) -> None:
+        super().__init__(facility, rnd)
+        self.infiltration = rnd.uniform(0.15, 0.30) * PLANT_DESIGN_LS
+        self.rdii = 0.0  # rain-derived inflow, L/s
+        self.tail = 0.0  # its slow part (interflow), L/s
+        self.sewage = 0.55 * PLANT_DESIGN_LS
+        self.slug = 0.0
+        self.inflow = {m: _SEWAGE_MG_L[m] for m in _SEWAGE_MG_L}
+        self.effluent = {m: _FLOOR_MG_L[m] + (c - _FLOOR_MG_L[m]) * (1 - _REMOVAL[m])
+                         for m, c in self.inflow.items()}
+        self.gauges = _RainGauges(facility)
+
+    @property
+    def extraneous(self) -> float:
+        return self.infiltration + self.rdii + self.tail
+
+    @property
+    def flow(self) -> float:
+        return self.sewage + self.extraneous + self.slug
+
+    def advance(self, env: Env, dt: float) -> None:
+        self.gauges.collect(env.rain_mm_h, dt)
+        self.sewage = 0.55 * PLANT_DESIGN_LS * (0.7 + 0.6 * diurnal(env.local_hour))
+        self.rdii = _lag(self.rdii, 0.027 * PLANT_DESIGN_LS * env.rain_mm_h, 5400, dt)
+        self.tail = _lag(self.tail, 0.3 * self.rdii, 43200, dt)
+        spill = env.incident(IncidentKind.ILLEGAL_DISCHARGE)
+        self.slug = 50 * spill[0].severity if spill is not None else 0.0
+        q = self.flow
+        overload = max(0.0, q / PLANT_DESIGN_LS - 1)
+        for m in self.inflow:
+            self.inflow[m] = (self.sewage * _SEWAGE_MG_L[m] + self.extraneous
+                              * _EXTRANEOUS_MG_L[m] + self.slug * _SLUG_MG_L[m]) / q
+            removal = _REMOVAL[m] * (1 - 0.5 * overload)
+            if spill is not None and m in (Metric.NH3N, Metric.TN):
+                removal *= 0.5  # the slug inhibits nitrification
+            floor = _FLOOR_MG_L[m]
+            target = floor + max(0.0, self.inflow[m] - floor) * (1 - max(0.0, removal))
+            self.effluent[m] = _lag(self.effluent[m], target, 6 * 3600, dt)
+
+    def hazards(self, env: Env) -> set[Hazard]:
+        out: set[Hazard] = set()
+        effluent = {s.metric for s in self.facility.sensors if is_effluent(s)}
+        if any(self.effluent[m] >= GRADE_1A_MG_L[m] for m in effluent if m in GRADE_1A_MG_L):
+            out.add(Hazard.EFFLUENT_EXCEEDANCE)
+        if Metric.FLOW in self.facility.metrics and self.extraneous >= 0.5 * self.flow:
+            out.add(Hazard.INFLOW_DILUTION)
+        return out
+
+    def value(self, sensor: Sensor, env: Env) -> float:
+        m = sensor.metric
+        if m is Metric.RAINFALL:
+            return self.gauges.read(sensor)
+        if m is Metric.FLOW:
+            return max(0.0, self.flow + self.noise(10.0))
+        if m in self.inflow:
+            v = self.effluent[m] if is_effluent(sensor) else self.inflow[m]
+            return max(0.0, v * (1 + self.noise(0.03)))  # online analysers, ±3 %
+        raise KeyError(m)
+
+
+OUTFALL_TIDE = Boundary(districts=["*"], mean_m=1.2, spring_range_m=4.5, neap_range_m=2.2)
+"""The tidal river at an outfall when the runner gives no boundary: m over the outfall
+invert, a 4.5 m spring range (of the Oujiang estuary's order: assumed)."""
+OUTFALL_PIPE_M = 1.5  # DN1500 storm pipe
+OUTFALL_STORE_M2 = 600.0  # water surface of the pipe behind a shut flap gate
+OUTFALL_GROUND_M = 3.5  # the ground behind the outfall, over its invert
+OUTFALL_WARNING_M = 4.0  # the river's warning level over the outfall invert (assumed)
+
+
+def is_river_gauge(sensor: Sensor) -> bool:
+    """An outfall's river/tide level gauge (its id ends in ``T1``); other levels are the
+    storm pipe's."""
+    return sensor.metric is Metric.WATER_LEVEL and sensor.id.endswith("T1")
+
+
+class OutfallModel(Model):
+    """A storm outfall to a tidal river behind a flap gate (see the module docstring)."""
+
+    def __init__(self, facility: Facility, rnd: random.Random) -> None:
+        super().__init__(facility, rnd)
+        self.c = rnd.uniform(40, 80)  # runoff L/s per mm/h
+        self.storm = 0.0
+        self.sewage = 0.0
+        self.river = OUTFALL_TIDE.mean_m
+        self.h = 0.0
+        self.gate_shut = False
+        self.event_mm = 0.0  # rain of the current event so far (first flush)
+        self.dry_s = 0.0  # seconds since it last rained
+        self.qf = FULL_BORE_LS * OUTFALL_PIPE_M ** (13 / 6)
+        self.gauges = _RainGauges(facility)
+
+    @property
+    def flow(self) -> float:
+        return 0.5 + self.storm + self.sewage
+
+    def advance(self, env: Env, dt: float) -> None:
+        self.gauges.collect(env.rain_mm_h, dt)
+        if env.rain_mm_h > 0:
+            self.event_mm += env.rain_mm_h * dt / 3600
+            self.dry_s = 0.0
+        else:
+            self.dry_s += dt
+            if self.dry_s >= 6 * 3600:
+                self.event_mm = 0.0
+        self.storm = _lag(self.storm, self.c * env.rain_mm_h, 1200, dt)
+        mis = env.incident(IncidentKind.MISCONNECTION)
+        self.sewage = 40 * diurnal(env.local_hour) * mis[0].severity if mis else 0.0
+        self.river = (env.backwater_m if env.backwater_m is not None
+                      else outfall_level(OUTFALL_TIDE, env.t))
+        free = _free_level(self.flow, OUTFALL_PIPE_M, self.qf)
+        self.gate_shut = self.river >= max(self.h, free) and self.river > free
+        if self.gate_shut:  # the river holds the gate shut: the pipe stores its inflow
+            self.h = min(OUTFALL_GROUND_M, max(self.h, free)
+                         + self.flow * dt / 1000 / OUTFALL_STORE_M2)
+        else:
+            self.h = max(free, min(self.h, self.river))
+
+    def cod(self) -> float:
+        runoff = 60 + 150 * math.exp(-self.event_mm / 5)
+        total = 0.5 * 25 + self.storm * runoff + self.sewage * 300
+        return total / self.flow
+
+    def hazards(self, env: Env) -> set[Hazard]:
+        out: set[Hazard] = set()
+        if env.incident(IncidentKind.MISCONNECTION):
+            out.add(Hazard.MISCONNECTION)
+        if self.h >= OUTFALL_GROUND_M - 1e-9:
+            out.add(Hazard.OVERFLOW)
+        if any(is_river_gauge(s) for s in self.facility.sensors) \
+                and self.river >= OUTFALL_WARNING_M:
+            out.add(Hazard.HIGH_WATER)
+        return out
+
+    def value(self, sensor: Sensor, env: Env) -> float:
+        m = sensor.metric
+        if m is Metric.RAINFALL:
+            return self.gauges.read(sensor)
+        if m is Metric.WATER_LEVEL:
+            if is_river_gauge(sensor):
+                return self.river + self.noise(0.01)
+            return max(GAUGE_FLOOR_M, self.h + self.noise(0.003))
+        if m is Metric.FLOW:
+            return max(0.0, self.flow + self.noise(1.0))
+        if m is Metric.COD:
+            return max(0.0, self.cod() * (1 + self.noise(0.05)))
+        raise KeyError(m)
+
+
+TILT_DANGER_DEG = math.degrees(math.atan(0.007))  # a 0.7 % tilt ratio
+CRACK_DANGER_MM = 5.0
+SETTLEMENT_DANGER_MM_30D = 4.0
+
+
+class BuildingModel(Model):
+    """A self-built house on soft clay; ``pier_tilt`` is nearby excavation."""
+
+    def __init__(self, facility: Facility, rnd: random.Random) -> None:
+        super().__init__(facility, rnd)
+        self.tilt0 = rnd.uniform(0.05, 0.20)  # deg, surveyed when the sensor was installed
+        self.settle0 = rnd.uniform(2.0, 8.0)  # mm
+        self.crack0 = rnd.uniform(0.3, 1.0)  # mm
+        self.height_m = rnd.uniform(9.0, 15.0)  # the GNSS antenna on the roof
+        self.excavation_s: float | None = None  # seconds since nearby excavation began
+        self.severity = 0.0
+        self.daily: deque[tuple[float, float]] = deque()  # (t, settlement) once an hour
+
+    def advance(self, env: Env, dt: float) -> None:
+        found = env.incident(IncidentKind.PIER_TILT)
+        self.excavation_s = env.elapsed_s(IncidentKind.PIER_TILT)
+        self.severity = found[0].severity if found is not None else 0.0
+        if not self.daily or env.t - self.daily[-1][0] >= 3600:
+            self.daily.append((env.t, self.physical(Metric.SETTLEMENT, env)))
+            while self.daily[0][0] < env.t - 30 * 86400:
+                self.daily.popleft()
+
+    def _excavation(self, tau_days: float) -> float:
+        """0 … 1: how far the consolidation after the excavation has gone."""
+        if self.excavation_s is None:
+            return 0.0
+        return self.severity * (1 - math.exp(-self.excavation_s / (tau_days * 86400)))
+
+    def tilt_change(self) -> float:
+        """Tilt since installation, deg: the excavation's step and tail."""
+        step = 0.2 * self.severity if self.excavation_s is not None else 0.0
+        return step + 0.1 * self._excavation(10)
+
+    def physical(self, m: Metric, env: Env) -> float:
+        days = env.t / 86400
+        sun = math.sin(2 * math.pi * (env.local_hour - 8) / 24)  # the façade warmest at 14:00
+        if m is Metric.TILT:
+            return self.tilt0 + 0.005 * sun + self.tilt_change()
+        if m is Metric.SETTLEMENT:
+            exc = 8 * self._excavation(3)
+            if self.excavation_s is not None:
+                exc += 0.15 * self.severity * self.excavation_s / 86400
+            return self.settle0 + 0.05 * days + exc
+        if m is Metric.CRACK_WIDTH:
+            return self.crack0 + 0.02 * sun + 1.5 * self._excavation(5)
+        if m is Metric.GNSS_DISPLACEMENT:
+            return self.height_m * 1000 * math.tan(math.radians(self.tilt_change()))
+        raise KeyError(m)
+
+    def settlement_rate_30d(self) -> float | None:
+        """Settlement per 30 days over the known history (None: less than a day of it)."""
+        if len(self.daily) < 2 or self.daily[-1][0] - self.daily[0][0] < 86400:
+            return None
+        (t0, s0), (t1, s1) = self.daily[0], self.daily[-1]
+        return (s1 - s0) / (t1 - t0) * 30 * 86400
+
+    def hazards(self, env: Env) -> set[Hazard]:
+        metrics = self.facility.metrics
+        rate = self.settlement_rate_30d()
+        danger = ((Metric.TILT in metrics
+                   and self.physical(Metric.TILT, env) >= TILT_DANGER_DEG)
+                  or (Metric.CRACK_WIDTH in metrics
+                      and self.physical(Metric.CRACK_WIDTH, env) >= CRACK_DANGER_MM)
+                  or (Metric.SETTLEMENT in metrics and rate is not None
+                      and rate > SETTLEMENT_DANGER_MM_30D))
+        return {Hazard.BUILDING_DANGER} if danger else set()
+
+    def value(self, sensor: Sensor, env: Env) -> float:
+        m = sensor.metric
+        sd = {Metric.TILT: 0.002, Metric.SETTLEMENT: 0.3, Metric.CRACK_WIDTH: 0.005,
+              Metric.GNSS_DISPLACEMENT: 3.0}[m]
+        return self.physical(m, env) + self.noise(sd)
+
+
 # The physics of each facility kind (a new kind needs its model: docs/contributing.md).
 MODELS: dict[FacilityKind, Callable[[Facility, random.Random], Model]] = {
     FacilityKind.DRAINAGE: DrainageModel, FacilityKind.BRIDGE: BridgeModel,
-    FacilityKind.SEWAGE: SewageModel}
+    FacilityKind.SEWAGE: SewageModel, FacilityKind.SITE: SiteModel,
+    FacilityKind.PLANT: PlantModel, FacilityKind.OUTFALL: OutfallModel,
+    FacilityKind.BUILDING: BuildingModel}
 
 
 def model_for(facility: Facility, rnd: random.Random) -> Model:

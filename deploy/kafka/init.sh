@@ -11,6 +11,8 @@
 #   lifeline-notifier    acks, oncall, oncall.ticks, health,       alarms, acks, oncall, oncall.ticks,     lifeline-notifier
 #                        readings.dlq,                             lifeline-notifier-*
 #                        lifeline-notifier-* (changelog)
+#   lifeline-orders      orders, readings.dlq                      alarms, orders                          lifeline-orders-open,
+#                                                                                                          lifeline-orders-store
 #
 # (topic names without the "lifeline." prefix). lifeline-<service>-* is the prefix of the
 # topics Faust makes for an app: table changelogs and the assignor's leader topic; only there
@@ -34,7 +36,7 @@ who=kafka-init
 # shellcheck source=../check-secret.sh
 . "${LIFELINE_CHECK_SECRET:-/etc/lifeline/check-secret.sh}"
 check_jaas_safe KAFKA_ADMIN_PASSWORD "${KAFKA_ADMIN_PASSWORD:-}"
-for svc in INGEST PROCESSOR WRITER NOTIFIER; do
+for svc in INGEST PROCESSOR WRITER NOTIFIER ORDERS; do
   var="KAFKA_${svc}_PASSWORD"
   check_jaas_safe "$var" "${!var:-}"
 done
@@ -52,14 +54,14 @@ admin_args=(--bootstrap-server "$bootstrap" --command-config "$cfg")
 
 # Topics (Faust's own topics lifeline-<service>-* are made by the apps themselves).
 for t in lifeline.readings lifeline.readings.dlq lifeline.alarms lifeline.acks lifeline.ticks \
-         lifeline.health lifeline.oncall lifeline.oncall.ticks lifeline.context; do
+         lifeline.health lifeline.oncall lifeline.oncall.ticks lifeline.context lifeline.orders; do
   "$kafka_bin/kafka-topics.sh" "${admin_args[@]}" --create --if-not-exists --topic "$t" \
     --partitions "$partitions" --replication-factor "$replication" \
     --config "min.insync.replicas=$min_isr"
 done
 
 # One SCRAM principal per service (kafka-configs upserts: a changed password is rotated).
-for svc in ingest processor writer notifier; do
+for svc in ingest processor writer notifier orders; do
   var="KAFKA_${svc^^}_PASSWORD"
   "$kafka_bin/kafka-configs.sh" "${admin_args[@]}" --alter --entity-type users \
     --entity-name "lifeline-$svc" --add-config "SCRAM-SHA-512=[iterations=8192,password=${!var}]"
@@ -95,4 +97,11 @@ write lifeline-notifier lifeline.acks lifeline.oncall lifeline.oncall.ticks life
 read_ lifeline-notifier lifeline.alarms lifeline.acks lifeline.oncall lifeline.oncall.ticks
 group lifeline-notifier lifeline-notifier
 own_prefix lifeline-notifier
+
+# The orders service opens orders from alarms and projects lifeline.orders into PostgreSQL;
+# `lifeline orders dispatch|report|…` produce to lifeline.orders with the same principal.
+write lifeline-orders lifeline.orders lifeline.readings.dlq
+read_ lifeline-orders lifeline.alarms lifeline.orders
+group lifeline-orders lifeline-orders-open
+group lifeline-orders lifeline-orders-store
 echo "kafka-init: topics, principals and ACLs are in place"

@@ -319,6 +319,32 @@ WINDOWS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+# The unit that owns each kind of facility (权属单位), whom its work orders go to; a site's
+# is its contractor. Invented names for the example.
+OWNER_UNITS = {
+    "drainage": "温州湾新区排水有限公司 Wenzhou Bay Drainage Co.",
+    "sewage": "温州湾新区排水有限公司 Wenzhou Bay Drainage Co.",
+    "bridge": "瓯江桥梁养护有限公司 Oujiang Bridge Maintenance Co.",
+    "plant": "瓯飞污水处理有限公司 Oufei Wastewater Treatment Co.",
+    "outfall": "温州湾新区排水有限公司 Wenzhou Bay Drainage Co.",
+    "building": "龙湾区住房和城乡建设局 Longwan housing section",
+    "site": "温州湾新区住建局 bureau (background station)",
+}
+
+
+def with_owner(f: dict[str, Any]) -> dict[str, Any]:
+    """``f`` with its ``owner_unit`` after the district."""
+    from example_duties import CONTRACTORS
+
+    owner = CONTRACTORS[f["id"]]["company"] if f["id"] in CONTRACTORS else OWNER_UNITS[f["kind"]]
+    out: dict[str, Any] = {}
+    for k, v in f.items():
+        out[k] = v
+        if k == "district_zh":
+            out["owner_unit"] = owner
+    return out
+
+
 def main() -> None:
     rnd = random.Random(20260701)
     facilities = []
@@ -338,6 +364,8 @@ def main() -> None:
                     **make(fid),
                     **({"maintenance": WINDOWS[fid]} if fid in WINDOWS else {}),
                 })
+    facilities += __import__("example_duties").facilities(rnd)  # the other duties (0020)
+    facilities = [with_owner(f) for f in facilities]
     doc = {"version": 1, "name": "Wenzhou Bay New Area and Longwan (example)",
            "timezone": "Asia/Shanghai",
            "policy": {"allowed_lateness_s": 300, "flap_window_s": 900, "flap_max_transitions": 6,

@@ -8,10 +8,11 @@ from schemas.topics import (
     HEALTH,
     ONCALL,
     ONCALL_TICKS,
+    ORDERS,
     READINGS,
     READINGS_DLQ,
     TICKS,
 )
 
-__all__ = ["ACKS", "ALARMS", "ALL", "CONTEXT", "HEALTH", "ONCALL", "ONCALL_TICKS", "READINGS",
-           "READINGS_DLQ", "TICKS"]
+__all__ = ["ACKS", "ALARMS", "ALL", "CONTEXT", "HEALTH", "ONCALL", "ONCALL_TICKS", "ORDERS",
+           "READINGS", "READINGS_DLQ", "TICKS"]

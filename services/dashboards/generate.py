@@ -8,7 +8,7 @@ bands drawn are the levels the alarm engine uses. Titles are Chinese and English
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,23 @@ ZH = {
     Metric.TILT: "倾斜", Metric.ACCELERATION: "加速度", Metric.TEMPERATURE: "温度",
     Metric.BEARING_DISPLACEMENT: "支座位移", Metric.H2S: "硫化氢", Metric.CH4: "甲烷",
     Metric.CO: "一氧化碳", Metric.O2: "氧气", Metric.COD: "化学需氧量", Metric.NH3N: "氨氮",
-    Metric.PH: "酸碱度",
+    Metric.PH: "酸碱度", Metric.PM10: "可吸入颗粒物", Metric.PM25: "细颗粒物", Metric.TSP: "总悬浮颗粒物",
+    Metric.NOISE: "噪声", Metric.WIND_SPEED: "风速", Metric.WIND_DIRECTION: "风向",
+    Metric.SPRAY_STATE: "喷淋状态", Metric.BOD5: "五日生化需氧量", Metric.TN: "总氮",
+    Metric.TP: "总磷", Metric.SETTLEMENT: "沉降", Metric.GNSS_DISPLACEMENT: "GNSS位移",
 }
 KIND_TITLES = {FacilityKind.DRAINAGE: ("城市排水", "Urban drainage"),
                FacilityKind.BRIDGE: ("道路桥梁", "Road bridges"),
-               FacilityKind.SEWAGE: ("污水管网", "Sewage network")}
+               FacilityKind.SEWAGE: ("污水管网", "Sewage network"),
+               FacilityKind.SITE: ("在建工地扬尘", "Construction sites"),
+               FacilityKind.PLANT: ("污水处理厂", "Treatment plants"),
+               FacilityKind.OUTFALL: ("排口与潮位", "Outfalls and tide levels"),
+               FacilityKind.BUILDING: ("自建房与危房", "Self-built and dilapidated houses")}
+# Kinds whose bands are their own facilities' rules. The first three keep the registry's
+# first rule of the metric (their committed dashboards): for sewage that is the drainage
+# manhole's flow and level rule, a known inaccuracy (decision 0020).
+OWN_THRESHOLD_KINDS = frozenset({FacilityKind.SITE, FacilityKind.PLANT, FacilityKind.OUTFALL,
+                                 FacilityKind.BUILDING})
 
 # Current state of every alarm: the last alarm_state point of each series. The writer
 # puts the acknowledgement into the same series (services/writer/points.py), so "who
@@ -122,14 +134,20 @@ def _dashboard(uid: str, title: str, panels: list[dict[str, Any]],
             "panels": panels}
 
 
-def thresholds(registry: Registry, metric: Metric) -> dict[str, Any]:
-    """Threshold steps of the metric's first value rule in the registry (upper or lower)."""
+def thresholds(registry: Registry, metric: Metric, kind: FacilityKind | None = None
+               ) -> dict[str, Any]:
+    """Threshold steps of the metric's first value rule in the registry (upper or lower);
+    with ``kind``, of that kind's facilities (a building's tilt is not a bridge's) and the
+    first value or mean rule (dust and effluent are judged on means, the panels show means)."""
+    signals = {Signal.VALUE} if kind is None else {Signal.VALUE, Signal.MEAN}
     for f in registry.facilities:
+        if kind is not None and f.kind is not kind:
+            continue
         for s in f.sensors:
             if s.metric is not metric:
                 continue
             for r in s.rules:
-                if r.signal is Signal.VALUE:
+                if r.signal in signals:
                     levels = r.ordered_levels()
                     if r.direction is Direction.UPPER:
                         steps = [{"color": "green", "value": None}] + [
@@ -295,7 +313,8 @@ def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
             f"{' — 日变化基线 with diurnal baseline' if len(targets) > 1 else ''}",
             ((i % 2) * 12, (i // 2) * 8, 12, 8), targets,
             fieldConfig={"defaults": {
-                "unit": unit, "thresholds": thresholds(registry, metric),
+                "unit": unit, "thresholds": thresholds(
+                    registry, metric, kind if kind in OWN_THRESHOLD_KINDS else None),
                 "custom": {"thresholdsStyle": {"mode": "area"},
                            "drawStyle": "bars" if metric is Metric.RAINFALL else "line"}},
                 "overrides": [{"matcher": {"id": "byFrameRefID", "options": "B"},
@@ -322,7 +341,77 @@ def kind_dashboard(registry: Registry, kind: FacilityKind) -> dict[str, Any]:
                                               {"color": "yellow", "value": 0.75},
                                               {"color": "orange", "value": 1.0}]},
                 "custom": {"thresholdsStyle": {"mode": "area"}}}, "overrides": []}))
+    present = {s.metric for f in registry.facilities if f.kind is kind for s in f.sensors}
+    for needs, make in KIND_PANELS.get(kind, ()):
+        if needs <= present:
+            n = len(panels)
+            panels.append(make(ids, registry, ((n % 2) * 12, (n // 2) * 8, 12, 8)))
     return _dashboard(f"lifeline-{kind.value}", f"{zh} {en}", panels, _common_variables(kind))
+
+
+def _readings(kind: FacilityKind, metric: Metric, agg: str = "mean",
+              interval: str = "$__interval") -> str:
+    return (f'SELECT {agg}("value") FROM {READING} WHERE "kind" = \'{kind.value}\' AND '
+            f"\"metric\" = '{metric.value}' AND \"facility\" =~ /^$facility$/ AND $timeFilter "
+            f'GROUP BY time({interval}), "facility" fill(none)')
+
+
+def _site_map(ids: _Ids, registry: Registry, grid: tuple[int, int, int, int]) -> dict[str, Any]:
+    """The sites on a map, each coloured by its PM10 over the last hour against the
+    sites' own PM10 levels."""
+    pm10 = (f'SELECT mean("value") AS "pm10" FROM {READING} WHERE "kind" = \'site\' AND '
+            '"metric" = \'pm10\' AND "facility" =~ /^$facility$/ AND time > now() - 1h '
+            'GROUP BY "facility"')
+    return _panel(ids, "geomap", "工地PM10地图 Site map (PM10, last hour)", grid, [
+        _target('SELECT last("lat") AS "lat", last("lon") AS "lon", last("name_zh") AS '
+                f'"name" FROM {FACILITY} WHERE "kind" = \'site\' AND "district" =~ '
+                '/^$district$/ GROUP BY "facility"', "table", "A"),
+        _target(pm10, "table", "B")],
+        transformations=[{"id": "merge", "options": {}}],
+        options={"view": {"id": "coords", "lat": 27.9, "lon": 120.85, "zoom": 12},
+                 "layers": [{"type": "markers", "name": "工地 Sites",
+                             "location": {"mode": "coords", "latitude": "lat",
+                                          "longitude": "lon"},
+                             "config": {"color": {"field": "pm10"}, "showLegend": True}}]},
+        fieldConfig={"defaults": {"unit": METRICS[Metric.PM10].unit, "thresholds": thresholds(
+            registry, Metric.PM10, FacilityKind.SITE)}, "overrides": []})
+
+
+def _inflow_vs_rain(ids: _Ids, registry: Registry, grid: tuple[int, int, int, int]
+                    ) -> dict[str, Any]:
+    """A plant's inflow beside the rain on its catchment (bars, right axis): inflow that
+    follows the rain is rain or river water in the sewers (厂网一体化)."""
+    return _panel(ids, "timeseries", "进水流量与降雨 Inflow vs rain", grid, [
+        _target(_readings(FacilityKind.PLANT, Metric.FLOW), ref="A"),
+        _target(_readings(FacilityKind.PLANT, Metric.RAINFALL, "sum"), ref="B")],
+        fieldConfig={"defaults": {"unit": METRICS[Metric.FLOW].unit}, "overrides": [
+            {"matcher": {"id": "byFrameRefID", "options": "B"}, "properties": [
+                {"id": "unit", "value": METRICS[Metric.RAINFALL].unit},
+                {"id": "custom.axisPlacement", "value": "right"},
+                {"id": "custom.drawStyle", "value": "bars"}]}]})
+
+
+def _tilt_trend(ids: _Ids, registry: Registry, grid: tuple[int, int, int, int]
+                ) -> dict[str, Any]:
+    """Each building's daily mean tilt over 90 days, against the buildings' own levels: a
+    slow creep, and the step after nearby excavation."""
+    return _panel(ids, "timeseries", "倾斜趋势 Tilt trend (daily mean, 90 days)", grid,
+                  [_target(_readings(FacilityKind.BUILDING, Metric.TILT, interval="1d"))],
+                  timeFrom="90d", interval="1d",
+                  fieldConfig={"defaults": {
+                      "unit": METRICS[Metric.TILT].unit,
+                      "thresholds": thresholds(registry, Metric.TILT, FacilityKind.BUILDING),
+                      "custom": {"thresholdsStyle": {"mode": "line"}}}, "overrides": []})
+
+
+PanelMaker = Callable[[_Ids, Registry, tuple[int, int, int, int]], dict[str, Any]]
+KIND_PANELS: dict[FacilityKind, tuple[tuple[frozenset[Metric], PanelMaker], ...]] = {
+    FacilityKind.SITE: ((frozenset({Metric.PM10}), _site_map),),
+    FacilityKind.PLANT: ((frozenset({Metric.FLOW, Metric.RAINFALL}), _inflow_vs_rain),),
+    FacilityKind.BUILDING: ((frozenset({Metric.TILT}), _tilt_trend),),
+}
+"""A kind's own panels after its metric panels, each shown when the kind's facilities have
+the metrics it needs."""
 
 
 def pipeline() -> dict[str, Any]:

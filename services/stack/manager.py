@@ -1,4 +1,4 @@
-"""Start, check and stop the local stack (Mosquitto, Tansu, influxd)."""
+"""Start, check and stop the local stack (Mosquitto, Tansu, influxd, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -22,6 +23,7 @@ from services.core import topics
 from services.core.errors import LifelineError
 from services.core.influx import Endpoint, QueryError, ping_sync, query_sync
 from services.core.logging import get_logger
+from services.stack import postgres as pg
 from services.stack.process import alive, cmdline, spawn, terminate
 
 log = get_logger(__name__)
@@ -51,6 +53,7 @@ class StackSettings(BaseSettings):
     kafka_port: int = 19092
     influx_port: int = 18086
     influx_rpc_port: int = 18088
+    postgres_port: int = 15432
     partitions: int = 4
 
 
@@ -60,15 +63,17 @@ class Ports:
     kafka: int = 19092
     influx: int = 18086
     influx_rpc: int = 18088
+    postgres: int = 15432
 
     @classmethod
     def from_settings(cls, s: StackSettings) -> Ports:
-        return cls(s.mqtt_port, s.kafka_port, s.influx_port, s.influx_rpc_port)
+        return cls(s.mqtt_port, s.kafka_port, s.influx_port, s.influx_rpc_port,
+                   s.postgres_port)
 
     @classmethod
     def free(cls) -> Ports:
-        """Four currently free loopback ports (for tests and parallel stacks)."""
-        return cls(*(free_port() for _ in range(4)))
+        """Currently free loopback ports, one per port (for tests and parallel stacks)."""
+        return cls(*(free_port() for _ in range(5)))
 
 
 @dataclass
@@ -157,12 +162,14 @@ def _tcp_open(port: int) -> bool:
 
 
 class Stack:
-    """The three local components, their configs and data under one state folder."""
+    """The local components, their configs and data under one state folder.
+    ``postgres=False``: without PostgreSQL (a stack for what needs no work orders)."""
 
-    COMPONENTS = ("mosquitto", "tansu", "influxd")
+    COMPONENTS = ("mosquitto", "tansu", "influxd", "postgres")
 
     def __init__(self, state_dir: Path, ports: Ports | None = None, *,
-                 partitions: int = 4, daemon: bool = False) -> None:
+                 partitions: int = 4, daemon: bool = False, postgres: bool = True) -> None:
+        self.components = self.COMPONENTS if postgres else self.COMPONENTS[:3]
         self.state = state_dir.resolve()
         self.ports = ports or Ports()
         self.partitions = partitions
@@ -175,7 +182,8 @@ class Stack:
     def _secrets(self) -> dict[str, str]:
         path = self.state / "secrets.json"
         data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        missing = [u for u in (INGEST_USER, SIMULATOR_USER, BENCH_USER) if u not in data]
+        missing = [u for u in (INGEST_USER, SIMULATOR_USER, BENCH_USER, pg.SUPERUSER)
+                   if u not in data]
         if missing:  # a new state folder, or one made before an account existed
             data.update({u: secrets.token_urlsafe(18) for u in missing})
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +220,8 @@ class Stack:
             "LIFELINE_INFLUX_URL": f"http://127.0.0.1:{self.ports.influx}",
             "LIFELINE_INFLUX_DATABASE": DATABASE,
             "LIFELINE_NOTIFIER_LINK_SECRET": self._link_secret(),
-        }
+        } | ({"LIFELINE_POSTGRES_URL": pg.dsn(self.ports.postgres, s[pg.SUPERUSER])}
+             if "postgres" in self.components else {})
 
     # ---------------------------------------------------------------- configs
     def _mosquitto_conf(self) -> Path:
@@ -302,7 +311,7 @@ class Stack:
             raise StackError(f"a stack is already running in {self.state}: {running}; "
                              "run `lifeline stack down` first")
         try:
-            for name in self.COMPONENTS:
+            for name in self.components:
                 self.start(name, timeout)
         except BaseException:
             self.down()
@@ -336,8 +345,19 @@ class Stack:
                            db=False)
             except QueryError as exc:
                 raise StackError(f"influxd refused CREATE DATABASE {DATABASE}: {exc}") from exc
+        elif name == "postgres" and name in self.components:
+            data = self.state / "postgres" / "data"
+            password = self._secrets()[pg.SUPERUSER]
+            self.logs.mkdir(parents=True, exist_ok=True)
+            try:
+                pg.ensure_cluster(data, password, self.logs / "postgres.log")
+                argv = pg.server_argv(data, self.ports.postgres)
+            except pg.PostgresMissing as exc:
+                raise MissingDependency(str(exc)) from exc
+            self._start(name, argv, lambda: pg.ready(self.ports.postgres, password), timeout,
+                        user=pg.run_as())
         else:
-            raise StackError(f"unknown component {name!r}; one of {', '.join(self.COMPONENTS)}")
+            raise StackError(f"unknown component {name!r}; one of {', '.join(self.components)}")
 
     def stop(self, name: str, *, kill: bool = False) -> None:
         """Stop one component (``kill=True``: SIGKILL, as a crash)."""
@@ -346,16 +366,17 @@ class Stack:
         if pid is not None:
             if kill:
                 os.kill(pid, 9)
-            terminate(pid)
+            # PostgreSQL's SIGTERM waits for every client to leave; SIGINT is its fast stop.
+            terminate(pid, sig=signal.SIGINT if name == "postgres" else signal.SIGTERM)
         if proc is not None:
             proc.poll()
         (self.state / "pids" / f"{name}.pid").unlink(missing_ok=True)
 
     def _start(self, name: str, argv: list[str], ready: Any, timeout: float,
-               nice: int = 0) -> None:
+               nice: int = 0, user: str | None = None) -> None:
         t0 = time.monotonic()
         logfile = self.logs / f"{name}.log"
-        proc = spawn(argv, log=logfile, daemon=self.daemon, nice=nice)
+        proc = spawn(argv, log=logfile, daemon=self.daemon, nice=nice, user=user)
         self.procs[name] = proc
         (self.state / "pids").mkdir(exist_ok=True)
         (self.state / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n{' '.join(argv)}\n")
@@ -380,7 +401,7 @@ class Stack:
 
     def _pidfiles(self) -> dict[str, tuple[int, str]]:
         out = {}
-        for name in self.COMPONENTS:
+        for name in self.components:
             f = self.state / "pids" / f"{name}.pid"
             if f.exists():
                 pid_s, _, argv = f.read_text().partition("\n")
@@ -402,9 +423,10 @@ class Stack:
             "mosquitto": lambda: _tcp_open(self.ports.mqtt),
             "tansu": lambda: _tcp_open(self.ports.kafka),
             "influxd": lambda: ping_sync(f"http://127.0.0.1:{self.ports.influx}"),
+            "postgres": lambda: _tcp_open(self.ports.postgres),
         }
         out: dict[str, dict[str, Any]] = {}
-        for name in self.COMPONENTS:
+        for name in self.components:
             healthy = False
             if name in live:
                 try:
@@ -417,8 +439,8 @@ class Stack:
     def down(self) -> list[str]:
         """Stop every component of this state folder (reverse start order)."""
         live = self.running()
-        stopped = [n for n in reversed(self.COMPONENTS) if n in live or n in self.procs]
-        for name in reversed(self.COMPONENTS):
+        stopped = [n for n in reversed(self.components) if n in live or n in self.procs]
+        for name in reversed(self.components):
             self.stop(name)
         return stopped
 

@@ -28,10 +28,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None, daemon: bool = False, nice: int = 0
-          ) -> subprocess.Popen[bytes]:
+          cwd: Path | None = None, daemon: bool = False, nice: int = 0,
+          user: str | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` with stdout and stderr appended to ``log`` (``nice``: a lower CPU
-    priority, for background work sharing the machine with the alarm path)."""
+    priority, for background work sharing the machine with the alarm path; ``user``: run
+    as that account — root only — for a server that refuses to run as root)."""
     log.parent.mkdir(parents=True, exist_ok=True)
 
     def child() -> None:  # between fork and exec
@@ -47,7 +48,16 @@ def spawn(argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = Non
             start_new_session=daemon,
             process_group=None if daemon else 0,
             preexec_fn=child if (nice or not daemon) else None,
+            # As another account: its own group only, never root's (``user`` needs root).
+            user=user, group=_group_of(user) if user else None,
+            extra_groups=[] if user else None,
         )
+
+
+def _group_of(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 def terminate_all(pids: Sequence[int], *, grace: float) -> list[int]:
@@ -100,10 +110,11 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def terminate(pid: int, *, timeout: float = 10.0) -> bool:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL. True if the process is gone."""
+def terminate(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+    """``sig`` (SIGTERM), wait up to ``timeout``, then SIGKILL. True if the process is
+    gone."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + timeout

@@ -23,7 +23,10 @@ HEALTH_PORT_ENV = {
     "processor": "LIFELINE_PROCESSOR_HEALTH_PORT",
     "writer": "LIFELINE_WRITER_HEALTH_PORT",
     "notifier": "LIFELINE_NOTIFIER_HEALTH_PORT",
+    "orders": "LIFELINE_ORDERS_HEALTH_PORT",
 }
+# The command line of each service (``python -m services.cli …``).
+SERVICE_ARGS = {"orders": ["orders", "serve"]}
 
 
 def get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
@@ -50,7 +53,8 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.health_port}/health"
 
     def start(self) -> None:
-        self.proc = spawn([sys.executable, "-m", "services.cli", self.name], log=self.log,
+        self.proc = spawn([sys.executable, "-m", "services.cli",
+                           *SERVICE_ARGS.get(self.name, [self.name])], log=self.log,
                           env=self.env)
 
     def health(self) -> tuple[int, Any]:

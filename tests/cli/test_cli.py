@@ -118,7 +118,7 @@ def test_no_file_is_a_positional_argument() -> None:
         for p in getattr(cmd, "params", []):
             if isinstance(p, typer.core.TyperArgument):
                 # The command's one subject; `backup`'s folder is what it makes or reads.
-                assert (p.name in ("topic", "alarm_id")
+                assert (p.name in ("topic", "alarm_id", "order_id")
                         or (path[0] == "backup" and p.name == "folder")), (path, p.name)
 
 
@@ -191,7 +191,10 @@ def test_provenance_cites_standards_or_practice_never_a_file() -> None:
     assert "DOMAIN.md" not in EXAMPLE.read_text(encoding="utf-8")
     for src in sources:
         assert not re.search(r"\b[\w/-]+\.(md|py|ya?ml|json|txt)\b", src), src
-        assert re.search(r"GB|GBZ|CJJ|JT/T|JTG|CMA|practice|placeholder", src), src
+        # A national or local standard (GB, GBZ, CJJ, JGJ, HJ, JT/T, JTG, CMA, DBnn), stated
+        # practice, or a value declared a placeholder ("assumed" says so).
+        assert re.search(r"GB|GBZ|CJJ|JGJ|HJ \d|JT/T|JTG|CMA|DB\d\d|practice|placeholder|assumed",
+                         src), src
     assert not re.search(r'SRC_\w+ = \(?"[^\n]*DOMAIN\.md', generator)
 
 
@@ -203,7 +206,7 @@ def test_grafana_generate_check_names_stale_missing_and_extra_files(tmp_path: Pa
     assert res.exit_code == 0, res.output
     check = ["grafana", "generate", "--check", "--registry", str(EXAMPLE), "--out", str(out)]
     ok = CliRunner().invoke(app, check)
-    assert ok.exit_code == 0 and ok.stdout.strip() == f"6 dashboards in {out} are current"
+    assert ok.exit_code == 0 and ok.stdout.strip() == f"10 dashboards in {out} are current"
     (out / "bridge.json").write_text((out / "bridge.json").read_text().replace("0.3", "0.4"))
     (out / "sewage.json").unlink()
     (out / "old.json").write_text("{}")

@@ -11,7 +11,7 @@ from schemas.topics import TABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "architecture.md").read_text()
-SERVICES = ("ingest", "processor", "writer", "notifier")
+SERVICES = ("ingest", "processor", "writer", "notifier", "orders")
 
 
 def _codec_name(value: object) -> str:

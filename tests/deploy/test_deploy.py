@@ -584,6 +584,7 @@ EXPECTED_TOPIC_ACLS = {
                         R: {"readings", "alarms", "health", "oncall"}},
     "lifeline-notifier": {W: {"acks", "oncall", "oncall.ticks", "health", "readings.dlq"},
                           R: {"alarms", "acks", "oncall", "oncall.ticks"}},
+    "lifeline-orders": {W: {"orders", "readings.dlq"}, R: {"alarms", "orders"}},
 }
 
 
@@ -603,7 +604,7 @@ def _run_kafka_init(tmp_path: Path, **passwords: str) -> tuple[subprocess.Comple
 
 def _passwords() -> dict[str, str]:
     return {f"KAFKA_{s}_PASSWORD": secrets.token_urlsafe(24)
-            for s in ("ADMIN", "INGEST", "PROCESSOR", "WRITER", "NOTIFIER")}
+            for s in ("ADMIN", "INGEST", "PROCESSOR", "WRITER", "NOTIFIER", "ORDERS")}
 
 
 def _opt(call: list[str], flag: str) -> str:
@@ -630,7 +631,8 @@ def test_kafka_init_creates_the_topics_principals_and_least_privilege_acls(
     users = {_opt(c, "--entity-name"): _opt(c, "--add-config")
              for c in calls if c[0] == "kafka-configs.sh"}
     assert users == {f"lifeline-{s}": f"SCRAM-SHA-512=[iterations=8192,"
-                     f"password={pw[f'KAFKA_{s.upper()}_PASSWORD']}]" for s in SERVICES}
+                     f"password={pw[f'KAFKA_{s.upper()}_PASSWORD']}]"
+                     for s in (*SERVICES, "orders")}
 
     acls: set[tuple[str, str, str, str, str]] = set()
     for c in calls:
@@ -673,7 +675,12 @@ def test_kafka_init_creates_the_topics_principals_and_least_privilege_acls(
     assert groups == {("User:lifeline-processor", "lifeline-processor"),
                       ("User:lifeline-writer", "lifeline-writer"),
                       ("User:lifeline-writer", consumer_kwargs(kafka)["group_id"]),
-                      ("User:lifeline-notifier", "lifeline-notifier")}
+                      ("User:lifeline-notifier", "lifeline-notifier"),
+                      # the orders service's two plain consumer groups (services/orders/app.py)
+                      ("User:lifeline-orders", "lifeline-orders-open"),
+                      ("User:lifeline-orders", "lifeline-orders-store")}
+    orders_app = (ROOT / "services" / "orders" / "app.py").read_text()
+    assert '"lifeline-orders-open"' in orders_app and '"lifeline-orders-store"' in orders_app
     assert {a[1] for a in acls if a[2] == "group"} == {"Read"}
 
 

@@ -19,7 +19,7 @@ from services.core import settings as core_settings
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 CONFIG_MODULES = ["services.core.settings", "services.ingest.config", "services.processor.config",
-                  "services.writer.config", "services.notifier.config",
+                  "services.writer.config", "services.notifier.config", "services.orders.config",
                   "services.stack.manager", "services.cli"]
 
 

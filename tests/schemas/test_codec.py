@@ -78,7 +78,7 @@ def test_health_and_tick_round_trip() -> None:
 
 def test_the_topic_table_covers_every_topic() -> None:
     assert tuple(t.name for t in TABLE) == core_topics.ALL
-    assert len(BY_NAME) == len(TABLE) == 9
+    assert len(BY_NAME) == len(TABLE) == 10
     assert BY_NAME[core_topics.READINGS].codec is codec.READING_BATCH
     assert BY_NAME[core_topics.ALARMS].codec is codec.ALARM_EVENT
     assert BY_NAME[core_topics.ACKS].codec is codec.ACK_REQUEST
@@ -87,6 +87,7 @@ def test_the_topic_table_covers_every_topic() -> None:
     assert BY_NAME[core_topics.READINGS_DLQ].codec is codec.DEAD_LETTER
     assert BY_NAME[core_topics.HEALTH].codec is codec.HEALTH
     assert BY_NAME[core_topics.TICKS].codec is codec.TICK
+    assert BY_NAME[core_topics.ORDERS].codec is codec.ORDER_EVENT
     assert BY_NAME[core_topics.READINGS_DLQ].dead_letters is None  # no loop
 
 

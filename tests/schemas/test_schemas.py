@@ -84,8 +84,9 @@ def test_alarm_levels_order() -> None:
 
 
 def test_example_registry_is_realistic(registry: Registry) -> None:
-    kinds = {f.kind.value for f in registry.facilities}
-    assert kinds == {"drainage", "bridge", "sewage"}
+    from schemas.kinds import FacilityKind
+
+    assert {f.kind for f in registry.facilities} == set(FacilityKind)  # every kind has some
     assert len(registry.facilities) >= 36
     metrics_with_rules = set()
     for f in registry.facilities:
@@ -97,16 +98,19 @@ def test_example_registry_is_realistic(registry: Registry) -> None:
                     assert lv.default and len(lv.source) > 10, (s.id, lv)
         for c in f.composites:
             assert c.default and len(c.source) > 10
-    # Every metric that can signal a risk has a default rule (pump_state is context only).
+    # Every metric that can signal a risk has a default rule (pump_state, a spray's state and
+    # the wind's direction are context only).
     from schemas.kinds import Metric
 
     # NH3, SO2 and Cl2 gas are there for detectors that report them (unit conversion and
     # life-safety scope); no facility of the example carries such a detector yet.
     assert set(Metric) - metrics_with_rules == {Metric.PUMP_STATE, Metric.NH3, Metric.SO2,
-                                                Metric.CL2}
+                                                Metric.CL2, Metric.SPRAY_STATE,
+                                                Metric.WIND_DIRECTION}
     signals = {r.signal.value for f in registry.facilities for s in f.sensors for r in s.rules}
     assert {"value", "rate", "sum", "rms"} <= signals
     assert any(f.composites for f in registry.facilities)
+    assert all(f.owner_unit for f in registry.facilities)  # whom its work orders go to
 
 
 def _registry_yaml(sensor: str) -> str:

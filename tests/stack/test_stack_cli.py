@@ -28,12 +28,12 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
     assert "stack up in" in up.stdout
     state = tmp_path / "state"
     pids = [int((state / "pids" / f"{n}.pid").read_text().split()[0])
-            for n in ("mosquitto", "tansu", "influxd")]
+            for n in ("mosquitto", "tansu", "influxd", "postgres")]
     try:
         assert all(alive(p) for p in pids)
         assert (state / "stack.env").stat().st_mode & 0o077 == 0  # secrets: owner only
         status = lifeline(["stack", "status"], env)
-        assert status.returncode == 0 and status.stdout.count("healthy") == 3, status.stdout
+        assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
         again = lifeline(["stack", "up"], env)
         assert again.returncode == 1 and "already running" in again.stderr
     finally:
@@ -41,4 +41,4 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
     assert down.returncode == 0 and "influxd" in down.stdout
     assert not any(alive(p) for p in pids), "stack down left processes behind"
     after = lifeline(["stack", "status"], env)
-    assert after.returncode == 1 and after.stdout.count("stopped") == 3
+    assert after.returncode == 1 and after.stdout.count("stopped") == 4

@@ -99,7 +99,8 @@ def isolated_stack_env(state: str) -> dict[str, str]:
             "LIFELINE_STACK_MQTT_PORT": str(free_port()),
             "LIFELINE_STACK_KAFKA_PORT": str(free_port()),
             "LIFELINE_STACK_INFLUX_PORT": str(free_port()),
-            "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port())}
+            "LIFELINE_STACK_INFLUX_RPC_PORT": str(free_port()),
+            "LIFELINE_STACK_POSTGRES_PORT": str(free_port())}
 
 
 def chromium(env: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> Any:

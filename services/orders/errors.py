@@ -1,0 +1,17 @@
+"""The orders service's errors (all :class:`~schemas.errors.LifelineError`)."""
+
+from __future__ import annotations
+
+from schemas.errors import LifelineError
+
+
+class OrderNotFound(LifelineError, LookupError):
+    """No work order has that id."""
+
+
+class StoreUnavailable(LifelineError, ConnectionError):
+    """PostgreSQL cannot be reached or refused the statement."""
+
+
+class NotApplied(LifelineError, TimeoutError):
+    """An order event was sent but the store did not show it applied in time."""

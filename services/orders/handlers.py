@@ -1,0 +1,127 @@
+"""What the orders service does with one alarm event and with one order event.
+
+- An alarm event (``lifeline.alarms``) that calls for handling — a *facility* alarm raised or
+  escalated to ``open_from`` or worse, not suppressed by a sensor or gateway fault, not
+  silenced by maintenance — opens the alarm's work order: an ``open`` event on
+  ``lifeline.orders`` (id from the alarm episode, deadline from the policy, the facility's
+  owner unit from the registry). An episode opens one order, whatever is replayed: the
+  order id and the event id are deterministic, and the projector drops a repeated id.
+- An order event (``lifeline.orders``) is folded into PostgreSQL (services/orders/store.py).
+
+A record that is not its topic's contract is dead-lettered with its bytes and reason
+(``lifeline.readings.dlq``); a valid event the lifecycle refuses is recorded in the store's
+``work_order_refused`` with the reason. Neither stops the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
+from schemas.codec import ALARM_EVENT, ORDER_EVENT
+from schemas.deadletter import RejectReason
+from schemas.registry import Registry
+from schemas.workorder import OrderAction, OrderEvent, event_id_for, order_id_for
+from services.core.dlq import InternalDeadLetters, decode_reason, error_detail
+from services.core.health import Counters
+from services.core.logging import get_logger
+from services.orders.config import OrdersSettings
+from services.orders.store import Applied, Store
+
+log = get_logger("lifeline.orders")
+
+COUNTERS = ("alarm_events", "orders_opened", "order_events", "applied", "duplicates",
+            "refused", "rejected", "dead_lettered")
+SYSTEM = "system"
+
+
+class Handlers:
+    def __init__(self, registry: Registry, settings: OrdersSettings, store: Store,
+                 counters: Counters, dead: InternalDeadLetters) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.store = store
+        self.counters = counters
+        self.dead = dead
+        self.facilities = {f.id: f for f in registry.facilities}
+        self._opened: dict[str, None] = {}  # order ids this process opened (bounded)
+
+    def opens(self, ev: AlarmEvent) -> bool:
+        """The alarm event calls for a work order."""
+        return (ev.category is AlarmCategory.FACILITY
+                and ev.event in (AlarmEventType.RAISED, AlarmEventType.ESCALATED)
+                and ev.level is not None
+                and ev.level.severity >= self.settings.open_from.severity
+                and ev.suppressed_by is None and not ev.silenced)
+
+    def open_event(self, ev: AlarmEvent) -> OrderEvent:
+        """The ``open`` event of the alarm's order (deterministic ids)."""
+        assert ev.level is not None  # opens() checked it
+        order_id = order_id_for(ev.alarm_id)
+        facility = self.facilities.get(ev.facility_id)
+        owner = (facility.owner_unit if facility is not None and facility.owner_unit
+                 else self.settings.default_owner_unit)
+        at = ev.ts
+        return OrderEvent(
+            event_id=event_id_for(order_id, OrderAction.OPEN, at, SYSTEM), order_id=order_id,
+            action=OrderAction.OPEN, at=at, actor=SYSTEM, alarm_id=ev.alarm_id,
+            facility_id=ev.facility_id,
+            sensor_id=None if ev.sensor == ev.facility_id else ev.sensor, rule=ev.rule,
+            level=ev.level, kind=ev.kind, district=ev.district, owner_unit=owner,
+            deadline=self.settings.deadlines.deadline_for(ev.level, ev.kind, at),
+            note=ev.message[:2000])
+
+    async def alarm(self, raw: bytes, *, topic: str, partition: int, offset: int,
+                    key: bytes | None) -> OrderEvent | None:
+        """The ``open`` event to produce for one alarm record, or None."""
+        self.counters.inc("alarm_events")
+        try:
+            ev = ALARM_EVENT.decode(raw)
+        except ValueError as exc:
+            self.counters.inc("rejected")
+            await self.dead.record(raw, decode_reason(exc), error_detail(exc), topic=topic,
+                                   partition=partition, offset=offset, key=key)
+            return None
+        if not self.opens(ev):
+            return None
+        order_id = order_id_for(ev.alarm_id)
+        if order_id in self._opened or await self.store.exists(order_id):
+            return None  # escalated: the episode's order is open already
+        self._opened[order_id] = None
+        if len(self._opened) > 100_000:
+            self._opened.pop(next(iter(self._opened)))
+        self.counters.inc("orders_opened")
+        log.info("orders.opened", order_id=order_id, alarm_id=ev.alarm_id,
+                 facility_id=ev.facility_id, sensor_id=ev.sensor, level=str(ev.level))
+        return self.open_event(ev)
+
+    async def order(self, raw: bytes, *, topic: str, partition: int, offset: int,
+                    key: bytes | None) -> Applied | None:
+        """Fold one ``lifeline.orders`` record into the store."""
+        self.counters.inc("order_events")
+        source = f"kafka:{topic}[{partition}]@{offset}"
+        try:
+            ev = ORDER_EVENT.decode(raw)
+        except ValueError as exc:
+            self.counters.inc("rejected")
+            await self.dead.record(raw, decode_reason(exc), error_detail(exc), topic=topic,
+                                   partition=partition, offset=offset, key=key)
+            return None
+        if key is not None and key.decode(errors="replace") != ev.order_id:
+            self.counters.inc("rejected")
+            await self.dead.record(raw, RejectReason.INVALID_CONTRACT,
+                                   f"key {key[:60]!r} is not the event's order id {ev.order_id}",
+                                   topic=topic, partition=partition, offset=offset, key=key)
+            return None
+        what, order, why = await self.store.apply(ev, source)
+        self.counters.inc(str(what) if what is not Applied.DUPLICATE else "duplicates")
+        fields: dict[str, Any] = {"order_id": ev.order_id, "action": str(ev.action),
+                                  "actor": ev.actor, "source": source}
+        if order is not None:
+            fields.update(facility_id=order.facility_id, sensor_id=order.sensor_id,
+                          state=str(order.state))
+        if what is Applied.REFUSED:
+            log.warning("orders.event_refused", reason=why, **fields)
+        elif what is Applied.APPLIED:
+            log.info("orders.event_applied", **fields)
+        return what

@@ -1,0 +1,187 @@
+"""The work orders' queryable store in PostgreSQL: each order's current state
+(``work_order``), its whole history (``work_order_event``) and the events that could not be
+applied (``work_order_refused``).
+
+The store is a projection of ``lifeline.orders`` (the source of truth): :meth:`Store.apply`
+folds one event in one transaction — the order row locked, :func:`schemas.workorder.apply`
+deciding, the event inserted with its id as primary key. A redelivered event (at-least-once)
+finds its id and changes nothing; an event the lifecycle refuses is recorded with the reason
+(keyed by its Kafka position, so a redelivery records it once) and changes nothing.
+
+Grafana's PostgreSQL data source reads the same tables (open and overdue orders, handling
+times); the columns are plain SQL types for that, and ``doc`` keeps the contract's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from schemas.codec import ORDER_EVENT
+from schemas.workorder import OrderEvent, OrderState, TransitionRefused, WorkOrder, apply
+from services.orders.errors import OrderNotFound, StoreUnavailable
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS work_order (
+        order_id text PRIMARY KEY, state text NOT NULL, alarm_id text NOT NULL,
+        facility_id text NOT NULL, sensor_id text, rule text, level text NOT NULL,
+        kind text, district text, owner_unit text NOT NULL, assignee text,
+        opened_at timestamptz NOT NULL, deadline timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL, closed_at timestamptz,
+        escalation integer NOT NULL, events integer NOT NULL, last_event_id text NOT NULL,
+        false_alarm_reason text, report_note text, doc jsonb NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS work_order_event (
+        event_id text PRIMARY KEY, order_id text NOT NULL, action text NOT NULL,
+        at timestamptz NOT NULL, actor text NOT NULL, state_after text NOT NULL,
+        source text NOT NULL, doc jsonb NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS work_order_event_order ON work_order_event (order_id, at)",
+    "CREATE INDEX IF NOT EXISTS work_order_open ON work_order (state, deadline)",
+    """CREATE TABLE IF NOT EXISTS work_order_refused (
+        source text PRIMARY KEY, event_id text NOT NULL, order_id text NOT NULL,
+        action text NOT NULL, reason text NOT NULL, recorded_at timestamptz NOT NULL
+        DEFAULT now(), doc jsonb NOT NULL)""",
+)
+
+_COLUMNS = ("order_id", "state", "alarm_id", "facility_id", "sensor_id", "rule", "level", "kind",
+            "district", "owner_unit", "assignee", "opened_at", "deadline", "updated_at",
+            "closed_at", "escalation", "events", "last_event_id", "false_alarm_reason",
+            "report_note")
+
+
+class Applied(StrEnum):
+    """What :meth:`Store.apply` did with one event."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # its id is in the history already (a redelivery)
+    REFUSED = "refused"  # the lifecycle does not allow it (recorded with the reason)
+
+
+def _row(order: WorkOrder) -> dict[str, Any]:
+    doc = order.model_dump(mode="json")
+    row = {c: getattr(order, c) for c in _COLUMNS}
+    row.update({k: (str(v) if isinstance(v, StrEnum) else v) for k, v in row.items()})
+    row["doc"] = json.dumps(doc, ensure_ascii=False)
+    return row
+
+
+class Store:
+    """One connection to the orders database (psycopg 3, asynchronous)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+
+    async def connect(self) -> None:
+        try:
+            # Autocommit: a read outside ``transaction()`` must not leave a transaction open
+            # (it would hold its locks, and turn the next transaction into a savepoint).
+            self.conn = await psycopg.AsyncConnection.connect(self.url, row_factory=dict_row,
+                                                              connect_timeout=5, autocommit=True)
+            async with self.conn.transaction():
+                for statement in SCHEMA:
+                    await self.conn.execute(statement)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
+
+    def _c(self) -> psycopg.AsyncConnection[dict[str, Any]]:
+        if self.conn is None or self.conn.closed:
+            raise StoreUnavailable("PostgreSQL: not connected")
+        return self.conn
+
+    async def apply(self, ev: OrderEvent, source: str) -> tuple[Applied, WorkOrder | None, str]:
+        """Fold ``ev`` (read from ``source``, a Kafka position) into the store; returns what
+        happened, the order after it and, when refused, why."""
+        conn = self._c()
+        try:
+            async with conn.transaction():
+                cur = await conn.execute("SELECT doc FROM work_order WHERE order_id = %s "
+                                         "FOR UPDATE", (ev.order_id,))
+                found = await cur.fetchone()
+                order = WorkOrder.model_validate(found["doc"]) if found else None
+                cur = await conn.execute("SELECT 1 FROM work_order_event WHERE event_id = %s",
+                                         (ev.event_id,))
+                if await cur.fetchone() is not None:
+                    return Applied.DUPLICATE, order, ""
+                try:
+                    after = apply(order, ev)
+                except TransitionRefused as exc:
+                    await conn.execute(
+                        "INSERT INTO work_order_refused (source, event_id, order_id, action, "
+                        "reason, doc) VALUES (%s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT (source) DO NOTHING",
+                        (source, ev.event_id, ev.order_id, str(ev.action), str(exc),
+                         ORDER_EVENT.encode(ev).decode()))
+                    return Applied.REFUSED, order, str(exc)
+                row = _row(after)
+                cols = ", ".join((*_COLUMNS, "doc"))
+                marks = ", ".join(["%s"] * (len(_COLUMNS) + 1))
+                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS[1:], "doc"))
+                await conn.execute(
+                    f"INSERT INTO work_order ({cols}) VALUES ({marks}) "  # noqa: S608 — constants
+                    f"ON CONFLICT (order_id) DO UPDATE SET {updates}",
+                    [row[c] for c in (*_COLUMNS, "doc")])
+                await conn.execute(
+                    "INSERT INTO work_order_event (event_id, order_id, action, at, actor, "
+                    "state_after, source, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (ev.event_id, ev.order_id, str(ev.action), ev.at, ev.actor,
+                     str(after.state), source, ORDER_EVENT.encode(ev).decode()))
+                return Applied.APPLIED, after, ""
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}") from exc
+
+    async def order(self, order_id: str) -> WorkOrder:
+        cur = await self._c().execute("SELECT doc FROM work_order WHERE order_id = %s",
+                                      (order_id,))
+        found = await cur.fetchone()
+        if found is None:
+            raise OrderNotFound(f"no work order {order_id}")
+        return WorkOrder.model_validate(found["doc"])
+
+    async def exists(self, order_id: str) -> bool:
+        cur = await self._c().execute("SELECT 1 FROM work_order WHERE order_id = %s",
+                                      (order_id,))
+        return await cur.fetchone() is not None
+
+    async def history(self, order_id: str) -> list[OrderEvent]:
+        cur = await self._c().execute("SELECT doc FROM work_order_event WHERE order_id = %s "
+                                      "ORDER BY at, event_id", (order_id,))
+        return [OrderEvent.model_validate(r["doc"]) for r in await cur.fetchall()]
+
+    async def orders(self, states: Sequence[OrderState] = (), *,
+                     overdue_at: datetime | None = None, limit: int = 100) -> list[WorkOrder]:
+        """Orders, newest first: in ``states`` if given; past their deadline at
+        ``overdue_at`` (and not final or verified) if given."""
+        where: list[str] = []
+        args: list[Any] = []
+        if states:
+            where.append("state = ANY(%s)")
+            args.append([str(s) for s in states])
+        if overdue_at is not None:
+            where.append("deadline < %s AND state NOT IN ('closed', 'false_alarm', 'verified')")
+            args.append(overdue_at)
+        sql = ("SELECT doc FROM work_order"  # noqa: S608 — fixed clauses, values as parameters
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY opened_at DESC LIMIT %s")
+        cur = await self._c().execute(sql, [*args, limit])
+        return [WorkOrder.model_validate(r["doc"]) for r in await cur.fetchall()]
+
+    async def refused(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT source, event_id, order_id, action, reason FROM work_order_refused"
+        args: list[Any] = []
+        if order_id is not None:
+            sql += " WHERE order_id = %s"
+            args.append(order_id)
+        cur = await self._c().execute(sql + " ORDER BY recorded_at", args)
+        return list(await cur.fetchall())
