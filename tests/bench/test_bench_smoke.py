@@ -17,7 +17,7 @@ def test_ingest_benchmark_smoke() -> None:
 
 def test_stack_benchmark_smoke() -> None:
     r = bench_stack(runs=1)
-    assert set(r["median_per_component_s"]) == {"mosquitto", "tansu", "influxd"}
+    assert set(r["median_per_component_s"]) == {"mosquitto", "tansu", "influxd", "postgres"}
 
 
 def test_processor_benchmark_smoke() -> None:
