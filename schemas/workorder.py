@@ -106,7 +106,13 @@ def _label(value: str) -> str:
 Label = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(_label)]
 """A person id, ``system``, ``verifier``, or an owner unit's id: short, one line."""
 Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_label)]
-Note = Annotated[str, Field(max_length=2000)]
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Note = Annotated[str, Field(max_length=2000), AfterValidator(_no_nul)]
 AlarmId = Annotated[str, Field(min_length=1, max_length=100)]  # as AckRequest.alarm_id
 
 # Per action: the fields an event must carry, and those it may carry besides ``note`` and

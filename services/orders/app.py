@@ -48,11 +48,13 @@ class Orders:
     def __init__(self, cfg: OrdersConfig, registry: Registry) -> None:
         self.cfg = cfg
         self.health = Health("orders", Counters(*COUNTERS))
-        self.store = Store(cfg.postgres.url.get_secret_value())
+        url = cfg.postgres.url.get_secret_value()
+        self.store = Store(url)  # the orders loop's connection
+        self.alarm_store = Store(url, create=False)  # the alarms loop's
         self.producer: AIOKafkaProducer | None = None  # made in run(): needs the loop
         self.dead = InternalDeadLetters("orders", self._send_dlq, self.health.counters)
         self.handlers = Handlers(registry, cfg.orders, self.store, self.health.counters,
-                                 self.dead)
+                                 self.dead, alarm_store=self.alarm_store)
         self._stopping = asyncio.Event()
 
     def _p(self) -> AIOKafkaProducer:
@@ -77,7 +79,8 @@ class Orders:
         delay = 0.5
         while not self._stopping.is_set():
             try:
-                await self.store.connect()
+                await self.store.connect()  # makes the tables first
+                await self.alarm_store.connect()
                 self.health.ok("postgres")
                 return
             except StoreUnavailable as exc:
@@ -86,7 +89,7 @@ class Orders:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.cfg.orders.retry_max_s)
 
-    async def _loop(self, consumer: AIOKafkaConsumer, handle: Handle,
+    async def _loop(self, consumer: AIOKafkaConsumer, handle: Handle, store: Store,
                     after: Callable[[list[Any]], Awaitable[None]]) -> None:
         """Batches of records → ``handle`` each → ``after(results)`` → commit."""
         while not self._stopping.is_set():
@@ -96,11 +99,11 @@ class Orders:
             results = []
             for records in batch.values():
                 for r in records:
-                    results.append(await self._retrying(handle, r))
+                    results.append(await self._retrying(handle, r, store))
             await after(results)
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
 
-    async def _retrying(self, handle: Handle, r: Any) -> Any:
+    async def _retrying(self, handle: Handle, r: Any, store: Store) -> Any:
         delay = 0.5
         while True:
             try:
@@ -115,18 +118,17 @@ class Orders:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.cfg.orders.retry_max_s)
                 with contextlib.suppress(StoreUnavailable):
-                    await self.store.close()
-                    await self.store.connect()
+                    await store.close()
+                    await store.connect()  # this loop's connection only
 
-    async def _produce_opens(self, results: list[Any]) -> None:
+    async def _produce(self, results: list[Any]) -> None:
+        """The order events a batch called for (opens, verifications), acknowledged by the
+        broker before the batch's offsets are committed."""
         sends = [await self._p().send(topics.ORDERS, key=ev.order_id.encode(),
                                           value=ORDER_EVENT.encode(ev))
                  for ev in results if ev is not None]
         for fut in sends:
-            await fut  # acknowledged before the alarms' offsets are committed
-
-    async def _nothing(self, _results: list[Any]) -> None:
-        return None
+            await fut
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,8 +150,9 @@ class Orders:
                                        lambda: len(alarms.assignment() | orders.assignment()))
             log.info("orders.started", open_from=str(s.open_from))
             tasks = [asyncio.create_task(self._loop(alarms, self.handlers.alarm,
-                                                    self._produce_opens)),
-                     asyncio.create_task(self._loop(orders, self.handlers.order, self._nothing))]
+                                                    self.alarm_store, self._produce)),
+                     asyncio.create_task(self._loop(orders, self.handlers.order, self.store,
+                                                    self._produce))]
             stop = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -170,6 +173,7 @@ class Orders:
                 with contextlib.suppress(Exception):
                     await self.producer.stop()
             await self.store.close()
+            await self.alarm_store.close()
             if runner is not None:
                 await runner.cleanup()
             log.info("orders.stopped", counters=self.health.counters.snapshot())

@@ -61,7 +61,7 @@ async def _store() -> Any:
     from services.orders.config import PostgresSettings
     from services.orders.store import Store
 
-    store = Store(load(PostgresSettings).url.get_secret_value())
+    store = Store(load(PostgresSettings).url.get_secret_value(), create=False)
     await store.connect()
     return store
 
@@ -124,12 +124,22 @@ def show(order_id: Annotated[str, typer.Argument(help="The order's id (WO-…)."
 
 
 def _run(coro: Any) -> Any:
-    from services.orders.errors import NotApplied, OrderNotFound, StoreUnavailable
+    from aiokafka.errors import KafkaError
+    from pydantic import ValidationError
+
+    from services.orders.errors import NotApplied, OrderNotFound, StoreRefused, StoreUnavailable
 
     try:
         return asyncio.run(coro)
-    except (OrderNotFound, StoreUnavailable, NotApplied, TransitionRefused) as exc:
+    except (OrderNotFound, StoreUnavailable, StoreRefused, NotApplied,
+            TransitionRefused) as exc:
         raise _fail(str(exc)) from exc
+    except ValidationError as exc:  # a blank --by, a note over 2,000 characters …
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "input"
+        raise _fail(f"refused: {where}: {err['msg']}") from exc
+    except KafkaError as exc:
+        raise _fail(f"Kafka unreachable: {type(exc).__name__}") from exc
 
 
 async def _act(order_id: str, action: OrderAction, by: str, **fields: Any) -> WorkOrder:
@@ -159,8 +169,8 @@ async def _act(order_id: str, action: OrderAction, by: str, **fields: Any) -> Wo
         loop = asyncio.get_running_loop()
         deadline = loop.time() + APPLIED_WAIT_S
         while loop.time() < deadline:
-            now: WorkOrder = await store.order(order_id)
-            if now.last_event_id == ev.event_id:
+            if await store.has_event(ev.event_id):  # applied (maybe followed by a verify)
+                now: WorkOrder = await store.order(order_id)
                 return now
             refused = [r for r in await store.refused(order_id) if r["event_id"] == ev.event_id]
             if refused:

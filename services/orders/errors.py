@@ -15,3 +15,8 @@ class StoreUnavailable(LifelineError, ConnectionError):
 
 class NotApplied(LifelineError, TimeoutError):
     """An order event was sent but the store did not show it applied in time."""
+
+
+class StoreRefused(LifelineError, ValueError):
+    """PostgreSQL refused a statement for its data (not a lost connection): the record is
+    set aside (dead-lettered), not retried."""

@@ -7,6 +7,13 @@
   owner unit from the registry). An episode opens one order, whatever is replayed: the
   order id and the event id are deterministic, and the projector drops a repeated id.
 - An order event (``lifeline.orders``) is folded into PostgreSQL (services/orders/store.py).
+- Verification from the data (复核 by the sensor itself): an order whose unit has reported is
+  verified by ``verifier`` once its alarm has *cleared* — the engine clears an alarm only
+  when the signal has stayed back under the rule's clear level for its ``clear_after_s`` /
+  ``clear_after_count`` (an hourly PM10 under the limit for an hour: ``clear_after_s:
+  3600``). The clear may come first (the unit reports after the level fell: verified at the
+  report) or after the report (verified at the clear). Anything else stays ``reported`` for
+  a person to verify or return.
 
 A record that is not its topic's contract is dead-lettered with its bytes and reason
 (``lifeline.readings.dlq``); a valid event the lifecycle refuses is recorded in the store's
@@ -15,32 +22,46 @@ A record that is not its topic's contract is dead-lettered with its bytes and re
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
 from schemas.codec import ALARM_EVENT, ORDER_EVENT
 from schemas.deadletter import RejectReason
 from schemas.registry import Registry
-from schemas.workorder import OrderAction, OrderEvent, event_id_for, order_id_for
+from schemas.workorder import (
+    OrderAction,
+    OrderEvent,
+    OrderState,
+    WorkOrder,
+    event_id_for,
+    order_id_for,
+)
 from services.core.dlq import InternalDeadLetters, decode_reason, error_detail
 from services.core.health import Counters
 from services.core.logging import get_logger
 from services.orders.config import OrdersSettings
+from services.orders.errors import StoreRefused
 from services.orders.store import Applied, Store
 
 log = get_logger("lifeline.orders")
 
-COUNTERS = ("alarm_events", "orders_opened", "order_events", "applied", "duplicates",
-            "refused", "rejected", "dead_lettered")
+COUNTERS = ("alarm_events", "orders_opened", "orders_verified_from_data", "order_events",
+            "applied", "duplicates", "refused", "rejected", "dead_lettered")
 SYSTEM = "system"
+VERIFIER = "verifier"
 
 
 class Handlers:
     def __init__(self, registry: Registry, settings: OrdersSettings, store: Store,
-                 counters: Counters, dead: InternalDeadLetters) -> None:
+                 counters: Counters, dead: InternalDeadLetters,
+                 alarm_store: Store | None = None) -> None:
         self.registry = registry
         self.settings = settings
-        self.store = store
+        self.store = store  # the orders loop's connection
+        # The alarms loop's own connection: its statements never join the orders loop's
+        # transaction (one connection is one session).
+        self.alarm_store = alarm_store or store
         self.counters = counters
         self.dead = dead
         self.facilities = {f.id: f for f in registry.facilities}
@@ -82,10 +103,12 @@ class Handlers:
             await self.dead.record(raw, decode_reason(exc), error_detail(exc), topic=topic,
                                    partition=partition, offset=offset, key=key)
             return None
+        if ev.event is AlarmEventType.CLEARED:
+            return await self._cleared(ev)
         if not self.opens(ev):
             return None
         order_id = order_id_for(ev.alarm_id)
-        if order_id in self._opened or await self.store.exists(order_id):
+        if order_id in self._opened or await self.alarm_store.exists(order_id):
             return None  # escalated: the episode's order is open already
         self._opened[order_id] = None
         if len(self._opened) > 100_000:
@@ -95,9 +118,36 @@ class Handlers:
                  facility_id=ev.facility_id, sensor_id=ev.sensor, level=str(ev.level))
         return self.open_event(ev)
 
+    async def _cleared(self, ev: AlarmEvent) -> OrderEvent | None:
+        """The alarm cleared: remember it; a reported order of it is verified now. Only a
+        facility alarm cleared by the data counts: a clear without a value is the engine
+        dropping an alarm whose rule left the registry (no evidence of anything)."""
+        if ev.category is not AlarmCategory.FACILITY or ev.value is None:
+            return None
+        await self.alarm_store.cleared(ev.alarm_id, ev.ts)
+        order_id = order_id_for(ev.alarm_id)
+        if not await self.alarm_store.exists(order_id):
+            return None
+        order = await self.alarm_store.order(order_id)
+        return self.verify_event(order, ev.ts) if order.state is OrderState.REPORTED else None
+
+    def verify_event(self, order: WorkOrder, cleared_at: datetime) -> OrderEvent:
+        """``verifier`` verifies ``order``: its alarm cleared at ``cleared_at``."""
+        at = max(cleared_at, order.updated_at)
+        self.counters.inc("orders_verified_from_data")
+        log.info("orders.verified_from_data", order_id=order.order_id,
+                 facility_id=order.facility_id, sensor_id=order.sensor_id,
+                 cleared_at=cleared_at.isoformat())
+        return OrderEvent(
+            event_id=event_id_for(order.order_id, OrderAction.VERIFY, at, VERIFIER),
+            order_id=order.order_id, action=OrderAction.VERIFY, at=at, actor=VERIFIER,
+            note=(f"传感器已回落至解除值以下 the sensor has been back under its clear level since "
+                  f"{cleared_at.isoformat()} (the alarm cleared)"))
+
     async def order(self, raw: bytes, *, topic: str, partition: int, offset: int,
-                    key: bytes | None) -> Applied | None:
-        """Fold one ``lifeline.orders`` record into the store."""
+                    key: bytes | None) -> OrderEvent | None:
+        """Fold one ``lifeline.orders`` record into the store; returns the ``verify`` to
+        send when it was a report of an order whose alarm has cleared already."""
         self.counters.inc("order_events")
         source = f"kafka:{topic}[{partition}]@{offset}"
         try:
@@ -113,7 +163,13 @@ class Handlers:
                                    f"key {key[:60]!r} is not the event's order id {ev.order_id}",
                                    topic=topic, partition=partition, offset=offset, key=key)
             return None
-        what, order, why = await self.store.apply(ev, source)
+        try:
+            what, order, why = await self.store.apply(ev, source)
+        except StoreRefused as exc:  # e.g. a text PostgreSQL cannot store: set aside
+            self.counters.inc("rejected")
+            await self.dead.record(raw, RejectReason.UNPROCESSABLE, str(exc), topic=topic,
+                                   partition=partition, offset=offset, key=key)
+            return None
         self.counters.inc(str(what) if what is not Applied.DUPLICATE else "duplicates")
         fields: dict[str, Any] = {"order_id": ev.order_id, "action": str(ev.action),
                                   "actor": ev.actor, "source": source}
@@ -124,4 +180,12 @@ class Handlers:
             log.warning("orders.event_refused", reason=why, **fields)
         elif what is Applied.APPLIED:
             log.info("orders.event_applied", **fields)
-        return what
+        # A report (applied now, or redelivered after a crash that came before its verify
+        # was sent) of an order whose alarm cleared already — the level fell before the unit
+        # reported: verified now. The verify's id is deterministic, so sending it twice is one.
+        if (what is not Applied.REFUSED and order is not None and ev.action is OrderAction.REPORT
+                and order.state is OrderState.REPORTED):
+            cleared = await self.store.cleared_at(order.alarm_id)
+            if cleared is not None:
+                return self.verify_event(order, cleared)
+        return None

@@ -14,18 +14,20 @@ times); the columns are plain SQL types for that, and ``doc`` keeps the contract
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 
 from schemas.codec import ORDER_EVENT
 from schemas.workorder import OrderEvent, OrderState, TransitionRefused, WorkOrder, apply
-from services.orders.errors import OrderNotFound, StoreUnavailable
+from services.orders.errors import OrderNotFound, StoreRefused, StoreUnavailable
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS work_order (
@@ -40,8 +42,13 @@ SCHEMA = (
         event_id text PRIMARY KEY, order_id text NOT NULL, action text NOT NULL,
         at timestamptz NOT NULL, actor text NOT NULL, state_after text NOT NULL,
         source text NOT NULL, doc jsonb NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS work_order_event_order ON work_order_event (order_id, at)",
+    # The order in which events were applied (two events may share a time: a report and
+    # the verify it triggered).
+    "ALTER TABLE work_order_event ADD COLUMN IF NOT EXISTS seq bigserial",
+    "CREATE INDEX IF NOT EXISTS work_order_event_order ON work_order_event (order_id, seq)",
     "CREATE INDEX IF NOT EXISTS work_order_open ON work_order (state, deadline)",
+    """CREATE TABLE IF NOT EXISTS alarm_cleared (
+        alarm_id text PRIMARY KEY, cleared_at timestamptz NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS work_order_refused (
         source text PRIMARY KEY, event_id text NOT NULL, order_id text NOT NULL,
         action text NOT NULL, reason text NOT NULL, recorded_at timestamptz NOT NULL
@@ -52,6 +59,27 @@ _COLUMNS = ("order_id", "state", "alarm_id", "facility_id", "sensor_id", "rule",
             "district", "owner_unit", "assignee", "opened_at", "deadline", "updated_at",
             "closed_at", "escalation", "events", "last_event_id", "false_alarm_reason",
             "report_note")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _mapped(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """PostgreSQL's errors as Lifeline's: the connection lost or the server unavailable is
+    :class:`StoreUnavailable` (retried); a statement the server refuses for its data
+    (``DataError``, ``IntegrityError`` …) is :class:`StoreRefused` (the record is set aside,
+    never retried forever)."""
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}") from exc
+        except psycopg.Error as exc:
+            raise StoreRefused(f"PostgreSQL refused it: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+    return wrapper
 
 
 class Applied(StrEnum):
@@ -73,8 +101,9 @@ def _row(order: WorkOrder) -> dict[str, Any]:
 class Store:
     """One connection to the orders database (psycopg 3, asynchronous)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
+        self.create = create  # make the tables (the service; a CLI command only reads)
         self.conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
 
     async def connect(self) -> None:
@@ -83,64 +112,79 @@ class Store:
             # (it would hold its locks, and turn the next transaction into a savepoint).
             self.conn = await psycopg.AsyncConnection.connect(self.url, row_factory=dict_row,
                                                               connect_timeout=5, autocommit=True)
-            async with self.conn.transaction():
-                for statement in SCHEMA:
-                    await self.conn.execute(statement)
+            if self.create:
+                async with self.conn.transaction():
+                    for statement in SCHEMA:
+                        await self.conn.execute(statement)
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            await self.close()
+            # The class of the error only: libpq's text can quote the connection string.
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
         if self.conn is not None:
-            await self.conn.close()
-            self.conn = None
+            conn, self.conn = self.conn, None
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
     def _c(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         if self.conn is None or self.conn.closed:
             raise StoreUnavailable("PostgreSQL: not connected")
         return self.conn
 
+    @_mapped
     async def apply(self, ev: OrderEvent, source: str) -> tuple[Applied, WorkOrder | None, str]:
         """Fold ``ev`` (read from ``source``, a Kafka position) into the store; returns what
         happened, the order after it and, when refused, why."""
         conn = self._c()
-        try:
-            async with conn.transaction():
-                cur = await conn.execute("SELECT doc FROM work_order WHERE order_id = %s "
-                                         "FOR UPDATE", (ev.order_id,))
-                found = await cur.fetchone()
-                order = WorkOrder.model_validate(found["doc"]) if found else None
-                cur = await conn.execute("SELECT 1 FROM work_order_event WHERE event_id = %s",
-                                         (ev.event_id,))
-                if await cur.fetchone() is not None:
-                    return Applied.DUPLICATE, order, ""
-                try:
-                    after = apply(order, ev)
-                except TransitionRefused as exc:
-                    await conn.execute(
-                        "INSERT INTO work_order_refused (source, event_id, order_id, action, "
-                        "reason, doc) VALUES (%s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT (source) DO NOTHING",
-                        (source, ev.event_id, ev.order_id, str(ev.action), str(exc),
-                         ORDER_EVENT.encode(ev).decode()))
-                    return Applied.REFUSED, order, str(exc)
-                row = _row(after)
-                cols = ", ".join((*_COLUMNS, "doc"))
-                marks = ", ".join(["%s"] * (len(_COLUMNS) + 1))
-                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS[1:], "doc"))
+        async with conn.transaction():
+            cur = await conn.execute("SELECT doc FROM work_order WHERE order_id = %s "
+                                     "FOR UPDATE", (ev.order_id,))
+            found = await cur.fetchone()
+            order = WorkOrder.model_validate(found["doc"]) if found else None
+            cur = await conn.execute("SELECT 1 FROM work_order_event WHERE event_id = %s",
+                                     (ev.event_id,))
+            if await cur.fetchone() is not None:
+                return Applied.DUPLICATE, order, ""
+            try:
+                after = apply(order, ev)
+            except TransitionRefused as exc:
                 await conn.execute(
-                    f"INSERT INTO work_order ({cols}) VALUES ({marks}) "  # noqa: S608 — constants
-                    f"ON CONFLICT (order_id) DO UPDATE SET {updates}",
-                    [row[c] for c in (*_COLUMNS, "doc")])
-                await conn.execute(
-                    "INSERT INTO work_order_event (event_id, order_id, action, at, actor, "
-                    "state_after, source, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (ev.event_id, ev.order_id, str(ev.action), ev.at, ev.actor,
-                     str(after.state), source, ORDER_EVENT.encode(ev).decode()))
-                return Applied.APPLIED, after, ""
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}") from exc
+                    "INSERT INTO work_order_refused (source, event_id, order_id, action, "
+                    "reason, doc) VALUES (%s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (source) DO NOTHING",
+                    (source, ev.event_id, ev.order_id, str(ev.action), str(exc),
+                     ORDER_EVENT.encode(ev).decode()))
+                return Applied.REFUSED, order, str(exc)
+            row = _row(after)
+            cols = ", ".join((*_COLUMNS, "doc"))
+            marks = ", ".join(["%s"] * (len(_COLUMNS) + 1))
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS[1:], "doc"))
+            await conn.execute(
+                f"INSERT INTO work_order ({cols}) VALUES ({marks}) "  # noqa: S608 — constants
+                f"ON CONFLICT (order_id) DO UPDATE SET {updates}",
+                [row[c] for c in (*_COLUMNS, "doc")])
+            await conn.execute(
+                "INSERT INTO work_order_event (event_id, order_id, action, at, actor, "
+                "state_after, source, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (ev.event_id, ev.order_id, str(ev.action), ev.at, ev.actor,
+                 str(after.state), source, ORDER_EVENT.encode(ev).decode()))
+            return Applied.APPLIED, after, ""
 
+    @_mapped
+    async def cleared(self, alarm_id: str, at: datetime) -> None:
+        """Remember that alarm episode ``alarm_id`` cleared at ``at`` (the first time)."""
+        await self._c().execute("INSERT INTO alarm_cleared (alarm_id, cleared_at) VALUES "
+                                "(%s, %s) ON CONFLICT (alarm_id) DO NOTHING", (alarm_id, at))
+
+    @_mapped
+    async def cleared_at(self, alarm_id: str) -> datetime | None:
+        cur = await self._c().execute("SELECT cleared_at FROM alarm_cleared WHERE alarm_id = %s",
+                                      (alarm_id,))
+        found = await cur.fetchone()
+        return None if found is None else found["cleared_at"]
+
+    @_mapped
     async def order(self, order_id: str) -> WorkOrder:
         cur = await self._c().execute("SELECT doc FROM work_order WHERE order_id = %s",
                                       (order_id,))
@@ -149,16 +193,25 @@ class Store:
             raise OrderNotFound(f"no work order {order_id}")
         return WorkOrder.model_validate(found["doc"])
 
+    @_mapped
     async def exists(self, order_id: str) -> bool:
         cur = await self._c().execute("SELECT 1 FROM work_order WHERE order_id = %s",
                                       (order_id,))
         return await cur.fetchone() is not None
 
+    @_mapped
+    async def has_event(self, event_id: str) -> bool:
+        cur = await self._c().execute("SELECT 1 FROM work_order_event WHERE event_id = %s",
+                                      (event_id,))
+        return await cur.fetchone() is not None
+
+    @_mapped
     async def history(self, order_id: str) -> list[OrderEvent]:
         cur = await self._c().execute("SELECT doc FROM work_order_event WHERE order_id = %s "
-                                      "ORDER BY at, event_id", (order_id,))
+                                      "ORDER BY seq", (order_id,))
         return [OrderEvent.model_validate(r["doc"]) for r in await cur.fetchall()]
 
+    @_mapped
     async def orders(self, states: Sequence[OrderState] = (), *,
                      overdue_at: datetime | None = None, limit: int = 100) -> list[WorkOrder]:
         """Orders, newest first: in ``states`` if given; past their deadline at
@@ -177,6 +230,7 @@ class Store:
         cur = await self._c().execute(sql, [*args, limit])
         return [WorkOrder.model_validate(r["doc"]) for r in await cur.fetchall()]
 
+    @_mapped
     async def refused(self, order_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT source, event_id, order_id, action, reason FROM work_order_refused"
         args: list[Any] = []

@@ -69,7 +69,10 @@ def ensure_cluster(data: Path, password: str, log_file: Path) -> None:
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o700)
     pwfile = data.parent / "initdb.pw"
-    pwfile.write_text(password + "\n")
+    pwfile.unlink(missing_ok=True)  # left by a kill -9 of an earlier start
+    fd = os.open(pwfile, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # owner only
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
     try:
         if user is not None:
             account = pwd.getpwnam(user)
@@ -98,7 +101,9 @@ def server_argv(data: Path, port: int) -> list[str]:
 
 
 def dsn(port: int, password: str, database: str = DATABASE) -> str:
-    return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{database}"
+    from urllib.parse import quote
+
+    return f"postgresql://{SUPERUSER}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
 
 
 def ready(port: int, password: str) -> bool:

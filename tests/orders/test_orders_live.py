@@ -1,7 +1,8 @@
 """Work orders through real Kafka (Tansu) and a real PostgreSQL, both started by the
 session's stack: an alarm opens one order however often it is delivered, the CLI walks it
-to closed through lifeline.orders, refusals change nothing, bad records are dead-lettered
-and the service goes on, and a kill -9 mid-lifecycle loses and duplicates nothing."""
+to closed through lifeline.orders, a reported order is verified from the data once its
+alarm clears, refusals change nothing, bad records are dead-lettered and the service goes
+on, and a kill -9 mid-lifecycle loses and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -156,7 +158,10 @@ def test_bad_records_are_dead_lettered_duplicates_and_refusals_change_nothing(
     close = OrderEvent(event_id=order_event_id(oid, OrderAction.CLOSE, at, "li.na"),
                        order_id=oid, action=OrderAction.CLOSE, at=at, actor="li.na")
     k = oid.encode()
-    produce(stack, topics.ORDERS, [(k, b"not json {"), (k, b'{"order_id": "x"}'),
+    nul = ORDER_EVENT.encode(dispatch.model_copy(update={"note": "x"})).replace(
+        b'"note":"x"', b'"note":"\\u0000"')
+    assert b"\\u0000" in nul
+    produce(stack, topics.ORDERS, [(k, b"not json {"), (k, b'{"order_id": "x"}'), (k, nul),
                                    (b"WO-other", ORDER_EVENT.encode(dispatch)),
                                    (k, ORDER_EVENT.encode(dispatch)),
                                    (k, ORDER_EVENT.encode(dispatch)),  # redelivered
@@ -166,7 +171,7 @@ def test_bad_records_are_dead_lettered_duplicates_and_refusals_change_nothing(
     order = order_or_none(stack, oid)
     assert order is not None and order.state == "dispatched" and order.events == 2
     after = orders.counters()
-    assert after["dead_lettered"] - before.get("dead_lettered", 0) == 3
+    assert after["dead_lettered"] - before.get("dead_lettered", 0) == 4
     assert after["duplicates"] - before.get("duplicates", 0) == 1
     code, body = orders.health()
     assert code == 200 and body["status"] == "ok"
@@ -200,3 +205,61 @@ def test_kill_9_mid_lifecycle_loses_and_duplicates_nothing(
     assert order.events == 5
     history = store_call(stack, lambda s: s.history(oid))
     assert [e.action for e in history] == ["open", "dispatch", "accept", "start", "report"]
+
+
+def cleared(ev: AlarmEvent, after: timedelta) -> AlarmEvent:
+    t = ev.ts + after
+    return ev.model_copy(update={"event": AlarmEventType.CLEARED, "level": None,
+                                 "previous_level": ev.level, "ts": t,
+                                 "event_id": event_id_for(ev.alarm_id, AlarmEventType.CLEARED,
+                                                          None, t)})
+
+
+def test_a_reported_order_is_verified_from_the_data_when_its_alarm_clears(
+        stack: Stack, pipeline_env: dict[str, str], orders: ServiceProcess) -> None:
+    env = {**os.environ, **pipeline_env}
+    key = FACILITY.encode()
+    before, after = alarm(AlarmLevel.ORANGE), alarm(AlarmLevel.ORANGE)
+    produce(stack, topics.ALARMS, [(key, ALARM_EVENT.encode(a)) for a in (before, after)])
+    first, second = order_id_for(before.alarm_id), order_id_for(after.alarm_id)
+    for oid in (first, second):
+        wait_for(lambda oid=oid: order_or_none(stack, oid), timeout=30)
+        for step in (("dispatch", "--to", "zhang.wei", "--by", "li.na"),
+                     ("accept", "--by", "zhang.wei")):
+            assert cli(env, step[0], oid, *step[1:]).returncode == 0
+    # The first: reported while still in alarm — stays reported; verified when it clears.
+    assert cli(env, "report", first, "--by", "zhang.wei", "--note", "疏通").returncode == 0
+    time.sleep(2)  # a wrong verify would have come by now
+    assert order_or_none(stack, first).state == "reported"  # type: ignore[union-attr]
+    produce(stack, topics.ALARMS, [(key, ALARM_EVENT.encode(cleared(before, timedelta(0))))])
+    done = wait_for(lambda: (o := order_or_none(stack, first)) and o.state == "verified" and o,
+                    timeout=30)
+    last = store_call(stack, lambda s: s.history(first))[-1]
+    assert last.actor == "verifier" and "clear" in (last.note or "")
+    # The second: its alarm cleared before the unit reported — verified at the report.
+    produce(stack, topics.ALARMS, [(key, ALARM_EVENT.encode(cleared(after, timedelta(0))))])
+    wait_for(lambda: store_call(stack, lambda s: s.cleared_at(after.alarm_id)), timeout=30)
+    assert cli(env, "report", second, "--by", "zhang.wei", "--note", "已处置").returncode == 0
+    wait_for(lambda: (o := order_or_none(stack, second)) and o.state == "verified" and o,
+             timeout=30)
+    assert cli(env, "close", first, "--by", "li.na").returncode == 0
+    assert order_or_none(stack, first).state == "closed"  # type: ignore[union-attr]
+    assert done.events == 5
+    assert [e.actor for e in store_call(stack, lambda s: s.history(second))][-1] == "verifier"
+
+
+def test_postgres_down_holds_the_work_and_loses_nothing(
+        stack: Stack, orders: ServiceProcess) -> None:
+    """The store stopped under the running service: health says so, the alarm waits
+    (retried, never skipped) and its order is there once PostgreSQL is back."""
+    stack.stop("postgres")
+    try:
+        ev = alarm(AlarmLevel.RED)
+        produce(stack, topics.ALARMS, [(FACILITY.encode(), ALARM_EVENT.encode(ev))])
+        _code, body = wait_for(lambda: (h := orders.health())[0] == 503 and h, timeout=30)
+        assert "postgres" in body["problems"]
+    finally:
+        stack.start("postgres")
+    order = wait_for(lambda: order_or_none(stack, order_id_for(ev.alarm_id)), timeout=60)
+    assert order.state == "open"
+    wait_for(lambda: orders.health()[0] == 200, timeout=30)
