@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from schemas.codec import TELEMETRY
-from schemas.kinds import Metric
+from schemas.kinds import FacilityKind, Metric
 from schemas.registry import Direction, Facility, Registry, Sensor, Signal
 from schemas.telemetry import telemetry_topic
 
@@ -38,7 +38,31 @@ NORMAL: dict[Metric, tuple[float, float, float]] = {
     Metric.COD: (250.0, 20.0, 60.0),
     Metric.NH3N: (25.0, 2.0, 5.0),
     Metric.PH: (7.2, 0.08, 0.1),
+    Metric.NH3: (0.5, 0.1, 0.1),
+    Metric.SO2: (0.2, 0.05, 0.05),
+    Metric.CL2: (0.05, 0.01, 0.0),
+    # The other duties (decision 0020): a clean day at a site, the plant's inflow, a house.
+    Metric.PM10: (60.0, 6.0, 15.0),
+    Metric.PM25: (35.0, 4.0, 8.0),
+    Metric.TSP: (150.0, 15.0, 30.0),
+    Metric.NOISE: (48.0, 1.5, 3.0),
+    Metric.WIND_SPEED: (2.5, 0.5, 1.0),
+    Metric.WIND_DIRECTION: (90.0, 20.0, 0.0),
+    Metric.SPRAY_STATE: (1.0, 0.0, 0.0),
+    Metric.BOD5: (150.0, 10.0, 30.0),
+    Metric.TN: (40.0, 2.0, 6.0),
+    Metric.TP: (4.5, 0.3, 0.8),
+    Metric.SETTLEMENT: (12.0, 0.05, 0.0),
+    Metric.GNSS_DISPLACEMENT: (2.0, 0.5, 0.0),
 }
+# Where the same metric reads differently by the facility's kind or the sensor's place: a
+# plant's effluent (treated, under GB 18918 grade 1A), a storm outfall in dry weather
+# (a near-empty pipe, rain-water COD).
+EFFLUENT: dict[Metric, tuple[float, float, float]] = {
+    Metric.COD: (22.0, 2.0, 3.0), Metric.BOD5: (4.0, 0.5, 1.0), Metric.NH3N: (1.0, 0.2, 0.3),
+    Metric.TN: (9.0, 0.5, 1.0), Metric.TP: (0.2, 0.03, 0.05)}
+OUTFALL: dict[Metric, tuple[float, float, float]] = {
+    Metric.WATER_LEVEL: (0.03, 0.005, 0.0), Metric.COD: (20.0, 3.0, 0.0)}
 
 
 def breach_value(sensor: Sensor) -> float:
@@ -62,6 +86,15 @@ class _Gateway:
     next_due: dict[str, float] = field(default_factory=dict)
 
 
+def _normal(f: Facility, s: Sensor) -> tuple[float, float, float]:
+    """A calm day's mean, noise and daily swing of sensor ``s`` of facility ``f``."""
+    if f.kind is FacilityKind.PLANT and "-EF-" in s.id and s.metric in EFFLUENT:
+        return EFFLUENT[s.metric]
+    if f.kind is FacilityKind.OUTFALL and s.metric in OUTFALL and not s.id.endswith("T1"):
+        return OUTFALL[s.metric]  # the pipe (the river gauge, "T1", reads the tide)
+    return NORMAL[s.metric]
+
+
 class SteadySimulator:
     """Produces ``(topic, payload)`` gateway reports for a simulated clock."""
 
@@ -69,6 +102,7 @@ class SteadySimulator:
         self.rnd = random.Random(seed)
         self.gateways = [_Gateway(f) for f in registry.facilities]
         self.sensors = {s.id: s for f in registry.facilities for s in f.sensors}
+        self._normal = {s.id: _normal(f, s) for f in registry.facilities for s in f.sensors}
         self.overrides: dict[str, float] = {}
         self._phase = {sid: self.rnd.uniform(0, 2 * math.pi) for sid in self.sensors}
 
@@ -95,7 +129,7 @@ class SteadySimulator:
     def value(self, sensor: Sensor, t: float) -> float:
         if sensor.id in self.overrides:
             return self.overrides[sensor.id]
-        mean, sd, amp = NORMAL[sensor.metric]
+        mean, sd, amp = self._normal.get(sensor.id) or NORMAL[sensor.metric]
         day = 2 * math.pi * (t % 86400) / 86400
         v = mean + amp * math.sin(day + self._phase[sensor.id]) + self.rnd.gauss(0, sd)
         lo, hi = sensor.range

@@ -41,3 +41,13 @@ def test_every_kind_has_a_simulator_model_and_example_facilities(
     assert facilities, f"the example district has no {kind} facility"
     model = model_for(facilities[0], random.Random(1))
     assert isinstance(model, MODELS[kind])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+def test_every_metric_has_a_steady_value_for_lifeline_simulate(metric: Metric) -> None:
+    """`lifeline simulate` and `make run` publish every registered sensor (found when the
+    new kinds' metrics had none: the steady simulator stopped with a KeyError)."""
+    from simulators.basic import NORMAL
+
+    mean, sd, amp = NORMAL[metric]
+    assert sd >= 0 and amp >= 0 and mean == mean
