@@ -37,7 +37,7 @@ from schemas.workorder import (
     event_id_for,
     order_id_for,
 )
-from services.core.dlq import InternalDeadLetters, decode_reason, error_detail
+from services.core.dlq import InternalDeadLetters, decode_reason, error_detail, kafka_source
 from services.core.health import Counters
 from services.core.logging import get_logger
 from services.orders.config import OrdersSettings
@@ -92,6 +92,13 @@ class Handlers:
             deadline=self.settings.deadlines.deadline_for(ev.level, ev.kind, at),
             note=ev.message[:2000])
 
+    async def _reject(self, raw: bytes, reason: RejectReason, detail: str, topic: str,
+                      partition: int, offset: int, key: bytes | None) -> None:
+        """Count and dead-letter one record this service cannot use (it goes on)."""
+        self.counters.inc("rejected")
+        await self.dead.record(raw, reason, detail, topic=topic, partition=partition,
+                               offset=offset, key=key)
+
     async def alarm(self, raw: bytes, *, topic: str, partition: int, offset: int,
                     key: bytes | None) -> OrderEvent | None:
         """The ``open`` event to produce for one alarm record, or None."""
@@ -99,9 +106,8 @@ class Handlers:
         try:
             ev = ALARM_EVENT.decode(raw)
         except ValueError as exc:
-            self.counters.inc("rejected")
-            await self.dead.record(raw, decode_reason(exc), error_detail(exc), topic=topic,
-                                   partition=partition, offset=offset, key=key)
+            await self._reject(raw, decode_reason(exc), error_detail(exc), topic, partition,
+                               offset, key)
             return None
         if ev.event is AlarmEventType.CLEARED:
             return await self._cleared(ev)
@@ -149,26 +155,23 @@ class Handlers:
         """Fold one ``lifeline.orders`` record into the store; returns the ``verify`` to
         send when it was a report of an order whose alarm has cleared already."""
         self.counters.inc("order_events")
-        source = f"kafka:{topic}[{partition}]@{offset}"
+        source = kafka_source(topic, partition, offset)
         try:
             ev = ORDER_EVENT.decode(raw)
         except ValueError as exc:
-            self.counters.inc("rejected")
-            await self.dead.record(raw, decode_reason(exc), error_detail(exc), topic=topic,
-                                   partition=partition, offset=offset, key=key)
+            await self._reject(raw, decode_reason(exc), error_detail(exc), topic, partition,
+                               offset, key)
             return None
         if key is not None and key.decode(errors="replace") != ev.order_id:
-            self.counters.inc("rejected")
-            await self.dead.record(raw, RejectReason.INVALID_CONTRACT,
-                                   f"key {key[:60]!r} is not the event's order id {ev.order_id}",
-                                   topic=topic, partition=partition, offset=offset, key=key)
+            await self._reject(raw, RejectReason.INVALID_CONTRACT,
+                               f"key {key[:60]!r} is not the event's order id {ev.order_id}",
+                               topic, partition, offset, key)
             return None
         try:
             what, order, why = await self.store.apply(ev, source)
         except StoreRefused as exc:  # e.g. a text PostgreSQL cannot store: set aside
-            self.counters.inc("rejected")
-            await self.dead.record(raw, RejectReason.UNPROCESSABLE, str(exc), topic=topic,
-                                   partition=partition, offset=offset, key=key)
+            await self._reject(raw, RejectReason.UNPROCESSABLE, str(exc), topic, partition,
+                               offset, key)
             return None
         self.counters.inc(str(what) if what is not Applied.DUPLICATE else "duplicates")
         fields: dict[str, Any] = {"order_id": ev.order_id, "action": str(ev.action),
