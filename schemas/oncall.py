@@ -206,6 +206,29 @@ class Grouping(Contract):
     max_listed: Annotated[int, Field(ge=1, le=500)] = 20
 
 
+class Unit(Contract):
+    """An owner unit (权属单位) that receives work orders (issue 19; decision 0022).
+    ``name`` is the registry's ``owner_unit`` of its facilities, exactly."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    contact: Identifier = Field(description="The person an order is dispatched to (accepts, "
+                                            "reports what was done).")
+    manager: Identifier = Field(description="The unit's manager: the first 督办 (escalation) "
+                                            "of an overdue order.")
+    channels: Annotated[list[Identifier], Field(min_length=1)] = Field(
+        description="How the unit's people are reached, first that delivers.")
+
+
+class OrderDesk(Contract):
+    """The bureau's side of work orders: who is escalated to past the unit's manager."""
+
+    section_chief: Identifier = Field(description="The second 督办: the bureau's section chief.")
+    channels: Annotated[list[Identifier], Field(min_length=1)]
+    escalation_step_hours: Annotated[float, Field(gt=0, le=24 * 7)] = Field(
+        default=2.0, description="Hours past the deadline before the section chief is "
+                                 "escalated to (the manager is at the deadline).")
+
+
 class OnCallConfig(Contract):
     version: int = 1
     timezone: TimeZoneName = "Asia/Shanghai"
@@ -227,6 +250,10 @@ class OnCallConfig(Contract):
         default=None,
         description="The sms channel that sends one-time codes to confirm who acknowledges "
                     "from a link posted in a shared channel (default: the first sms channel).")
+    units: list[Unit] = Field(default_factory=list, description=(
+        "Owner units that receive work orders, by the registry's owner_unit name."))
+    orders: OrderDesk | None = Field(default=None, description=(
+        "The bureau's work-order desk (the section chief escalated to)."))
 
     @model_validator(mode="after")
     def _refs(self) -> OnCallConfig:
@@ -268,6 +295,22 @@ class OnCallConfig(Contract):
                 raise ValueError(f"urgent_channels: unknown channel {c}")
         if len(set(self.urgent_channels)) != len(self.urgent_channels):
             raise ValueError("urgent_channels: a channel is listed twice")
+        names = [u.name for u in self.units]
+        if len(set(names)) != len(names):
+            raise ValueError("units: a unit is listed twice")
+        for u in self.units:
+            for ref in (u.contact, u.manager):
+                if ref not in people:
+                    raise ValueError(f"unit {u.name}: unknown person {ref}")
+            for c in u.channels:
+                if c not in channels:
+                    raise ValueError(f"unit {u.name}: unknown channel {c}")
+        if self.orders is not None:
+            if self.orders.section_chief not in people:
+                raise ValueError(f"orders: unknown person {self.orders.section_chief}")
+            for c in self.orders.channels:
+                if c not in channels:
+                    raise ValueError(f"orders: unknown channel {c}")
         if self.code_channel is not None:
             if self.code_channel not in channels:
                 raise ValueError(f"code_channel: unknown channel {self.code_channel}")
@@ -342,6 +385,10 @@ class OnCallConfig(Contract):
 
     def person(self, pid: str) -> Person:
         return next(p for p in self.people if p.id == pid)
+
+    def unit(self, name: str) -> Unit | None:
+        """The owner unit of that registry ``owner_unit`` name (None: not in this file)."""
+        return next((u for u in self.units if u.name == name), None)
 
     def team(self, tid: str) -> Team:
         return next(t for t in self.teams if t.id == tid)

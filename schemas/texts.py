@@ -238,6 +238,34 @@ def rule_words(rule: str, metric: Metric | str | None = None,
     return Bi("组合条件告警", "combined-condition alarm")
 
 
+# ------------------------------------------------------------------ work orders
+
+ORDER_STATE_WORDS: dict[str, Bi] = {
+    "open": Bi("待派发", "open"), "dispatched": Bi("已派发", "dispatched"),
+    "accepted": Bi("已接单", "accepted"), "in_progress": Bi("处置中", "in progress"),
+    "reported": Bi("已反馈", "reported"), "verified": Bi("已复核", "verified"),
+    "closed": Bi("已销号", "closed"), "returned": Bi("已退回", "returned"),
+    "false_alarm": Bi("误报", "false alarm"),
+}
+ORDER_ACTION_WORDS: dict[str, Bi] = {
+    "open": Bi("生成工单", "opened"), "dispatch": Bi("派单", "dispatched"),
+    "accept": Bi("接单", "accepted"), "start": Bi("开始处置", "started"),
+    "report": Bi("反馈处置结果", "reported"), "verify": Bi("复核通过", "verified"),
+    "return": Bi("退回", "returned"), "close": Bi("销号", "closed"),
+    "false_alarm": Bi("判定误报", "marked a false alarm"), "escalate": Bi("督办", "escalated"),
+    "comment": Bi("备注", "comment"),
+}
+
+
+def order_state_words(state: str) -> Bi:
+    """``已派发`` / ``dispatched``: a work order's state in words."""
+    return ORDER_STATE_WORDS.get(state, Bi(state, state))
+
+
+def order_action_words(action: str) -> Bi:
+    return ORDER_ACTION_WORDS.get(action, Bi(action, action))
+
+
 # ------------------------------------------------------------------ facilities and sensors
 
 def facility_words(*, facility_id: str, name: str | None = None, name_zh: str | None = None,

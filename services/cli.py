@@ -35,6 +35,7 @@ from services.core.settings import (
 )
 from services.ops.cli import backup_app
 from services.orders.cli import orders_app
+from services.reports.cli import report_app
 
 if TYPE_CHECKING:
     from schemas.alarm import AlarmEvent
@@ -183,6 +184,7 @@ app.add_typer(oncall_app, name="oncall")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(backup_app, name="backup")
 app.add_typer(orders_app, name="orders")
+app.add_typer(report_app, name="report")
 
 # The same option, spelled and explained the same way, in every command that takes it.
 RegistryOption = Annotated[Path, typer.Option(

@@ -1,8 +1,10 @@
 """Generate Lifeline's Grafana dashboards (JSON model) from the registry.
 
 Every query is InfluxQL against the datasource uid ``lifeline-influx`` (InfluxDB 1.x
-directly, 2.x through the DBRP mapping). Thresholds come from the registry's rules, so the
-bands drawn are the levels the alarm engine uses. Titles are Chinese and English.
+directly, 2.x through the DBRP mapping), except the work-orders dashboard's: SQL against
+the PostgreSQL data source ``lifeline-orders-pg`` (the orders store's tables,
+services/orders/store.py). Thresholds come from the registry's rules, so the bands drawn
+are the levels the alarm engine uses. Titles are Chinese and English.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 from schemas.kinds import METRICS, FacilityKind, Metric
 from schemas.registry import Direction, Registry, Signal
 from schemas.storage import Measurement, ident, qualified
+from schemas.workorder import TERMINAL, OrderState
 
 DATASOURCE = {"type": "influxdb", "uid": "lifeline-influx"}
+# The work orders' PostgreSQL (grafana/provisioning/datasources/lifeline.yaml).
+PG_DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "lifeline-orders-pg"}
 # What the queries read (schemas/storage.py): readings and pipeline health in the default
 # retention policy, the rest in "long".
 READING = ident(Measurement.READING)
@@ -75,6 +80,11 @@ HISTORY_LINK = {
             "&var-facility=${__data.fields.facility}&var-sensor=${__data.fields.sensor}"
             "&from=${__data.fields.history_from}&to=now"),
 }
+# The sensor-health table's link to the false alarms per sensor (work orders closed as
+# false alarms, in PostgreSQL): this dashboard reads InfluxDB only, so the count is a
+# panel of the orders dashboard rather than a column here.
+FALSE_ALARMS_LINK = {"title": "误报（近30天）False alarms per sensor, last 30 days",
+                     "url": "/d/lifeline-orders/work-orders?from=now-30d&to=now"}
 LEVEL_MAPPINGS = [{"type": "value", "options": {
     level: {"color": colour, "text": f"{zh} {level}", "index": i}
     for i, (level, zh, colour) in enumerate((("blue", "蓝色", "blue"),
@@ -104,10 +114,17 @@ def _target(query: str, fmt: str = "time_series", ref: str = "A") -> dict[str, A
             "resultFormat": fmt}
 
 
+def _sql_target(sql: str, fmt: str = "table", ref: str = "A") -> dict[str, Any]:
+    """A raw SQL target of the PostgreSQL data source (``format``: table or time_series)."""
+    return {"refId": ref, "datasource": PG_DATASOURCE, "rawQuery": True, "editorMode": "code",
+            "rawSql": sql, "format": fmt}
+
+
 def _panel(ids: _Ids, kind: str, title: str, grid: tuple[int, int, int, int],
-           targets: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+           targets: list[dict[str, Any]], datasource: dict[str, str] = DATASOURCE,
+           **extra: Any) -> dict[str, Any]:
     x, y, w, h = grid
-    return {"id": ids(), "type": kind, "title": title, "datasource": DATASOURCE,
+    return {"id": ids(), "type": kind, "title": title, "datasource": datasource,
             "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets, **extra}
 
 
@@ -203,12 +220,12 @@ ALARM_COLUMNS = (
 ALARM_HIDDEN = ("severity", "alarm_id", "kind", "history_from")
 
 
-def _alarm_table(ids: _Ids, title: str, grid: tuple[int, int, int, int], cat: str
-                 ) -> dict[str, Any]:
+def _alarm_table(ids: _Ids, title: str, grid: tuple[int, int, int, int], cat: str,
+                 links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Active alarms of the categories ``cat``, worst first: names and district from the
     registry (written with each state point), level in its colour, since, who
     acknowledged, maintenance silence and inhibition, and a link on every row to the
-    alarm's history."""
+    alarm's history; ``links``: the panel's own links (its header)."""
     fields = [c[0] for c in ALARM_COLUMNS] + list(ALARM_HIDDEN[:-1])
     query = ("SELECT " + ", ".join(f'"{f}"' for f in fields)
              + f', "since_ms" - {HISTORY_LEAD_MS} AS "history_from" FROM ('
@@ -234,11 +251,14 @@ def _alarm_table(ids: _Ids, title: str, grid: tuple[int, int, int, int], cat: st
     overrides += [{"matcher": {"id": "byName", "options": name},
                    "properties": [{"id": "custom.hidden", "value": True}]}
                   for name in ("Time", *ALARM_HIDDEN)]
-    return _panel(ids, "table", title, grid, [_target(query, "table")],
-                  transformations=[{"id": "sortBy", "options": {
-                      "fields": {}, "sort": [{"field": "severity", "desc": True}]}}],
-                  fieldConfig={"defaults": {"links": []}, "overrides": overrides},
-                  options={"showHeader": True, "cellHeight": "sm"})
+    panel = _panel(ids, "table", title, grid, [_target(query, "table")],
+                   transformations=[{"id": "sortBy", "options": {
+                       "fields": {}, "sort": [{"field": "severity", "desc": True}]}}],
+                   fieldConfig={"defaults": {"links": []}, "overrides": overrides},
+                   options={"showHeader": True, "cellHeight": "sm"})
+    if links:
+        panel["links"] = links
+    return panel
 
 
 def overview(registry: Registry) -> dict[str, Any]:
@@ -268,7 +288,7 @@ def overview(registry: Registry) -> dict[str, Any]:
                       "", ' GROUP BY "kind"'),
         _alarm_table(ids, "活动告警 Active alarms", (0, 14, 24, 10), "= 'facility'"),
         _alarm_table(ids, "传感器与网关健康 Sensor and gateway health", (0, 24, 24, 8),
-                     "!= 'facility'"),
+                     "!= 'facility'", links=[FALSE_ALARMS_LINK]),
         _panel(ids, "timeseries", "30 天趋势：各片区最高水位 30-day trend: highest water level "
                                   "by district (hourly)", (0, 32, 24, 8),
                [_target(DISTRICT_TREND)], timeFrom="30d", interval="1h",
@@ -474,9 +494,255 @@ def alarm_history() -> dict[str, Any]:
     return _dashboard("lifeline-alarm", "告警历史 Alarm history", panels, variables)
 
 
+# ------------------------------------------------------------------ work orders (PostgreSQL)
+# States as SQL lists, from the lifecycle itself (schemas/workorder.py): an order is open
+# until final; overdue strictly after its deadline unless final or verified (a verified
+# order waits only for the centre's close: DeadlinePolicy.overdue).
+def _sql_text(value: str) -> str:
+    """A PostgreSQL string literal (quotes doubled; standard_conforming_strings is on)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+FINAL_STATES = ", ".join(_sql_text(s) for s in sorted(TERMINAL))
+UNHANDLED_STATES = ", ".join(_sql_text(s) for s in sorted({*TERMINAL, OrderState.VERIFIED}))
+
+
+def _open(t: str = "") -> str:
+    """Not final (``t``: the table's alias and a dot, if any)."""
+    return f"{t}state NOT IN ({FINAL_STATES})"
+
+
+def _overdue(t: str = "") -> str:
+    """Strictly past the deadline, neither final nor verified."""
+    return f"{t}deadline < now() AND {t}state NOT IN ({UNHANDLED_STATES})"
+
+
+def _level_rank(t: str = "") -> str:
+    """The level as the overview's severity (1 blue … 4 red), for the map's colours."""
+    return (f"CASE {t}level WHEN 'red' THEN 4 WHEN 'orange' THEN 3 WHEN 'yellow' THEN 2 "
+            "WHEN 'blue' THEN 1 END")
+
+
+SEVERITY_STEPS = {"mode": "absolute", "steps": [
+    {"color": "green", "value": None}, {"color": "blue", "value": 1},
+    {"color": "yellow", "value": 2}, {"color": "orange", "value": 3},
+    {"color": "red", "value": 4}]}
+HANDLING_HOURS = "extract(epoch FROM closed_at - opened_at)::float8 / 3600"
+
+
+def _facilities_cte(registry: Registry) -> str:
+    """The registry's facilities as a ``facility`` CTE (id, names, coordinates).
+
+    work_order carries no coordinates and PostgreSQL has no facility table: the
+    coordinates live in the registry (and InfluxDB's ``facility`` measurement, which the
+    writer fills from it). They are written into the SQL at generation time rather than
+    joined in Grafana from an InfluxDB query (a mixed panel): one query, one data source,
+    the join done by PostgreSQL, and nothing for Grafana to merge between two sources.
+    The dashboards are regenerated from the registry anyway (its thresholds) and CI's
+    ``lifeline grafana generate --check`` fails when a facility was added and they were
+    not. An order of a facility no longer in the registry is left off the map only (the
+    tables join with LEFT JOIN)."""
+    rows = ",\n    ".join(
+        f"({_sql_text(f.id)}, {_sql_text(f.name_zh or f.name)}, {_sql_text(f.name)}, "
+        f"{f.lat!r}, {f.lon!r})" for f in registry.facilities)
+    return f"WITH facility (facility_id, name_zh, name, lat, lon) AS (VALUES\n    {rows})\n"
+
+
+def _day(column: str, registry: Registry) -> str:
+    """``column``'s calendar day in the registry's time zone (PostgreSQL 12+)."""
+    return f"date_trunc('day', {column}, {_sql_text(registry.timezone)})"
+
+
+def _stat(ids: _Ids, title: str, x: int, sql: str, colour: str,
+          description: str) -> dict[str, Any]:
+    return _panel(ids, "stat", title, (x, 0, 6, 4), [_sql_target(sql)],
+                  datasource=PG_DATASOURCE, description=description,
+                  options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                             "values": False},
+                           "colorMode": "background", "graphMode": "none"},
+                  fieldConfig={"defaults": {"unit": "short", "thresholds": {
+                      "mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                    {"color": colour, "value": 1}]}},
+                      "overrides": []})
+
+
+def _columns(columns: tuple[tuple[str, str, int | None], ...],
+             extra: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Table overrides: each column's header and width, plus ``extra`` properties by name."""
+    out = []
+    for name, header, width in columns:
+        props: list[dict[str, Any]] = [{"id": "displayName", "value": header}]
+        if width:
+            props.append({"id": "custom.width", "value": width})
+        props += extra.get(name, [])
+        out.append({"matcher": {"id": "byName", "options": name}, "properties": props})
+    return out
+
+
+LEVEL_CELL: list[dict[str, Any]] = [
+    {"id": "mappings", "value": LEVEL_MAPPINGS},
+    {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}}]
+OVERDUE_COLUMNS = (
+    ("order_id", "工单 Order", 190), ("facility_name_zh", "设施", 150),
+    ("facility_name", "Facility", 190), ("facility_id", "设施编号 Facility id", 120),
+    ("owner_unit", "责任单位 Unit", 220), ("level", "级别 Level", 100),
+    ("state", "状态 State", 110), ("deadline", "期限 Deadline", 170),
+    ("hours_overdue", "超期（小时）Hours overdue", 150),
+    ("escalation", "督办 Escalation", 110), ("assignee", "处置人 Assignee", None),
+)
+
+
+def orders(registry: Registry) -> dict[str, Any]:
+    """工单 Work orders, from the orders store in PostgreSQL: open, overdue, escalated and
+    false-alarm counts, the open orders on a map, the overdue orders (most overdue first),
+    handling times, orders opened and closed per day, open orders per unit and false alarms
+    per sensor. Counts of the present (open, overdue, escalated, per unit, map) ignore the
+    time range; the rest is over it, except false alarms per sensor (the last 30 days)."""
+    ids = _Ids()
+    cte = _facilities_cte(registry)
+    level_colours: list[dict[str, Any]] = [
+        {"matcher": {"id": "byRegexp", "options": f".* {level}$"},
+         "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}]}
+        for level, colour in LEVEL_COLOURS.items()]
+    panels = [
+        _stat(ids, "未结工单 Open orders", 0,
+              f"SELECT count(*) AS open_orders FROM work_order WHERE {_open()}", "blue",
+              "Orders not closed (销号) and not false alarms, whatever their time."),
+        _stat(ids, "超期工单 Overdue orders", 6,
+              f"SELECT count(*) AS overdue FROM work_order WHERE {_overdue()}", "red",
+              "Past the deadline and not handled: neither final nor verified."),
+        _stat(ids, "督办中 Escalated", 12,
+              "SELECT count(*) AS escalated FROM work_order WHERE escalation > 0 AND "
+              f"state NOT IN ({UNHANDLED_STATES})", "orange",
+              "Unhandled orders escalated (督办) to the unit's manager or the bureau; a "
+              "dispatch with a new deadline restarts the escalation."),
+        _stat(ids, "误报 False alarms (time range)", 18,
+              "SELECT count(*) AS false_alarms FROM work_order WHERE state = 'false_alarm' "
+              "AND $__timeFilter(closed_at)", "purple",
+              "Orders judged false alarms (研判) within the dashboard's time range."),
+        _panel(ids, "geomap", "未结工单地图 Open orders map", (0, 4, 14, 12), [_sql_target(
+            cte + "SELECT o.facility_id AS facility, f.name_zh AS name, f.name AS name_en, "
+            "f.lat, f.lon, count(*) AS open_orders, "
+            f"max({_level_rank('o.')}) AS severity, "
+            f"count(*) FILTER (WHERE {_overdue('o.')}) AS overdue\n"
+            "FROM work_order o JOIN facility f ON f.facility_id = o.facility_id\n"
+            f"WHERE {_open('o.')}\nGROUP BY o.facility_id, f.name_zh, f.name, f.lat, f.lon")],
+            datasource=PG_DATASOURCE,
+            description="Facilities with open orders, coloured by the worst level open, "
+                        "sized by how many. Coordinates from the registry (written into "
+                        "the query when the dashboards are generated).",
+            options={"view": {"id": "coords", "lat": 27.9, "lon": 120.85, "zoom": 11},
+                     "layers": [{"type": "markers", "name": "未结工单 Open orders",
+                                 "location": {"mode": "coords", "latitude": "lat",
+                                              "longitude": "lon"},
+                                 "config": {"color": {"field": "severity"},
+                                            "size": {"field": "open_orders", "min": 5,
+                                                     "max": 20, "fixed": 5},
+                                            "showLegend": True}}]},
+            fieldConfig={"defaults": {"thresholds": SEVERITY_STEPS}, "overrides": []}),
+        _panel(ids, "bargauge", "各单位未结工单 Open orders per unit", (14, 4, 10, 12), [
+            _sql_target(f"SELECT owner_unit, count(*) AS open_orders FROM work_order WHERE "
+                        f"{_open()} GROUP BY owner_unit ORDER BY open_orders DESC, owner_unit")],
+            datasource=PG_DATASOURCE,
+            options={"orientation": "horizontal", "displayMode": "basic",
+                     "reduceOptions": {"values": True, "calcs": [], "fields": ""}},
+            fieldConfig={"defaults": {"unit": "short", "min": 0}, "overrides": []}),
+        _panel(ids, "table", "超期工单 Overdue orders (most overdue first)", (0, 16, 24, 10), [
+            _sql_target(
+                cte + "SELECT o.order_id, f.name_zh AS facility_name_zh, "
+                "f.name AS facility_name, o.facility_id, o.owner_unit, o.level, o.state, "
+                "o.deadline, round((extract(epoch FROM now() - o.deadline) / 3600)::numeric, "
+                "1) AS hours_overdue, o.escalation, o.assignee\n"
+                "FROM work_order o LEFT JOIN facility f ON f.facility_id = o.facility_id\n"
+                f"WHERE {_overdue('o.')}\n"
+                "ORDER BY o.deadline, o.order_id")],
+            datasource=PG_DATASOURCE,
+            options={"showHeader": True, "cellHeight": "sm"},
+            fieldConfig={"defaults": {}, "overrides": _columns(OVERDUE_COLUMNS, {
+                "level": LEVEL_CELL,
+                "deadline": [{"id": "unit", "value": "dateTimeAsLocal"}],
+                "hours_overdue": [{"id": "unit", "value": "h"},
+                                  {"id": "decimals", "value": 1}],
+                "escalation": [{"id": "mappings", "value": [{"type": "value", "options": {
+                    "0": {"text": "", "index": 0},
+                    "1": {"text": "1 单位负责人 unit manager", "color": "orange", "index": 1},
+                    "2": {"text": "2 局科室 bureau section", "color": "red", "index": 2}}}]}],
+            })}),
+        _panel(ids, "timeseries", "处置时长 Handling time, opened → closed (hours, daily median "
+                                  "and p90 per unit)", (0, 26, 12, 9), [
+            _sql_target(
+                f"SELECT {_day('closed_at', registry)} AS time, owner_unit AS metric, "
+                f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {HANDLING_HOURS}) AS median, "
+                f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {HANDLING_HOURS}) AS p90\n"
+                "FROM work_order WHERE state = 'closed' AND $__timeFilter(closed_at)\n"
+                "GROUP BY 1, 2 ORDER BY 1", "time_series")],
+            datasource=PG_DATASOURCE, interval="1d",
+            description="Orders closed (销号) each day, by the unit that owned them: hours "
+                        "from opening to closing, median and 90th percentile. False alarms "
+                        "are not counted.",
+            fieldConfig={"defaults": {"unit": "h", "custom": {"drawStyle": "line",
+                                                             "pointSize": 6,
+                                                             "showPoints": "always"}},
+                         "overrides": [{"matcher": {"id": "byRegexp", "options": ".*p90.*"},
+                                        "properties": [{"id": "custom.lineStyle", "value": {
+                                            "fill": "dash", "dash": [10, 10]}}]}]}),
+        _panel(ids, "timeseries", "每日开单与销号 Orders opened and closed per day, by level",
+               (12, 26, 12, 9), [
+            _sql_target(
+                f"SELECT {_day('opened_at', registry)} AS time, '开单 opened ' || level AS "
+                "metric, count(*) AS orders\nFROM work_order WHERE $__timeFilter(opened_at)\n"
+                "GROUP BY 1, 2 ORDER BY 1", "time_series", "A"),
+            _sql_target(
+                f"SELECT {_day('closed_at', registry)} AS time, '销号 closed ' || level AS "
+                "metric, count(*) AS orders\nFROM work_order WHERE state = 'closed' AND "
+                "$__timeFilter(closed_at)\nGROUP BY 1, 2 ORDER BY 1", "time_series", "B")],
+            datasource=PG_DATASOURCE, interval="1d",
+            description="Opened: by the day an order was opened. Closed: by the day it was "
+                        "closed (销号); false alarms are counted in their own panels.",
+            fieldConfig={"defaults": {"unit": "short", "custom": {"drawStyle": "bars",
+                                                                 "fillOpacity": 60}},
+                         "overrides": [*level_colours,
+                                       {"matcher": {"id": "byFrameRefID", "options": "B"},
+                                        "properties": [{"id": "custom.fillOpacity",
+                                                        "value": 15}]}]}),
+        _panel(ids, "table", "误报（近30天）False alarms per sensor, last 30 days",
+               (0, 35, 24, 8), [
+            _sql_target(
+                cte + "SELECT o.sensor_id, o.facility_id, f.name_zh AS facility_name_zh, "
+                "count(*) AS false_alarms, max(o.closed_at) AS last_false_alarm\n"
+                "FROM work_order o LEFT JOIN facility f ON f.facility_id = o.facility_id\n"
+                "WHERE o.state = 'false_alarm' AND o.closed_at > now() - interval '30 days'\n"
+                "GROUP BY o.sensor_id, o.facility_id, f.name_zh\n"
+                "ORDER BY false_alarms DESC, o.sensor_id")],
+            datasource=PG_DATASOURCE,
+            description="Orders judged false alarms in the last 30 days, per sensor: a "
+                        "sensor that keeps raising false alarms needs checking (calibration, "
+                        "placement) — the count feeds back into its health. Linked from the "
+                        "overview's sensor and gateway health table.",
+            options={"showHeader": True, "cellHeight": "sm",
+                     "sortBy": [{"displayName": "误报次数 False alarms", "desc": True}]},
+            fieldConfig={"defaults": {}, "overrides": _columns((
+                ("sensor_id", "传感器 Sensor", 180), ("facility_id", "设施编号 Facility id", 130),
+                ("facility_name_zh", "设施 Facility", 200),
+                ("false_alarms", "误报次数 False alarms", 140),
+                ("last_false_alarm", "最近一次 Last", None)), {
+                "last_false_alarm": [{"id": "unit", "value": "dateTimeAsLocal"}],
+                "false_alarms": [{"id": "custom.cellOptions", "value": {
+                    "type": "color-background", "mode": "basic"}},
+                    {"id": "thresholds", "value": {"mode": "absolute", "steps": [
+                        {"color": "transparent", "value": None},
+                        {"color": "yellow", "value": 2}, {"color": "orange", "value": 5}]}}],
+            })}),
+    ]
+    board = _dashboard("lifeline-orders", "工单 Work orders", panels, [], annotate=False)
+    board["time"] = {"from": "now-30d", "to": "now"}
+    board["refresh"] = "1m"
+    return board
+
+
 def dashboards(registry: Registry) -> dict[str, dict[str, Any]]:
     out = {"overview.json": overview(registry), "pipeline.json": pipeline(),
-           "alarm.json": alarm_history()}
+           "alarm.json": alarm_history(), "orders.json": orders(registry)}
     for kind in FacilityKind:
         out[f"{kind.value}.json"] = kind_dashboard(registry, kind)
     return out
@@ -497,12 +763,22 @@ def write(registry: Registry, folder: Path) -> list[Path]:
 
 
 def queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every InfluxQL query of a dashboard: (where, query)."""
+    """Every InfluxQL query of a dashboard: (where, query). SQL targets (the work orders'
+    PostgreSQL) are :func:`sql_queries`'."""
     for p in board["panels"]:
         for t in p["targets"]:
-            yield f"{board['uid']}/{p['title']}/{t['refId']}", t["query"]
+            if t["datasource"]["uid"] == DATASOURCE["uid"]:
+                yield f"{board['uid']}/{p['title']}/{t['refId']}", t["query"]
     for v in board["templating"]["list"]:
         if v["type"] == "query":  # a textbox's "query" is its default text
             yield f"{board['uid']}/variable {v['name']}", v["query"]
     for a in board["annotations"]["list"]:
         yield f"{board['uid']}/annotation {a['name']}", a["query"]
+
+
+def sql_queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every SQL query of a dashboard (targets of the PostgreSQL data source): (where, SQL)."""
+    for p in board["panels"]:
+        for t in p["targets"]:
+            if t["datasource"]["uid"] == PG_DATASOURCE["uid"]:
+                yield f"{board['uid']}/{p['title']}/{t['refId']}", t["rawSql"]

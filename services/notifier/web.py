@@ -49,11 +49,16 @@ fieldset{border:1px solid #ddd;border-radius:6px;margin:.5rem 0}label.who{displa
 """
 
 
-def _page(title: str, body: str) -> str:
+def shell(title: str, body: str, style: str = "") -> str:
+    """A whole page in the look of the acknowledgement page (the order page uses it too)."""
     return (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}{style}</style></head>"
             f"<body><main>{body}</main></body></html>")
+
+
+def _page(title: str, body: str) -> str:
+    return shell(title, body)
 
 
 def message_page(title: str, text: str, status_id: str) -> str:

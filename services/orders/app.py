@@ -8,7 +8,12 @@ deterministic ids make the redelivery change nothing. While PostgreSQL is unavai
 batch is retried (backoff up to ``retry_max_s``), never skipped: health reports the problem
 ``postgres`` (503) until it answers again.
 
-No Faust here: two plain aiokafka loops and an aiohttp health server, like ingest.
+A third loop, every ``tick_s``: orders past their deadline are escalated (督办, an
+``escalate`` event), and the messages the applied events queued in PostgreSQL (dispatch,
+escalation, return — services/orders/notices.py) are sent through the notifier's channels.
+The order page (services/orders/page.py) is served on the public port.
+
+No Faust here: plain aiokafka loops and aiohttp servers, like ingest.
 """
 
 from __future__ import annotations
@@ -17,22 +22,29 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.codec import ORDER_EVENT
+from schemas.oncall import OnCallConfig, load_oncall
 from schemas.registry import Registry, load_registry
 from services.core import topics
 from services.core.dlq import InternalDeadLetters
 from services.core.health import Counters, Health, serve
 from services.core.kafka import producer_kwargs, security_kwargs
 from services.core.logging import get_logger
+from services.notifier.channels import Senders
 from services.orders.config import OrdersConfig
 from services.orders.errors import StoreUnavailable
 from services.orders.handlers import COUNTERS, Handlers
+from services.orders.links import OrderSigner
+from services.orders.notices import Outbox
+from services.orders.page import OrderPage
 from services.orders.store import Store
 
 log = get_logger("lifeline.orders")
@@ -45,16 +57,28 @@ class Orders:
 
     app = None  # no Faust app
 
-    def __init__(self, cfg: OrdersConfig, registry: Registry) -> None:
+    def __init__(self, cfg: OrdersConfig, registry: Registry,
+                 oncall: OnCallConfig | None = None) -> None:
         self.cfg = cfg
+        self.registry = registry
+        self.oncall = oncall
         self.health = Health("orders", Counters(*COUNTERS))
         url = cfg.postgres.url.get_secret_value()
         self.store = Store(url)  # the orders loop's connection
         self.alarm_store = Store(url, create=False)  # the alarms loop's
+        self.tick_store = Store(url, create=False)  # the escalation and outbox loop's
+        self.page_store = Store(url, create=False)  # the order page's
         self.producer: AIOKafkaProducer | None = None  # made in run(): needs the loop
         self.dead = InternalDeadLetters("orders", self._send_dlq, self.health.counters)
-        self.handlers = Handlers(registry, cfg.orders, self.store, self.health.counters,
-                                 self.dead, alarm_store=self.alarm_store)
+        s = cfg.orders
+        self.signer = OrderSigner(s.link_secret.get_secret_value(), s.link_ttl_s)
+        self.handlers = Handlers(registry, s, self.store, self.health.counters,
+                                 self.dead, alarm_store=self.alarm_store, oncall=oncall,
+                                 signer=self.signer)
+        self.tick_handlers = Handlers(registry, s, self.tick_store, self.health.counters,
+                                      self.dead, oncall=oncall, signer=self.signer)
+        self.page = OrderPage(s, self.page_store, self.signer, self._p, lambda: self.registry,
+                              lambda: self.oncall, self.health.counters)
         self._stopping = asyncio.Event()
 
     def _p(self) -> AIOKafkaProducer:
@@ -80,7 +104,8 @@ class Orders:
         while not self._stopping.is_set():
             try:
                 await self.store.connect()  # makes the tables first
-                await self.alarm_store.connect()
+                for other in (self.alarm_store, self.tick_store, self.page_store):
+                    await other.connect()
                 self.health.ok("postgres")
                 return
             except StoreUnavailable as exc:
@@ -130,12 +155,54 @@ class Orders:
         for fut in sends:
             await fut
 
+    async def _ticks(self, outbox: Outbox) -> None:
+        """Every ``tick_s``: escalate what is overdue, send what is queued."""
+        s = self.cfg.orders
+        while not self._stopping.is_set():
+            try:
+                now = datetime.now(UTC)
+                await self._produce(list(await self.tick_handlers.escalations(now)))
+                for row in await self.tick_store.due_notices(now):
+                    ok, detail, channel = await outbox.send(row)
+                    if ok and channel is not None:
+                        await self.tick_store.notice_sent(row["notice_id"], datetime.now(UTC),
+                                                          channel, detail)
+                        self.health.counters.inc("notices_sent")
+                        log.info("orders.notice_sent", order_id=row["order_id"],
+                                 notice=row["kind"], person=row["person"], channel=channel)
+                        continue
+                    last = row["attempts"] + 1 >= s.notice_attempts
+                    await self.tick_store.notice_failed(
+                        row["notice_id"], None if last else now + timedelta(
+                            seconds=s.notice_backoff_s), detail)
+                    self.health.counters.inc("notices_failed" if last else "notices_retried")
+                    log.warning("orders.notice_failed" if last else "orders.notice_retry",
+                                order_id=row["order_id"], notice=row["kind"],
+                                person=row["person"], error=detail)
+                    if last:
+                        self.health.warning("notices", f"a message about {row['order_id']} to "
+                                         f"{row['person']} could not be sent: {detail}",
+                                         ttl_s=3600)
+                self.health.ok("postgres")
+            except StoreUnavailable as exc:
+                self.health.problem("postgres", str(exc))
+                with contextlib.suppress(StoreUnavailable):
+                    await self.tick_store.close()
+                    await self.tick_store.connect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), s.tick_s)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         s = self.cfg.orders
         runner: web.AppRunner | None = await serve(self.health, s.health_host, s.health_port)
+        page_runner = web.AppRunner(self.page.app(), access_log=None)
+        await page_runner.setup()
+        await web.TCPSite(page_runner, s.public_host, s.public_port).start()
+        session = aiohttp.ClientSession()
+        outbox = Outbox(lambda: self.oncall, Senders(session))
         alarms = self._make_consumer(topics.ALARMS, "lifeline-orders-open")
         orders = self._make_consumer(topics.ORDERS, "lifeline-orders-store")
         tasks: list[asyncio.Task[None]] = []
@@ -152,7 +219,8 @@ class Orders:
             tasks = [asyncio.create_task(self._loop(alarms, self.handlers.alarm,
                                                     self.alarm_store, self._produce)),
                      asyncio.create_task(self._loop(orders, self.handlers.order, self.store,
-                                                    self._produce))]
+                                                    self._produce)),
+                     asyncio.create_task(self._ticks(outbox))]
             stop = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -172,8 +240,10 @@ class Orders:
             if self.producer is not None:
                 with contextlib.suppress(Exception):
                     await self.producer.stop()
-            await self.store.close()
-            await self.alarm_store.close()
+            for store in (self.store, self.alarm_store, self.tick_store, self.page_store):
+                await store.close()
+            await session.close()
+            await page_runner.cleanup()
             if runner is not None:
                 await runner.cleanup()
             log.info("orders.stopped", counters=self.health.counters.snapshot())
@@ -181,5 +251,6 @@ class Orders:
 
 def main() -> None:
     cfg = OrdersConfig()
-    asyncio.run(Orders(cfg, load_registry(cfg.common.registry)).run())
+    oncall = load_oncall(cfg.orders.oncall)
+    asyncio.run(Orders(cfg, load_registry(cfg.common.registry), oncall).run())
 

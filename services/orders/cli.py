@@ -21,13 +21,10 @@ from schemas.workorder import (
     OrderState,
     TransitionRefused,
     WorkOrder,
-    apply,
-    event_id_for,
 )
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "show_default": True,
                            "max_content_width": 110}
-APPLIED_WAIT_S = 20.0  # how long a command waits for the orders service to apply its event
 
 
 def example(*lines: str) -> str:
@@ -123,6 +120,25 @@ def show(order_id: Annotated[str, typer.Argument(help="The order's id (WO-…)."
                    f"{ev.action:<11} by {ev.actor:<14} {extra[:100]}")
 
 
+@orders_app.command("false-alarms", epilog=example("lifeline orders false-alarms --days 90"))
+def false_alarms(days: Annotated[float, typer.Option(min=1, max=3650, help="Look back this far."
+                                                      )] = 30.0) -> None:
+    """Orders closed as false alarms (研判) per sensor: sensors to check first."""
+    async def run() -> dict[str, int]:
+        store = await _store()
+        try:
+            found: dict[str, int] = await store.false_alarms(days)
+            return found
+        finally:
+            await store.close()
+
+    counts = _run(run())
+    for sensor, n in counts.items():
+        typer.echo(f"{sensor:<24} {n}")
+    typer.echo(f"{sum(counts.values())} false alarm(s) of {len(counts)} sensor(s) in "
+               f"{days:g} days", err=True)
+
+
 def _run(coro: Any) -> Any:
     from aiokafka.errors import KafkaError
     from pydantic import ValidationError
@@ -145,39 +161,19 @@ def _run(coro: Any) -> Any:
 async def _act(order_id: str, action: OrderAction, by: str, **fields: Any) -> WorkOrder:
     from aiokafka import AIOKafkaProducer
 
-    from schemas.codec import ORDER_EVENT
-    from services.core import topics
     from services.core.kafka import producer_kwargs
     from services.core.settings import KafkaSettings, load
-    from services.orders.errors import NotApplied
+    from services.orders.acting import act
 
     store = await _store()
     try:
-        order = await store.order(order_id)
-        at = datetime.now(UTC)
-        ev = OrderEvent(event_id=event_id_for(order_id, action, at, by), order_id=order_id,
-                        action=action, at=at, actor=by,
-                        **{k: v for k, v in fields.items() if v is not None})
-        apply(order, ev)  # refused here: nothing is sent
         producer = AIOKafkaProducer(**producer_kwargs(load(KafkaSettings), "lifeline-orders-cli"))
         await producer.start()
         try:
-            await (await producer.send(topics.ORDERS, key=order_id.encode(),
-                                       value=ORDER_EVENT.encode(ev)))
+            order: WorkOrder = await act(store, producer, order_id, action, by, **fields)
+            return order
         finally:
             await producer.stop()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + APPLIED_WAIT_S
-        while loop.time() < deadline:
-            if await store.has_event(ev.event_id):  # applied (maybe followed by a verify)
-                now: WorkOrder = await store.order(order_id)
-                return now
-            refused = [r for r in await store.refused(order_id) if r["event_id"] == ev.event_id]
-            if refused:
-                raise TransitionRefused(refused[0]["reason"])
-            await asyncio.sleep(0.2)
-        raise NotApplied(f"order {order_id}: {action} sent, not applied within "
-                         f"{APPLIED_WAIT_S:g} s — is `lifeline orders serve` running?")
     finally:
         await store.close()
 

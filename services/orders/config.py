@@ -3,6 +3,8 @@ registry groups)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -28,8 +30,43 @@ class OrdersSettings(_Group):
     retry_max_s: float = Field(default=10.0, gt=0, description=(
         "Longest wait between two attempts while PostgreSQL is unavailable (the batch is "
         "retried, never skipped)."))
+    oncall: Path = Field(default=Path("deploy/oncall/wenzhou-bay.yaml"), description=(
+        "The on-call file: its `units` (each owner unit's contact and manager) and `orders` "
+        "(the section chief) say who is dispatched and escalated to, on which channels "
+        "(the notifier's; their secrets from the same environment variables)."))
+    auto_dispatch: bool = Field(default=True, description=(
+        "Dispatch a new order at once to its unit's contact when the on-call file has the "
+        "unit (false: an analyst dispatches each one)."))
+    tick_s: float = Field(default=15.0, gt=0, le=3600, description=(
+        "How often overdue orders are escalated (督办) and pending messages sent."))
+    public_host: str = Field(default="127.0.0.1", description=(
+        "The order page binds here (behind a TLS reverse proxy in production)."))
+    public_port: int = Field(default=18090, description=(
+        "The order page's port: /order/<token> and nothing else."))
+    public_url: str = Field(default="http://127.0.0.1:18090", description=(
+        "How recipients reach the order page; links are <public_url>/order/<token>."))
+    link_secret: Secret = Field(default=SecretStr(""), description=(
+        "Signs order-page links (at least 16 characters; `lifeline stack up` generates one "
+        "for the local stack)."))
+    link_ttl_s: float = Field(default=7 * 86400.0, gt=0, description=(
+        "How long an order-page link is valid."))
+    upload_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                  description="Largest photo accepted from the order page.")
+    upload_max_files: int = Field(default=6, ge=1, le=10,
+                                  description="Photos per report (one step).")
+    notice_attempts: int = Field(default=5, ge=1, le=50, description=(
+        "Tries of a message (every channel each time) before it is recorded as failed."))
+    notice_backoff_s: float = Field(default=30.0, gt=0, le=3600,
+                                    description="Wait between two tries of a message.")
     health_host: str = "127.0.0.1"
     health_port: int = 18089
+
+    @model_validator(mode="after")
+    def _ports(self) -> OrdersSettings:
+        if self.public_port == self.health_port and self.public_port != 0:
+            raise ValueError("LIFELINE_ORDERS_PUBLIC_PORT must differ from "
+                             "LIFELINE_ORDERS_HEALTH_PORT: the order page has a port of its own")
+        return self
 
 
 class PostgresSettings(_Group):

@@ -28,8 +28,10 @@ from typing import Any
 from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
 from schemas.codec import ALARM_EVENT, ORDER_EVENT
 from schemas.deadletter import RejectReason
+from schemas.oncall import OnCallConfig
 from schemas.registry import Registry
 from schemas.workorder import (
+    DeadlinePolicy,
     OrderAction,
     OrderEvent,
     OrderState,
@@ -42,12 +44,16 @@ from services.core.health import Counters
 from services.core.logging import get_logger
 from services.orders.config import OrdersSettings
 from services.orders.errors import StoreRefused
+from services.orders.links import OrderLink, OrderSigner, Role
+from services.orders.notices import Notice, notices_for
 from services.orders.store import Applied, Store
 
 log = get_logger("lifeline.orders")
 
 COUNTERS = ("alarm_events", "orders_opened", "orders_verified_from_data", "order_events",
-            "applied", "duplicates", "refused", "rejected", "dead_lettered")
+            "applied", "duplicates", "refused", "rejected", "dead_lettered", "dispatched_auto",
+            "escalations", "notices_sent", "notices_retried", "notices_failed", "page_views",
+            "page_steps", "page_refused")
 SYSTEM = "system"
 VERIFIER = "verifier"
 
@@ -55,8 +61,11 @@ VERIFIER = "verifier"
 class Handlers:
     def __init__(self, registry: Registry, settings: OrdersSettings, store: Store,
                  counters: Counters, dead: InternalDeadLetters,
-                 alarm_store: Store | None = None) -> None:
+                 alarm_store: Store | None = None, oncall: OnCallConfig | None = None,
+                 signer: OrderSigner | None = None) -> None:
         self.registry = registry
+        self.oncall = oncall
+        self.signer = signer
         self.settings = settings
         self.store = store  # the orders loop's connection
         # The alarms loop's own connection: its statements never join the orders loop's
@@ -66,6 +75,65 @@ class Handlers:
         self.dead = dead
         self.facilities = {f.id: f for f in registry.facilities}
         self._opened: dict[str, None] = {}  # order ids this process opened (bounded)
+        self._escalated: dict[tuple[str, int], None] = {}  # sent, not yet seen applied
+
+    # ------------------------------------------------------------ who is told
+    def link_for(self, order: WorkOrder, person: str) -> str:
+        """The order page for ``person``: the bureau's desk (the section chief) verifies and
+        closes; anyone else acts for the owner unit."""
+        desk = self.oncall.orders if self.oncall is not None else None
+        role: Role = "desk" if desk is not None and person == desk.section_chief else "unit"
+        if self.signer is None:
+            return ""
+        token = self.signer.sign(OrderLink(order.order_id, person, role))
+        return f"{self.settings.public_url.rstrip('/')}/order/{token}"
+
+    def notices(self, ev: OrderEvent, order: WorkOrder, overdue_count: int) -> list[Notice]:
+        return notices_for(ev, order, self.oncall, self.facilities.get(order.facility_id),
+                           self.link_for, overdue_count)
+
+    def dispatch_event(self, order: WorkOrder) -> OrderEvent | None:
+        """The automatic dispatch of a new order to its unit's contact (None: the unit is
+        not in the on-call file, or automatic dispatch is off)."""
+        if not self.settings.auto_dispatch or self.oncall is None:
+            return None
+        unit = self.oncall.unit(order.owner_unit)
+        if unit is None:
+            return None
+        self.counters.inc("dispatched_auto")
+        at = order.opened_at
+        return OrderEvent(event_id=event_id_for(order.order_id, OrderAction.DISPATCH, at, SYSTEM),
+                          order_id=order.order_id, action=OrderAction.DISPATCH, at=at,
+                          actor=SYSTEM, assignee=unit.contact,
+                          note="按权属单位自动派单 dispatched to the owner unit automatically")
+
+    async def escalations(self, now: datetime) -> list[OrderEvent]:
+        """督办: an ``escalate`` for every order past its deadline whose escalation due is
+        above the one it has (a reported order waits for the centre, not the unit: not
+        escalated). Sent again after a crash only until the store shows it: a second one is
+        refused there (not above the current escalation) and tells nobody."""
+        step = self.oncall.orders.escalation_step_hours if (
+            self.oncall is not None and self.oncall.orders is not None) else 2.0
+        out = []
+        for order in await self.store.orders(overdue_at=now, limit=1000):
+            if order.state is OrderState.REPORTED:
+                continue
+            due = DeadlinePolicy.escalation_due(order, now, step)
+            if due <= order.escalation or (order.order_id, due) in self._escalated:
+                continue
+            self._escalated[(order.order_id, due)] = None
+            if len(self._escalated) > 100_000:
+                self._escalated.pop(next(iter(self._escalated)))
+            self.counters.inc("escalations")
+            log.warning("orders.escalated", order_id=order.order_id,
+                        facility_id=order.facility_id, sensor_id=order.sensor_id,
+                        owner_unit=order.owner_unit, escalation=due,
+                        deadline=order.deadline.isoformat())
+            out.append(OrderEvent(
+                event_id=event_id_for(order.order_id, OrderAction.ESCALATE, now, SYSTEM, due),
+                order_id=order.order_id, action=OrderAction.ESCALATE, at=now, actor=SYSTEM,
+                escalation=due))
+        return out
 
     def opens(self, ev: AlarmEvent) -> bool:
         """The alarm event calls for a work order."""
@@ -168,7 +236,7 @@ class Handlers:
                                topic, partition, offset, key)
             return None
         try:
-            what, order, why = await self.store.apply(ev, source)
+            what, order, why = await self.store.apply(ev, source, self.notices)
         except StoreRefused as exc:  # e.g. a text PostgreSQL cannot store: set aside
             await self._reject(raw, RejectReason.UNPROCESSABLE, str(exc), topic, partition,
                                offset, key)
@@ -186,6 +254,9 @@ class Handlers:
         # A report (applied now, or redelivered after a crash that came before its verify
         # was sent) of an order whose alarm cleared already — the level fell before the unit
         # reported: verified now. The verify's id is deterministic, so sending it twice is one.
+        if (what is not Applied.REFUSED and order is not None and ev.action is OrderAction.OPEN
+                and order.state is OrderState.OPEN):
+            return self.dispatch_event(order)  # deterministic id: a redelivery sends it again
         if (what is not Applied.REFUSED and order is not None and ev.action is OrderAction.REPORT
                 and order.state is OrderState.REPORTED):
             cleared = await self.store.cleared_at(order.alarm_id)

@@ -18,16 +18,28 @@ import contextlib
 import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 
 from schemas.codec import ORDER_EVENT
-from schemas.workorder import OrderEvent, OrderState, TransitionRefused, WorkOrder, apply
+from schemas.workorder import (
+    OrderAction,
+    OrderEvent,
+    OrderState,
+    TransitionRefused,
+    WorkOrder,
+    apply,
+)
 from services.orders.errors import OrderNotFound, StoreRefused, StoreUnavailable
+
+if TYPE_CHECKING:
+    from services.orders.notices import Notice
+
+NoticesFor = Callable[[OrderEvent, WorkOrder, int], "list[Notice]"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS work_order (
@@ -53,6 +65,22 @@ SCHEMA = (
         source text PRIMARY KEY, event_id text NOT NULL, order_id text NOT NULL,
         action text NOT NULL, reason text NOT NULL, recorded_at timestamptz NOT NULL
         DEFAULT now(), doc jsonb NOT NULL)""",
+    # The outbox of messages about orders (services/orders/notices.py), written in the
+    # transaction of the event that calls for them.
+    """CREATE TABLE IF NOT EXISTS work_order_notice (
+        notice_id text PRIMARY KEY, order_id text NOT NULL, event_id text NOT NULL,
+        kind text NOT NULL, person text NOT NULL, channels jsonb NOT NULL, title text NOT NULL,
+        text text NOT NULL, link text, status text NOT NULL DEFAULT 'pending',
+        attempts integer NOT NULL DEFAULT 0, next_at timestamptz NOT NULL DEFAULT now(),
+        created_at timestamptz NOT NULL DEFAULT now(), sent_at timestamptz, channel text,
+        detail text)""",
+    "CREATE INDEX IF NOT EXISTS work_order_notice_due ON work_order_notice (status, next_at)",
+    # Evidence uploaded from the order page (photos), referenced by events' ``evidence``.
+    """CREATE TABLE IF NOT EXISTS work_order_upload (
+        upload_id text PRIMARY KEY, order_id text NOT NULL, content_type text NOT NULL,
+        size integer NOT NULL, width integer NOT NULL, height integer NOT NULL,
+        uploaded_by text NOT NULL, uploaded_at timestamptz NOT NULL DEFAULT now(),
+        data bytea NOT NULL)""",
 )
 
 _COLUMNS = ("order_id", "state", "alarm_id", "facility_id", "sensor_id", "rule", "level", "kind",
@@ -133,9 +161,12 @@ class Store:
         return self.conn
 
     @_mapped
-    async def apply(self, ev: OrderEvent, source: str) -> tuple[Applied, WorkOrder | None, str]:
+    async def apply(self, ev: OrderEvent, source: str,
+                    notices: NoticesFor | None = None) -> tuple[Applied, WorkOrder | None, str]:
         """Fold ``ev`` (read from ``source``, a Kafka position) into the store; returns what
-        happened, the order after it and, when refused, why."""
+        happened, the order after it and, when refused, why. ``notices(ev, order,
+        overdue_count)`` gives the messages an applied event calls for: they are queued in
+        the same transaction (``overdue_count``: the unit's escalated orders in 30 days)."""
         conn = self._c()
         async with conn.transaction():
             cur = await conn.execute("SELECT doc FROM work_order WHERE order_id = %s "
@@ -169,7 +200,86 @@ class Store:
                 "state_after, source, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (ev.event_id, ev.order_id, str(ev.action), ev.at, ev.actor,
                  str(after.state), source, ORDER_EVENT.encode(ev).decode()))
+            if notices is not None:
+                count = 0
+                if ev.action is OrderAction.ESCALATE:
+                    cur = await conn.execute(
+                        "SELECT count(*) AS n FROM work_order WHERE owner_unit = %s AND "
+                        "escalation > 0 AND opened_at > %s", (after.owner_unit,
+                                                               ev.at - timedelta(days=30)))
+                    found = await cur.fetchone()
+                    count = int(found["n"]) if found else 0
+                for n in notices(ev, after, count):
+                    await conn.execute(
+                        "INSERT INTO work_order_notice (notice_id, order_id, event_id, kind, "
+                        "person, channels, title, text, link) VALUES (%s, %s, %s, %s, %s, %s, "
+                        "%s, %s, %s) ON CONFLICT (notice_id) DO NOTHING",
+                        (n.notice_id, n.order_id, n.event_id, n.kind, n.person,
+                         json.dumps(list(n.channels)), n.title, n.text, n.link))
             return Applied.APPLIED, after, ""
+
+    # ------------------------------------------------------------ the notices' outbox
+    @_mapped
+    async def due_notices(self, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
+        cur = await self._c().execute(
+            "SELECT notice_id, order_id, event_id, kind, person, channels, title, text, link, "
+            "attempts FROM work_order_notice WHERE status = 'pending' AND next_at <= %s "
+            "ORDER BY created_at LIMIT %s", (now, limit))
+        return list(await cur.fetchall())
+
+    @_mapped
+    async def notice_sent(self, notice_id: str, at: datetime, channel: str, detail: str) -> None:
+        await self._c().execute(
+            "UPDATE work_order_notice SET status = 'sent', sent_at = %s, channel = %s, "
+            "detail = %s, attempts = attempts + 1 WHERE notice_id = %s",
+            (at, channel, detail[:500], notice_id))
+
+    @_mapped
+    async def notice_failed(self, notice_id: str, next_at: datetime | None, detail: str) -> None:
+        """One attempt failed: try again at ``next_at``, or give up (None)."""
+        await self._c().execute(
+            "UPDATE work_order_notice SET attempts = attempts + 1, detail = %s, "
+            "status = CASE WHEN %s::timestamptz IS NULL THEN 'failed' ELSE 'pending' END, "
+            "next_at = COALESCE(%s::timestamptz, next_at) WHERE notice_id = %s",
+            (detail[:500], next_at, next_at, notice_id))
+
+    @_mapped
+    async def notices(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT notice_id, order_id, event_id, kind, person, channels, status, attempts, "
+               "channel, detail, created_at, sent_at FROM work_order_notice")
+        args: list[Any] = []
+        if order_id is not None:
+            sql += " WHERE order_id = %s"
+            args.append(order_id)
+        cur = await self._c().execute(sql + " ORDER BY created_at, notice_id", args)
+        return list(await cur.fetchall())
+
+    @_mapped
+    async def false_alarms(self, days: float = 30.0) -> dict[str, int]:
+        """Orders closed as false alarms per sensor (the facility when the alarm was the
+        facility's) over the last ``days``: what 研判 said of each sensor's alarms."""
+        cur = await self._c().execute(
+            "SELECT coalesce(sensor_id, facility_id) AS sensor, count(*) AS n FROM work_order "
+            "WHERE state = 'false_alarm' AND closed_at > now() - make_interval(secs => %s) "
+            "GROUP BY 1 ORDER BY 2 DESC, 1", (days * 86400.0,))
+        return {r["sensor"]: int(r["n"]) for r in await cur.fetchall()}
+
+    # ------------------------------------------------------------ uploads (evidence)
+    @_mapped
+    async def add_upload(self, upload_id: str, order_id: str, content_type: str, width: int,
+                         height: int, by: str, data: bytes) -> None:
+        await self._c().execute(
+            "INSERT INTO work_order_upload (upload_id, order_id, content_type, size, width, "
+            "height, uploaded_by, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (upload_id) DO NOTHING",
+            (upload_id, order_id, content_type, len(data), width, height, by, data))
+
+    @_mapped
+    async def upload(self, upload_id: str) -> dict[str, Any] | None:
+        cur = await self._c().execute(
+            "SELECT upload_id, order_id, content_type, size, width, height, uploaded_by, "
+            "uploaded_at, data FROM work_order_upload WHERE upload_id = %s", (upload_id,))
+        return await cur.fetchone()
 
     @_mapped
     async def cleared(self, alarm_id: str, at: datetime) -> None:

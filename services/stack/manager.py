@@ -191,9 +191,10 @@ class Stack:
             path.write_text(json.dumps(data))
         return data
 
-    def _link_secret(self) -> str:
-        """The local notifier's secret for signing acknowledgement links (made once)."""
-        path = self.state / "link-secret"
+    def _link_secret(self, name: str = "link-secret") -> str:
+        """The local notifier's secret for signing acknowledgement links, or the order
+        page's (``order-link-secret``), made once."""
+        path = self.state / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
@@ -220,6 +221,7 @@ class Stack:
             "LIFELINE_INFLUX_URL": f"http://127.0.0.1:{self.ports.influx}",
             "LIFELINE_INFLUX_DATABASE": DATABASE,
             "LIFELINE_NOTIFIER_LINK_SECRET": self._link_secret(),
+            "LIFELINE_ORDERS_LINK_SECRET": self._link_secret("order-link-secret"),
         } | ({"LIFELINE_POSTGRES_URL": pg.dsn(self.ports.postgres, s[pg.SUPERUSER])}
              if "postgres" in self.components else {})
 

@@ -206,7 +206,7 @@ def test_grafana_generate_check_names_stale_missing_and_extra_files(tmp_path: Pa
     assert res.exit_code == 0, res.output
     check = ["grafana", "generate", "--check", "--registry", str(EXAMPLE), "--out", str(out)]
     ok = CliRunner().invoke(app, check)
-    assert ok.exit_code == 0 and ok.stdout.strip() == f"10 dashboards in {out} are current"
+    assert ok.exit_code == 0 and ok.stdout.strip() == f"11 dashboards in {out} are current"
     (out / "bridge.json").write_text((out / "bridge.json").read_text().replace("0.3", "0.4"))
     (out / "sewage.json").unlink()
     (out / "old.json").write_text("{}")

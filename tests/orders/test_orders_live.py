@@ -38,7 +38,8 @@ FACILITY = "TEST-WO-1"  # no other test (nor the notifier's routes) knows it
 
 @pytest.fixture(scope="module")
 def orders(stack: Stack, pipeline_env: dict[str, str]) -> Iterator[ServiceProcess]:
-    env = {**pipeline_env, "LIFELINE_ORDERS_OPEN_FROM": "orange"}
+    env = {**pipeline_env, "LIFELINE_ORDERS_OPEN_FROM": "orange",
+           "LIFELINE_ORDERS_PUBLIC_PORT": str(free_port())}
     svc = ServiceProcess("orders", env, stack.logs, free_port())
     svc.start()
     svc.wait_ready(90, ready=lambda b: b and b["counters"].get("assigned_partitions", 0) > 0)

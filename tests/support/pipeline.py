@@ -148,6 +148,22 @@ def _life_facilities() -> list[dict[str, Any]]:
 
 TEST_FACILITIES.extend(_life_facilities())
 
+# A construction site whose dust episode opens a work order for its contractor
+# (tests/orders/test_order_loop.py): the hourly mean PM10 rule of the example sites, its
+# clear after an hour back under the limit (verification from the data).
+WO_SITE_UNIT = "TEST 工地承包商 test contractor"
+TEST_FACILITIES.append({
+    "id": "TEST-WO-SITE", "kind": "site", "name": "work-order dust site", "name_zh": "工单测试工地",
+    "district": "test", "district_zh": "测试区", "lat": 27.95, "lon": 120.85,
+    "owner_unit": WO_SITE_UNIT,
+    "sensors": [{"id": "TEST-WO-SITE-PM10", "metric": "pm10", "unit": "µg/m³",
+                 "range": [0, 2000], "interval_s": 60,
+                 "rules": [{"signal": "mean", "window_s": 3600, "clear_after_s": 3600,
+                            "levels": [{"level": "yellow", "raise_at": 150, "clear_at": 140,
+                                        "source": "test"},
+                                       {"level": "orange", "raise_at": 200, "clear_at": 150,
+                                        "source": "test"}]}]}]})
+
 
 def write_registry(path: Path, extra: list[dict[str, Any]]) -> None:
     doc = yaml.safe_load(EXAMPLE_REGISTRY.read_text(encoding="utf-8"))
