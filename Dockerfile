@@ -16,7 +16,12 @@ RUN python -m venv /opt/lifeline \
  && /opt/lifeline/bin/python -c "import urllib3, sys; sys.exit(0 if hasattr(urllib3, 'HTTPConnectionPool') else 1)"
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /app --create-home lifeline
+# The reports' PDF and plots embed a CJK font (fonts-noto-cjk, found through fontconfig).
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      fonts-noto-cjk fontconfig \
+ && rm -rf /var/lib/apt/lists/*
+RUN useradd --system --uid 10001 --home-dir /app --create-home lifeline \
+ && mkdir -p /var/lib/lifeline/reports && chown lifeline /var/lib/lifeline/reports
 COPY --from=build /opt/lifeline /opt/lifeline
 COPY deploy/registry /app/deploy/registry
 WORKDIR /app

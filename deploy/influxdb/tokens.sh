@@ -5,6 +5,7 @@
 #   writer    write "$INFLUX_BUCKET" and "${INFLUX_BUCKET}_long"; read "${INFLUX_BUCKET}_long"
 #             (the diurnal baseline it restores at start-up from long.reading_1h)
 #   notifier  read both (recent readings on the acknowledgement page, the on-call history)
+#   orders    read the long bucket (the reports: alarm events, 1-minute rollups)
 #   grafana   read both (the dashboards' InfluxQL)
 # A client whose token file exists keeps it: delete the file (docker volume) to make a new
 # one, and revoke the old one with `influx auth delete` (docs/operations.md, rotation).
@@ -52,3 +53,4 @@ token() {  # client owner-uid, then the permission flags of `influx auth create`
 token writer 10001 --write-bucket "$raw_id" --write-bucket "$long_id" --read-bucket "$long_id"
 token notifier 10001 --read-bucket "$raw_id" --read-bucket "$long_id"
 token grafana 472 --read-bucket "$raw_id" --read-bucket "$long_id"
+token orders 10001 --read-bucket "$long_id"   # the reports: alarm events, 1-minute rollups

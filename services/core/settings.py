@@ -50,7 +50,8 @@ KNOWN_EXAMPLE_VALUES = frozenset(v.lower() for v in (
     "CHANGE-ME-long-random-token", "CHANGE-ME-grafana", "CHANGE-ME-at-least-16-random-characters",
     "CHANGE-ME-kafka-admin", "CHANGE-ME-kafka-ingest", "CHANGE-ME-kafka-processor",
     "CHANGE-ME-kafka-writer", "CHANGE-ME-kafka-notifier", "CHANGE-ME-kafka-controller",
-    "CHANGE-ME-kafka-orders", "CHANGE-ME-postgres",
+    "CHANGE-ME-kafka-orders", "CHANGE-ME-postgres", "CHANGE-ME-postgres-admin",
+    "CHANGE-ME-postgres-reader", "CHANGE-ME-another-16-random-characters",
     # upstream documentation (InfluxDB, Kafka, Grafana, Java keystores)
     "my-super-secret-auth-token", "my-secret-token", "admin-secret", "alice-secret",
     "changeit", "password", "secret", "admin", "grafana", "influxdb", "mosquitto",

@@ -88,6 +88,13 @@ class ConsoleReceiver:
             body = await request.json()
             self.received += 1
             for a in body.get("alarms", []):
+                if str(a.get("notification", "")).startswith("order_"):  # a work order's
+                    head, *lines = str(body.get("text", "")).splitlines()
+                    _say(f"ORDER → {body.get('person')} {head}", fg=typer.colors.MAGENTA,
+                         bold=True)
+                    for text in lines:
+                        _say(f"      {text}", dim=True)
+                    continue
                 place = texts.facility_words(
                     facility_id=a["facility_id"], name=a.get("facility_name"),
                     name_zh=a.get("facility_name_zh"), district=a.get("district"),
@@ -158,6 +165,14 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
         "LIFELINE_NOTIFIER_PUBLIC_PORT": str(public_port),
         "LIFELINE_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{public_port}"},
         stack.logs, notifier_port)
+    # Work orders: opened from orange alarms, dispatched to the owner unit's contact (the
+    # console stands in for the phones here too), the order page on a port of its own.
+    order_page = free_port()
+    procs["orders"] = ServiceProcess("orders", {
+        **env, "LIFELINE_ORDERS_ONCALL": str(stack.state / "oncall.yaml"),
+        "LIFELINE_ORDERS_PUBLIC_PORT": str(order_page),
+        "LIFELINE_ORDERS_PUBLIC_URL": f"http://127.0.0.1:{order_page}",
+        "LIFELINE_ORDERS_TICK_S": "2"}, stack.logs, free_port())
     stop = threading.Event()
     followers: list[threading.Thread] = []
     pub: Publisher | None = None
@@ -182,7 +197,9 @@ def run_demo(*, registry: Path, duration: float, breach_every: float,
             f"  Logs      {stack.logs}\n"
             "  Alarms    lifeline tail alarms   (rejects: lifeline tail dlq)\n"
             f"  On-call   pages are printed here (PAGE →); teams and rotas from {oncall}: "
-            "lifeline oncall who\n", fg=typer.colors.CYAN)
+            "lifeline oncall who\n"
+            "  Orders    work orders from orange alarms, dispatched to the owner unit (ORDER →, "
+            "with the order page's link): lifeline orders list\n", fg=typer.colors.CYAN)
 
         kafka = KafkaSettings(bootstrap=env["LIFELINE_KAFKA_BOOTSTRAP"], flavor="tansu")
         followers.append(follow_in_thread(kafka, topics.ALARMS, _show_alarm, stop,

@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.codec import ORDER_EVENT
+from schemas.errors import LifelineError
 from schemas.oncall import OnCallConfig, load_oncall
 from schemas.registry import Registry, load_registry
 from services.core import topics
@@ -38,6 +40,7 @@ from services.core.dlq import InternalDeadLetters
 from services.core.health import Counters, Health, serve
 from services.core.kafka import producer_kwargs, security_kwargs
 from services.core.logging import get_logger
+from services.core.reload import WatchedFile
 from services.notifier.channels import Senders
 from services.orders.config import OrdersConfig
 from services.orders.errors import StoreUnavailable
@@ -46,6 +49,8 @@ from services.orders.links import OrderSigner
 from services.orders.notices import Outbox
 from services.orders.page import OrderPage
 from services.orders.store import Store
+from services.reports.data import ReportKind
+from services.reports.files import report_path, write_report
 
 log = get_logger("lifeline.orders")
 
@@ -74,12 +79,36 @@ class Orders:
         self.signer = OrderSigner(s.link_secret.get_secret_value(), s.link_ttl_s)
         self.handlers = Handlers(registry, s, self.store, self.health.counters,
                                  self.dead, alarm_store=self.alarm_store, oncall=oncall,
-                                 signer=self.signer)
+                                 signer=self.signer, suspect=self._suspect)
         self.tick_handlers = Handlers(registry, s, self.tick_store, self.health.counters,
                                       self.dead, oncall=oncall, signer=self.signer)
         self.page = OrderPage(s, self.page_store, self.signer, self._p, lambda: self.registry,
                               lambda: self.oncall, self.health.counters)
+        # Both files reload while the service runs (validated first; a bad one is refused and
+        # the version in use kept): a new unit, a new manager, a new facility's owner.
+        self.oncall_file = (WatchedFile("oncall", s.oncall, load_oncall, self._use_oncall,
+                                        self.health) if oncall is not None else None)
+        self.registry_file = WatchedFile("registry", cfg.common.registry, load_registry,
+                                         self._use_registry, self.health)
         self._stopping = asyncio.Event()
+        self._report_retry: dict[tuple[str, date], datetime] = {}
+
+    def _use_oncall(self, oncall: OnCallConfig) -> None:
+        self.oncall = oncall
+        for h in (self.handlers, self.tick_handlers):
+            h.oncall = oncall
+
+    def _use_registry(self, registry: Registry) -> None:
+        self.registry = registry
+        for h in (self.handlers, self.tick_handlers):
+            h.use_registry(registry)
+
+    def _suspect(self, sensor: str, facility: str, count: int) -> None:
+        self.health.warning(f"sensor.{sensor}", f"{sensor} ({facility}): {count} false alarms "
+                            f"in 30 days — check or recalibrate it (its alarms still page)",
+                            ttl_s=7 * 86400)
+        log.warning("orders.sensor_suspect", facility_id=facility, sensor_id=sensor,
+                    false_alarms_30d=count)
 
     def _p(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -155,12 +184,50 @@ class Orders:
         for fut in sends:
             await fut
 
+    async def _reports(self, now: datetime) -> None:
+        """The scheduled reports: yesterday's daily report, and on Mondays last week's, once
+        the local time is past ``reports_after`` and the file is not there yet. A report that
+        fails is a warning and is tried again at the next hour."""
+        s = self.cfg.orders
+        if s.reports_dir is None:
+            return
+        zone = self.oncall.zone if self.oncall is not None else ZoneInfo("Asia/Shanghai")
+        local = now.astimezone(zone)
+        if local.time() < s.reports_after:
+            return
+        day = local.date() - timedelta(days=1)
+        due: list[tuple[ReportKind, date]] = [("daily", day)]
+        if local.weekday() == 0:
+            due.append(("weekly", day - timedelta(days=6)))
+        for kind, first in due:
+            key = (kind, first)
+            if report_path(s.reports_dir, kind, first).exists() or (
+                    self._report_retry.get(key, now) > now):
+                continue
+            try:
+                files = await write_report(
+                    kind, first, s.reports_dir, store_url=self.cfg.postgres.url.get_secret_value(),
+                    influx=self.cfg.influx, registry=self.registry, tz=zone)
+            except LifelineError as exc:
+                self._report_retry[key] = now + timedelta(hours=1)
+                self.health.counters.inc("reports_failed")
+                self.health.warning("reports", f"the {kind} report of {first} failed: {exc}",
+                                    ttl_s=3600)
+                log.warning("orders.report_failed", kind=kind, day=first.isoformat(),
+                            error=str(exc))
+                continue
+            self.health.counters.inc("reports_written")
+            log.info("orders.report_written", kind=kind, day=first.isoformat(),
+                     files=[str(f) for f in files])
+
     async def _ticks(self, outbox: Outbox) -> None:
-        """Every ``tick_s``: escalate what is overdue, send what is queued."""
+        """Every ``tick_s``: escalate what is overdue, send what is queued, make the
+        scheduled reports."""
         s = self.cfg.orders
         while not self._stopping.is_set():
             try:
                 now = datetime.now(UTC)
+                await self._reports(now)
                 await self._produce(list(await self.tick_handlers.escalations(now)))
                 for row in await self.tick_store.due_notices(now):
                     ok, detail, channel = await outbox.send(row)
@@ -220,7 +287,11 @@ class Orders:
                                                     self.alarm_store, self._produce)),
                      asyncio.create_task(self._loop(orders, self.handlers.order, self.store,
                                                     self._produce)),
-                     asyncio.create_task(self._ticks(outbox))]
+                     asyncio.create_task(self._ticks(outbox)),
+                     asyncio.create_task(self.registry_file.watch(self.cfg.common.reload_check_s))]
+            if self.oncall_file is not None:
+                tasks.append(asyncio.create_task(
+                    self.oncall_file.watch(self.cfg.common.reload_check_s)))
             stop = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in done:

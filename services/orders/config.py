@@ -3,6 +3,7 @@ registry groups)."""
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -10,7 +11,14 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas.kinds import AlarmLevel
 from schemas.workorder import DeadlinePolicy
-from services.core.settings import KafkaSettings, RegistrySettings, Secret, _Group, load
+from services.core.settings import (
+    InfluxSettings,
+    KafkaSettings,
+    RegistrySettings,
+    Secret,
+    _Group,
+    load,
+)
 
 
 class OrdersSettings(_Group):
@@ -58,6 +66,16 @@ class OrdersSettings(_Group):
         "Tries of a message (every channel each time) before it is recorded as failed."))
     notice_backoff_s: float = Field(default=30.0, gt=0, le=3600,
                                     description="Wait between two tries of a message.")
+    false_alarm_limit: int = Field(default=3, ge=1, le=1000, description=(
+        "False alarms of one sensor in 30 days that make it suspect: a health warning naming "
+        "it, and its count shown on its next orders' page (its alarms are never muted)."))
+    reports_dir: Path | None = Field(default=None, description=(
+        "Where the daily report (日报, every day for the day before) and the weekly report "
+        "(周报, on Mondays for the week before) are written on schedule; unset: on demand "
+        "only (`lifeline report`)."))
+    reports_after: time = Field(default=time(0, 30), description=(
+        "Local time (the on-call file's zone) after which the day's scheduled reports are "
+        "made."))
     health_host: str = "127.0.0.1"
     health_port: int = 18089
 
@@ -93,3 +111,4 @@ class OrdersConfig:
         self.postgres = load(PostgresSettings)
         self.kafka = load(KafkaSettings)
         self.common = load(RegistrySettings)
+        self.influx = load(InfluxSettings)  # the scheduled reports read alarms and readings

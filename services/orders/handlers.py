@@ -22,6 +22,7 @@ A record that is not its topic's contract is dead-lettered with its bytes and re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -53,7 +54,7 @@ log = get_logger("lifeline.orders")
 COUNTERS = ("alarm_events", "orders_opened", "orders_verified_from_data", "order_events",
             "applied", "duplicates", "refused", "rejected", "dead_lettered", "dispatched_auto",
             "escalations", "notices_sent", "notices_retried", "notices_failed", "page_views",
-            "page_steps", "page_refused")
+            "page_steps", "page_refused", "reports_written", "reports_failed")
 SYSTEM = "system"
 VERIFIER = "verifier"
 
@@ -62,7 +63,9 @@ class Handlers:
     def __init__(self, registry: Registry, settings: OrdersSettings, store: Store,
                  counters: Counters, dead: InternalDeadLetters,
                  alarm_store: Store | None = None, oncall: OnCallConfig | None = None,
-                 signer: OrderSigner | None = None) -> None:
+                 signer: OrderSigner | None = None,
+                 suspect: Callable[[str, str, int], None] | None = None) -> None:
+        self.suspect = suspect  # (sensor, facility, count): a sensor reached the limit
         self.registry = registry
         self.oncall = oncall
         self.signer = signer
@@ -76,6 +79,11 @@ class Handlers:
         self.facilities = {f.id: f for f in registry.facilities}
         self._opened: dict[str, None] = {}  # order ids this process opened (bounded)
         self._escalated: dict[tuple[str, int], None] = {}  # sent, not yet seen applied
+
+    def use_registry(self, registry: Registry) -> None:
+        """A reloaded registry: owner units and names of facilities from now on."""
+        self.registry = registry
+        self.facilities = {f.id: f for f in registry.facilities}
 
     # ------------------------------------------------------------ who is told
     def link_for(self, order: WorkOrder, person: str) -> str:
@@ -106,6 +114,17 @@ class Handlers:
                           order_id=order.order_id, action=OrderAction.DISPATCH, at=at,
                           actor=SYSTEM, assignee=unit.contact,
                           note="按权属单位自动派单 dispatched to the owner unit automatically")
+
+    async def _false_alarm(self, order: WorkOrder) -> None:
+        """研判 said false alarm: count it against the sensor; at the limit the sensor is
+        suspect (a health warning, its count on the page of its next orders). Its alarms
+        are never muted for it: a sensor that cried wolf may still see the wolf."""
+        sensor = order.sensor_id or order.facility_id
+        count = await self.store.false_alarms_of(sensor)
+        log.info("orders.false_alarm_counted", order_id=order.order_id,
+                 facility_id=order.facility_id, sensor_id=sensor, false_alarms_30d=count)
+        if count >= self.settings.false_alarm_limit and self.suspect is not None:
+            self.suspect(sensor, order.facility_id, count)
 
     async def escalations(self, now: datetime) -> list[OrderEvent]:
         """督办: an ``escalate`` for every order past its deadline whose escalation due is
@@ -254,6 +273,8 @@ class Handlers:
         # A report (applied now, or redelivered after a crash that came before its verify
         # was sent) of an order whose alarm cleared already — the level fell before the unit
         # reported: verified now. The verify's id is deterministic, so sending it twice is one.
+        if what is Applied.APPLIED and order is not None and ev.action is OrderAction.FALSE_ALARM:
+            await self._false_alarm(order)
         if (what is not Applied.REFUSED and order is not None and ev.action is OrderAction.OPEN
                 and order.state is OrderState.OPEN):
             return self.dispatch_event(order)  # deterministic id: a redelivery sends it again

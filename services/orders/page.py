@@ -174,16 +174,18 @@ class OrderPage:
             link = self._link(request)
             order = await self._order(link)
             history = await self.store.history(order.order_id)
+            false_alarms = await self.store.false_alarms_of(order.sensor_id or order.facility_id)
         except Refused as exc:
             return self._message(exc.status, "无法打开 Cannot open", exc.text)
         except StoreUnavailable:
             return self._message(503, "暂时不可用 Unavailable", "请稍后再试 please try again shortly")
         self.counters.inc("page_views")
         done = request.query.get("done", "")
-        return self._html(self.render(link, order, history, request.match_info["token"], done))
+        return self._html(self.render(link, order, history, request.match_info["token"], done,
+                                      false_alarms))
 
     def render(self, link: OrderLink, order: WorkOrder, history: list[Any], token: str,
-               done: str = "") -> str:
+               done: str = "", false_alarms: int = 0) -> str:
         esc = html.escape
         cfg = self.oncall()
         zone = cfg.zone if cfg is not None else ZoneInfo("Asia/Shanghai")
@@ -212,6 +214,10 @@ class OrderPage:
                 f"{' <b class=warn>已超期 overdue</b>' if late else ''}</td></tr>"]
         if order.escalation:
             rows.append(f"<tr><th>督办 Escalated</th><td>{order.escalation}</td></tr>")
+        if false_alarms:
+            rows.append(f"<tr><th>误报记录 False alarms</th><td id='false-alarms'>此传感器近30天误报 "
+                        f"{false_alarms} 次 — this sensor had {false_alarms} false alarm(s) in "
+                        f"30 days</td></tr>")
         hist = []
         for ev in history:
             text = esc(ev.note or ev.reason or (self._name(ev.assignee) if ev.assignee else ""))

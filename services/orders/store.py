@@ -75,6 +75,14 @@ SCHEMA = (
         created_at timestamptz NOT NULL DEFAULT now(), sent_at timestamptz, channel text,
         detail text)""",
     "CREATE INDEX IF NOT EXISTS work_order_notice_due ON work_order_notice (status, next_at)",
+    # Grafana's data source role, where the database has it (the local stack's and compose's
+    # do): the orders, their history and the refused events — never the uploads or the
+    # messages (their links are capabilities).
+    """DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'lifeline_reader') THEN
+            GRANT SELECT ON work_order, work_order_event, work_order_refused TO lifeline_reader;
+        END IF;
+    END $$""",
     # Evidence uploaded from the order page (photos), referenced by events' ``evidence``.
     """CREATE TABLE IF NOT EXISTS work_order_upload (
         upload_id text PRIMARY KEY, order_id text NOT NULL, content_type text NOT NULL,
@@ -263,6 +271,16 @@ class Store:
             "WHERE state = 'false_alarm' AND closed_at > now() - make_interval(secs => %s) "
             "GROUP BY 1 ORDER BY 2 DESC, 1", (days * 86400.0,))
         return {r["sensor"]: int(r["n"]) for r in await cur.fetchall()}
+
+    @_mapped
+    async def false_alarms_of(self, sensor: str, days: float = 30.0) -> int:
+        """False alarms of one sensor (or facility) over the last ``days``."""
+        cur = await self._c().execute(
+            "SELECT count(*) AS n FROM work_order WHERE state = 'false_alarm' AND "
+            "coalesce(sensor_id, facility_id) = %s AND closed_at > now() - "
+            "make_interval(secs => %s)", (sensor, days * 86400.0))
+        found = await cur.fetchone()
+        return int(found["n"]) if found else 0
 
     # ------------------------------------------------------------ uploads (evidence)
     @_mapped

@@ -33,18 +33,13 @@ def write(kind: ReportKind, day: date, out: Path, zone: ZoneInfo) -> list[Path]:
     from schemas.registry import load_registry
     from services.core.settings import InfluxSettings, RegistrySettings, load
     from services.orders.config import PostgresSettings
-    from services.reports.collect import collect
-    from services.reports.render import render_html, render_pdf
+    from services.reports.files import write_report
 
     registry = load_registry(load(RegistrySettings).registry)
-    data = asyncio.run(collect(kind, day, store_url=load(PostgresSettings).url.get_secret_value(),
-                               influx=load(InfluxSettings), registry=registry, tz=zone))
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"lifeline-{kind}-{day.isoformat()}"
-    pdf, page = stem.with_suffix(".pdf"), stem.with_suffix(".html")
-    pdf.write_bytes(render_pdf(data))
-    page.write_text(render_html(data), encoding="utf-8")
-    return [pdf, page]
+    written: list[Path] = asyncio.run(write_report(
+        kind, day, out, store_url=load(PostgresSettings).url.get_secret_value(),
+        influx=load(InfluxSettings), registry=registry, tz=zone))
+    return written
 
 
 def _day(value: str | None, zone: ZoneInfo) -> date:

@@ -182,7 +182,7 @@ class Stack:
     def _secrets(self) -> dict[str, str]:
         path = self.state / "secrets.json"
         data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        missing = [u for u in (INGEST_USER, SIMULATOR_USER, BENCH_USER, pg.SUPERUSER)
+        missing = [u for u in (INGEST_USER, SIMULATOR_USER, BENCH_USER, pg.SUPERUSER, *pg.ROLES)
                    if u not in data]
         if missing:  # a new state folder, or one made before an account existed
             data.update({u: secrets.token_urlsafe(18) for u in missing})
@@ -222,8 +222,13 @@ class Stack:
             "LIFELINE_INFLUX_DATABASE": DATABASE,
             "LIFELINE_NOTIFIER_LINK_SECRET": self._link_secret(),
             "LIFELINE_ORDERS_LINK_SECRET": self._link_secret("order-link-secret"),
-        } | ({"LIFELINE_POSTGRES_URL": pg.dsn(self.ports.postgres, s[pg.SUPERUSER])}
+        } | ({"LIFELINE_POSTGRES_URL": self.postgres_url(pg.ORDERS_ROLE)}
              if "postgres" in self.components else {})
+
+    def postgres_url(self, role: str = pg.ORDERS_ROLE) -> str:
+        """The local PostgreSQL as ``role`` (``lifeline_orders``, ``lifeline_reader``, or the
+        superuser ``lifeline``, which only the stack itself uses)."""
+        return pg.dsn(self.ports.postgres, self._secrets()[role], user=role)
 
     # ---------------------------------------------------------------- configs
     def _mosquitto_conf(self) -> Path:
@@ -233,7 +238,9 @@ class Stack:
         if passwd.exists():
             passwd.unlink()
         tool = find_binary("mosquitto_passwd")
-        for i, (user, pw) in enumerate(self._secrets().items()):
+        mqtt_users = (INGEST_USER, SIMULATOR_USER, BENCH_USER)
+        for i, (user, pw) in enumerate((u, p) for u, p in self._secrets().items()
+                                       if u in mqtt_users):
             args = [tool, "-b", *(["-c"] if i == 0 else []), str(passwd), user, pw]
             subprocess.run(args, check=True, capture_output=True)
         passwd.chmod(0o600)
@@ -356,7 +363,9 @@ class Stack:
                 argv = pg.server_argv(data, self.ports.postgres)
             except pg.PostgresMissing as exc:
                 raise MissingDependency(str(exc)) from exc
-            self._start(name, argv, lambda: pg.ready(self.ports.postgres, password), timeout,
+            roles = {r: self._secrets()[r] for r in pg.ROLES}
+            self._start(name, argv, lambda: pg.ready(self.ports.postgres, password, roles),
+                        timeout,
                         user=pg.run_as())
         else:
             raise StackError(f"unknown component {name!r}; one of {', '.join(self.components)}")

@@ -28,6 +28,11 @@ log = get_logger("lifeline.stack")
 
 SUPERUSER = "lifeline"
 DATABASE = "lifeline"
+# Neither a superuser: the orders service owns the database (it makes its tables); Grafana's
+# data source reads the orders and their history only (the orders service grants it).
+ORDERS_ROLE = "lifeline_orders"
+READER_ROLE = "lifeline_reader"
+ROLES = (ORDERS_ROLE, READER_ROLE)
 RUN_AS_WHEN_ROOT = "postgres"  # the account Debian's package creates
 
 
@@ -100,23 +105,46 @@ def server_argv(data: Path, port: int) -> list[str]:
             "-c", "shared_buffers=32MB", "-c", "fsync=on", "-c", "log_min_messages=warning"]
 
 
-def dsn(port: int, password: str, database: str = DATABASE) -> str:
+def dsn(port: int, password: str, database: str = DATABASE, user: str = SUPERUSER) -> str:
     from urllib.parse import quote
 
-    return f"postgresql://{SUPERUSER}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
+    return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
 
 
-def ready(port: int, password: str) -> bool:
-    """The server answers, and the database ``lifeline`` exists (created if not)."""
+def ready(port: int, password: str, roles: dict[str, str] | None = None) -> bool:
+    """The server answers, and the database ``lifeline`` exists (created if not), with the
+    ``roles`` (name → password; created or their password set) — the orders role owning
+    the database and every table in it (a state folder from before the roles had its
+    tables made by the superuser)."""
     import psycopg
+    from psycopg import sql
 
     try:
         with psycopg.connect(dsn(port, password, "postgres"), connect_timeout=2,
                              autocommit=True) as conn:
+            for role, pw in (roles or {}).items():
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                      (role,)).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                     "PASSWORD {}").format(sql.Identifier(role),
+                                                           sql.Literal(pw)))
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                  (DATABASE,)).fetchone()
+            owner = ORDERS_ROLE if roles and ORDERS_ROLE in roles else SUPERUSER
             if found is None:
-                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(DATABASE), sql.Identifier(owner)))
+            elif owner != SUPERUSER:
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(DATABASE), sql.Identifier(owner)))
+        if roles and ORDERS_ROLE in roles:
+            with psycopg.connect(dsn(port, password), connect_timeout=2, autocommit=True) as db:
+                for (table,) in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = "
+                                           "'public' AND tableowner <> %s",
+                                           (ORDERS_ROLE,)).fetchall():
+                    db.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                        sql.Identifier(table), sql.Identifier(ORDERS_ROLE)))
         return True
     except psycopg.OperationalError:
         return False

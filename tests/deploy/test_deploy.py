@@ -153,7 +153,8 @@ def test_compose_publishes_only_what_operators_need(compose: dict[str, Any]) -> 
             # A configurable host address, loopback unless the operator says otherwise.
             assert re.fullmatch(r"\$\{(MQTT|LIFELINE)_PUBLISH_HOST:-127\.0\.0\.1\}", host), port
             published.setdefault(name, set()).add(int(container))
-    assert published == {"mosquitto": {8883}, "grafana": {3000}, "notifier": {8081}}
+    assert published == {"mosquitto": {8883}, "grafana": {3000}, "notifier": {8081},
+                         "orders": {8082}}  # the order page only
     # The notifier's published port is its acknowledgement page, not health and counters.
     env = dotenv_values(ROOT / "deploy" / "lifeline.production.env")
     assert env["LIFELINE_NOTIFIER_PUBLIC_PORT"] == "8081"
@@ -178,6 +179,14 @@ def test_each_service_gets_only_its_own_secrets(compose: dict[str, Any]) -> None
     assert _secret_vars(services["writer"]) == {"LIFELINE_KAFKA_SASL_PASSWORD"}
     assert _secret_vars(services["notifier"]) == {"LIFELINE_KAFKA_SASL_PASSWORD",
                                                   "LIFELINE_NOTIFIER_LINK_SECRET"} | channels
+    # The orders service: its Kafka principal, its link secret, the channels it sends on;
+    # its PostgreSQL password only inside its connection URL; Grafana the reader's password.
+    assert _secret_vars(services["orders"]) == {"LIFELINE_KAFKA_SASL_PASSWORD",
+                                                "LIFELINE_ORDERS_LINK_SECRET"} | channels
+    assert "lifeline_orders:${POSTGRES_PASSWORD" in services["orders"]["environment"][
+        "LIFELINE_POSTGRES_URL"] or "lifeline_orders:" in services["orders"]["environment"][
+        "LIFELINE_POSTGRES_URL"]
+    assert _secret_vars(services["grafana"]) >= {"POSTGRES_GRAFANA_PASSWORD"}
     # Each its own Kafka principal and password; the MQTT password only for ingest.
     users = [services[s]["environment"]["LIFELINE_KAFKA_SASL_USERNAME"] for s in SERVICES]
     assert users == [f"lifeline-{s}" for s in SERVICES]
@@ -196,7 +205,8 @@ def test_each_service_gets_only_its_own_secrets(compose: dict[str, Any]) -> None
                 token_volumes.setdefault(str(m).split(":")[0], set()).add(name)
     assert token_volumes == {"influx-token-writer": {"writer", "influxdb-tokens"},
                              "influx-token-notifier": {"notifier", "influxdb-tokens"},
-                             "influx-token-grafana": {"grafana", "influxdb-tokens"}}
+                             "influx-token-grafana": {"grafana", "influxdb-tokens"},
+                             "influx-token-orders": {"orders", "influxdb-tokens"}}
     for name in ("writer", "notifier"):
         assert services[name]["environment"]["LIFELINE_INFLUX_TOKEN_FILE"] == \
             "/run/lifeline/influx/token"
@@ -887,13 +897,14 @@ def test_influxdb_tokens_give_each_client_only_what_it_needs(tmp_path: Path) -> 
                           ("--read-bucket", "id-lifeline_long")]),
         "notifier": sorted([("--read-bucket", "id-lifeline"), ("--read-bucket", "id-lifeline_long")]),
         "grafana": sorted([("--read-bucket", "id-lifeline"), ("--read-bucket", "id-lifeline_long")]),
+        "orders": [("--read-bucket", "id-lifeline_long")],  # the reports only
     }
     for client in auths:
         token = out / client / "token"
         assert token.read_text() == f"tok-lifeline-{client}-0123456789abcdef\n"
         assert token.stat().st_mode & 0o777 == 0o400
     owners = (tmp_path / "chowns").read_text().split()
-    assert owners[0::2] == ["10001:10001", "10001:10001", "472:472"]
+    assert owners[0::2] == ["10001:10001", "10001:10001", "472:472", "10001:10001"]
     before = log.read_text()
     subprocess.run(["bash", str(ROOT / "deploy/influxdb/tokens.sh")], env=env, check=True,
                    capture_output=True)
@@ -929,6 +940,7 @@ def test_grafana_reads_its_own_token_and_refuses_a_placeholder_password(tmp_path
     run = _executable(tmp_path / "run.sh", f'#!/bin/sh\necho "$INFLUX_TOKEN" > {tmp_path}/env\n')
     env = {"PATH": "/usr/bin:/bin", "GRAFANA_RUN": str(run), "INFLUX_TOKEN_FILE": str(token),
            "LIFELINE_CHECK_SECRET": CHECK_SECRET}
+    env["POSTGRES_GRAFANA_PASSWORD"] = secrets.token_urlsafe(18)
     ok = subprocess.run(["sh", str(ROOT / "deploy/grafana/entrypoint.sh")], capture_output=True,
                         text=True, check=False,
                         env={**env, "GF_SECURITY_ADMIN_PASSWORD": secrets.token_urlsafe(18)})
@@ -938,6 +950,11 @@ def test_grafana_reads_its_own_token_and_refuses_a_placeholder_password(tmp_path
                          text=True, check=False,
                          env={**env, "GF_SECURITY_ADMIN_PASSWORD": "CHANGE-ME-grafana"})
     assert bad.returncode == 1 and "GRAFANA_ADMIN_PASSWORD is a placeholder" in bad.stderr
+    reader = subprocess.run(["sh", str(ROOT / "deploy/grafana/entrypoint.sh")],
+                            capture_output=True, text=True, check=False,
+                            env={**env, "GF_SECURITY_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+                                 "POSTGRES_GRAFANA_PASSWORD": "CHANGE-ME-postgres-reader"})
+    assert reader.returncode == 1 and "POSTGRES_READER_PASSWORD is a placeholder" in reader.stderr
     datasource = (ROOT / "grafana/provisioning/datasources/lifeline.yaml").read_text()
     assert "Token ${INFLUX_TOKEN}" in datasource
 

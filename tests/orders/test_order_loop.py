@@ -127,7 +127,8 @@ def loop_env(stack: Stack, pipeline_env: dict[str, str], receiver: Receiver,
             "LIFELINE_ORDERS_TICK_S": "1", "LIFELINE_ORDERS_NOTICE_BACKOFF_S": "1",
             "LIFELINE_ORDERS_PUBLIC_PORT": str(port),
             "LIFELINE_ORDERS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "LIFELINE_ORDERS_UPLOAD_MAX_BYTES": str(200_000)}
+            "LIFELINE_ORDERS_UPLOAD_MAX_BYTES": str(200_000),
+            "LIFELINE_ORDERS_FALSE_ALARM_LIMIT": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +298,9 @@ def test_a_false_alarm_is_closed_as_such_and_counted_against_its_sensor(
     assert o.false_alarm_reason == "传感器被淹 gauge submerged"
     counts = store_call(stack, lambda s: s.false_alarms(days=30))
     assert counts.get("TEST-WO-FA-L1") == 1
+    # At the limit (1 here) the sensor is suspect: a health warning naming it.
+    wait_for(lambda: "sensor.TEST-WO-FA-L1" in (orders.health()[1] or {}).get("warnings", {}),
+             20, what="no health warning for the suspect sensor")
     out = subprocess.run([sys.executable, "-m", "services.cli", "orders", "false-alarms"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "TEST-WO-FA-L1" in out.stdout, out.stderr

@@ -264,3 +264,23 @@ def test_postgres_down_holds_the_work_and_loses_nothing(
     order = wait_for(lambda: order_or_none(stack, order_id_for(ev.alarm_id)), timeout=60)
     assert order.state == "open"
     wait_for(lambda: orders.health()[0] == 200, timeout=30)
+
+
+def test_the_roles_are_not_superusers_and_the_reader_reads_orders_only(
+        stack: Stack, orders: ServiceProcess) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(stack.postgres_url("lifeline_orders"), autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone() == (False,)
+        assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'work_order'"
+                            ).fetchone() == ("lifeline_orders",)
+    with psycopg.connect(stack.postgres_url("lifeline_reader"), autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM work_order").fetchone()
+        conn.execute("SELECT count(*) FROM work_order_event").fetchone()
+        for table in ("work_order_upload", "work_order_notice"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM work_order")
