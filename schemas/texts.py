@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 from schemas.kinds import AlarmLevel, FacilityKind, Metric
 
@@ -236,6 +238,26 @@ def rule_words(rule: str, metric: Metric | str | None = None,
         w = metric_words(metric)
         return Bi(f"{w.zh}阈值告警", f"{w.en} threshold alarm")
     return Bi("组合条件告警", "combined-condition alarm")
+
+
+# ------------------------------------------------------------------ times and places
+
+def local_time(at: datetime, zone: ZoneInfo, seconds: bool = False) -> str:
+    """``2026-12-01 16:00 (Asia/Shanghai, UTC+08:00)``: local time with the zone named."""
+    t = at.astimezone(zone)
+    off = t.strftime("%z")
+    return f"{t:%Y-%m-%d %H:%M{':%S' if seconds else ''}} ({zone.key}, UTC{off[:3]}:{off[3:]})"
+
+
+def map_urls(lat: float, lon: float, name: str) -> tuple[str, str]:
+    """Map links from WGS-84 coordinates: Amap (高德, told ``coordinate=wgs84``: it shows
+    GCJ-02) and OpenStreetMap. ``name`` is URL-quoted by the caller's HTML escaping only."""
+    from urllib.parse import quote
+
+    amap = (f"https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}&name={quote(name)}"
+            f"&coordinate=wgs84&callnative=0")
+    osm = f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=17/{lat:.6f}/{lon:.6f}"
+    return amap, osm
 
 
 # ------------------------------------------------------------------ work orders

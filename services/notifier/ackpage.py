@@ -72,6 +72,8 @@ class AckPage:
     send_code: SendCode
     episode: Episode
     readings: Readings = _no_readings
+    # A facility's coordinates and name (the registry's, reloaded with it): the map link.
+    places: Callable[[str], tuple[float, float, str] | None] = lambda _f: None
     used_links: set[str] = field(default_factory=set)  # links used through this worker
     clock: Callable[[], float] = time.time
     verdict_wait_s: float = 3.0
@@ -133,7 +135,8 @@ class AckPage:
         readings: list[tuple[str, float]] = []
         if alarm is not None and status == 200:
             readings = await self.readings(alarm["facility_id"], alarm["sensor"])
-        return self._html(alarm_page(link, token, alarm, st, readings, self.cfg.zone, form),
+        return self._html(alarm_page(link, token, alarm, st, readings, self.cfg.zone, form,
+                                     self.places(link.facility_id)),
                           status)
 
     # ------------------------------------------------------------------ handlers

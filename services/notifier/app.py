@@ -102,10 +102,16 @@ def districts_of(registry: Registry) -> dict[str, str]:
     return {f.id: f.district for f in registry.facilities}
 
 
-def load_districts(path: Path) -> dict[str, str]:
+def places_of(registry: Registry) -> dict[str, tuple[float, float, str]]:
+    """Each facility's coordinates and name (the acknowledgement page's map link)."""
+    return {f.id: (f.lat, f.lon, f.name_zh or f.name) for f in registry.facilities}
+
+
+def load_districts(path: Path) -> tuple[dict[str, str], dict[str, tuple[float, float, str]]]:
     """A registry file, validated as every service loads it, reduced to what the notifier
-    needs: each facility's district (routes match on it)."""
-    return districts_of(load_registry(path))
+    needs: each facility's district (routes match on it) and its place (the page's map)."""
+    registry = load_registry(path)
+    return districts_of(registry), places_of(registry)
 
 
 class Notifier:
@@ -133,6 +139,7 @@ class Notifier:
         self.budget = Budget(self.health.counters)
         self._wait = self.budget.stage("notifier.wait")
         self.live = OnCall(oncall, districts_of(registry))  # reloads swap what it holds
+        self.places = places_of(registry)
         self.escalator = Escalator(self.live)
         for warning in oncall.warnings():  # valid but unsafe: said at start, not refused
             log.warning("oncall.config_warning", detail=warning)
@@ -148,7 +155,7 @@ class Notifier:
             self.live, self.signer, self.ack_signer,
             CodeStore(s.code_ttl_s, s.code_attempts, s.code_resend_s, s.code_max_per_link),
             self.health.counters, self.publish, self.send_code, self.handlers.episode,
-            self.readings)
+            self.readings, places=lambda fid: self.places.get(fid))
         self.files: list[WatchedFile[Any]] = [
             WatchedFile("oncall", s.oncall, load_checked_oncall, self.oncall_changed,
                         self.health, version=oncall_version),
@@ -216,8 +223,9 @@ class Notifier:
         for warning in new.warnings():
             log.warning("oncall.config_warning", detail=warning)
 
-    def registry_changed(self, districts: dict[str, str]) -> None:
-        self.live.districts = districts
+    def registry_changed(self, reduced: tuple[dict[str, str],
+                                              dict[str, tuple[float, float, str]]]) -> None:
+        self.live.districts, self.places = reduced
 
     # ------------------------------------------------------------------ stream and lifecycle
     async def consume(self, stream: Any) -> None:

@@ -57,6 +57,13 @@ def shell(title: str, body: str, style: str = "") -> str:
             f"<body><main>{body}</main></body></html>")
 
 
+def map_links(lat: float, lon: float, name: str) -> str:
+    """Coordinates and two map links (HTML): the place on a phone in the street."""
+    amap, osm = texts.map_urls(lat, lon, name)
+    return (f'{lat:.5f}, {lon:.5f} · <a id="map" href="{html.escape(amap)}" rel="noreferrer">'
+            f'高德地图 map</a> · <a href="{html.escape(osm)}" rel="noreferrer">OpenStreetMap</a>')
+
+
 def _page(title: str, body: str) -> str:
     return shell(title, body)
 
@@ -161,7 +168,8 @@ ATTENTION = "注意 Attention"  # the rows of the alarm's standing (messages.sta
 
 def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: dict[str, Any],
                readings: list[tuple[str, float]], zone: ZoneInfo,
-               form: str | None = None) -> str:
+               form: str | None = None,
+               place: tuple[float, float, str] | None = None) -> str:
     """The alarm, what is known of its state, its recent readings and the form (``form``:
     another form in place of the acknowledgement form, e.g. who-is-acting)."""
     if alarm is None:
@@ -170,7 +178,7 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
                 f"The alarm's details are kept by another notifier worker.</p>")
     else:
         lv = alarm.get("level") or "none"
-        when = datetime.fromisoformat(alarm["ts"]).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        when = texts.local_time(datetime.fromisoformat(alarm["ts"]), zone, seconds=True)
         level = texts.level_words(alarm.get("level"))
         kind = texts.kind_words(alarm["kind"])
         district = texts.region_words(alarm.get("district") if alarm.get("district") != "unknown"
@@ -191,6 +199,8 @@ def alarm_page(link: AckLink, token: str, alarm: dict[str, Any] | None, state: d
         table = "".join(f"<tr{warn if k == ATTENTION else ''}>"
                         f"<th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                         for k, v in rows)
+        if place is not None:
+            table += (f"<tr><th>位置 Location</th><td>{map_links(*place)}</td></tr>")
         name = alarm.get("facility_name_zh") or alarm.get("facility_name") or alarm["facility_id"]
         head = (f'<h1><span class="lv {html.escape(lv)}">{html.escape(level.zh)} '
                 f"{html.escape(level.en)}</span> "

@@ -21,9 +21,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from schemas import texts
 from schemas.oncall import OnCallConfig, Person
@@ -54,13 +53,6 @@ class Notice:
 
 def notice_id_for(event_id: str, person: str) -> str:
     return hashlib.sha256(f"{event_id}|{person}".encode()).hexdigest()[:32]
-
-
-def local_time(at: datetime, zone: ZoneInfo) -> str:
-    """``2026-12-01 16:00 (Asia/Shanghai, UTC+08:00)``: local time with the zone named."""
-    t = at.astimezone(zone)
-    off = t.strftime("%z")
-    return f"{t:%Y-%m-%d %H:%M} ({zone.key}, UTC{off[:3]}:{off[3:]})"
 
 
 def facility_words(order: WorkOrder, facility: Facility | None) -> str:
@@ -114,7 +106,7 @@ def notices_for(ev: OrderEvent, order: WorkOrder, cfg: OnCallConfig | None,
         lines = [f"{TITLES[kind]} {order.order_id}",
                  f"{where} — {level}",
                  f"责任单位 Unit: {order.owner_unit}",
-                 f"截止 Deadline: {local_time(order.deadline, zone)}"]
+                 f"截止 Deadline: {texts.local_time(order.deadline, zone)}"]
         if kind == "escalated":
             late = ev.at - order.deadline
             lines.append(f"已超期 Overdue by {max(late, timedelta()).total_seconds() / 3600:.1f} h; "

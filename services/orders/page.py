@@ -34,16 +34,15 @@ from PIL import Image, UnidentifiedImageError
 from schemas import texts
 from schemas.errors import LifelineError
 from schemas.oncall import OnCallConfig
-from schemas.registry import Facility, Registry
+from schemas.registry import Registry
 from schemas.workorder import OrderAction, TransitionRefused, WorkOrder, allowed_actions
 from services.core.health import Counters
 from services.core.logging import get_logger
-from services.notifier.web import SECURITY_HEADERS, shell
+from services.notifier.web import SECURITY_HEADERS, map_links, shell
 from services.orders.acting import act
 from services.orders.config import OrdersSettings
 from services.orders.errors import NotApplied, OrderNotFound, StoreUnavailable
 from services.orders.links import ROLE_ACTIONS, OrderLink, OrderLinkError, OrderSigner
-from services.orders.notices import local_time
 from services.orders.store import Store
 
 log = get_logger("lifeline.orders.page")
@@ -91,18 +90,6 @@ def check_photo(data: bytes, max_bytes: int) -> tuple[str, int, int]:
     if fmt not in PHOTO_TYPES:
         raise Refused(415, f"不支持的图片格式 {fmt or 'unknown'}: JPEG, PNG or WebP only")
     return PHOTO_TYPES[fmt], width, height
-
-
-def map_links(f: Facility) -> str:
-    """A map link from the facility's coordinates (WGS-84): Amap (高德, which takes WGS-84
-    with ``coordinate=wgs84``) and OpenStreetMap."""
-    name = html.escape(f.name_zh or f.name, quote=True)
-    amap = (f"https://uri.amap.com/marker?position={f.lon:.6f},{f.lat:.6f}&amp;name={name}"
-            f"&amp;coordinate=wgs84&amp;callnative=0")
-    osm = (f"https://www.openstreetmap.org/?mlat={f.lat:.6f}&amp;mlon={f.lon:.6f}"
-           f"#map=17/{f.lat:.6f}/{f.lon:.6f}")
-    return (f'{f.lat:.5f}, {f.lon:.5f} · <a id="map" href="{amap}" rel="noreferrer">高德地图 map</a>'
-            f' · <a href="{osm}" rel="noreferrer">OpenStreetMap</a>')
 
 
 class OrderPage:
@@ -203,14 +190,15 @@ class OrderPage:
             kind = texts.kind_words(f.kind)
             place = (f"<tr><th>类型 Kind</th><td>{esc(str(kind))}</td></tr>"
                      f"<tr><th>区域 District</th><td>{esc(district)}</td></tr>"
-                     f"<tr><th>位置 Location</th><td>{map_links(f)}</td></tr>")
+                     f"<tr><th>位置 Location</th>"
+                     f"<td>{map_links(f.lat, f.lon, f.name_zh or f.name)}</td></tr>")
         rows = [f"<tr><th>状态 State</th><td id='state'>{esc(str(state))}</td></tr>",
                 place,
                 f"<tr><th>责任单位 Unit</th><td>{esc(order.owner_unit)}</td></tr>",
                 f"<tr><th>处置人 Assignee</th><td>{esc(self._name(order.assignee or '-'))}</td></tr>",
-                f"<tr><th>生成 Opened</th><td>{esc(local_time(order.opened_at, zone))}</td></tr>",
+                f"<tr><th>生成 Opened</th><td>{esc(texts.local_time(order.opened_at, zone))}</td></tr>",
                 f"<tr><th>截止 Deadline</th><td id='deadline'>"
-                f"{esc(local_time(order.deadline, zone))}"
+                f"{esc(texts.local_time(order.deadline, zone))}"
                 f"{' <b class=warn>已超期 overdue</b>' if late else ''}</td></tr>"]
         if order.escalation:
             rows.append(f"<tr><th>督办 Escalated</th><td>{order.escalation}</td></tr>")

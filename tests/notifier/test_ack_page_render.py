@@ -82,7 +82,8 @@ async def page_url() -> AsyncIterator[str]:
     q = Quiet()
     page = AckPage(config([HOOK]), Signer(LINK_SECRET, 3600), AckSigner(LINK_SECRET),
                    CodeStore(ttl_s=300, attempts=3, resend_s=30, max_per_link=3), Counters(),
-                   q.publish, q.send_code, lambda _a, _f: (ALARM, {}), verdict_wait_s=0)
+                   q.publish, q.send_code, lambda _a, _f: (ALARM, {}), verdict_wait_s=0,
+                   places=lambda _f: (27.9123, 120.8456, NAME_ZH))
     token = page.signer.sign(AckLink("a-1", "DP-BH-001", "ann", "n-1", "duty", False))
     server = TestServer(page.application(), host="127.0.0.1")
     await server.start_server()
@@ -136,6 +137,9 @@ async def test_the_ack_page_renders_the_chinese_name_in_chinese_glyphs(
     assert title == NAME_ZH
     assert "红色预警（I级） red (level I)" in body and "value-upper" not in body
     assert "水位超上限 water level above its upper limit" in body
+    # Read in the street: where it is (a map link from the coordinates), the zone named.
+    assert "27.91230, 120.84560" in body and "高德地图 map" in body
+    assert "(Asia/Shanghai, UTC+08:00)" in body
     # Real glyphs: each character its own picture, none of them the missing-glyph box.
     assert len(set(pictures)) == len(pictures), "Chinese characters render alike: tofu"
     assert tofu not in pictures, "Chinese characters render as the missing-glyph box"

@@ -128,7 +128,10 @@ def loop_env(stack: Stack, pipeline_env: dict[str, str], receiver: Receiver,
             "LIFELINE_ORDERS_PUBLIC_PORT": str(port),
             "LIFELINE_ORDERS_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "LIFELINE_ORDERS_UPLOAD_MAX_BYTES": str(200_000),
-            "LIFELINE_ORDERS_FALSE_ALARM_LIMIT": "1"}
+            "LIFELINE_ORDERS_FALSE_ALARM_LIMIT": "1",
+            # The schedule: yesterday's 日报 at the first tick (after 00:00 local).
+            "LIFELINE_ORDERS_REPORTS_DIR": str(tmp_path_factory.mktemp("reports")),
+            "LIFELINE_ORDERS_REPORTS_AFTER": "00:00"}
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +258,8 @@ def test_a_dust_episode_is_handled_to_the_end_through_the_page(
     status, body = get(link)
     assert f"/photo/{order.evidence[0]}" in body
 
+    # A kill -9 of the processor mid-lifecycle: its alarm state comes back from the changelog.
+    pipeline.restart("processor")
     # The site is clean again: the hourly mean falls under 150 and stays an hour → cleared →
     # verified from the data (not by a person).
     dust(publisher, start, range(90, 240), 40.0, seq)
@@ -376,6 +381,18 @@ def test_a_kill_9_mid_lifecycle_loses_no_order_and_sends_no_message_twice(
         msgs = receiver.about(oid)
         assert [m["person"] for m in msgs] == ["wo.contact", "wo.manager", "wo.chief"], oid
         assert len({m["delivery"] for m in msgs}) == 3
+
+
+def test_yesterdays_report_is_written_on_schedule(
+        orders: ServiceProcess, loop_env: dict[str, str]) -> None:
+    folder = Path(loop_env["LIFELINE_ORDERS_REPORTS_DIR"])
+    yesterday = (datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date()
+                 - timedelta(days=1)).isoformat()
+    pdf = folder / f"lifeline-daily-{yesterday}.pdf"
+    wait_for(lambda: pdf.exists(), 60, what="no scheduled daily report")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.with_suffix(".html").exists()
+    # (Only the service writes into that folder; its counter restarted with the kill -9.)
+    assert "reports_written" in orders.counters()
 
 
 def test_the_daily_report_of_the_run_lists_it_all(

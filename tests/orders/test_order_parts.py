@@ -13,9 +13,10 @@ from PIL import Image
 from schemas.kinds import AlarmLevel, FacilityKind
 from schemas.oncall import OnCallConfig, OnCallError, load_oncall
 from schemas.registry import load_registry
+from schemas.texts import local_time
 from schemas.workorder import OrderAction, OrderEvent, WorkOrder, apply, event_id_for, order_id_for
 from services.orders.links import OrderLink, OrderLinkError, OrderSigner
-from services.orders.notices import local_time, notices_for
+from services.orders.notices import notices_for
 from services.orders.page import Refused, check_photo
 from tests.conftest import EXAMPLE_REGISTRY, ROOT
 
