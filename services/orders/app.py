@@ -187,7 +187,7 @@ class Orders:
     async def _reports(self, now: datetime) -> None:
         """The scheduled reports: yesterday's daily report, and on Mondays last week's, once
         the local time is past ``reports_after`` and the file is not there yet. A report that
-        fails is a warning and is tried again at the next hour."""
+        fails is a warning and is tried again ten minutes later."""
         s = self.cfg.orders
         if s.reports_dir is None:
             return
@@ -209,7 +209,7 @@ class Orders:
                     kind, first, s.reports_dir, store_url=self.cfg.postgres.url.get_secret_value(),
                     influx=self.cfg.influx, registry=self.registry, tz=zone)
             except LifelineError as exc:
-                self._report_retry[key] = now + timedelta(hours=1)
+                self._report_retry[key] = now + timedelta(minutes=10)
                 self.health.counters.inc("reports_failed")
                 self.health.warning("reports", f"the {kind} report of {first} failed: {exc}",
                                     ttl_s=3600)

@@ -230,7 +230,7 @@ def test_a_dust_episode_is_handled_to_the_end_through_the_page(
 
     def dust_order() -> WorkOrder | None:
         found = store_call(stack, lambda s: s.orders(limit=500))
-        mine = [o for o in found if o.facility_id == "TEST-WO-SITE"]
+        mine = [o for o in found if o.sensor_id == "TEST-WO-SITE-PM10"]
         return mine[0] if mine else None
 
     wait_for(lambda: dust_order() is not None, 90, what="the dust episode opened no work order")
@@ -343,14 +343,22 @@ def test_the_page_refuses_bad_requests_and_changes_nothing(
     assert after.events == before.events + 1  # the accept only
 
 
-def test_the_order_page_renders_chinese_in_chinese_glyphs(
+def test_the_contractor_accepts_and_reports_in_a_browser_and_chinese_renders(
         stack: Stack, orders: ServiceProcess, loop_env: dict[str, str], tmp_path: Path) -> None:
+    """Headless Chromium: the page renders its Chinese in Chinese glyphs (a screenshot), and
+    the person accepts, then reports with a photo chosen in the file input."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     from tests.notifier.test_ack_page_render import chromium_render, glyph_pictures, load
 
-    ev = alarm("TEST-WO-CJK", AlarmLevel.ORANGE, datetime.now(UTC), kind=FacilityKind.SITE)
+    # The site of the registry (its names and coordinates on the page), another alarm of it.
+    ev = alarm("TEST-WO-SITE", AlarmLevel.ORANGE, datetime.now(UTC), sensor="CJK",
+               kind=FacilityKind.SITE)
     order_id = raise_alarm(stack, ev)
     wait_order(stack, order_id, lambda o: o.state is OrderState.DISPATCHED)
-    url = page(loop_env, order_id, "wo.contact")
+    url = page(loop_env, order_id, "wo.site")
+    photo = tmp_path / "site.png"
+    Image.new("RGB", (80, 60), (200, 120, 30)).save(photo, "PNG")
     driver = chromium_render()
     try:
         load(driver, url)
@@ -358,11 +366,26 @@ def test_the_order_page_renders_chinese_in_chinese_glyphs(
         driver.save_screenshot(str(shot))
         body = driver.find_element("tag name", "body").text
         pictures, tofu = glyph_pictures(driver)
+        driver.find_element("id", "do-accept").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements("id", "done"))
+        driver.find_element("css selector", "#form-report textarea[name=note]").send_keys(
+            "已清扫路面并开启喷淋 road swept, spray on")
+        driver.find_element("css selector", "#form-report input[name=photos]").send_keys(
+            str(photo))
+        driver.find_element("id", "do-report").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: "反馈" in (d.find_elements("id", "done") or [None])[0].text
+            if d.find_elements("id", "done") else False)
+        after = driver.find_element("tag name", "body").text
     finally:
         driver.quit()
-    assert "工单" in body and "截止" in body and "Asia/Shanghai" in body
+    assert "工单测试工地" in body and "截止" in body and "Asia/Shanghai" in body
+    assert "高德地图" in body and "测试区" in body
     assert shot.stat().st_size > 10_000
     assert len(set(pictures)) == len(pictures) and tofu not in pictures
+    assert "road swept" in after
+    o = wait_order(stack, order_id, lambda o: o.state is OrderState.REPORTED)
+    assert len(o.evidence) == 1 and o.report_note == "已清扫路面并开启喷淋 road swept, spray on"
 
 
 def test_a_kill_9_mid_lifecycle_loses_no_order_and_sends_no_message_twice(
@@ -384,7 +407,7 @@ def test_a_kill_9_mid_lifecycle_loses_no_order_and_sends_no_message_twice(
 
 
 def test_yesterdays_report_is_written_on_schedule(
-        orders: ServiceProcess, loop_env: dict[str, str]) -> None:
+        pipeline: Pipeline, orders: ServiceProcess, loop_env: dict[str, str]) -> None:
     folder = Path(loop_env["LIFELINE_ORDERS_REPORTS_DIR"])
     yesterday = (datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date()
                  - timedelta(days=1)).isoformat()
