@@ -120,6 +120,41 @@ def show(order_id: Annotated[str, typer.Argument(help="The order's id (WO-…)."
                    f"{ev.action:<11} by {ev.actor:<14} {extra[:100]}")
 
 
+@orders_app.command(epilog=example(
+    "lifeline orders link WO-3f2a9c1d0b7e6a54 --person li.na --role desk",
+    "lifeline orders link WO-3f2a9c1d0b7e6a54 --person kg1.chen"))
+def link(order_id: Annotated[str, typer.Argument(help="The order's id (WO-…).")],
+         person: Annotated[str, typer.Option(help="Whom the link is for (a person id).")],
+         role: Annotated[str, typer.Option(help="unit (accept, start, report) or desk "
+                                                "(verify, return, close, false alarm).")] = "unit"
+         ) -> None:
+    """A signed link to the order page for one person (to hand over by phone or chat)."""
+    from services.core.settings import load
+    from services.orders.config import OrdersSettings
+    from services.orders.links import ROLE_ACTIONS, OrderLink, OrderSigner
+
+    if role not in ROLE_ACTIONS:
+        raise _fail(f"--role must be unit or desk, not {role!r}")
+
+    async def check() -> WorkOrder:
+        store = await _store()
+        try:
+            found: WorkOrder = await store.order(order_id)
+            return found
+        finally:
+            await store.close()
+
+    _run(check())  # an unknown order: refused here
+    s = load(OrdersSettings)
+    try:
+        signer = OrderSigner(s.link_secret.get_secret_value(), s.link_ttl_s)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    token = signer.sign(OrderLink(order_id, person, role))  # type: ignore[arg-type]
+    typer.echo(f"{s.public_url.rstrip('/')}/order/{token}")
+    typer.echo(f"valid {s.link_ttl_s / 86400:g} days, for {person} ({role})", err=True)
+
+
 @orders_app.command("false-alarms", epilog=example("lifeline orders false-alarms --days 90"))
 def false_alarms(days: Annotated[float, typer.Option(min=1, max=3650, help="Look back this far."
                                                       )] = 30.0) -> None:

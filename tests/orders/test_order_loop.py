@@ -267,7 +267,14 @@ def test_a_dust_episode_is_handled_to_the_end_through_the_page(
     history = store_call(stack, lambda s: s.history(order.order_id))
     assert [e.actor for e in history if e.action == "verify"] == ["verifier"]
 
-    desk = page(loop_env, order.order_id, "wo.chief", "desk")
+    # The analyst's link to the page, from the CLI (`lifeline orders link`).
+    out = subprocess.run([sys.executable, "-m", "services.cli", "orders", "link", order.order_id,
+                          "--person", "wo.chief", "--role", "desk"], env=loop_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    desk = out.stdout.strip()
+    assert desk.startswith(loop_env["LIFELINE_ORDERS_PUBLIC_URL"] + "/order/")
+    assert post(page(loop_env, order.order_id, "wo.site"), {"action": "close"})[0] == 409
     status, body = post(desk, {"action": "close", "note": "销号 closed"})
     assert status == 200, body[:500]
     order = wait_order(stack, order.order_id, lambda o: o.state is OrderState.CLOSED)
