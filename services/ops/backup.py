@@ -9,6 +9,9 @@ A backup is one folder::
                                            (bytes as base64; null key/value kept: tombstones)
     influxdb/                              ``influxd backup -portable`` (1.x, the local stack)
                                            or ``influx backup`` (2.x, docker-compose)
+    postgres/lifeline.dump                 the work orders' database (``pg_dump`` custom
+                                           format: orders, history, the messages' outbox,
+                                           the photos — the photos are nowhere else)
     files/registry.yaml, files/oncall.yaml the facility registry and the on-call file
 
 Kafka topics: every ``lifeline.*`` topic except the transient ones (ticks, health) and
@@ -57,7 +60,7 @@ MANIFEST = "manifest.json"
 TRANSIENT_TOPICS = frozenset({topics.TICKS, topics.ONCALL_TICKS, topics.HEALTH})
 # Consumer groups whose offsets are kept even when the broker cannot list groups.
 KNOWN_GROUPS = ("lifeline-processor", "lifeline-writer", "lifeline-writer-readings",
-                "lifeline-notifier")
+                "lifeline-notifier", "lifeline-orders-open", "lifeline-orders-store")
 IDLE_S = 1.5  # Tansu: a partition is read to its end when nothing came for this long
 STALL_S = 60.0  # Kafka: no record for this long before the end offsets is an error
 
@@ -73,6 +76,7 @@ class Stores:
     kafka: KafkaSettings
     influx: InfluxSettings
     influx_rpc: str = "127.0.0.1:8088"  # InfluxDB 1.x bind-address (influxd backup/restore)
+    postgres_url: str | None = None  # the work orders' database (None: not backed up)
 
 
 @dataclass
@@ -465,6 +469,84 @@ def check_influx_target(stores: Stores, part: dict[str, Any]) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+def _pg_env(url: str) -> dict[str, str]:
+    """libpq's environment for ``url``: the password never on a command line."""
+    import os
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise BackupError("LIFELINE_POSTGRES_URL is not a PostgreSQL URL") from exc
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
+             "dbname": "PGDATABASE"}
+    return {**os.environ, **{names[k]: str(v) for k, v in info.items() if k in names and v}}
+
+
+def _pg_binary(name: str) -> str:
+    from services.stack.postgres import PostgresMissing, binary
+
+    try:
+        return binary(name)
+    except PostgresMissing as exc:
+        raise BackupError(f"{name} not found (Debian package postgresql)") from exc
+
+
+def _pg_run(argv: list[str], env: dict[str, str], what: str) -> None:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False,
+                             env=env)
+    except OSError as exc:
+        raise BackupError(f"{what}: cannot run {argv[0]}: {exc}") from exc
+    if res.returncode != 0:
+        tail = [line for line in (res.stderr or res.stdout).strip().splitlines() if line]
+        raise BackupError(f"{what} failed: {tail[-1] if tail else f'exit {res.returncode}'}")
+
+
+def _pg_orders(url: str) -> int | None:
+    """Orders in the database (None: it has no orders table yet)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            found = conn.execute("SELECT to_regclass('public.work_order') IS NOT NULL"
+                                 ).fetchone()
+            if not found or not found[0]:
+                return None
+            row = conn.execute("SELECT count(*) FROM work_order").fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.Error as exc:
+        raise BackupError(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
+
+
+def dump_postgres(url: str, out: Path) -> dict[str, Any]:
+    orders = _pg_orders(url)
+    (out / "postgres").mkdir()
+    _pg_run([_pg_binary("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
+             "--file", str(out / "postgres" / "lifeline.dump")], _pg_env(url), "pg_dump")
+    return {"dir": "postgres", "file": "lifeline.dump", "orders": orders or 0}
+
+
+def check_postgres_target(url: str) -> bool:
+    """Refuse a database that holds orders; return whether the tables exist (empty)."""
+    orders = _pg_orders(url)
+    if orders:
+        raise BackupError(f"PostgreSQL already holds {orders} work orders: a restore goes to "
+                          "an empty database (a fresh stack or a new volume)")
+    return orders is not None
+
+
+def load_postgres(url: str, src: Path, part: dict[str, Any]) -> None:
+    clean = check_postgres_target(url)
+    _pg_run([_pg_binary("pg_restore"), "--no-owner", "--no-privileges", "--single-transaction",
+             *(["--clean", "--if-exists"] if clean else []), "--dbname",
+             _pg_env(url).get("PGDATABASE", "lifeline"),
+             str(src / str(part["dir"]) / str(part["file"]))], _pg_env(url), "pg_restore")
+
+
 # --------------------------------------------------------------------------- whole backups
 def create(stores: Stores, out: Path, files: dict[str, Path], *,
            influx: bool = True) -> dict[str, Any]:
@@ -492,10 +574,12 @@ def _create(stores: Stores, out: Path, files: dict[str, Path], *,
         ver = "unknown"
     manifest: dict[str, Any] = {"format": FORMAT, "lifeline": ver,
                                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                "kafka": {}, "influxdb": None, "files": {}}
+                                "kafka": {}, "influxdb": None, "postgres": None, "files": {}}
     manifest["kafka"] = asyncio.run(dump_kafka(stores.kafka, out))
     if influx:
         manifest["influxdb"] = dump_influx(stores, out)
+    if stores.postgres_url:
+        manifest["postgres"] = dump_postgres(stores.postgres_url, out)
     for name, path in files.items():
         if not path.is_file():
             raise BackupError(f"{name} file {path} not found")
@@ -506,7 +590,8 @@ def _create(stores: Stores, out: Path, files: dict[str, Path], *,
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                 encoding="utf-8")
     log.info("backup.created", folder=str(out), topics=len(manifest["kafka"]["topics"]),
-             records=summary_records(manifest), influxdb=bool(manifest["influxdb"]))
+             records=summary_records(manifest), influxdb=bool(manifest["influxdb"]),
+             postgres=bool(manifest["postgres"]))
     return manifest
 
 
@@ -534,16 +619,22 @@ def restore(stores: Stores, src: Path, files: dict[str, Path], *,
         if name not in manifest["files"]:
             raise BackupError(f"the backup holds no {name} file")
     part = manifest.get("influxdb")
+    pg = manifest.get("postgres") if stores.postgres_url else None
     if influx and part:  # the checks that refuse a non-empty target come before any write
         check_influx_target(stores, part)
+    if pg and stores.postgres_url:
+        check_postgres_target(stores.postgres_url)
     restored = asyncio.run(load_kafka(stores.kafka, src, manifest["kafka"]))
     if influx and part:
         load_influx(stores, src, part)
+    if pg and stores.postgres_url:
+        load_postgres(stores.postgres_url, src, pg)
     for name, path in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / manifest["files"][name], path)
     summary = {"topics": len(restored), "records": sum(restored.values()),
                "groups": sorted(manifest["kafka"].get("groups", {})),
-               "influxdb": bool(influx and part), "files": sorted(files)}
+               "influxdb": bool(influx and part), "postgres": bool(pg),
+               "files": sorted(files)}
     log.info("backup.restored", folder=str(src), **summary)
     return summary

@@ -54,7 +54,12 @@ def _stores(influx_rpc: str | None) -> Stores:
     if influx_rpc is None:
         info = load_info(state_dir())
         influx_rpc = f"127.0.0.1:{info.ports.influx_rpc}" if info else "127.0.0.1:8088"
-    return Stores(load(KafkaSettings), load(InfluxSettings), influx_rpc)
+    import os
+
+    # The work orders' PostgreSQL when this machine's settings name it (the local stack's
+    # stack.env and compose do); without it the backup holds Kafka, InfluxDB and files.
+    postgres = os.environ.get("LIFELINE_POSTGRES_URL") or None
+    return Stores(load(KafkaSettings), load(InfluxSettings), influx_rpc, postgres)
 
 
 @backup_app.command("create", epilog=example(
@@ -88,6 +93,7 @@ def backup_create(
                            "records": summary_records(manifest),
                            "groups": sorted(manifest["kafka"]["groups"]),
                            "influxdb": manifest["influxdb"] is not None,
+                           "postgres": manifest.get("postgres") is not None,
                            "files": sorted(manifest["files"])}))
 
 

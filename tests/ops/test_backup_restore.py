@@ -185,6 +185,59 @@ def alarm_ids(stack: Stack, facility: str) -> set[str]:
     return {row[1] for s in series for row in s["values"]}
 
 
+PHOTO = b"\x89PNG fake bytes of a site photo"
+
+
+def put_order(stack: Stack) -> str:
+    """A reported work order with a photo, straight into the stack's PostgreSQL."""
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.kinds import AlarmLevel
+    from schemas.workorder import OrderAction, OrderEvent, event_id_for, order_id_for
+    from services.orders.store import Store
+
+    oid = order_id_for("backup-alarm")
+    t0 = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
+    steps: list[tuple[OrderAction, dict[str, Any]]] = [
+        (OrderAction.OPEN, {"alarm_id": "backup-alarm", "facility_id": ACKED,
+                            "level": AlarmLevel.ORANGE, "owner_unit": "unit",
+                            "deadline": t0 + timedelta(hours=4)}),
+        (OrderAction.DISPATCH, {"assignee": "ann"}), (OrderAction.ACCEPT, {}),
+        (OrderAction.REPORT, {"note": "done", "evidence": ("UP-1",)})]
+
+    async def run() -> None:
+        store = Store(stack.env()["LIFELINE_POSTGRES_URL"])
+        await store.connect()
+        try:
+            await store.add_upload("UP-1", oid, "image/png", 1, 1, "ann", PHOTO)
+            for i, (action, fields) in enumerate(steps):
+                at = t0 + timedelta(minutes=i)
+                await store.apply(OrderEvent(event_id=event_id_for(oid, action, at, "ann"),
+                                             order_id=oid, action=action, at=at, actor="ann",
+                                             **fields), f"test:{i}")
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    return oid
+
+
+def order_of(stack: Stack, oid: str) -> tuple[Any, list[Any], bytes | None]:
+    from services.orders.store import Store
+
+    async def run() -> tuple[Any, list[Any], bytes | None]:
+        store = Store(stack.env()["LIFELINE_POSTGRES_URL"], create=False)
+        await store.connect()
+        try:
+            up = await store.upload("UP-1")
+            return (await store.order(oid), await store.history(oid),
+                    bytes(up["data"]) if up else None)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def test_a_restore_brings_back_readings_alarms_and_oncall_state(
         pipeline: Pipeline, pipeline_env: dict[str, str], stack: Stack, publisher: Publisher,
         receiver: Receiver, tmp_path: Path) -> None:
@@ -219,6 +272,7 @@ def test_a_restore_brings_back_readings_alarms_and_oncall_state(
         history = wait_for(acked_history, 20, what="the acknowledgement in the audit trail")
         assert receiver.pages(OPEN) == ["ann"]  # the backup comes before its next step
 
+        order_id = put_order(stack)  # a work order with a photo (only PostgreSQL has it)
         backup = tmp_path / "backup"
         made = lifeline(stack.env(), "backup", "create", str(backup), "--registry",
                         pipeline_env["LIFELINE_REGISTRY"], "--oncall", str(oncall))
@@ -227,6 +281,7 @@ def test_a_restore_brings_back_readings_alarms_and_oncall_state(
         notifier.stop()
     summary = json.loads(made.stdout)
     assert summary["influxdb"] is True and summary["files"] == ["oncall", "registry"]
+    assert summary["postgres"] is True
     manifest = json.loads((backup / "manifest.json").read_text())
     assert CHANGELOG in manifest["kafka"]["topics"]
     assert "lifeline-processor-alarm_state-changelog" in manifest["kafka"]["topics"]
@@ -250,6 +305,12 @@ def test_a_restore_brings_back_readings_alarms_and_oncall_state(
         again = lifeline(fresh.env(), "backup", "restore", str(backup))
         assert again.returncode == 1 and "already holds" in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1
+
+        # The work order, its history and its photo, in the new PostgreSQL.
+        order, history_of, photo = order_of(fresh, order_id)
+        assert order.state == "reported" and [e.action for e in history_of] == [
+            "open", "dispatch", "accept", "report"]
+        assert photo == PHOTO
 
         # Readings, alarms and the audit trail, queryable in the new InfluxDB.
         for fid in (ACKED, OPEN):
