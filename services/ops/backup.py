@@ -619,6 +619,9 @@ def restore(stores: Stores, src: Path, files: dict[str, Path], *,
         if name not in manifest["files"]:
             raise BackupError(f"the backup holds no {name} file")
     part = manifest.get("influxdb")
+    if manifest.get("postgres") and not stores.postgres_url:
+        raise BackupError("the backup holds the work orders' PostgreSQL (their photos are "
+                          "nowhere else): set LIFELINE_POSTGRES_URL to the empty database")
     pg = manifest.get("postgres") if stores.postgres_url else None
     if influx and part:  # the checks that refuse a non-empty target come before any write
         check_influx_target(stores, part)

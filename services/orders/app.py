@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -43,7 +44,7 @@ from services.core.logging import get_logger
 from services.core.reload import WatchedFile
 from services.notifier.channels import Senders
 from services.orders.config import OrdersConfig
-from services.orders.errors import StoreUnavailable
+from services.orders.errors import StoreRefused, StoreUnavailable
 from services.orders.handlers import COUNTERS, Handlers
 from services.orders.links import OrderSigner
 from services.orders.notices import Outbox
@@ -92,6 +93,8 @@ class Orders:
                                          self._use_registry, self.health)
         self._stopping = asyncio.Event()
         self._report_retry: dict[tuple[str, date], datetime] = {}
+        self._report_retry_all = datetime.min.replace(tzinfo=UTC)
+        self._unmarked: dict[str, tuple[datetime, str, str]] = {}  # sent, not yet marked
 
     def _use_oncall(self, oncall: OnCallConfig) -> None:
         self.oncall = oncall
@@ -189,7 +192,7 @@ class Orders:
         the local time is past ``reports_after`` and the file is not there yet. A report that
         fails is a warning and is tried again ten minutes later."""
         s = self.cfg.orders
-        if s.reports_dir is None:
+        if s.reports_dir is None or now < self._report_retry_all:
             return
         zone = self.oncall.zone if self.oncall is not None else ZoneInfo("Asia/Shanghai")
         local = now.astimezone(zone)
@@ -220,44 +223,76 @@ class Orders:
             log.info("orders.report_written", kind=kind, day=first.isoformat(),
                      files=[str(f) for f in files])
 
-    async def _ticks(self, outbox: Outbox) -> None:
-        """Every ``tick_s``: escalate what is overdue, send what is queued, make the
-        scheduled reports."""
-        s = self.cfg.orders
+    async def _report_loop(self) -> None:
+        """The schedule, on a task of its own (a report takes seconds to minutes: it must
+        not hold up 督办 or the messages). Nothing a report does stops the service."""
+        every = min(60.0, self.cfg.orders.tick_s)
         while not self._stopping.is_set():
             try:
-                now = datetime.now(UTC)
-                await self._reports(now)
-                await self._produce(list(await self.tick_handlers.escalations(now)))
-                for row in await self.tick_store.due_notices(now):
-                    ok, detail, channel = await outbox.send(row)
-                    if ok and channel is not None:
-                        await self.tick_store.notice_sent(row["notice_id"], datetime.now(UTC),
-                                                          channel, detail)
-                        self.health.counters.inc("notices_sent")
-                        log.info("orders.notice_sent", order_id=row["order_id"],
-                                 notice=row["kind"], person=row["person"], channel=channel)
-                        continue
-                    last = row["attempts"] + 1 >= s.notice_attempts
-                    await self.tick_store.notice_failed(
-                        row["notice_id"], None if last else now + timedelta(
-                            seconds=s.notice_backoff_s), detail)
-                    self.health.counters.inc("notices_failed" if last else "notices_retried")
-                    log.warning("orders.notice_failed" if last else "orders.notice_retry",
-                                order_id=row["order_id"], notice=row["kind"],
-                                person=row["person"], error=detail)
-                    if last:
-                        self.health.warning("notices", f"a message about {row['order_id']} to "
-                                         f"{row['person']} could not be sent: {detail}",
-                                         ttl_s=3600)
-                self.health.ok("postgres")
-            except StoreUnavailable as exc:
-                self.health.problem("postgres", str(exc))
-                with contextlib.suppress(StoreUnavailable):
-                    await self.tick_store.close()
-                    await self.tick_store.connect()
+                await self._reports(datetime.now(UTC))
+            except Exception as exc:  # noqa: BLE001 — a report never stops the service
+                self.health.counters.inc("reports_failed")
+                log.error("orders.report_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                self._report_retry_all = datetime.now(UTC) + timedelta(minutes=10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), every)
+
+    async def _send_notices(self, outbox: Outbox, now: datetime) -> None:
+        s = self.cfg.orders
+        # Sent but not yet marked (PostgreSQL failed right after the channel accepted):
+        # marked first, never sent again by this process.
+        for nid, (at, via, said) in list(self._unmarked.items()):
+            await self.tick_store.notice_sent(nid, at, via, said)
+            del self._unmarked[nid]
+        for row in await self.tick_store.due_notices(now):
+            if row["notice_id"] in self._unmarked:
+                continue
+            ok, detail, channel = await outbox.send(row)
+            if ok and channel is not None:
+                self._unmarked[row["notice_id"]] = (datetime.now(UTC), channel, detail)
+                await self.tick_store.notice_sent(row["notice_id"], datetime.now(UTC), channel,
+                                                  detail)
+                del self._unmarked[row["notice_id"]]
+                self.health.counters.inc("notices_sent")
+                log.info("orders.notice_sent", order_id=row["order_id"], notice=row["kind"],
+                         person=row["person"], channel=channel)
+                continue
+            last = row["attempts"] + 1 >= s.notice_attempts
+            await self.tick_store.notice_failed(
+                row["notice_id"], None if last else now + timedelta(seconds=s.notice_backoff_s),
+                detail)
+            self.health.counters.inc("notices_failed" if last else "notices_retried")
+            log.warning("orders.notice_failed" if last else "orders.notice_retry",
+                        order_id=row["order_id"], notice=row["kind"], person=row["person"],
+                        error=detail)
+            if last:
+                self.health.warning("notices", f"a message about {row['order_id']} to "
+                                    f"{row['person']} could not be sent: {detail}", ttl_s=3600)
+
+    async def _ticks(self, outbox: Outbox) -> None:
+        """Every ``tick_s``: escalate what is overdue, send what is queued. A failure is
+        logged and the next tick tries again; none stops the service."""
+        s = self.cfg.orders
+        while not self._stopping.is_set():
+            now = datetime.now(UTC)
+            steps: tuple[Callable[[], Awaitable[None]], ...] = (
+                functools.partial(self._escalate, now),
+                functools.partial(self._send_notices, outbox, now))
+            for step in steps:
+                try:
+                    await step()
+                    self.health.ok("postgres")
+                except StoreUnavailable as exc:
+                    self.health.problem("postgres", str(exc))
+                    with contextlib.suppress(StoreUnavailable):
+                        await self.tick_store.connect()
+                except (StoreRefused, KafkaError) as exc:
+                    log.error("orders.tick_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), s.tick_s)
+
+    async def _escalate(self, now: datetime) -> None:
+        await self._produce(list(await self.tick_handlers.escalations(now)))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -267,9 +302,10 @@ class Orders:
         runner: web.AppRunner | None = await serve(self.health, s.health_host, s.health_port)
         page_runner = web.AppRunner(self.page.app(), access_log=None)
         await page_runner.setup()
-        await web.TCPSite(page_runner, s.public_host, s.public_port).start()
         session = aiohttp.ClientSession()
-        outbox = Outbox(lambda: self.oncall, Senders(session))
+        outbox = Outbox(lambda: self.oncall, Senders(session),
+                        view_link=lambda order_id, person: self.handlers.url_for(
+                            order_id, person, "view"))
         alarms = self._make_consumer(topics.ALARMS, "lifeline-orders-open")
         orders = self._make_consumer(topics.ORDERS, "lifeline-orders-store")
         tasks: list[asyncio.Task[None]] = []
@@ -280,6 +316,8 @@ class Orders:
             await self.producer.start()
             await alarms.start()
             await orders.start()
+            # The page once its store and producer are there (a step sends an event).
+            await web.TCPSite(page_runner, s.public_host, s.public_port).start()
             self.health.counters.gauge("assigned_partitions",
                                        lambda: len(alarms.assignment() | orders.assignment()))
             log.info("orders.started", open_from=str(s.open_from))
@@ -288,6 +326,7 @@ class Orders:
                      asyncio.create_task(self._loop(orders, self.handlers.order, self.store,
                                                     self._produce)),
                      asyncio.create_task(self._ticks(outbox)),
+                     asyncio.create_task(self._report_loop()),
                      asyncio.create_task(self.registry_file.watch(self.cfg.common.reload_check_s))]
             if self.oncall_file is not None:
                 tasks.append(asyncio.create_task(
@@ -300,6 +339,7 @@ class Orders:
         except KafkaError as exc:
             log.error("orders.kafka_unavailable", error=repr(exc))
         finally:
+            await page_runner.cleanup()  # no request in flight while the stores close
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -314,7 +354,6 @@ class Orders:
             for store in (self.store, self.alarm_store, self.tick_store, self.page_store):
                 await store.close()
             await session.close()
-            await page_runner.cleanup()
             if runner is not None:
                 await runner.cleanup()
             log.info("orders.stopped", counters=self.health.counters.snapshot())

@@ -78,7 +78,8 @@ class Handlers:
         self.dead = dead
         self.facilities = {f.id: f for f in registry.facilities}
         self._opened: dict[str, None] = {}  # order ids this process opened (bounded)
-        self._escalated: dict[tuple[str, int], None] = {}  # sent, not yet seen applied
+        # Escalations sent, per order, deadline (a new dispatch restarts 督办) and level.
+        self._escalated: dict[tuple[str, datetime, int], None] = {}
 
     def use_registry(self, registry: Registry) -> None:
         """A reloaded registry: owner units and names of facilities from now on."""
@@ -91,9 +92,12 @@ class Handlers:
         closes; anyone else acts for the owner unit."""
         desk = self.oncall.orders if self.oncall is not None else None
         role: Role = "desk" if desk is not None and person == desk.section_chief else "unit"
+        return self.url_for(order.order_id, person, role)
+
+    def url_for(self, order_id: str, person: str, role: Role) -> str:
         if self.signer is None:
             return ""
-        token = self.signer.sign(OrderLink(order.order_id, person, role))
+        token = self.signer.sign(OrderLink(order_id, person, role))
         return f"{self.settings.public_url.rstrip('/')}/order/{token}"
 
     def notices(self, ev: OrderEvent, order: WorkOrder, overdue_count: int) -> list[Notice]:
@@ -138,9 +142,10 @@ class Handlers:
             if order.state is OrderState.REPORTED:
                 continue
             due = DeadlinePolicy.escalation_due(order, now, step)
-            if due <= order.escalation or (order.order_id, due) in self._escalated:
+            key = (order.order_id, order.deadline, due)
+            if due <= order.escalation or key in self._escalated:
                 continue
-            self._escalated[(order.order_id, due)] = None
+            self._escalated[key] = None
             if len(self._escalated) > 100_000:
                 self._escalated.pop(next(iter(self._escalated)))
             self.counters.inc("escalations")

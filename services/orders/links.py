@@ -1,7 +1,8 @@
 """Signed, expiring links to the order page (itsdangerous, HMAC-SHA256 with the server's
 secret): a link names the order, the person it was sent to and what that person may do —
-``unit`` (the owner unit's people: accept, start, report) or ``desk`` (the bureau's: verify,
-return, close, mark a false alarm). Nothing in it is secret, but nobody without the
+``unit`` (the owner unit's people: accept, start, report), ``desk`` (the bureau's: verify,
+return, close, mark a false alarm) or ``view`` (a link sent on a shared channel: it only
+shows the order). Nothing in it is secret, but nobody without the
 server's secret can make one, and one older than its lifetime is refused. Unlike an
 acknowledgement link it is used for several steps (accept, then report), by its one person.
 """
@@ -18,8 +19,11 @@ from schemas.errors import LifelineError
 from schemas.workorder import OrderAction
 
 SALT = "lifeline-order-link"
-Role = Literal["unit", "desk"]
+Role = Literal["unit", "desk", "view"]
 ROLE_ACTIONS: dict[str, frozenset[OrderAction]] = {
+    # A link that went out on a shared channel (a group robot, e-mail): it shows the order,
+    # it acts for nobody — whoever reads the group must not verify or close as the chief.
+    "view": frozenset(),
     "unit": frozenset({OrderAction.ACCEPT, OrderAction.START, OrderAction.REPORT}),
     "desk": frozenset({OrderAction.VERIFY, OrderAction.RETURN_, OrderAction.CLOSE,
                        OrderAction.FALSE_ALARM}),

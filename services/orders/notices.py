@@ -1,5 +1,9 @@
 """Who is told what about a work order, and the outbox that tells them (decision 0022).
 
+A message carries the order page's link for its person — on a personal channel (SMS, or a
+channel marked ``personal``) a link that acts, on a shared one (a group robot, e-mail) a
+link that only shows the order, since everyone in the group reads it.
+
 An applied event may call for messages: a ``dispatch`` tells the assignee (with a signed
 link to the order page), an ``escalate`` (督办) tells the unit's manager (level 1) or the
 bureau's section chief (level 2), a ``return`` tells the assignee that the rectification
@@ -118,19 +122,19 @@ def notices_for(ev: OrderEvent, order: WorkOrder, cfg: OnCallConfig | None,
             lines.append(f"退回原因 Reason: {ev.reason}")
         if ev.note and kind != "escalated":
             lines.append(ev.note[:300])
-        lines.append(f"处理 Open: {url}")
         out.append(Notice(notice_id_for(ev.event_id, person), order.order_id, ev.event_id, kind,
                           person, via, TITLES[kind], "\n".join(lines), url))
     return out
 
 
-def message_of(row: dict[str, Any], person: Person) -> Message:
-    """The notifier's :class:`Message` for one outbox row (its delivery id from the notice)."""
+def message_of(row: dict[str, Any], person: Person, link: str | None) -> Message:
+    """The notifier's :class:`Message` for one outbox row (its delivery id from the notice),
+    with ``link`` — the acting link on a personal channel, a view-only one elsewhere."""
+    text = row["text"] + (f"\n处理 Open: {link}" if link else "")
     item = Item(notification_id=row["notice_id"], kind=f"order_{row['kind']}",
-                alarm_id=row["order_id"], alarm={"order_id": row["order_id"]},
-                ack_url=row["link"])
-    return Message(title=row["title"], text=row["text"],
-                   markdown=f"### {row['title']}\n\n" + row["text"].replace("\n", "\n\n"),
+                alarm_id=row["order_id"], alarm={"order_id": row["order_id"]}, ack_url=link)
+    return Message(title=row["title"], text=text,
+                   markdown=f"### {row['title']}\n\n" + text.replace("\n", "\n\n"),
                    items=[item], person=person.id)
 
 
@@ -138,9 +142,11 @@ class Outbox:
     """Sends pending notices through the notifier's channels."""
 
     def __init__(self, cfg: Callable[[], OnCallConfig | None], senders: Senders, *,
+                 view_link: Callable[[str, str], str] | None = None,
                  attempts: int = 5, backoff_s: float = 30.0) -> None:
         self.cfg = cfg
         self.senders = senders
+        self.view_link = view_link  # (order id, person) → a link that only shows the order
         self.attempts = attempts
         self.backoff_s = backoff_s
 
@@ -159,8 +165,11 @@ class Outbox:
             if channel is None:
                 errors.append(f"{cid}: not in the on-call file")
                 continue
+            link = row["link"]
+            if link and not channel.is_personal:  # a group, e-mail: readers other than them
+                link = self.view_link(row["order_id"], person.id) if self.view_link else None
             try:
-                detail = await self.senders.send(channel, person, message_of(row, person))
+                detail = await self.senders.send(channel, person, message_of(row, person, link))
                 return True, detail, cid
             except ChannelError as exc:
                 errors.append(f"{cid}: {exc}")

@@ -19,6 +19,7 @@ acknowledgement page's: strict CSP, no referrer, no caching, no framing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import io
@@ -29,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import BodyPartReader, web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from PIL import Image, UnidentifiedImageError
 
 from schemas import texts
@@ -41,7 +43,7 @@ from services.core.logging import get_logger
 from services.notifier.web import SECURITY_HEADERS, map_links, shell
 from services.orders.acting import act
 from services.orders.config import OrdersSettings
-from services.orders.errors import NotApplied, OrderNotFound, StoreUnavailable
+from services.orders.errors import NotApplied, OrderNotFound, StoreRefused, StoreUnavailable
 from services.orders.links import ROLE_ACTIONS, OrderLink, OrderLinkError, OrderSigner
 from services.orders.store import Store
 
@@ -56,6 +58,7 @@ STEP_WORDS = {OrderAction.ACCEPT: "接单 Accept", OrderAction.START: "开始处
               OrderAction.VERIFY: "复核通过 Verify", OrderAction.RETURN_: "退回 Return",
               OrderAction.CLOSE: "销号 Close", OrderAction.FALSE_ALARM: "判定误报 False alarm"}
 NEEDS_NOTE = {OrderAction.REPORT}
+ROLE_WORDS = {"unit": "责任单位 owner unit", "desk": "监管中心 bureau desk", "view": "仅查看 view only"}
 NEEDS_REASON = {OrderAction.RETURN_, OrderAction.FALSE_ALARM}
 
 
@@ -105,6 +108,18 @@ class OrderPage:
         self.registry = registry
         self.oncall = oncall
         self.counters = counters
+        self._reconnect = asyncio.Lock()
+
+    async def _s(self) -> Store:
+        """The page's connection, reopened after PostgreSQL went away (StoreUnavailable
+        while it stays away: a 503 page)."""
+        conn = self.store.conn
+        if conn is None or conn.closed:
+            async with self._reconnect:
+                conn = self.store.conn
+                if conn is None or conn.closed:
+                    await self.store.connect()
+        return self.store
 
     def app(self) -> web.Application:
         s = self.settings
@@ -131,11 +146,14 @@ class OrderPage:
             raise Refused(exc.status, str(exc)) from exc
 
     def _may(self, link: OrderLink, order: WorkOrder) -> set[OrderAction]:
-        """What the link's person may do to ``order`` now (empty: look only)."""
+        """What the link's person may do to ``order`` now (empty: look only). A person no
+        longer in the on-call file acts no more, whatever links they kept."""
         allowed = set(allowed_actions(order.state)) & ROLE_ACTIONS[link.role]
+        cfg = self.oncall()
+        if cfg is None or all(p.id != link.person for p in cfg.people):
+            return set()
         if link.role == "unit":
-            cfg = self.oncall()
-            unit = cfg.unit(order.owner_unit) if cfg is not None else None
+            unit = cfg.unit(order.owner_unit)
             mine = {order.assignee} | ({unit.contact, unit.manager} if unit else set())
             if link.person not in mine:
                 return set()
@@ -151,7 +169,7 @@ class OrderPage:
 
     async def _order(self, link: OrderLink) -> WorkOrder:
         try:
-            return await self.store.order(link.order_id)
+            return await (await self._s()).order(link.order_id)
         except OrderNotFound as exc:
             raise Refused(404, f"工单不存在 no such work order: {link.order_id}") from exc
 
@@ -160,16 +178,21 @@ class OrderPage:
         try:
             link = self._link(request)
             order = await self._order(link)
-            history = await self.store.history(order.order_id)
-            false_alarms = await self.store.false_alarms_of(order.sensor_id or order.facility_id)
+            store = await self._s()
+            history = await store.history(order.order_id)
+            false_alarms = await store.false_alarms_of(order.sensor_id or order.facility_id)
         except Refused as exc:
             return self._message(exc.status, "无法打开 Cannot open", exc.text)
-        except StoreUnavailable:
+        except (StoreUnavailable, StoreRefused):
             return self._message(503, "暂时不可用 Unavailable", "请稍后再试 please try again shortly")
         self.counters.inc("page_views")
         done = request.query.get("done", "")
         return self._html(self.render(link, order, history, request.match_info["token"], done,
                                       false_alarms))
+
+    VIEW_ONLY = ('<p class="note" id="view-only">此链接仅供查看（发送到群或邮件）：请用短信中的个人链接操作。'
+                 " This link only shows the order (it went to a group or e-mail): act from "
+                 "the personal link in your SMS.</p>")
 
     def render(self, link: OrderLink, order: WorkOrder, history: list[Any], token: str,
                done: str = "", false_alarms: int = 0) -> str:
@@ -242,10 +265,10 @@ class OrderPage:
                 f'<p><span class="lv {esc(colour)}" id="level">{esc(str(level))}</span></p>'
                 f"<table>{''.join(rows)}</table>"
                 f"<h2>处置记录 History</h2><table id='history'>{''.join(hist)}</table>"
-                + ("".join(forms) if forms else
+                + ("".join(forms) if forms else self.VIEW_ONLY if link.role == "view" else
                    '<p class="note" id="no-steps">当前无可执行操作 nothing to do here now</p>')
                 + f'<p class="note">{esc(self._name(link.person))} · '
-                  f"{'责任单位 owner unit' if link.role == 'unit' else '监管中心 bureau desk'}</p>")
+                  f"{ROLE_WORDS[link.role]}</p>")
         return shell(f"工单 {order.order_id}", body,
                      "img.ph{max-width:6rem;max-height:6rem;margin:.2rem;border-radius:4px}"
                      "label{display:block;margin:.4rem 0}h2{font-size:1.05rem}")
@@ -254,9 +277,11 @@ class OrderPage:
     async def photo(self, request: web.Request) -> web.StreamResponse:
         try:
             link = self._link(request)
-            found = await self.store.upload(request.match_info["upload_id"])
+            found = await (await self._s()).upload(request.match_info["upload_id"][:64])
         except Refused as exc:
             return self._message(exc.status, "无法打开 Cannot open", exc.text)
+        except (StoreUnavailable, StoreRefused):
+            return self._message(503, "暂时不可用 Unavailable", "请稍后再试 please try again shortly")
         if found is None or found["order_id"] != link.order_id:
             return self._message(404, "无此照片 No such photo", "")
         return web.Response(body=bytes(found["data"]), content_type=found["content_type"],
@@ -323,11 +348,14 @@ class OrderPage:
                 raise Refused(400, "只有反馈可附照片 photos go with a report")
             checked = [check_photo(p, self.settings.upload_max_bytes) for p in photos]
             evidence = []
+            store = await self._s()
             for data, (ctype, w, h) in zip(photos, checked, strict=True):
-                uid = "UP-" + hashlib.sha256(data).hexdigest()[:24]
-                await self.store.add_upload(uid, order.order_id, ctype, w, h, link.person, data)
+                # Per order: the same picture sent for two orders is each one's evidence.
+                uid = "UP-" + hashlib.sha256(order.order_id.encode() + b"\0" + data
+                                             ).hexdigest()[:24]
+                await store.add_upload(uid, order.order_id, ctype, w, h, link.person, data)
                 evidence.append(uid)
-            await act(self.store, self.producer(), order.order_id, action, link.person,
+            await act(store, self.producer(), order.order_id, action, link.person,
                       note=note if action not in NEEDS_REASON else None,
                       reason=reason if action in NEEDS_REASON else None,
                       evidence=tuple(dict.fromkeys(evidence)))
@@ -340,6 +368,10 @@ class OrderPage:
             return self._message(409, "未执行 Not done", str(exc))
         except (NotApplied, StoreUnavailable) as exc:
             return self._message(503, "暂时不可用 Unavailable", str(exc))
+        except (StoreRefused, KafkaError, RuntimeError) as exc:  # the server's side, not yours
+            log.warning("orders.page_failed", order_id=oid, error=f"{type(exc).__name__}: "
+                        f"{str(exc)[:200]}")
+            return self._message(503, "暂时不可用 Unavailable", "请稍后再试 please try again shortly")
         except ValueError as exc:  # the event's own validation (a note too long …)
             self.counters.inc("page_refused")
             return self._message(400, "未执行 Not done", str(exc).splitlines()[0][:300])

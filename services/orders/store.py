@@ -143,6 +143,7 @@ class Store:
         self.conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
 
     async def connect(self) -> None:
+        await self.close()  # a retry after a partial failure must not leak the old one
         try:
             # Autocommit: a read outside ``transaction()`` must not leave a transaction open
             # (it would hold its locks, and turn the next transaction into a savepoint).
@@ -240,7 +241,7 @@ class Store:
         await self._c().execute(
             "UPDATE work_order_notice SET status = 'sent', sent_at = %s, channel = %s, "
             "detail = %s, attempts = attempts + 1 WHERE notice_id = %s",
-            (at, channel, detail[:500], notice_id))
+            (at, channel, detail.replace("\x00", "")[:500], notice_id))
 
     @_mapped
     async def notice_failed(self, notice_id: str, next_at: datetime | None, detail: str) -> None:
@@ -249,7 +250,7 @@ class Store:
             "UPDATE work_order_notice SET attempts = attempts + 1, detail = %s, "
             "status = CASE WHEN %s::timestamptz IS NULL THEN 'failed' ELSE 'pending' END, "
             "next_at = COALESCE(%s::timestamptz, next_at) WHERE notice_id = %s",
-            (detail[:500], next_at, next_at, notice_id))
+            (detail.replace("\x00", "")[:500], next_at, next_at, notice_id))
 
     @_mapped
     async def notices(self, order_id: str | None = None) -> list[dict[str, Any]]:
@@ -343,7 +344,7 @@ class Store:
     async def orders(self, states: Sequence[OrderState] = (), *,
                      overdue_at: datetime | None = None, limit: int = 100) -> list[WorkOrder]:
         """Orders, newest first: in ``states`` if given; past their deadline at
-        ``overdue_at`` (and not final or verified) if given."""
+        ``overdue_at`` (and not final or verified) if given, then the most overdue first."""
         where: list[str] = []
         args: list[Any] = []
         if states:
@@ -354,7 +355,9 @@ class Store:
             args.append(overdue_at)
         sql = ("SELECT doc FROM work_order"  # noqa: S608 — fixed clauses, values as parameters
                + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY opened_at DESC LIMIT %s")
+               # overdue: the most overdue first (a limit never starves the oldest)
+               + (" ORDER BY deadline LIMIT %s" if overdue_at is not None
+                  else " ORDER BY opened_at DESC LIMIT %s"))
         cur = await self._c().execute(sql, [*args, limit])
         return [WorkOrder.model_validate(r["doc"]) for r in await cur.fetchall()]
 

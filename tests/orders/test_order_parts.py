@@ -62,7 +62,8 @@ def test_dispatch_escalations_and_return_tell_the_right_people() -> None:
     ev, order = step(opened(), OrderAction.DISPATCH, T0, assignee="kg1.chen")
     [n] = notices_for(ev, order, c, None, link)
     assert (n.person, n.kind, n.channels) == ("kg1.chen", "dispatched", ("sms", "email"))
-    assert "2026-12-01 20:00 (Asia/Shanghai, UTC+08:00)" in n.text and n.link in n.text
+    assert "2026-12-01 20:00 (Asia/Shanghai, UTC+08:00)" in n.text
+    assert n.link == link(order, "kg1.chen") and n.link not in n.text  # added per channel
     ev1, order = step(order, OrderAction.ESCALATE, T0 + timedelta(hours=5), escalation=1)
     [m] = notices_for(ev1, order, c, None, link, overdue_count=3)
     assert m.person == "kg1.mgr" and "1.0 h" in m.text and "第3次" in m.text
@@ -129,3 +130,52 @@ def test_units_must_name_known_people_and_channels() -> None:
     with pytest.raises(ValueError, match="listed twice"):
         OnCallConfig.model_validate(data)
     assert issubclass(OnCallError, ValueError)
+
+
+class _Senders:
+    """Records what would be sent (the channels' formats are the notifier's own tests)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    async def send(self, channel: object, person: object, msg: object) -> str:
+        self.sent.append((channel.id, person.id, msg.text))  # type: ignore[attr-defined]
+        return "ok"
+
+
+async def test_a_shared_channel_gets_a_link_that_only_shows_the_order() -> None:
+    from services.orders.notices import Outbox
+
+    data = cfg().model_dump(mode="json", by_alias=True)
+    c = OnCallConfig.model_validate(data)
+    senders = _Senders()
+    box = Outbox(lambda: c, senders, view_link=lambda o, p: f"https://x/view/{o}/{p}")  # type: ignore[arg-type]
+    row = {"notice_id": "n1", "order_id": "WO-1", "kind": "dispatched", "person": "kg1.chen",
+           "channels": ["email", "sms"], "title": "t", "text": "body",
+           "link": "https://x/act/WO-1/kg1.chen"}
+    assert (await box.send(row))[0]
+    # e-mail is shared (not personal) in the example file: a view-only link
+    assert senders.sent[-1][0] == "email" and "https://x/view/WO-1/kg1.chen" in senders.sent[-1][2]
+    assert "act" not in senders.sent[-1][2]
+    row["channels"] = ["sms"]
+    assert (await box.send(row))[0]
+    assert "https://x/act/WO-1/kg1.chen" in senders.sent[-1][2]
+
+
+def test_the_page_lets_a_link_act_only_for_its_people() -> None:
+    from services.core.health import Counters
+    from services.orders.config import OrdersSettings
+    from services.orders.page import OrderPage
+
+    order = opened()
+    _, order = step(order, OrderAction.DISPATCH, T0, assignee="kg1.chen")
+    c = cfg()
+    page = OrderPage(OrdersSettings(), None, OrderSigner("x" * 32, 60), lambda: None,  # type: ignore[arg-type]
+                     lambda: load_registry(EXAMPLE_REGISTRY), lambda: c, Counters())
+    assert page._may(OrderLink(order.order_id, "kg1.chen", "unit"), order) == {OrderAction.ACCEPT}
+    assert page._may(OrderLink(order.order_id, "kg1.mgr", "unit"), order) == {OrderAction.ACCEPT}
+    assert page._may(OrderLink(order.order_id, "kg2.lin", "unit"), order) == set()  # other unit
+    assert page._may(OrderLink(order.order_id, "kg1.chen", "view"), order) == set()
+    assert page._may(OrderLink(order.order_id, "xu.chief", "desk"), order) == {
+        OrderAction.FALSE_ALARM}
+    assert page._may(OrderLink(order.order_id, "gone.person", "desk"), order) == set()
