@@ -476,11 +476,12 @@ def score(
 ) -> None:
     """Score the alarm engine against a scenario's ground truth: detection per incident
     and delay, false alarms per 1,000 sensor-hours, sensor faults reported as facility
-    alarms. Prints a table, writes report.json and one PNG per incident; exit 1 if the
+    alarms. Prints a table, writes report.json, a one-page summary.png (precision and
+    recall per kind, delays, the alarms' timeline) and one PNG per incident; exit 1 if the
     scenario's expectations are not met."""
     from schemas.registry import load_registry
     from schemas.scenario import ScenarioError, load_scenario
-    from simulators.plot import plot_incidents
+    from simulators.plot import plot_incidents, plot_summary
     from simulators.scenario import risk_from_document, scenario_path
     from simulators.scoring import score as score_alarms
 
@@ -498,8 +499,10 @@ def score(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(result.as_dict(), indent=2))
     plots = plot_incidents(sc, reg, doc, alarms, folder)
+    summary = plot_summary(sc, result, alarms, float(doc["t0"]), folder)
     typer.echo(result.table())
-    typer.echo(f"report: {folder / 'report.json'}; plots: {len(plots)} in {folder}")
+    typer.echo(f"report: {folder / 'report.json'}; summary: {summary}; plots: {len(plots)} "
+               f"in {folder}")
     if not result.passed(sc):
         raise typer.Exit(1)
 

@@ -184,3 +184,27 @@ def test_plots_are_written(registry: Registry, tmp_path: Path) -> None:
     paths = plot_incidents(sc, registry, run.truth_document(), events, tmp_path)
     assert [p.name for p in paths] == ["sewage-toxic-gas-gas-build-up.png"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 10_000
+
+
+def test_the_summary_page_shows_the_scenarios_figures(registry: Registry, tmp_path: Path) -> None:
+    """One page per scenario (issue 17 item 4): precision/recall per kind, the delays and
+    the alarms' timeline, from a real replay and its score; a false alarm is drawn."""
+    from PIL import Image
+
+    from simulators.plot import plot_summary
+
+    sc = load_scenario(SCENARIOS / "sewage-toxic-gas.yaml").model_copy(
+        update={"duration_s": 16000.0, "incidents": load_scenario(
+            SCENARIOS / "sewage-toxic-gas.yaml").incidents[:1]})
+    run, events, result = replay(registry, sc, T0)
+    path = plot_summary(sc, result, events, run.t0, tmp_path)
+    assert path.name == "summary.png"
+    with Image.open(path) as im:
+        assert im.size == (990, 765)
+        assert len(im.getcolors(maxcolors=1 << 16) or ()) > 20  # drawn, not blank
+    # A score with a false alarm and a missed risk draws them too (no crash on either).
+    result.false_alarms.append({"t_s": 100.0, "facility": events[0].facility_id,
+                                "sensor": "x", "rule": "r", "level": "red"})
+    result.missed_risk.append({"facility": events[0].facility_id, "hazard": "h",
+                               "start_s": 0.0, "end_s": 600.0})
+    assert plot_summary(sc, result, events, run.t0, tmp_path / "2").stat().st_size > 10_000
