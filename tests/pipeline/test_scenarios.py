@@ -34,14 +34,25 @@ from tests.support.stack_helpers import wait_for
 # A stack of its own for the scenarios.
 pytestmark = pytest.mark.integration
 
-# CI runs a short form (a storm, sensor faults, the dry day, a life-safety gas case); the
-# other four run on demand (`make long`, marker `long`) — every one of them is also scored
-# in process by tests/simulators/test_scenarios.py and test_lifesafety_scenarios.py in CI.
+# CI runs a short form (a storm, sensor faults, the dry day, a life-safety gas case, a bridge
+# overload with steps, a pumping-well blockage); the others run on demand (`make long`,
+# marker `long`) — every one of them is also scored in process by tests/simulators/ in CI.
 LONG = pytest.mark.long
 ORDER = ["summer-rainstorm", pytest.param("sewage-toxic-gas", marks=LONG),
          pytest.param("bridge-damage", marks=LONG), "sensor-faults", "dry-day",
          "dredging-gas", pytest.param("surcharge-gauge-fault", marks=LONG),
-         pytest.param("level-spike", marks=LONG)]
+         pytest.param("level-spike", marks=LONG),
+         # Issue 17's scenarios (decision 0017), scored by the physics' own truth: two short
+         # ones in CI, the 36-hour typhoon on demand.
+         pytest.param("typhoon-spring-tide", marks=LONG),
+         "bridge-overload-steps", "pumping-well-blockage",
+         # What the engine cannot meet yet: reported failing, never removed.
+         pytest.param("dry-week-misconnection", marks=[LONG, pytest.mark.xfail(
+             strict=True, reason="the engine has no dry-weather-flow rule: a misconnection's "
+                                 "diurnal level in a storm pipe raises nothing (0017)")]),
+         pytest.param("cover-open", marks=[LONG, pytest.mark.xfail(
+             strict=True, reason="no cover sensor and no rule on a level that drops to the "
+                                 "gauge's minimum: an open manhole raises nothing (0017)")])]
 # pump-blackout-storm and night-works are scored in process only
 # (tests/simulators/test_lifesafety_scenarios.py): their expectations rest on gateway outages,
 # which the processor judges on the wall clock — at 1,000,000x a 90-minute outage lasts
@@ -90,7 +101,7 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     stack = Stack(tmp_path_factory.mktemp("scenario-stack"), Ports.free())
     stack.up()
     env = {**os.environ, **stack.env(), "LIFELINE_REGISTRY": str(EXAMPLE_REGISTRY),
-           "LIFELINE_INGEST_MAX_FUTURE_S": str(12 * 86400),
+           "LIFELINE_INGEST_MAX_FUTURE_S": str(40 * 86400),
            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "2", "LIFELINE_LOG_LEVEL": "WARNING",
            # Faster than real time is a flood by design: no per-gateway limit here.
            "LIFELINE_INGEST_GATEWAY_RATE_PER_S": "1000000",
@@ -132,5 +143,8 @@ def test_scenario_through_the_pipeline(line: Line, name: str, tmp_path: Path) ->
         assert report["facility_alarms"] == 0
     if name == "sensor-faults":
         assert report["sensor_or_gateway_alarms"] > 0
-    plots = sorted(p.name for p in (tmp_path / "score").glob("*.png"))
-    assert len(plots) == len(sc.storms) + len(sc.incidents)
+    plots = sorted(p.name for p in (tmp_path / "score").glob("*.png") if p.name != "summary.png")
+    # One per incident, and per storm with expectations (a storm that expects nothing of a
+    # named facility has no sensor to draw).
+    assert len(plots) == len([st for st in sc.storms if st.expect]) + len(sc.incidents)
+    assert (tmp_path / "score" / "summary.png").stat().st_size > 10_000  # the one-page summary
