@@ -395,13 +395,15 @@ def _rpc_reachable(rpc: str) -> None:
                           "--influx-rpc to its bind-address (docs/operations.md)") from exc
 
 
-def _run(argv: list[str], what: str) -> None:
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run a store's own backup tool; its last line of output is the error."""
     try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False,
+                             env=env)
     except OSError as exc:
         raise BackupError(f"{what}: cannot run {argv[0]}: {exc}") from exc
     if res.returncode != 0:
-        tail = (res.stderr or res.stdout).strip().splitlines()
+        tail = [line for line in (res.stderr or res.stdout).strip().splitlines() if line]
         raise BackupError(f"{what} failed: {tail[-1] if tail else f'exit {res.returncode}'}")
 
 
@@ -495,17 +497,6 @@ def _pg_binary(name: str) -> str:
         raise BackupError(f"{name} not found (Debian package postgresql)") from exc
 
 
-def _pg_run(argv: list[str], env: dict[str, str], what: str) -> None:
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False,
-                             env=env)
-    except OSError as exc:
-        raise BackupError(f"{what}: cannot run {argv[0]}: {exc}") from exc
-    if res.returncode != 0:
-        tail = [line for line in (res.stderr or res.stdout).strip().splitlines() if line]
-        raise BackupError(f"{what} failed: {tail[-1] if tail else f'exit {res.returncode}'}")
-
-
 def _pg_orders(url: str) -> int | None:
     """Orders in the database (None: it has no orders table yet)."""
     import psycopg
@@ -525,8 +516,8 @@ def _pg_orders(url: str) -> int | None:
 def dump_postgres(url: str, out: Path) -> dict[str, Any]:
     orders = _pg_orders(url)
     (out / "postgres").mkdir()
-    _pg_run([_pg_binary("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
-             "--file", str(out / "postgres" / "lifeline.dump")], _pg_env(url), "pg_dump")
+    _run([_pg_binary("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
+          "--file", str(out / "postgres" / "lifeline.dump")], "pg_dump", _pg_env(url))
     return {"dir": "postgres", "file": "lifeline.dump", "orders": orders or 0}
 
 
@@ -541,10 +532,10 @@ def check_postgres_target(url: str) -> bool:
 
 def load_postgres(url: str, src: Path, part: dict[str, Any]) -> None:
     clean = check_postgres_target(url)
-    _pg_run([_pg_binary("pg_restore"), "--no-owner", "--no-privileges", "--single-transaction",
-             *(["--clean", "--if-exists"] if clean else []), "--dbname",
-             _pg_env(url).get("PGDATABASE", "lifeline"),
-             str(src / str(part["dir"]) / str(part["file"]))], _pg_env(url), "pg_restore")
+    _run([_pg_binary("pg_restore"), "--no-owner", "--no-privileges", "--single-transaction",
+          *(["--clean", "--if-exists"] if clean else []), "--dbname",
+          _pg_env(url).get("PGDATABASE", "lifeline"),
+          str(src / str(part["dir"]) / str(part["file"]))], "pg_restore", _pg_env(url))
 
 
 # --------------------------------------------------------------------------- whole backups
