@@ -113,7 +113,9 @@ def test_every_dashboard_query_returns_data(pipeline: Pipeline, publisher: Publi
     pending = {where: substitute(q, state["alarm_id"], state["sensor"]
                                  if board["uid"] == "lifeline-alarm" else ".*")
                for board in boards.values() for where, q in queries(board)}
-    deadline = time.monotonic() + 30  # rates need a few pipeline-health rounds (every 2 s)
+    # Rates need a few pipeline-health rounds (every 2 s); the diurnal baseline waits for the
+    # writer's next batch — 30 s was once too short on a loaded 2-core CI machine.
+    deadline = time.monotonic() + 90
     while pending and time.monotonic() < deadline:
         pending = {w: q for w, q in pending.items() if not influx_query(stack, q)}
         time.sleep(1)
