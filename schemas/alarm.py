@@ -36,6 +36,9 @@ class AlarmCategory(StrEnum):
     FACILITY = "facility"  # the facility is at risk (thresholds, rates, windows, composites)
     SENSOR = "sensor"  # the instrument is faulty (range, stuck, offline): not a facility alarm
     GATEWAY = "gateway"  # the facility's gateway is offline or losing reports
+    # The district as a whole (a district rule over its facilities' alarms, decision 0023):
+    # ``facility_id`` is the district's own id (district_facility_id), ``sensor`` the rule.
+    DISTRICT = "district"
 
 
 class EntryInfo(Contract):
@@ -86,6 +89,10 @@ class AlarmEvent(Contract):
     entry: EntryInfo | None = Field(
         default=None, description="A life-safety alarm during a confined-space entry: page the "
                                   "crew leader and the duty engineer at once.")
+    grouped_into: str | None = Field(
+        default=None, description="The district rule (its id) that pages for this alarm: "
+                                  "recorded and shown, not paged on its own (one rainstorm "
+                                  "alarm per district, not one per rain gauge).")
 
 
 def alarm_id_for(facility_id: str, sensor: str, rule: str, started: datetime) -> str:
@@ -100,3 +107,12 @@ def event_id_for(alarm_id: str, event: AlarmEventType, level: AlarmLevel | None,
     events of one episode at the same moment)."""
     suffix = f"|{detail}" if detail else ""
     return str(uuid.uuid5(_NAMESPACE, f"{alarm_id}|{event}|{level}|{to_epoch_ms(ts)}{suffix}"))
+
+
+def district_facility_id(district: str) -> str:
+    """The ``facility_id`` of a district's own alarms: ``district-`` and the district's name
+    as an identifier (``Airport New Area`` → ``district-Airport-New-Area``)."""
+    slug = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_.-") else "-"
+                   for ch in district.strip())
+    slug = "-".join(p for p in slug.split("-") if p) or "unnamed"
+    return f"district-{slug}"[:64]

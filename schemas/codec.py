@@ -37,7 +37,7 @@ from pydantic_core import from_json
 
 from schemas.alarm import AlarmEvent
 from schemas.common import ID_PATTERN, epoch_ms, format_timestamp, to_epoch_ms
-from schemas.context import DistrictRain
+from schemas.context import ContextRecord
 from schemas.deadletter import DeadLetter
 from schemas.kinds import FacilityKind, Metric
 from schemas.oncall import AckRequest, OnCallRecord
@@ -233,7 +233,7 @@ READING_BATCH = ReadingBatchCodec()
 ALARM_EVENT: Codec[AlarmEvent] = Codec(AlarmEvent)
 ACK_REQUEST: Codec[AckRequest] = Codec(AckRequest)
 ONCALL_RECORD: Codec[OnCallRecord] = Codec(OnCallRecord)
-DISTRICT_RAIN: Codec[DistrictRain] = Codec(DistrictRain)
+CONTEXT_RECORD: Codec[ContextRecord] = Codec(ContextRecord)
 DEAD_LETTER: Codec[DeadLetter] = Codec(DeadLetter)
 ORDER_EVENT: Codec[OrderEvent] = Codec(OrderEvent)
 HEALTH = HealthCodec()

@@ -43,8 +43,8 @@ class OnCallError(LifelineError, ValueError):
     """The on-call file is missing, not YAML, or violates the schema."""
 
 
-Category = Literal["facility", "sensor", "gateway"]
-ALL_CATEGORIES: tuple[Category, ...] = ("facility", "sensor", "gateway")
+Category = Literal["facility", "sensor", "gateway", "district"]
+ALL_CATEGORIES: tuple[Category, ...] = ("facility", "sensor", "gateway", "district")
 
 
 class ChannelType(StrEnum):

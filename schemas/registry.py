@@ -316,6 +316,18 @@ class Level(Contract):
         return self.raise_at if self.clear_at is None else self.clear_at
 
 
+class Reference(Contract):
+    """Another facility's sensor whose same signal a rule subtracts from its own (the excess
+    over a regional background station). Its worker publishes the signal to
+    ``lifeline.context``; the newest value at or before the reading's time is used."""
+
+    facility: Identifier
+    sensor: Identifier
+    max_age_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=1800.0, description="An older reference is not known: the rule holds its "
+                                    "state (raises and clears nothing) until it is again.")
+
+
 class Rule(Contract):
     """A level rule on one signal of one sensor."""
 
@@ -341,6 +353,15 @@ class Rule(Contract):
         default=None, description="deviation (default difference) and night_minimum (default: "
                                   "the raw minimum): minus the usual, in the unit "
                                   "(difference) or in the usual's spreads (spreads).")
+    minus: Reference | None = Field(
+        default=None, description="value, windowed and count signals: minus the same signal "
+                                  "of another facility's sensor (a regional background): the "
+                                  "excess over it (a count counts the excesses of ``of``).")
+    when_dry_for_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = Field(
+        default=None, description="Evaluated only while the facility's district is known "
+                                  "to have had no rain (policy rain_context_mm_per_h, any of "
+                                  "its gauges) for this long; otherwise the rule holds its "
+                                  "state. Dry-weather rules (旱天): misconnections.")
     raise_after_s: Seconds = 0.0
     raise_after_count: Annotated[int, Field(ge=1, le=10_000)] = 1
     clear_after_s: Seconds = 0.0
@@ -413,6 +434,10 @@ class Rule(Contract):
                 raise ValueError(f"rule {key}: signal {sig} needs window_s")
         elif sig is not Signal.DEVIATION and self.window_s is not None:
             raise ValueError(f"rule {key}: a {sig} rule has no window_s")
+        if self.minus is not None and sig is not Signal.VALUE and sig not in WINDOWED \
+                and sig is not Signal.COUNT:
+            raise ValueError(f"rule {key}: minus goes with value, windowed and count signals "
+                             f"only (not {sig})")
 
 
 class Baseline(Contract):
@@ -504,8 +529,15 @@ class Sensor(Contract):
 
 
 class Condition(Contract):
-    """One condition of a composite rule: a signal of a sensor compared with a value."""
+    """One condition of a composite rule: a signal of a sensor compared with a value. The
+    sensor is the facility's own, or — with ``facility`` — another facility's (a district
+    rain gauge), whose signal its worker publishes to ``lifeline.context``."""
 
+    facility: Identifier | None = Field(
+        default=None, description="Another facility whose sensor this is (its newest signal "
+                                  "at or before the reading's time, at most max_age_s old; "
+                                  "older or unknown: the condition does not hold).")
+    max_age_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0
     sensor: Identifier
     signal: Signal = Signal.VALUE
     window_s: Annotated[float, Field(gt=0, le=LONG_WINDOW_MAX_S)] | None = None
@@ -521,6 +553,20 @@ class Condition(Contract):
         if (self.signal is Signal.VALUE) != (self.window_s is None):
             raise ValueError(f"condition on {self.sensor}: window_s goes with derived signals only")
         return self
+
+
+def shared_signal(rule: Rule) -> tuple[Signal, float | None, float]:
+    """The signal of a ``minus`` reference a rule reads: its own, or what a count is of."""
+    if rule.signal is Signal.COUNT:
+        return rule.of, rule.window_s if rule.of is not Signal.VALUE else None, rule.rate_per_s
+    return rule.signal, rule.window_s, rule.rate_per_s
+
+
+def share_spec(signal: Signal, window_s: float | None, rate_per_s: float) -> str:
+    """How a shared signal is named in ``lifeline.context`` (schemas.context.SharedSignal)."""
+    if signal is Signal.VALUE or window_s is None:
+        return "value"
+    return f"{signal.value}-{window_s:g}s-{rate_per_s:g}"
 
 
 class CompositeRule(Contract):
@@ -902,9 +948,12 @@ class Facility(Contract):
                 raise ValueError(f"facility {self.id}: a {self.kind} facility has no {s.metric}")
         for c in self.composites:
             for cond in c.all_of:
-                if cond.sensor not in ids:
+                if cond.facility is None and cond.sensor not in ids:
                     raise ValueError(f"facility {self.id}: composite {c.id} names unknown "
                                      f"sensor {cond.sensor}")
+            if all(cond.facility is not None for cond in c.all_of):
+                raise ValueError(f"facility {self.id}: composite {c.id} reads only other "
+                                 f"facilities' sensors (at least one must be its own)")
         return self
 
     @cached_property
@@ -930,12 +979,69 @@ class Facility(Contract):
         return min(s.interval_s for s in self.sensors)
 
 
+class MemberMatch(Contract):
+    """Which facility alarms a district rule counts (all given fields must match): facility
+    category alarms only — a sensor fault or a silent gateway is not the district at risk."""
+
+    kind: list[FacilityKind] | None = None
+    metric: list[Metric] | None = None
+    rule: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, description="Rule keys (e.g. 'sum-10800s-upper', a composite's id).")
+
+
+class DistrictRule(Contract):
+    """A district alarm (category ``district``): raised while at least ``min_facilities`` of
+    the district's facilities have a matching facility alarm at ``at_least`` or worse.
+
+    Its level is ``level`` when given, else the worst level that ``min_facilities`` of them
+    share (one facility: its worst alarm). With ``groups`` the member alarms are recorded and
+    shown but not paged on their own (``grouped_into``): the district alarm pages for them —
+    one rainstorm alarm per district instead of one per rain gauge. Evaluated by exactly one
+    processor worker per district (the owner of the district's ``lifeline.context``
+    partition), from the members' transitions published there."""
+
+    id: Identifier
+    name: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        description="What the alarm is called (English): 'rainstorm'.")
+    name_zh: Annotated[str, Field(min_length=1, max_length=50)] = Field(
+        description="The same in Chinese: '暴雨'.")
+    kind: FacilityKind = Field(description="What the district alarm is filed and routed as "
+                                           "(on-call routes match it).")
+    districts: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, description="Districts (English names) it applies to; null: every "
+                                  "district.")
+    members: MemberMatch
+    at_least: AlarmLevel = AlarmLevel.BLUE
+    min_facilities: Annotated[int, Field(ge=1, le=10_000)] = 1
+    level: AlarmLevel | None = None
+    groups: bool = False
+    source: Source
+    default: bool = False
+    description: str | None = None
+
+    def applies(self, district: str) -> bool:
+        return self.districts is None or district in self.districts
+
+    def counts(self, f: Facility, sensor: Sensor | None, rule_key: str) -> bool:
+        """Whether a facility alarm of ``rule_key`` (on ``sensor``; None: a composite)
+        is one of this rule's members."""
+        m = self.members
+        return (self.applies(f.district)
+                and (m.kind is None or f.kind in m.kind)
+                and (m.metric is None or (sensor is not None and sensor.metric in m.metric))
+                and (m.rule is None or rule_key in m.rule))
+
+
 class Registry(Contract):
     version: int = 1
     name: str
     timezone: TimeZoneName = "Asia/Shanghai"
     policy: AlarmPolicy = Field(default_factory=AlarmPolicy)
     facilities: Annotated[list[Facility], Field(min_length=1)]
+    district_rules: list[DistrictRule] = Field(
+        default_factory=list, description="Alarms of a district as a whole, from its "
+                                          "facilities' alarms (a rainstorm, widespread "
+                                          "surcharge).")
 
     _by_id: dict[str, Facility] = PrivateAttr(default_factory=dict)
     _sensors: dict[tuple[str, str], Sensor] = PrivateAttr(default_factory=dict)
@@ -953,7 +1059,49 @@ class Registry(Contract):
                 if s.id in sensors:
                     raise ValueError(f"duplicate sensor id {s.id} (facility {f.id})")
                 sensors.add(s.id)
+        self._check_references()
+        self._check_district_rules()
         return self
+
+    def _check_references(self) -> None:
+        by_id = {f.id: f for f in self.facilities}
+
+        def other(where: str, fid: str, sid: str) -> Sensor:
+            f = by_id.get(fid)
+            if f is None:
+                raise ValueError(f"{where}: unknown facility {fid}")
+            found = next((s for s in f.sensors if s.id == sid), None)
+            if found is None:
+                raise ValueError(f"{where}: facility {fid} has no sensor {sid}")
+            return found
+
+        for f in self.facilities:
+            for s in f.sensors:
+                for r in s.rules:
+                    if r.minus is None:
+                        continue
+                    where = f"facility {f.id}: sensor {s.id}: rule {r.key}: minus"
+                    if r.minus.facility == f.id:
+                        raise ValueError(f"{where}: names its own facility")
+                    ref = other(where, r.minus.facility, r.minus.sensor)
+                    if ref.metric is not s.metric:
+                        raise ValueError(f"{where}: {ref.id} measures {ref.metric}, not "
+                                         f"{s.metric}")
+            for c in f.composites:
+                for cond in c.all_of:
+                    if cond.facility is not None:
+                        other(f"facility {f.id}: composite {c.id}", cond.facility, cond.sensor)
+
+    def _check_district_rules(self) -> None:
+        ids = [r.id for r in self.district_rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate district rule id")
+        districts = {f.district for f in self.facilities}
+        for r in self.district_rules:
+            unknown = sorted(set(r.districts or ()) - districts)
+            if unknown:
+                raise ValueError(f"district rule {r.id}: unknown district(s) "
+                                 f"{', '.join(unknown)}")
 
     def model_post_init(self, context: Any, /) -> None:
         self._by_id = {f.id: f for f in self.facilities}

@@ -143,6 +143,7 @@ CATEGORY_WORDS: dict[str, Bi] = {
     "facility": Bi("设施告警", "facility alarm"),
     "sensor": Bi("仪表故障", "sensor fault"),
     "gateway": Bi("通信故障", "gateway fault"),
+    "district": Bi("区域告警", "district alarm"),
 }
 
 EVENT_WORDS: dict[str, Bi] = {
@@ -503,3 +504,11 @@ def short_place(alarm: dict[str, object]) -> str:
     fid = str(alarm.get("facility_id", "?"))
     name = alarm.get("facility_name_zh") or alarm.get("facility_name")
     return f"{name} [{fid}]" if isinstance(name, str) and name else fid
+
+
+def district_rule_words(region: Bi, name_zh: str, name: str, count: int,
+                        min_facilities: int) -> Bi:
+    """A district rule's alarm: the district, what it is, how many facilities are in it."""
+    return Bi(f"{region.zh}·{name_zh}：告警设施 {count} 个（规则：至少 {min_facilities} 个）",
+              f"{region.en} district, {name}: facilities in alarm {count} (rule: at least "
+              f"{min_facilities})")

@@ -24,8 +24,8 @@ TICKS = "lifeline.ticks"  # processor-internal: wall-clock ticks per partition
 HEALTH = "lifeline.health"  # every service's counters, every few seconds (pipeline health)
 ONCALL = "lifeline.oncall"  # on-call audit trail: notifications, attempts, acks, escalations
 ONCALL_TICKS = "lifeline.oncall.ticks"  # notifier-internal: wall-clock ticks per partition
-# processor-internal: context that crosses facilities (district rain), key = district, read
-# by every worker in full
+# processor-internal: context that crosses facilities (district rain, shared signals, district
+# rule members; schemas/context.py), key = district, read by every worker in full
 CONTEXT = "lifeline.context"
 # work-order events (schemas/workorder.py), key = order id: the source of truth of order state
 ORDERS = "lifeline.orders"
@@ -53,7 +53,7 @@ TABLE: tuple[Topic, ...] = (
     Topic(ONCALL, "OnCallRecord", "facility id", codec.ONCALL_RECORD),
     Topic(ONCALL_TICKS, "tick: epoch ms as ASCII digits", "none (one per partition)",
           codec.TICK, dead_letters=None, internal=True),  # a tick's value is not read
-    Topic(CONTEXT, "DistrictRain", "district", codec.DISTRICT_RAIN, internal=True),
+    Topic(CONTEXT, "ContextRecord", "district", codec.CONTEXT_RECORD, internal=True),
     Topic(ORDERS, "OrderEvent", "order id", codec.ORDER_EVENT),
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in TABLE}

@@ -788,6 +788,13 @@ def default_thresholds(reg: Registry) -> list[dict[str, str]]:
                 rows.append({"facility": f.id, "sensor": ",".join(x.sensor for x in c.all_of),
                              "rule": c.id, "level": c.level.value, "value": when,
                              "source": c.source})
+    for d in reg.district_rules:
+        if d.default:
+            level = d.level.value if d.level is not None else "worst"
+            rows.append({"facility": ",".join(d.districts) if d.districts else "(every district)",
+                         "sensor": "", "rule": d.id, "level": level,
+                         "value": f">= {d.min_facilities} at {d.at_least.value}",
+                         "source": d.source})
     return rows
 
 

@@ -217,6 +217,7 @@ class Env:
     upstream_flow: float = 0.0  # L/s arriving from upstream (or, at a station, the network)
     day_of_year: int = 180
     backwater_m: float | None = None  # outfall level above this manhole's invert (None: free)
+    upstream_misconnected: bool = False  # a misconnection upstream sends sewage down here
 
     def incident(self, kind: IncidentKind) -> tuple[Incident, float] | None:
         return next(((i, p) for i, p in self.incidents if i.kind is kind), None)
@@ -330,6 +331,7 @@ class DrainageModel(Model):
         self.rain_hour: deque[float] = deque()  # … and over the last hour
         self.rain_1h = self.rain_3h = 0.0
         self.upstream = 0.0
+        self.misconnected = False  # sewage in this storm pipe: misconnected here or upstream
         level = next((s for s in facility.sensors if s.metric is Metric.WATER_LEVEL
                       and not s.id.endswith("W1")), None)
         self.crown = (level.pipe_diameter_m or 1.0) if level is not None else 1.0
@@ -343,6 +345,7 @@ class DrainageModel(Model):
         """Dry-weather flow: infiltration, the recession, and a misconnection's sewage."""
         mis = env.incident(IncidentKind.MISCONNECTION)
         sewage = 60 * diurnal(env.local_hour) * mis[0].severity if mis else 0.0
+        self.misconnected = mis is not None or env.upstream_misconnected
         return self.infiltration + self.recession + sewage
 
     def advance(self, env: Env, dt: float) -> None:
@@ -414,7 +417,9 @@ class DrainageModel(Model):
                 out.add(Hazard.SURCHARGE)
             if self.h >= COVER_M - 1e-9 or self.pond_m3 > 1.0:
                 out.add(Hazard.OVERFLOW)
-            if env.incident(IncidentKind.MISCONNECTION):
+            # Sewage in the storm pipe — from a misconnection here or carried down from one
+            # upstream (what a dry-weather check finds at every manhole below it).
+            if env.incident(IncidentKind.MISCONNECTION) or env.upstream_misconnected:
                 out.add(Hazard.MISCONNECTION)
             if env.incident(IncidentKind.COVER_OPEN):
                 out.add(Hazard.COVER_OPEN)

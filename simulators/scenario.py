@@ -232,6 +232,17 @@ class ScenarioRun:
             return 0.0
         return share * up.model.delayed_outflow(t)
 
+    def _upstream_misconnected(self, g: _Gateway) -> bool:
+        """A misconnection at the upstream manhole or further up: its sewage runs through
+        this storm pipe too (the ground truth of the manholes below it)."""
+        f = g.facility
+        n = _manhole_number(f)
+        if n is None or f.kind is not FacilityKind.DRAINAGE:
+            return False
+        up = self.by_id.get(f"DR-{f.id.split('-')[1]}-{n - 1:03d}")
+        return (up is not None and isinstance(up.model, DrainageModel)
+                and up.model.misconnected)
+
     def _env(self, g: _Gateway, t: float) -> Env:
         f = g.facility
         incidents = [(i, (t - i.start_s) / i.duration_s) for i in self.scenario.incidents
@@ -249,7 +260,8 @@ class ScenarioRun:
                 backwater = level - LAST_INVERT_M - INVERT_STEP_M * (
                     self._last_manhole.get(code, n) - n)
         return Env(t, hour, self.weather.rain(f.district, t), incidents,
-                   self._upstream(g, t, shut), local.timetuple().tm_yday, backwater)
+                   self._upstream(g, t, shut), local.timetuple().tm_yday, backwater,
+                   self._upstream_misconnected(g))
 
     def _record_risk(self, g: _Gateway, env: Env, t: float) -> None:
         fid = g.facility.id

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
+from schemas.kinds import AlarmLevel
 from schemas.scenario import Expect, Scenario
 from simulators.facilities import HAZARD_METRICS, Hazard
 from simulators.scenario import Episode
@@ -134,6 +135,9 @@ class Score:
     by_hazard: dict[str, Tally] = field(default_factory=dict)  # physics only
     delays_s: list[float] = field(default_factory=list)  # per detected episode (expectation)
     missed_risk: list[dict[str, Any]] = field(default_factory=list)  # physics only
+    # District alarms (decision 0023), one row per episode: district, rule, worst level,
+    # raised at t_s — not facility alarms, so neither true nor false here.
+    district_alarms: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def precision(self) -> float | None:
@@ -220,6 +224,9 @@ class Score:
                      f"(released {self.released}); silenced: {self.silenced}; held by a "
                      f"fault: {self.held_by_fault}")
         lines += self.summary()
+        if self.district_alarms:
+            lines.append(f"district alarms: {len(self.district_alarms)} — " + ", ".join(
+                f"{r['rule']} {r['district']} {r['level']}" for r in self.district_alarms[:12]))
         for row in self.false_alarms[:20]:
             lines.append(f"  false alarm: {row}")
         for row in self.missed_risk[:20]:
@@ -239,9 +246,20 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
     end = t0 + scenario.duration_s + GRACE_S
     seen: set[str] = set()
     mine: list[tuple[float, AlarmEvent]] = []
+    district_episodes: dict[str, dict[str, Any]] = {}
     for ev in alarms:
         t = ev.ts.timestamp()
         if ev.event_id in seen or not t0 <= t <= end:
+            continue
+        if ev.category is AlarmCategory.DISTRICT:
+            seen.add(ev.event_id)
+            row = district_episodes.setdefault(ev.alarm_id, {
+                "district": ev.district, "rule": ev.rule, "level": None, "t_s": None})
+            if ev.level is not None and (row["level"] is None or ev.level.severity
+                                         > AlarmLevel(row["level"]).severity):
+                row["level"] = ev.level.value
+            if ev.event is AlarmEventType.RAISED:
+                row["t_s"] = round(t - t0, 1)
             continue
         if facilities is not None and ev.facility_id not in facilities:
             continue
@@ -249,6 +267,9 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
         mine.append((t - t0, ev))
     mine.sort(key=lambda x: x[0])
     s = Score(scenario.name, sensors, scenario.duration_s / 3600)
+    s.district_alarms = sorted(district_episodes.values(),
+                               key=lambda r: (r["t_s"] if r["t_s"] is not None else -1.0,
+                                              r["district"] or "", r["rule"]))
     # Inhibited alarms (a sensor or gateway fault explains them; recorded, paged to
     # nobody) and silenced ones (maintenance) are not reported as facility alarms; an
     # inhibited one released later is reported from its release.

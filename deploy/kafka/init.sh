@@ -4,8 +4,8 @@
 #
 #   principal            writes                                    reads                                   groups
 #   lifeline-ingest      readings, readings.dlq, health            -                                       -
-#   lifeline-processor   alarms, ticks, context, readings.dlq,     readings, ticks, context                lifeline-processor
-#                        health, lifeline-processor-* (changelog)  lifeline-processor-*
+#   lifeline-processor   alarms, ticks, context, readings.dlq,     readings, ticks, context                lifeline-processor,
+#                        health, lifeline-processor-* (changelog)  lifeline-processor-*                    lifeline-processor-districts
 #   lifeline-writer      readings.dlq, health, lifeline-writer-*   readings, alarms, health, oncall,       lifeline-writer,
 #                                                                  lifeline-writer-*                       lifeline-writer-readings
 #   lifeline-notifier    acks, oncall, oncall.ticks, health,       alarms, acks, oncall, oncall.ticks,     lifeline-notifier
@@ -84,6 +84,7 @@ write lifeline-processor lifeline.alarms lifeline.ticks lifeline.context lifelin
   lifeline.health
 read_ lifeline-processor lifeline.readings lifeline.ticks lifeline.context
 group lifeline-processor lifeline-processor
+group lifeline-processor lifeline-processor-districts  # the district desk (decision 0023)
 own_prefix lifeline-processor
 
 write lifeline-writer lifeline.readings.dlq lifeline.health

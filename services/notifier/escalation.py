@@ -524,14 +524,17 @@ class Escalator:
             ev.event is AlarmEventType.SETTLED and ev.level is None)
         # A maintenance window does not silence a life-safety alarm during an entry; an
         # alarm suppressed by a fault stays quiet (the fault's own alarm pages).
-        quiet = (ev.silenced and ev.entry is None) or ev.suppressed_by is not None
+        # A member of a district alarm that pages in its place (one rainstorm alarm per
+        # district, decision 0023) is recorded, not paged on its own.
+        quiet = ((ev.silenced and ev.entry is None) or ev.suppressed_by is not None
+                 or ev.grouped_into is not None)
         if ep is None:
             # ``raised``, or any event of an episode not paged yet — ``updated`` when a
             # suppression or maintenance window is over: page it now, like a raise.
             pages = ev.entry is not None or ev.category.value in self.cfg.page_categories
             if ending or quiet or ev.level is None or not pages:
                 return out  # nothing to page: recorded by the writer, not the on-call's business
-            alarm = _summary(ev, self.districts.get(ev.facility_id, "unknown"))
+            alarm = _summary(ev, self.districts.get(ev.facility_id, ev.district or "unknown"))
             ep = fs.episodes[ev.alarm_id] = Episode(ev.alarm_id, alarm, now_ms,
                                                     int(ev.ts.timestamp() * 1000))
             ep.seen.append(ev.event_id)

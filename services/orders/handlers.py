@@ -165,7 +165,8 @@ class Handlers:
                 and ev.event in (AlarmEventType.RAISED, AlarmEventType.ESCALATED)
                 and ev.level is not None
                 and ev.level.severity >= self.settings.open_from.severity
-                and ev.suppressed_by is None and not ev.silenced)
+                and ev.suppressed_by is None and not ev.silenced
+                and ev.grouped_into is None)  # weather a district alarm stands for
 
     def open_event(self, ev: AlarmEvent) -> OrderEvent:
         """The ``open`` event of the alarm's order (deterministic ids)."""

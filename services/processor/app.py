@@ -45,8 +45,10 @@ from services.core.reload import WatchedFile, file_version
 from services.processor.checkpoints import CheckpointPacer
 from services.processor.config import ProcessorConfig
 from services.processor.context_feed import ContextFeed
+from services.processor.district_desk import COUNTERS as DISTRICT_COUNTERS
+from services.processor.district_desk import DistrictDesk
 from services.processor.engine import AlarmEngine
-from services.processor.engine.context import RainContext
+from services.processor.engine.context import SharedContext
 from services.processor.handlers import COUNTERS, Handlers, source
 from services.processor.handlers import STATE_WARNING_TTL_S as STATE_WARNING_TTL_S
 
@@ -63,13 +65,13 @@ class Processor:
         self.cfg = cfg
         self.app: faust.App = make_app("processor", cfg.kafka, web_port=cfg.processor.health_port,
                                        web_host=cfg.processor.health_host)
-        self.health = Health("processor", Counters(*COUNTERS))
+        self.health = Health("processor", Counters(*COUNTERS, *DISTRICT_COUNTERS))
         self.source = self._raw(topics.READINGS, topics.TICKS)
         self.alarms = self._raw(topics.ALARMS)
         self.dlq = self._raw(topics.READINGS_DLQ)
         self.ticks = self._raw(topics.TICKS)
-        self.context_topic = self._raw(topics.CONTEXT)  # district rain for the other workers
-        self.rain = RainContext()  # shared by every engine of this worker, kept on reload
+        self.context_topic = self._raw(topics.CONTEXT)  # what the other workers need
+        self.context = SharedContext()  # shared by every engine of this worker, kept on reload
         # Values are the facility state as compact JSON text: one string per facility in the
         # worker's memory instead of a tree of dicts (about 5x smaller for 100,000 sensors).
         self.state: Any = self.app.Table("alarm_state", default=None, key_type=str,
@@ -77,15 +79,17 @@ class Processor:
         flavor = cfg.kafka.flavor
         pacer = CheckpointPacer(cfg.processor.checkpoint_rate(flavor),
                                 cfg.processor.checkpoint_ceiling(flavor))
-        self.handlers = Handlers(AlarmEngine(registry, self.rain), self.state, self.health,
+        self.handlers = Handlers(AlarmEngine(registry, self.context), self.state, self.health,
                                  alarms=self.alarms, dlq=self.dlq, context=self.context_topic,
                                  pacer=pacer, behind=self.behind)
         self.registry_file = WatchedFile("registry", cfg.common.registry, self._engine_for,
                                          self._use_engine, self.health,
                                          version=registry_version)
-        self.feed = ContextFeed(cfg.kafka, self.rain, self.health.counters,
+        self.feed = ContextFeed(cfg.kafka, self.context, self.health.counters,
                                 InternalDeadLetters("processor", self._send_dlq,
                                                     self.health.counters))
+        self.districts = DistrictDesk(cfg.kafka, lambda: self.engine.registry, self.alarms,
+                                      self.health.counters)
         self.agent: Any = self.app.agent(self.source, name="services.processor.app.evaluate")(
             self._evaluate)
         self._register()
@@ -105,6 +109,7 @@ class Processor:
         partition_ticks(app, self.ticks, topics.READINGS, cfg.processor.tick_interval_s)
         app.timer(cfg.common.reload_check_s)(self._reload)
         app.task(self._context_feed)
+        app.task(self._district_desk)
         register_gauges(app, health, (topics.READINGS,))
         report_health(app, health, cfg.common.health_report_s)
         health.counters.gauge("facilities_in_memory", lambda: len(handlers.cache))
@@ -142,7 +147,7 @@ class Processor:
 
     def _engine_for(self, path: Path) -> AlarmEngine:
         # Loaded and compiled in the watcher's thread: a large registry takes seconds.
-        return AlarmEngine(load_registry(path), self.rain)
+        return AlarmEngine(load_registry(path), self.context)
 
     def _use_engine(self, engine: AlarmEngine) -> None:
         # Facility states are kept; alarms of rules the new registry removed are cleared
@@ -159,6 +164,9 @@ class Processor:
 
     async def _context_feed(self) -> None:
         await self.feed.run()
+
+    async def _district_desk(self) -> None:
+        await self.districts.run()
 
 
 def build(cfg: ProcessorConfig, registry: Registry,

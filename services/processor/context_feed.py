@@ -1,5 +1,5 @@
 """Every processor worker reads ``lifeline.context`` in full (all partitions, no consumer
-group) into its :class:`RainContext`: what the other workers' rain gauges saw.
+group) into its :class:`SharedContext`: what the other workers' rain gauges saw.
 
 A plain aiokafka consumer, not a Faust agent: each worker needs *every* partition, which a
 group would split between them (a Faust GlobalTable would do it through Faust's table
@@ -27,7 +27,7 @@ from services.core.health import Counters
 from services.core.kafka import security_kwargs
 from services.core.logging import get_logger
 from services.core.settings import KafkaSettings
-from services.processor.engine.context import RainContext
+from services.processor.engine.context import SharedContext
 from services.processor.handlers import apply_context
 
 log = get_logger("lifeline.processor.context")
@@ -43,7 +43,7 @@ def consumer_kwargs(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
 
 
 class ContextFeed:
-    def __init__(self, kafka: KafkaSettings, context: RainContext, counters: Counters,
+    def __init__(self, kafka: KafkaSettings, context: SharedContext, counters: Counters,
                  dead: InternalDeadLetters | None = None) -> None:
         self.kafka = kafka
         self.context = context

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from schemas.codec import ALARM_EVENT, DEAD_LETTER, DISTRICT_RAIN, READING_BATCH, TICK
+from schemas.codec import ALARM_EVENT, CONTEXT_RECORD, DEAD_LETTER, READING_BATCH, TICK
 from schemas.common import to_epoch_ms
-from schemas.context import DistrictRain
+from schemas.context import ContextRecord, DistrictRain, MemberAlarm, SharedSignal
 from schemas.deadletter import DeadLetter, Problem, RejectReason, dead_letter
 from services.core import crash
 from services.core.health import Counters, Health
@@ -32,7 +32,7 @@ from services.core.latency import Budget, Stage
 from services.core.logging import get_logger
 from services.processor.checkpoints import CheckpointPacer, UnsavedProgress, bound_warning
 from services.processor.engine import AlarmEngine, FacilityState, Outcome
-from services.processor.engine.context import RainContext
+from services.processor.engine.context import SharedContext
 from services.processor.errors import StateVersionError
 
 log = get_logger("lifeline.processor")
@@ -67,19 +67,46 @@ def parse_tick(value: bytes, now_s: float) -> int | None:
     return tick if abs(tick / 1000 - now_s) <= TICK_SKEW_S else None
 
 
-def apply_context(context: RainContext, value: bytes, counters: Counters,
+def apply_context(context: SharedContext, value: bytes, counters: Counters,
                   src: str) -> Exception | None:
-    """One ``lifeline.context`` record applied; the error (counted and logged, nothing
-    applied) when it is not a valid context record, None when applied."""
+    """One ``lifeline.context`` record applied (a district rule's member is the district
+    desk's, not the worker's picture: nothing to apply); the error (counted and logged,
+    nothing applied) when it is not a valid context record, None when applied."""
     try:
-        rec = DISTRICT_RAIN.decode(value)
-        context.apply(rec.district, to_epoch_ms(rec.ts))
+        rec = CONTEXT_RECORD.decode(value).root
+        if isinstance(rec, DistrictRain):
+            context.apply(rec.district, to_epoch_ms(rec.ts), rec.raining)
+        elif isinstance(rec, SharedSignal):
+            context.put((rec.facility_id, rec.sensor, rec.spec), to_epoch_ms(rec.ts), rec.value)
     except (ValidationError, ValueError, TypeError, OverflowError) as exc:
         counters.inc("context_rejected")
         log.warning("context.rejected", source=src, detail=str(exc)[:300])
         return exc
     counters.inc("context_applied")
     return None
+
+
+def context_records(out: Outcome) -> list[tuple[str, DistrictRain | SharedSignal | MemberAlarm]]:
+    """What other workers need of an outcome, as ``lifeline.context`` records with their key
+    (the district): district rain, shared signals, district rules' members — a member
+    suppressed by a sensor fault counts as cleared (the fault explains it)."""
+    recs: list[tuple[str, DistrictRain | SharedSignal | MemberAlarm]] = []
+    for district, ts, mm, cfid, sensor, raining in out.context:
+        recs.append((district, DistrictRain(
+            district=district, ts=datetime.fromtimestamp(ts / 1000, UTC),
+            mm_per_h=round(mm, 3), facility_id=cfid, sensor=sensor, raining=raining)))
+    for district, cfid, sensor, spec, ts, v in out.shared:
+        recs.append((district, SharedSignal(
+            district=district, facility_id=cfid, sensor=sensor, spec=spec,
+            ts=datetime.fromtimestamp(ts / 1000, UTC), value=v)))
+    for ev, rules in out.members:
+        district = ev.district or ""
+        recs.append((district, MemberAlarm(
+            district=district, facility_id=ev.facility_id, kind=ev.kind, sensor=ev.sensor,
+            metric=ev.metric, rule=ev.rule,
+            level=None if ev.suppressed_by is not None else ev.level, ts=ev.ts,
+            alarm_id=ev.alarm_id, district_rules=list(rules), value=ev.value, unit=ev.unit)))
+    return recs
 
 
 class Handlers:
@@ -202,11 +229,8 @@ class Handlers:
     async def publish(self, fid: str, fs: FacilityState, out: Outcome, saved_ts: int) -> None:
         """Produce what the engine decided for ``fid``; ``saved_ts`` is the facility's
         ``checkpoint_ts`` before the engine ran (the last save)."""
-        for district, ts, mm, cfid, sensor in out.context:
-            rec = DistrictRain(district=district, ts=datetime.fromtimestamp(ts / 1000, UTC),
-                               mm_per_h=round(mm, 3), facility_id=cfid, sensor=sensor)
-            await self.context.send(key=district.encode(), value=DISTRICT_RAIN.encode(rec))
-            self.counters.inc("context_sent")
+        if out.context or out.shared or out.members:
+            await self._share(out)
         if out.coalesced:
             self.counters.inc("readings_coalesced", out.coalesced)
         sent = []
@@ -242,6 +266,13 @@ class Handlers:
         if now - self._bound_checked >= 1.0:
             self._bound_checked = now
             self.check_bound(now)
+
+    async def _share(self, out: Outcome) -> None:
+        """What other workers need of this outcome, to ``lifeline.context`` (key = district)."""
+        for district, rec in context_records(out):
+            await self.context.send(key=district.encode(),
+                                    value=CONTEXT_RECORD.encode(ContextRecord(rec)))
+            self.counters.inc("context_sent")
 
     def bound_s(self, now: float | None = None) -> float:
         """The most event-time progress (s) a crash could have lost in the last minute."""

@@ -22,7 +22,7 @@ from services.core.dlq import InternalDeadLetters, decode_reason, kafka_source
 from services.core.health import Counters
 from services.core.settings import KafkaSettings
 from services.processor.context_feed import ContextFeed
-from services.processor.engine.context import RainContext
+from services.processor.engine.context import SharedContext
 from tests.support.engine_helpers import lv, make_registry, sensor
 from tests.support.oncall_helpers import alarm, build_notifier, put_on
 from tests.writer.test_writer_isolation import FakeInflux, start_fake
@@ -293,7 +293,7 @@ async def test_the_context_feed_dead_letters_what_it_cannot_read() -> None:
         sent.append((key, value))
 
     counters = Counters()
-    context = RainContext()
+    context = SharedContext()
     feed = ContextFeed(KafkaSettings(bootstrap="127.0.0.1:9092"), context, counters,
                        InternalDeadLetters("processor", send, counters))
     good = DistrictRain(district="lucheng", ts=datetime.now(UTC), mm_per_h=12.0,

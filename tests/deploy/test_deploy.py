@@ -682,7 +682,10 @@ def test_kafka_init_creates_the_topics_principals_and_least_privilege_acls(
     kafka = KafkaSettings(flavor="kafka", allow_plaintext=True, bootstrap="kafka:9092")
     assert faust_kwargs(kafka)["broker"] == "kafka://kafka:9092"
     groups = {(a[0], a[3]) for a in acls if a[2] == "group"}
+    from services.processor.district_desk import GROUP as DISTRICT_DESK
+
     assert groups == {("User:lifeline-processor", "lifeline-processor"),
+                      ("User:lifeline-processor", DISTRICT_DESK),  # the district desk
                       ("User:lifeline-writer", "lifeline-writer"),
                       ("User:lifeline-writer", consumer_kwargs(kafka)["group_id"]),
                       ("User:lifeline-notifier", "lifeline-notifier"),

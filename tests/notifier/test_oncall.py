@@ -191,12 +191,23 @@ def test_cleared_sends_one_message_per_recipient_and_closes() -> None:
     assert len(r.sent) == 5
 
 
-@pytest.mark.parametrize("quiet", [{"silenced": True}, {"suppressed_by": "gw-alarm"}])
-def test_silenced_or_suppressed_alarms_page_nobody(quiet: dict[str, Any]) -> None:
+@pytest.mark.parametrize("quiet", [{"silenced": True}, {"suppressed_by": "gw-alarm"},
+                                   {"grouped_into": "rainstorm"}])
+def test_silenced_suppressed_or_grouped_alarms_page_nobody(quiet: dict[str, Any]) -> None:
     r = Run()
     r.alarm(ms(T0), **quiet)
     r.tick(later(600))
     assert r.sent == [] and r.fs.episodes == {}
+
+
+def test_a_district_alarm_is_routed_by_its_district_and_paged() -> None:
+    """A district alarm's facility id is the district's own (not in the registry): its
+    route reads the district from the event (decision 0023)."""
+    r = Run(config(routes=[{"match": {"category": ["district"], "district": ["east"]},
+                            "team": "duty"}]))
+    r.alarm(ms(T0), category="district", fid="district-east", sensor="district-east",
+            rule="rainstorm", level="orange", district="east")
+    assert [(n.person, n.team) for n in r.sent] == [("ann", "duty")]
 
 
 def test_sensor_faults_go_to_maintenance() -> None:

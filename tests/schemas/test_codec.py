@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from schemas import codec
 from schemas.alarm import AlarmEvent, AlarmEventType
 from schemas.common import MAX_EPOCH_MS, epoch_ms, parse_timestamp, to_epoch_ms
-from schemas.context import DistrictRain
+from schemas.context import ContextRecord, DistrictRain, MemberAlarm, SharedSignal
 from schemas.deadletter import Problem, RejectReason, dead_letter
 from schemas.oncall import AckRequest, OnCallRecord, RecordType
 from schemas.reading import Reading, ReadingBatch
@@ -36,8 +36,15 @@ def _models() -> list[tuple[codec.Codec[Any], BaseModel]]:
                        facility_id="DR-BH-001", sensor="DR-BH-001-L1", person="ann",
                        level="orange", detail="on my way")
     ack = AckRequest(alarm_id="a-1", facility_id="DR-BH-001", by="ann", ts=TS)
-    rain = DistrictRain(district="Lucheng", ts=TS, mm_per_h=12.5, facility_id="DR-RG-001",
-                        sensor="DR-RG-001-R1")
+    rain = ContextRecord(DistrictRain(district="Lucheng", ts=TS, mm_per_h=12.5,
+                                      facility_id="DR-RG-001", sensor="DR-RG-001-R1"))
+    shared = ContextRecord(SharedSignal(district="Airport New Area", facility_id="AB-KG-001",
+                                        sensor="AB-KG-001-PM10", spec="mean-900s-60", ts=TS,
+                                        value=61.5))
+    member = ContextRecord(MemberAlarm(district="Lucheng", facility_id="DR-RG-001",
+                                       kind="drainage", sensor="DR-RG-001-R1", metric="rainfall",
+                                       rule="sum-10800s-upper", level="orange", ts=TS,
+                                       alarm_id="a-2", district_rules=["rainstorm"]))
     dl = dead_letter(problems=[Problem(reason=RejectReason.SCHEMA, detail="seq: bad")],
                      service="ingest", source="mqtt:x", payload=b"\x00{bad", received_at=TS,
                      keep_bytes=1000, facility_id="DR-BH-001")
@@ -45,7 +52,9 @@ def _models() -> list[tuple[codec.Codec[Any], BaseModel]]:
                          readings=[Reading(sensor="DR-BH-001-L1", metric="water_level",
                                            value=1.5, unit="m", ts=TS)])
     return [(codec.ALARM_EVENT, ev), (codec.ONCALL_RECORD, rec), (codec.ACK_REQUEST, ack),
-            (codec.DISTRICT_RAIN, rain), (codec.DEAD_LETTER, dl), (codec.READING_BATCH, batch)]
+            (codec.CONTEXT_RECORD, rain), (codec.CONTEXT_RECORD, shared),
+            (codec.CONTEXT_RECORD, member), (codec.DEAD_LETTER, dl),
+            (codec.READING_BATCH, batch)]
 
 
 @pytest.mark.parametrize(("c", "model"), _models(), ids=lambda x: repr(x)[:30])
@@ -83,7 +92,7 @@ def test_the_topic_table_covers_every_topic() -> None:
     assert BY_NAME[core_topics.ALARMS].codec is codec.ALARM_EVENT
     assert BY_NAME[core_topics.ACKS].codec is codec.ACK_REQUEST
     assert BY_NAME[core_topics.ONCALL].codec is codec.ONCALL_RECORD
-    assert BY_NAME[core_topics.CONTEXT].codec is codec.DISTRICT_RAIN
+    assert BY_NAME[core_topics.CONTEXT].codec is codec.CONTEXT_RECORD
     assert BY_NAME[core_topics.READINGS_DLQ].codec is codec.DEAD_LETTER
     assert BY_NAME[core_topics.HEALTH].codec is codec.HEALTH
     assert BY_NAME[core_topics.TICKS].codec is codec.TICK
@@ -237,3 +246,12 @@ def test_fast_encoder_equals_the_models_encoding(readings: list[tuple[str, str, 
         codec.READING_BATCH.encode_checked("F-1", "drainage", seq, TS, ts,
                                            [{"sensor": "S-1", "metric": "flow",
                                              "value": math.inf, "unit": "L/s"}])
+
+
+def test_a_rain_record_written_before_heartbeats_reads_as_rain() -> None:
+    old = (b'{"type":"rain","district":"Lucheng","ts":"2026-07-01T00:00:00Z","mm_per_h":3.0,'
+           b'"facility_id":"DR-RG-001","sensor":"DR-RG-001-R1"}')
+    rec = codec.CONTEXT_RECORD.decode(old).root
+    assert isinstance(rec, DistrictRain) and rec.raining
+    with pytest.raises(ValidationError):
+        codec.CONTEXT_RECORD.decode(b'{"type":"weather","district":"x"}')

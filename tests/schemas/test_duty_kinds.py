@@ -108,7 +108,9 @@ def test_site_rules_follow_published_practice(wired: Registry) -> None:
     assert [(lv.level.value, lv.raise_at, lv.clear_value) for lv in hourly.ordered_levels()] == [
         ("yellow", 150, 140), ("orange", 200, 150)]  # stop at 200, resume below 150
     count = next(r for r in pm10.rules if r.signal is Signal.COUNT)
-    assert (count.of, count.window_s, count.count_above) == (Signal.MEAN, 900, 150)
+    # DB13/2934's form: 15-minute means of the excess over the background station
+    assert (count.of, count.window_s, count.count_above) == (Signal.MEAN, 900, 80)
+    assert count.minus is not None and count.minus.facility == "AB-KG-001"
     [window] = site.maintenance
     assert window.metrics == [Metric.NOISE] and window.silence_up_to.value == "blue"
     background = wired.facility("AB-KG-001")

@@ -239,11 +239,18 @@ def test_the_typhoon_holds_levels_up_between_its_bands() -> None:
     assert min(between) > 1.5  # high water backs the outfall up with no rain falling
 
 
-@pytest.mark.xfail(strict=True, reason="the engine has no dry-weather-flow rule: a "
-                   "misconnection's diurnal level in a storm pipe raises nothing (0017)")
 def test_a_misconnection_is_found_in_a_dry_week() -> None:
-    run, _events, s = replayed("dry-week-misconnection")
+    """The storm manholes' dry-weather-flow rule (decision 0023) finds the misconnection on
+    the first day the district is known dry, and the manhole below it, whose pipe carries
+    the same sewage; the clean manhole above raises nothing."""
+    run, events, s = replayed("dry-week-misconnection")
     assert s.passed(run.scenario), s.table()
+    raised = {(e.facility_id, e.rule) for e in events if e.event.value == "raised"
+              and e.category.value == "facility"}
+    assert raised == {("DR-KG-002", "dry-weather-flow"), ("DR-KG-003", "dry-weather-flow")}
+    assert not s.false_alarms
+    # Raised once and held (cleared only after a whole day below): no twice-a-day flapping.
+    assert sum(1 for e in events if e.rule == "dry-weather-flow") == 2
 
 
 @pytest.mark.xfail(strict=True, reason="no cover sensor and no rule on a level that drops "

@@ -18,7 +18,8 @@ from schemas.alarm import AlarmEvent
 from schemas.registry import Registry
 from schemas.scenario import Scenario
 from services.ingest.validate import Validator
-from services.processor.engine import AlarmEngine, FacilityState
+from services.processor.engine import AlarmEngine, FacilityState, Outcome
+from services.processor.engine.districts import DistrictBook
 from simulators.scenario import ScenarioRun, next_start
 from simulators.scoring import Score, score
 
@@ -32,6 +33,7 @@ def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0, 
     if at_start_local:
         t0 = next_start(t0, scenario.start_local, ZoneInfo(registry.timezone))
     engine = AlarmEngine(registry)
+    book = DistrictBook(registry)  # the district desk's evaluation, on the members in order
     validator = Validator(registry, max_payload_bytes=65536, max_future_s=300,
                           max_past_s=7 * 86400)
     states: dict[str, FacilityState] = {}
@@ -42,13 +44,26 @@ def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0, 
         now = datetime.fromtimestamp(t0 + t, UTC)
         if t - last_tick >= TICK_S:
             for fid, fs in states.items():
-                events += engine.tick(fid, fs, int((t0 + t) * 1000)).events
+                events += _with_districts(book, engine.tick(fid, fs, int((t0 + t) * 1000)))
             last_tick = t
         out = validator.validate(topic, payload, now)
         if out.batch is None:
             continue
         fs = states.setdefault(out.batch.facility_id, FacilityState())
-        events += engine.evaluate(out.batch, fs).events
+        events += _with_districts(book, engine.evaluate(out.batch, fs))
     districts = {f.id: f.district for f in registry.facilities}
     return run, events, score(scenario, t0, run.sensor_count, events, districts,
                               {g.facility.id for g in run.gateways}, risk=run.risk)
+
+
+def _with_districts(book: DistrictBook, out: Outcome) -> list[AlarmEvent]:
+    """An outcome's alarm events and the district alarm events its members cause, from the
+    records the processor publishes."""
+    from schemas.context import MemberAlarm
+    from services.processor.handlers import context_records
+
+    events = list(out.events)
+    for _district, rec in context_records(out):
+        if isinstance(rec, MemberAlarm):
+            events += book.apply(rec)
+    return events

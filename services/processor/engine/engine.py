@@ -49,11 +49,13 @@ from schemas.registry import (
     Rule,
     Sensor,
     Signal,
+    share_spec,
+    shared_signal,
 )
 from schemas.registry import Baseline as BaselineSpec
 from schemas.texts import Bi
 from services.processor.engine import tracker
-from services.processor.engine.context import RainContext
+from services.processor.engine.context import SharedContext, SignalKey
 from services.processor.engine.history import Baseline, DailyCount, Steps
 from services.processor.engine.maintenance import in_window
 from services.processor.engine.signals import Window
@@ -104,6 +106,7 @@ class _RuleSpec:
     levels: tuple[Level, ...]  # least to most severe
     timing: Timing
     derived: bool  # not the plain value
+    gated: bool  # reads the shared context: minus another sensor, or only when dry
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,8 @@ class _SensorPlan:
     steps_keep: int  # newest readings step rules compare (0: none)
     counts: tuple[tuple[str, Rule], ...]  # count rules by state key
     baseline: BaselineSpec | None  # how the usual is learned (rules read it)
+    # Signals other facilities' rules read: (context key, signal, window_s, rate_per_s)
+    shares: tuple[tuple[SignalKey, Signal, float | None, float], ...] = ()
 
     @property
     def history(self) -> bool:
@@ -144,7 +149,7 @@ def _spec(r: Rule) -> _RuleSpec:
     if spec is None or spec.rule is not r:
         spec = _SPECS[id(r)] = _RuleSpec(r, r.ordered_levels(), Timing(
             r.raise_after_s, r.raise_after_count, r.clear_after_s, r.clear_after_count),
-            r.signal is not Signal.VALUE)
+            r.signal is not Signal.VALUE, r.minus is not None or r.when_dry_for_s is not None)
     return spec
 
 
@@ -162,6 +167,10 @@ class _FacilityPlan:
     critical: bool
     place: str  # the facility in words, for messages (schemas.texts.facility_words)
     region: Bi  # its district in words
+    # District rules (decision 0023): rule state key -> the district rules counting it, and
+    # the one that pages in its place (``grouped_into``)
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    grouped: dict[str, str] = field(default_factory=dict)
 
 
 def _sensor_words(s: Sensor) -> Bi:
@@ -177,8 +186,13 @@ class Outcome:
     # then calls ``FacilityState.mark_saved`` (until then it stays due).
     checkpoint: bool = False
     # District rain seen by this facility's gauges, for the other workers:
-    # (district, event time ms, mm in the past hour, facility id, sensor id)
-    context: list[tuple[str, int, float, str, str]] = field(default_factory=list)
+    # (district, event time ms, mm in the past hour, facility id, sensor id, raining)
+    context: list[tuple[str, int, float, str, str, bool]] = field(default_factory=list)
+    # Signals of this facility's sensors that other facilities' rules read:
+    # (district, facility id, sensor id, spec, event time ms, value)
+    shared: list[tuple[str, str, str, str, int, float]] = field(default_factory=list)
+    # Transitions of alarms that district rules count: (event, the district rules)
+    members: list[tuple[AlarmEvent, tuple[str, ...]]] = field(default_factory=list)
     coalesced: int = 0  # readings that filled windows without their own rule evaluation
 
 
@@ -188,28 +202,38 @@ _UP = (AlarmEventType.RAISED, AlarmEventType.ESCALATED)
 class AlarmEngine:
     """Stateless over facilities: the caller keeps each facility's :class:`FacilityState`.
 
-    ``context`` (district rain) is shared by every engine of a worker and survives registry
-    reloads: pass the previous engine's.
+    ``context`` (district rain, shared signals) is shared by every engine of a worker and
+    survives registry reloads: pass the previous engine's.
     """
 
-    def __init__(self, registry: Registry, context: RainContext | None = None) -> None:
+    def __init__(self, registry: Registry, context: SharedContext | None = None) -> None:
         self.registry = registry
         self.policy: AlarmPolicy = registry.policy
-        self.context = context if context is not None else RainContext()
-        self._plans = {f.id: self._plan(f, registry.policy) for f in registry.facilities}
+        self.context = context if context is not None else SharedContext()
+        shares = _shares(registry)
+        self._plans = {f.id: self._plan(f, registry.policy, shares, registry)
+                       for f in registry.facilities}
         self._offsets: dict[int, int] = {}
 
     @staticmethod
-    def _plan(f: Facility, policy: AlarmPolicy) -> _FacilityPlan:
+    def _plan(f: Facility, policy: AlarmPolicy,
+              shares: dict[tuple[str, str], dict[str, tuple[Signal, float | None, float]]],
+              registry: Registry) -> _FacilityPlan:
         reach: dict[str, list[float]] = {s.id: [_reach_s(r) for r in s.rules] for s in f.sensors}
+        for (fid, sid), specs in shares.items():
+            if fid == f.id and sid in reach:
+                reach[sid].extend(w for _sig, w, _rate in specs.values() if w is not None)
         by_sensor: dict[str, list[CompositeRule]] = {}
         comp_metrics: dict[str, frozenset[Metric]] = {}
         metric_of = {s.id: s.metric for s in f.sensors}
         for c in f.composites:
             for cond in c.all_of:
+                if cond.facility is not None:
+                    continue  # another facility's: read from the shared context
                 reach[cond.sensor].append(_reach_s(cond))
                 by_sensor.setdefault(cond.sensor, []).append(c)
-            comp_metrics[c.id] = frozenset(metric_of[cond.sensor] for cond in c.all_of)
+            comp_metrics[c.id] = frozenset(metric_of[cond.sensor] for cond in c.all_of
+                                           if cond.facility is None)
         windows = {sid: max((x for x in xs if x <= WINDOW_MAX_S), default=0.0)
                    for sid, xs in reach.items()}
         longs = {sid: max((x for x in xs if x > WINDOW_MAX_S), default=0.0)
@@ -232,11 +256,27 @@ class AlarmEngine:
             steps = 2 * max((r.step_k for r in s.rules if r.signal is Signal.STEP), default=0)
             counts = tuple((f"{s.id}|{r.key}", r) for r in s.rules if r.signal is Signal.COUNT)
             learn = (s.baseline or BaselineSpec()) if s.learns else None
+            shared = tuple(((f.id, s.id, spec), sig, w, rate) for spec, (sig, w, rate)
+                           in sorted(shares.get((f.id, s.id), {}).items()))
             sensors[s.id] = _SensorPlan(s, rules, int(keep_s * 1000), bucket, s.range[0],
                                         s.range[1], f"{s.id}|{OUT_OF_RANGE}",
                                         frozenset((s.metric,)), rain, int(long_s * 1000),
-                                        long_bucket, steps, counts, learn)
+                                        long_bucket, steps, counts, learn, shared)
             keys |= {f"{s.id}|{r.key}" for r in s.rules} | {f"{s.id}|{k}" for k in FAULTS}
+        members: dict[str, tuple[str, ...]] = {}
+        grouped: dict[str, str] = {}
+        if registry.district_rules:
+            named: list[tuple[str, Sensor | None, str]] = [
+                (f"{s.id}|{r.key}", s, r.key) for s in f.sensors for r in s.rules]
+            named += [(f"{f.id}|{c.id}", None, c.id) for c in f.composites]
+            for key, sensor, rule_key in named:
+                counting = [d for d in registry.district_rules
+                            if d.counts(f, sensor, rule_key)]
+                if counting:
+                    members[key] = tuple(d.id for d in counting)
+                    grouping = next((d.id for d in counting if d.groups), None)
+                    if grouping is not None:
+                        grouped[key] = grouping
         spread = 0.5 + (zlib.crc32(f.id.encode()) % 1000) / 2000
         return _FacilityPlan(f, sensors, tuple(f.composites),
                              {k: tuple(v) for k, v in by_sensor.items()}, comp_metrics,
@@ -245,7 +285,7 @@ class AlarmEngine:
                              texts.facility_words(facility_id=f.id, name=f.name,
                                                   name_zh=f.name_zh, district=f.district,
                                                   district_zh=f.district_zh),
-                             texts.region_words(f.district, f.district_zh))
+                             texts.region_words(f.district, f.district_zh), members, grouped)
 
     # ------------------------------------------------------------------ readings
     def evaluate(self, batch: ReadingBatch, fs: FacilityState) -> Outcome:
@@ -349,6 +389,8 @@ class AlarmEngine:
                     continue
             if sp.rain and w is not None:
                 self._rain(plan, sp, w, ts, out)
+            if sp.shares:
+                self._share(plan, sp, ss, ts, value, out)
             if self._held_by(fs, sid) is not None:
                 continue  # levels frozen while a fail-dangerous fault holds them
             self._rules(plan, fs, sp, ss, ts, value, out)
@@ -378,6 +420,10 @@ class AlarmEngine:
                 sig = self._derived(sp, ss, key, rule, ts, value)
             elif upper_values_only and rule.direction is not Direction.UPPER:
                 continue
+            if rp.gated:
+                sig = self._gate(plan, rule, ts, sig)
+                if sig is None:
+                    continue  # not known now: the rule holds its state
             rs = rules.get(key)
             hit = None if sig is None else level_for(rp.levels, rule.direction, sig,
                                                      rs.level if rs is not None else None)
@@ -454,7 +500,9 @@ class AlarmEngine:
                 above = rule.count_above
                 assert above is not None  # the registry requires it of a count
                 if rule.of is Signal.VALUE:
-                    c.reading(ts, local, value, above)
+                    base = 0.0 if rule.minus is None else self._reference(rule, ts)
+                    if base is not None:
+                        c.reading(ts, local, value - base, above)
                 elif rule.window_s is not None:
                     c.periods(ts, local, int(rule.window_s * 1000), above,
                               partial(self._period, ss, rule))
@@ -469,8 +517,13 @@ class AlarmEngine:
             ss.baseline = None
 
     def _period(self, ss: SensorState, rule: Rule, end: int) -> float | None:
-        """A count's input over the period ending at event time ``end`` (exclusive)."""
-        return self._windowed(ss, rule.of, rule.window_s, rule.rate_per_s, end - 1)
+        """A count's input over the period ending at event time ``end`` (exclusive), minus
+        its reference's when it has one (None: not known, the period does not count)."""
+        v = self._windowed(ss, rule.of, rule.window_s, rule.rate_per_s, end - 1)
+        if v is None or rule.minus is None:
+            return v
+        base = self._reference(rule, end - 1)
+        return None if base is None else v - base
 
     def _local(self, ts: int) -> int:
         """Event time ``ts`` (ms) as local time in the registry's zone (ms)."""
@@ -486,10 +539,47 @@ class AlarmEngine:
     def _rain(self, plan: _FacilityPlan, sp: _SensorPlan, w: Window, ts: int,
               out: Outcome) -> None:
         mm = w.signal(Signal.SUM, RAIN_WINDOW_S, 60.0, ts)
-        if mm is not None and mm >= self.policy.rain_context_mm_per_h:
-            d = plan.facility.district
+        if mm is None:
+            return
+        d = plan.facility.district
+        if mm >= self.policy.rain_context_mm_per_h:
             if self.context.observe(d, ts):
-                out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id))
+                out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id, True))
+        elif self.context.observe_dry(d, ts):
+            out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id, False))
+
+    def _share(self, plan: _FacilityPlan, sp: _SensorPlan, ss: SensorState, ts: int,
+               value: float, out: Outcome) -> None:
+        """This sensor's signals that other facilities' rules read, into the shared context
+        (and, at most once a minute each, to the other workers)."""
+        for key, sig, window_s, rate in sp.shares:
+            v = value if sig is Signal.VALUE else self._windowed(ss, sig, window_s, rate, ts)
+            if v is not None and self.context.share(key, ts, v):
+                out.shared.append((plan.facility.district, key[0], key[1], key[2], ts, v))
+
+    def _gate(self, plan: _FacilityPlan, rule: Rule, ts: int, sig: float | None) -> float | None:
+        """A rule's signal after what it reads of the shared context: minus the reference
+        sensor's same signal; None while the reference or the dry weather it needs is not
+        known (the rule then holds its state)."""
+        if sig is None:
+            return None
+        if rule.when_dry_for_s is not None:
+            dry = self.context.dry_for_ms(plan.facility.district, ts)
+            if dry is None or dry < rule.when_dry_for_s * 1000:
+                return None
+        if rule.minus is not None and rule.signal is not Signal.COUNT:  # a count's: _history
+            base = self._reference(rule, ts)
+            if base is None:
+                return None
+            sig -= base
+        return sig
+
+    def _reference(self, rule: Rule, ts: int) -> float | None:
+        """The ``minus`` reference's signal at event time ``ts`` (None: not known)."""
+        ref = rule.minus
+        assert ref is not None
+        return self.context.as_of((ref.facility, ref.sensor, share_spec(*shared_signal(rule))),
+                                  ts, int(ref.max_age_s * 1000))
 
     # ------------------------------------------------------------------ time passing
     def tick(self, facility_id: str, fs: FacilityState, now_ms: int) -> Outcome:
@@ -681,6 +771,13 @@ class AlarmEngine:
 
     def _condition(self, plan: _FacilityPlan, fs: FacilityState, c: Condition,
                    now: int) -> bool:
+        if c.facility is not None:  # another facility's sensor: its newest shared signal
+            v = self.context.as_of((c.facility, c.sensor, share_spec(c.signal, c.window_s,
+                                                                     c.rate_per_s)),
+                                   now, int(c.max_age_s * 1000))
+            if v is None:
+                return False  # not known: not true
+            return v >= c.value if c.op == ">=" else v <= c.value
         ss = fs.sensors.get(c.sensor)
         sp = plan.sensors[c.sensor]
         if ss is None or ss.last_ts is None:
@@ -829,7 +926,8 @@ class AlarmEngine:
         detail = (f"{why}|{suppressed}|{silenced}|{held}|{stale}"
                   if t.event is AlarmEventType.UPDATED else "")
         unit = self._unit(sensor, rule) if sensor is not None else ""
-        out.events.append(AlarmEvent(
+        grouped = plan.grouped.get(key) if category is AlarmCategory.FACILITY else None
+        ev = AlarmEvent(
             event_id=event_id_for(alarm_id, t.event, level, _dt(ts), detail), alarm_id=alarm_id,
             event=t.event, level=level, previous_level=prev, category=category,
             facility_id=f.id, kind=f.kind, facility_name=f.name, facility_name_zh=f.name_zh,
@@ -838,7 +936,11 @@ class AlarmEngine:
             value=value, threshold=threshold, unit=unit, ts=_dt(ts), message=message,
             silenced=silenced, suppressed_by=suppressed, flapping=rs.flapping,
             held_by_fault=held, stale_since=_dt(stale) if stale else None, entry=entry,
-        ))
+            grouped_into=grouped)
+        out.events.append(ev)
+        districts = plan.members.get(key) if category is AlarmCategory.FACILITY else None
+        if districts:
+            out.members.append((ev, districts))
         if t.level is None and not rs.flapping:
             rs.alarm_id = None  # episode over; a new raise starts a new one
             rs.suppressed, rs.silenced, rs.held_by, rs.stale = None, False, None, None
@@ -860,14 +962,39 @@ class AlarmEngine:
                                   rule.direction.value, value, _signal_unit(s, rule),
                                   hit.level if hit is not None else None, threshold)
 
-    @staticmethod
-    def _condition_words(plan: _FacilityPlan, c: Condition) -> Bi:
+    def _condition_words(self, plan: _FacilityPlan, c: Condition) -> Bi:
+        if c.facility is not None:
+            other = self.registry.sensor(c.facility, c.sensor)
+            return texts.condition_words(other.metric if other else None,
+                                         f"{c.facility}/{c.sensor}", c.signal.value,
+                                         c.window_s, c.op, c.value, other.unit if other else "")
         s = plan.sensors[c.sensor].sensor
         unit = s.unit
         if c.signal is Signal.RATE:
             unit = f"{unit}/{_per(c.rate_per_s)}"
         return texts.condition_words(s.metric, s.id, c.signal.value, c.window_s, c.op, c.value,
                                      unit)
+
+
+def _shares(registry: Registry) -> dict[tuple[str, str],
+                                        dict[str, tuple[Signal, float | None, float]]]:
+    """Per (facility, sensor): the signals other facilities' rules and conditions read of
+    it, by their context spec."""
+    out: dict[tuple[str, str], dict[str, tuple[Signal, float | None, float]]] = {}
+    for f in registry.facilities:
+        for s in f.sensors:
+            for r in s.rules:
+                if r.minus is not None:
+                    sig, window_s, rate = shared_signal(r)
+                    out.setdefault((r.minus.facility, r.minus.sensor), {})[share_spec(
+                        sig, window_s, rate)] = (sig, window_s, rate)
+        for c in f.composites:
+            for cond in c.all_of:
+                if cond.facility is not None:
+                    out.setdefault((cond.facility, cond.sensor), {})[share_spec(
+                        cond.signal, cond.window_s, cond.rate_per_s)] = (
+                        cond.signal, cond.window_s, cond.rate_per_s)
+    return out
 
 
 def _signal_unit(s: Sensor, rule: Rule) -> str:
