@@ -914,6 +914,7 @@ invert, a 4.5 m spring range (of the Oujiang estuary's order: assumed)."""
 OUTFALL_PIPE_M = 1.5  # DN1500 storm pipe
 OUTFALL_STORE_M2 = 600.0  # water surface of the pipe behind a shut flap gate
 OUTFALL_GROUND_M = 3.5  # the ground behind the outfall, over its invert
+OUTFALL_NEAR_M = 0.5  # the storm pipe this close to the ground is near flooding (truth)
 OUTFALL_WARNING_M = 4.0  # the river's warning level over the outfall invert (assumed)
 
 
@@ -976,6 +977,8 @@ class OutfallModel(Model):
             out.add(Hazard.MISCONNECTION)
         if self.h >= OUTFALL_GROUND_M - 1e-9:
             out.add(Hazard.OVERFLOW)
+        if self.h >= OUTFALL_GROUND_M - OUTFALL_NEAR_M:
+            out.add(Hazard.SURCHARGE)  # stored behind a shut gate to within 0.5 m of the ground
         if any(is_river_gauge(s) for s in self.facility.sensors) \
                 and self.river >= OUTFALL_WARNING_M:
             out.add(Hazard.HIGH_WATER)
@@ -999,6 +1002,7 @@ class OutfallModel(Model):
 TILT_DANGER_DEG = math.degrees(math.atan(0.007))  # a 0.7 % tilt ratio
 CRACK_DANGER_MM = 5.0
 SETTLEMENT_DANGER_MM_30D = 4.0
+MOVING_S = 86400.0  # a house is moving for a day after an excavation's step (truth)
 
 
 class BuildingModel(Model):
@@ -1065,7 +1069,10 @@ class BuildingModel(Model):
                   or (Metric.CRACK_WIDTH in metrics
                       and self.physical(Metric.CRACK_WIDTH, env) >= CRACK_DANGER_MM)
                   or (Metric.SETTLEMENT in metrics and rate is not None
-                      and rate > SETTLEMENT_DANGER_MM_30D))
+                      and rate > SETTLEMENT_DANGER_MM_30D)
+                  # The excavation's step: the house moves now (GB 50497: a sudden change
+                  # is an alarm at once, whatever the totals).
+                  or (self.excavation_s is not None and self.excavation_s < MOVING_S))
         return {Hazard.BUILDING_DANGER} if danger else set()
 
     def value(self, sensor: Sensor, env: Env) -> float:

@@ -286,7 +286,9 @@ def overview(registry: Registry) -> dict[str, Any]:
                       ', "level"', ""),
         _active_count(ids, "按设施类型的活动告警 Active alarms by kind", (14, 7, 10, 7), "kind",
                       "", ' GROUP BY "kind"'),
-        _alarm_table(ids, "活动告警 Active alarms", (0, 14, 24, 10), "= 'facility'"),
+        # Facility alarms and district alarms (a district's rainstorm, decision 0023).
+        _alarm_table(ids, "活动告警 Active alarms", (0, 14, 24, 10),
+                     "=~ /^(facility|district)$/"),
         _alarm_table(ids, "传感器与网关健康 Sensor and gateway health", (0, 24, 24, 8),
                      "!= 'facility'", links=[FALSE_ALARMS_LINK]),
         _panel(ids, "timeseries", "30 天趋势：各片区最高水位 30-day trend: highest water level "

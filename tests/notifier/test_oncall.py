@@ -23,7 +23,9 @@ pytestmark = pytest.mark.unit
 
 def test_shipped_oncall_file_is_valid() -> None:
     cfg = load_oncall("deploy/oncall/wenzhou-bay.yaml")
-    assert {t.id for t in cfg.teams} == {"drainage-duty", "structures-duty", "instruments"}
+    assert {t.id for t in cfg.teams} == {
+        "drainage-duty", "structures-duty", "instruments", "dust-inspection", "plant-operators",
+        "housing-duty", "site-cs-kg-001", "site-cs-kg-002", "site-cs-kg-003"}
     for c in cfg.channels:  # secrets are named, never written down
         assert c.model_dump().keys() >= {"secret_env", "token_env"}
     assert cfg.urgent_channels == ["sms"] and cfg.warnings() == []  # crew leaders reachable
@@ -208,6 +210,24 @@ def test_a_district_alarm_is_routed_by_its_district_and_paged() -> None:
     r.alarm(ms(T0), category="district", fid="district-east", sensor="district-east",
             rule="rainstorm", level="orange", district="east")
     assert [(n.person, n.team) for n in r.sent] == [("ann", "duty")]
+
+
+@pytest.mark.parametrize(("fid", "kind", "category", "teams"), [
+    ("CS-KG-002", "site", "facility", ["site-cs-kg-002", "dust-inspection"]),
+    ("PL-OF-001", "plant", "facility", ["plant-operators", "drainage-duty"]),
+    ("OF-OF-001", "outfall", "facility", ["drainage-duty"]),
+    ("HB-LW-003", "building", "facility", ["housing-duty", "structures-duty"]),
+    ("CS-KG-002", "site", "sensor", ["instruments"]),
+    ("district-Longwan", "drainage", "district", ["drainage-duty"]),
+])
+def test_the_shipped_file_routes_each_duty_to_its_people(fid: str, kind: str, category: str,
+                                                         teams: list[str]) -> None:
+    """A site's alarm pages its contractor's responsible person and the bureau's dust
+    inspector; a plant's its operators and the drainage duty; a house's the housing section
+    and the structures duty (decision 0023)."""
+    cfg = load_oncall("deploy/oncall/wenzhou-bay.yaml")
+    assert route(cfg, {"facility_id": fid, "kind": kind, "category": category,
+                       "district": "Airport New Area", "level": "yellow"}) == teams
 
 
 def test_sensor_faults_go_to_maintenance() -> None:

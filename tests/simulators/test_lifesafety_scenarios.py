@@ -23,6 +23,7 @@ from schemas.scenario import GAS_RELEASE_RAMP_S, Scenario, ScenarioError, load_s
 from simulators.plot import plot_incidents
 from simulators.scenario import SCENARIOS, ScenarioRun, check_scenario
 from simulators.scoring import Score, score
+from tests.simulators.test_duty_scenarios import ISSUE18
 from tests.simulators.test_physics_and_truth import ISSUE17
 from tests.simulators.test_scenarios import ORIGINAL
 from tests.support.paths import EXAMPLE_REGISTRY
@@ -66,7 +67,7 @@ def paged(ev: AlarmEvent) -> bool:
 
 def test_the_life_safety_scenarios_are_shipped_and_fit_the_registry(registry: Registry) -> None:
     shipped = sorted(p.stem for p in SCENARIOS.glob("*.yaml"))
-    assert shipped == sorted(ORIGINAL + LIFE_SAFETY + ISSUE17)
+    assert shipped == sorted(ORIGINAL + LIFE_SAFETY + ISSUE17 + ISSUE18)
     for name in LIFE_SAFETY:
         sc = load_scenario(SCENARIOS / f"{name}.yaml")
         assert sc.name == name and check_scenario(registry, sc) == []

@@ -213,3 +213,37 @@ def pipeline_env_of(stack: Stack, registry_file: Path) -> dict[str, str]:
             "LIFELINE_WRITER_CQ_HOURLY_EVERY": "2s", "LIFELINE_WRITER_ROLLUP_LATENESS_S": "2",
             "LIFELINE_WRITER_BASELINE_WARMUP_H": "0",
             "LIFELINE_HEALTH_REPORT_S": "2"}
+
+# District rules and shared signals with two workers (tests/processor/test_districts_live.py):
+# three rain gauges in each of two districts no other test reports in (the example's
+# rainstorm-signal rules; the example registry's `rainstorm` district rule groups them), and
+# a dust site whose 15-minute count reads its excess over a background station.
+RAIN_RULES = [
+    {"signal": "sum", "window_s": 3600, "levels": [{"level": "blue", "raise_at": 20,
+                                                     "clear_at": 15, "source": "test"}]},
+    {"signal": "sum", "window_s": 10800, "levels": [
+        {"level": "orange", "raise_at": 50, "clear_at": 45, "source": "test"},
+        {"level": "red", "raise_at": 100, "clear_at": 90, "source": "test"}]}]
+DISTRICT_TEST_DISTRICTS = ("test-east", "test-west")
+for _d in DISTRICT_TEST_DISTRICTS:
+    for _n in (1, 2, 3):
+        _fid = f"TEST-{_d[5:].upper()}-G{_n}"
+        TEST_FACILITIES.append({
+            "id": _fid, "kind": "drainage", "name": f"rain gauge {_d} {_n}", "district": _d,
+            "lat": 27.9, "lon": 120.8,
+            "sensors": [{"id": f"{_fid}-R1", "metric": "rainfall", "unit": "mm",
+                         "range": [0, 50], "interval_s": 300, "rules": RAIN_RULES}]})
+TEST_FACILITIES += [
+    {"id": "TEST-BG", "kind": "site", "name": "background station", "district": "test-dust",
+     "lat": 27.9, "lon": 120.8,
+     "sensors": [{"id": "TEST-BG-PM10", "metric": "pm10", "unit": "µg/m³", "range": [0, 2000],
+                  "interval_s": 60}]},
+    {"id": "TEST-DUST", "kind": "site", "name": "dust site", "district": "test-dust",
+     "lat": 27.9, "lon": 120.8,
+     "sensors": [{"id": "TEST-DUST-PM10", "metric": "pm10", "unit": "µg/m³",
+                  "range": [0, 2000], "interval_s": 60,
+                  "rules": [{"id": "excess-15min-count", "signal": "count", "of": "mean",
+                             "window_s": 900, "count_above": 80,
+                             "minus": {"facility": "TEST-BG", "sensor": "TEST-BG-PM10"},
+                             "levels": [{"level": "yellow", "raise_at": 3, "source": "test"}]}]}]},
+]
