@@ -140,6 +140,7 @@ from simulators.weather import outfall_level
 COVER_M = 3.0  # drainage manhole: water at the cover is overflow
 SEWER_COVER_M = 5.0  # sewer manhole depth (its gauge's range)
 WET_WELL_DEPTH_M = 8.0  # pump station wet well: above it the station floods
+WEIR_CREST_M = 6.0  # a sewage pumping well's emergency overflow weir to the river (assumed)
 # A wet well's level "at the limit" within its gauge's accuracy (3 sd of its 1 cm noise): a
 # reading over the limit while the true level is within this of it has seen the limit,
 # not raised a false alarm (found by the physics scorer on summer-rainstorm's DP-LW-001).
@@ -176,6 +177,7 @@ class Hazard(StrEnum):
     INFLOW_DILUTION = "inflow_dilution"
     HIGH_WATER = "high_water"
     BUILDING_DANGER = "building_danger"
+    SEWAGE_OVERFLOW = "sewage_overflow"  # a sewage pumping well over its emergency weir
 
 
 _LEVELS = {Metric.WATER_LEVEL, Metric.FLOW}
@@ -202,6 +204,7 @@ HAZARD_METRICS: dict[Hazard, set[Metric]] = {
     Hazard.HIGH_WATER: {Metric.WATER_LEVEL},
     Hazard.BUILDING_DANGER: {Metric.TILT, Metric.CRACK_WIDTH, Metric.SETTLEMENT,
                              Metric.GNSS_DISPLACEMENT},
+    Hazard.SEWAGE_OVERFLOW: {Metric.WATER_LEVEL},
 }
 
 
@@ -651,6 +654,8 @@ class SewageModel(Model):
         if self.is_well:
             if self.pumps.level > 5.0 - GAUGE_TOLERANCE_M:
                 out.add(Hazard.WET_WELL_HIGH)
+            if self.pumps.level >= WEIR_CREST_M - GAUGE_TOLERANCE_M:
+                out.add(Hazard.SEWAGE_OVERFLOW)  # raw sewage over the weir to the river
             if env.pumps_down:
                 out.add(Hazard.PUMPS_DOWN)
         elif Metric.WATER_LEVEL in metrics and self.manhole_level(env) > 3.5:

@@ -27,9 +27,9 @@ SRC_MANHOLE = ("GB 50014-2021 (storm and combined sewers run full: surcharge abo
                "overflow at the cover); placeholder freeboards below the cover of the "
                "manhole's geometry (1.2 / 0.75 / 0.3 / 0.05 m), replace with the "
                "drainage plan's")
-SRC_GEOMETRY = ("placeholder geometry for the example: DN1000-DN1500 storm pipes, 3.0 m "
-                "manholes on reclaimed land 3.5-5 m above the datum; replace with the survey "
-                "or as-built drawings, and add the pipe's slope and roughness_n")
+SRC_GEOMETRY = ("placeholder geometry for the example: DN800-DN1500 storm pipes at 1/D "
+                "per mille slope, Manning n 0.013 (concrete), 3.0 m manholes on reclaimed land 3.5-5 m "
+                "above the datum; replace with the survey or as-built drawings")
 SRC_PONDING = ("city practice for road ponding: 10 cm moderate (forecast grading), 25 cm road "
                "closure (Shenyang), 30 cm cars should not pass, 50 cm impassable (Wujin)")
 SRC_WETWELL = "placeholder: fractions of the wet-well depth; replace with the station's start/alarm levels"
@@ -87,6 +87,12 @@ DISTRICT_RULES: list[dict[str, Any]] = [
      "default": True,
      "description": "区域内涝：三处及以上排水设施橙色以上 three or more drainage facilities at orange"},
 ]
+SRC_CAPACITY = ("GB 50014-2021 full-pipe capacity Q = (1/n) A R^(2/3) S^(1/2) of the manhole's "
+                "outgoing pipe (geometry): a flow at it runs the pipe full, above it under "
+                "pressure (surcharge); cleared below 90 %")
+SRC_WEIR = ("厂网一体化: a sewage pumping well whose level reaches its emergency overflow weir "
+            "spills raw sewage to the river (污水溢流); crest 6.0 m over the wet-well floor "
+            "assumed: replace with the well's drawings")
 SRC_PUMP = "placeholder: rated motor current of the pump; replace with the nameplate value"
 SRC_TEMP = "placeholder: structural temperature outside the design range"
 
@@ -169,16 +175,19 @@ MANHOLE_DEPTH_M = 3.0  # cover to invert: the simulator's drainage manholes are 
 def manhole_geometry(fid: str, diameter_m: float) -> dict[str, Any]:
     """A storm manhole: invert, crown and cover elevations, the ground falling 0.1 m per
     manhole towards the sea with a few centimetres of scatter (a random generator of its
-    own: the coordinates' sequence is unchanged). No slope or roughness yet: with them
-    ``registry check`` rightly flags the 4000 L/s placeholder flow level, which the
-    committed dashboards show (decision 0019)."""
+    own: the coordinates' sequence is unchanged), and the outgoing pipe's slope and
+    roughness — 1/D ‰ (the flat reclaimed land: larger pipes laid flatter) and Manning n
+    0.013 (concrete), the simulator's full-bore flow 760 L/s × D^(13/6) — so that its flow
+    level is the full-pipe capacity (decision 0023)."""
     n = int(fid[-3:])
     jitter = random.Random(f"geometry {fid}").uniform(-0.08, 0.08)
     cover = round(GROUND_M[fid.split("-")[1]] - 0.1 * (n - 1) + jitter, 2)
     invert = round(cover - MANHOLE_DEPTH_M, 2)
     return {"datum": "1985 National Height Datum", "invert_m": invert,
             "crown_m": round(invert + diameter_m, 2), "cover_m": cover,
-            "diameter_m": diameter_m, "source": SRC_GEOMETRY}
+            "diameter_m": diameter_m, "slope": round(0.001 / diameter_m, 6),
+            "roughness_n": 0.013,
+            "source": SRC_GEOMETRY}
 
 
 def manhole(fid: str) -> dict[str, Any]:
@@ -199,7 +208,9 @@ def manhole(fid: str) -> dict[str, Any]:
     return {"geometry": manhole_geometry(fid, diameter_m), "sensors": [
         level,
         sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60,
-               [value_rule([lv("yellow", 4000, 3800, SRC_FLOW)], raise_after_count=2)],
+               [value_rule([lv("yellow", {"geometry": "capacity", "fraction": 1.0},
+                               {"geometry": "capacity", "fraction": 0.9}, SRC_CAPACITY)],
+                           raise_after_count=2)],
                stuck_after_s=6 * 3600),
         rain_gauge(f"{fid}-R1"),
     ], "composites": [{
@@ -303,7 +314,10 @@ def sewage_pumping_well(fid: str) -> dict[str, Any]:
     return {"sensors": [
         *gas_sensors(fid),
         sensor(f"{fid}-W1", "water_level", "m", (0.0, 8.0), 30, [value_rule([
-            lv("yellow", 5.0, 4.8, SRC_WETWELL), lv("red", 6.5, 6.2, SRC_WETWELL)])],
+            lv("yellow", 5.0, 4.8, SRC_WETWELL), lv("red", 6.5, 6.2, SRC_WETWELL)]),
+            value_rule([lv("orange", 6.0, 5.8, SRC_WEIR)], id="weir-overflow",
+                       description="污水溢流入河（应急溢流堰）sewage over the emergency weir "
+                                   "to the river")],
             stuck_after_s=6 * 3600),
         sensor(f"{fid}-S1", "pump_state", "state", (0.0, 1.0), 30),
     ], "composites": [pump_off(fid, "h2s-high-pump-off", "orange", f"{fid}-H1", 10, 120,

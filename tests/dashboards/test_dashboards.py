@@ -73,7 +73,9 @@ def test_active_alarms_table_columns_colours_and_history_link(registry: Registry
                         '"since_ms", "acked_by", "acked_at", "silenced", "suppressed", "held", '
                         '"stale_since", "message", "facility", "sensor", "severity", '
                         '"alarm_id", "kind", "since_ms" - 3600000 AS "history_from" FROM (')
-    assert q.endswith(""") WHERE "severity" > 0""") and "\"category\" = 'facility'" in q
+    # facility and district alarms (a district's rainstorm, decision 0023)
+    assert q.endswith(""") WHERE "severity" > 0""") and \
+        "\"category\" =~ /^(facility|district)$/" in q
     assert 'GROUP BY "facility", "sensor", "rule", "kind", "category", "district"' in q
     assert target["resultFormat"] == "table"
     props = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}

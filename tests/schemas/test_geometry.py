@@ -183,8 +183,14 @@ def test_the_example_manholes_take_their_levels_from_their_geometry() -> None:
         by_key = {r.key: r for r in level.rules}
         assert [lv.raise_at for lv in by_key["value-upper"].ordered_levels()] == pytest.approx(
             [g.depth - 1.2, g.depth - 0.75, g.depth - 0.3, g.depth - 0.05])
-        # No slope or roughness yet (decision 0019): no capacity, the flow level a number.
-        assert g.capacity_m3_s is None and flow.rules[0].levels[0].from_geometry is None
+        # Slope and roughness (decision 0023): the flow level is the full-pipe capacity,
+        # which at 1/D per mille and n 0.013 is the simulator's full-bore flow,
+        # 760 L/s × D^(13/6) (simulators/facilities.py).
+        cap = g.capacity_m3_s
+        assert cap is not None and cap * 1000 == pytest.approx(760 * g.diameter ** (13 / 6),
+                                                               rel=0.01)
+        [yellow] = flow.rules[0].levels
+        assert yellow.from_geometry is not None and yellow.raise_at == pytest.approx(cap * 1000)
         assert f.geometry_warnings() == []
 
 

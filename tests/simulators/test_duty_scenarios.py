@@ -75,3 +75,22 @@ def test_the_excavated_house_steps_and_the_others_stay_calm() -> None:
     mine = raised(events)
     assert ("HB-LW-001", "step-k3-upper") in mine
     assert {f for f, _ in mine} == {"HB-LW-001"}
+
+
+def test_a_sewage_pumping_well_over_its_weir_is_a_sewage_overflow() -> None:
+    """厂网一体化: the pumps of a sewage pumping well fail at the morning peak; the well fills to
+    its emergency overflow weir and spills raw sewage to the river — the physics says so, and
+    the well's weir-overflow rule (orange) is raised while it does."""
+    from schemas.scenario import Scenario
+
+    sc = Scenario.model_validate({
+        "name": "weir", "description": "pumps down at a sewage pumping well",
+        "duration_s": 6 * 3600, "start_local": "06:00", "seed": 3,
+        "facilities": ["SP-BH-001"],
+        "incidents": [{"name": "pumps", "kind": "pump_failure", "facility": "SP-BH-001",
+                       "start_s": 600, "duration_s": 5 * 3600}]})
+    run, events, s = replay(_registry(), sc, T0)
+    assert {e.hazard for e in run.risk} >= {"sewage_overflow", "wet_well_high", "pumps_down"}
+    weir = [e for e in events if e.rule == "weir-overflow" and e.event.value == "raised"]
+    assert weir and weir[0].level is not None and weir[0].level.value == "orange"
+    assert s.false_alarms == [], s.table()
