@@ -30,7 +30,8 @@ District = Annotated[str, Field(min_length=1, max_length=200)]
 
 class DistrictRain(Contract):
     """One of a district's rain gauges measured at least the policy's hourly rainfall
-    (``raining``), or reported less (a dry heartbeat, at most once an hour per district)."""
+    (``raining``), some rain under it (``mm_per_h`` ≥ 0.1: at most once a minute), or none
+    (a dry heartbeat, at most once an hour per district)."""
 
     type: Literal["rain"] = "rain"
     district: District

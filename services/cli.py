@@ -364,6 +364,10 @@ def simulate(
         help="SENSOR or SENSOR=VALUE to hold over its worst threshold (repeatable).",
         show_default="none")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible values).")] = 1,
+    outages_in_real_time: Annotated[bool, typer.Option(
+        "--outages-in-real-time", help="Scenario: publish the first minutes of every gateway "
+        "outage (a blackout without UPS, a gateway_offline fault) at real time, the rest at "
+        "--speed: the processor judges silence on the wall clock.")] = False,
 ) -> None:
     """Publish telemetry over MQTT: plausible steady values for every facility, or a
     scenario's physics with incidents and faults (--scenario)."""
@@ -385,7 +389,8 @@ def simulate(
     except PublishError as exc:
         raise _fail(str(exc)) from exc
     if scenario is not None:
-        _simulate_scenario(reg, scenario, pace, pub, truth or _truth_file(scenario), t0)
+        _simulate_scenario(reg, scenario, pace, pub, truth or _truth_file(scenario), t0,
+                           outages_in_real_time)
         return
     from simulators.basic import SteadySimulator
 
@@ -419,20 +424,23 @@ def _truth_file(scenario: str) -> Path:
 
 
 def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
-                       truth: Path | None, t0: float | None) -> None:
+                       truth: Path | None, t0: float | None,
+                       outages_in_real_time: bool = False) -> None:
     from zoneinfo import ZoneInfo
 
     from schemas.scenario import ScenarioError, load_scenario
-    from simulators.scenario import ScenarioRun, scenario_path, start_epoch
+    from simulators.pacing import Schedule
+    from simulators.scenario import ScenarioRun, outage_windows, scenario_path, start_epoch
 
     try:
         sc = load_scenario(scenario_path(name))
     except ScenarioError as exc:
         raise _fail(str(exc)) from exc
+    schedule = Schedule(pace, outage_windows(reg, sc) if outages_in_real_time else None)
     if t0 is None:
         # Event times must never run ahead of the wall clock (ingest refuses the future):
         # the scenario starts in the past so that its end is reached just as it is published.
-        latest = time.time() - sc.duration_s * (1 - 1 / pace)
+        latest = time.time() - (sc.duration_s - schedule.wall(sc.duration_s))
         t0 = start_epoch(latest, sc.start_local, ZoneInfo(reg.timezone))
     try:
         run = ScenarioRun(reg, sc, t0=t0, keep_truth=truth is not None)
@@ -441,11 +449,9 @@ def _simulate_scenario(reg: Registry, name: str, pace: float, pub: Publisher,
     typer.echo(f"scenario {sc.name}: {len(run.gateways)} facilities, {run.sensor_count} "
                f"sensors, {sc.duration_s / 3600:.1f} h at {pace:g}x from "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t0))}")
-    from simulators.pacing import paced
-
     wall0 = time.monotonic()
     try:
-        for _, (topic, payload) in paced(((t, (tp, p)) for t, tp, p in run.reports()), pace):
+        for _, (topic, payload) in schedule.run((t, (tp, p)) for t, tp, p in run.reports()):
             pub.publish(topic, payload)
     except KeyboardInterrupt:
         pass

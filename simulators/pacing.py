@@ -38,3 +38,36 @@ def paced(items: Iterable[tuple[float, T]], pace: float = 1.0, *,
         if ahead > slack_s:
             time.sleep(ahead)
         yield t, item
+
+
+class Schedule:
+    """Simulated time → real seconds after the start: ``pace`` simulated seconds per real
+    second, except inside ``slow`` windows (simulated ``[start, end)``), which run at real
+    time. A scenario's gateway outages need real time: the processor judges a gateway's
+    silence on the wall clock, so at 1,000,000× a 90-minute outage would last 5 ms
+    (``lifeline simulate --outages-in-real-time``)."""
+
+    def __init__(self, pace: float, slow: list[tuple[float, float]] | None = None) -> None:
+        self.pace = pace
+        merged: list[tuple[float, float]] = []
+        for a, b in sorted(slow or []):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            elif b > a:
+                merged.append((a, b))
+        self.slow = merged
+
+    def wall(self, t: float) -> float:
+        """Real seconds after the start at which simulated ``t`` is released."""
+        inside = sum(max(0.0, min(t, b) - a) for a, b in self.slow)
+        return (t - inside) / self.pace + inside
+
+    def run(self, items: Iterable[tuple[float, T]], *, slack_s: float = 0.05
+            ) -> Iterator[tuple[float, T]]:
+        """``paced`` on this schedule."""
+        wall0 = time.monotonic()
+        for t, item in items:
+            ahead = self.wall(t) - (time.monotonic() - wall0)
+            if ahead > slack_s:
+                time.sleep(ahead)
+            yield t, item

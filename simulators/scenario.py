@@ -153,6 +153,29 @@ def start_epoch(latest: float, start_local: str, zone: ZoneInfo) -> float:
     return t.timestamp()
 
 
+OUTAGE_REAL_TIME_MARGIN_S = 30.0  # after the offline limit: ticks, processing, the alarm
+
+
+def outage_windows(registry: Registry, scenario: Scenario) -> list[tuple[float, float]]:
+    """The start of every gateway outage of ``scenario`` — a blackout without UPS, a
+    ``gateway_offline`` fault — long enough for the gateway-offline check to see it on the
+    wall clock (its limit and a margin), as scenario seconds: what
+    ``lifeline simulate --outages-in-real-time`` publishes at real time."""
+    out = []
+    limit_of = registry.policy.gateway_offline_after_intervals
+    silent = [(i.facility, i.start_s, i.duration_s) for i in scenario.incidents
+              if i.kind is IncidentKind.POWER_FAILURE and not i.ups]
+    silent += [(f.facility, f.start_s, f.duration_s) for f in scenario.faults
+               if f.kind is FaultKind.GATEWAY_OFFLINE]
+    for fid, start, duration in silent:
+        f = registry.facility(fid)
+        if f is None:
+            continue
+        hold = limit_of * f.min_interval_s + OUTAGE_REAL_TIME_MARGIN_S
+        out.append((start, start + min(duration, hold)))
+    return out
+
+
 def next_start(earliest: float, start_local: str, zone: ZoneInfo) -> float:
     """The first instant not before ``earliest`` whose local time of day is ``start_local``."""
     t = start_epoch(earliest, start_local, zone)

@@ -75,7 +75,7 @@ def apply_context(context: SharedContext, value: bytes, counters: Counters,
     try:
         rec = CONTEXT_RECORD.decode(value).root
         if isinstance(rec, DistrictRain):
-            context.apply(rec.district, to_epoch_ms(rec.ts), rec.raining)
+            context.apply(rec.district, to_epoch_ms(rec.ts), rec.raining, rec.mm_per_h)
         elif isinstance(rec, SharedSignal):
             context.put((rec.facility_id, rec.sensor, rec.spec), to_epoch_ms(rec.ts), rec.value)
     except (ValidationError, ValueError, TypeError, OverflowError) as exc:

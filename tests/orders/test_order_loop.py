@@ -354,9 +354,13 @@ def test_the_contractor_accepts_and_reports_in_a_browser_and_chinese_renders(
         stack: Stack, orders: ServiceProcess, loop_env: dict[str, str], tmp_path: Path) -> None:
     """Headless Chromium: the page renders its Chinese in Chinese glyphs (a screenshot), and
     the person accepts, then reports with a photo chosen in the file input."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     from tests.notifier.test_ack_page_render import chromium_render, glyph_pictures, load
+
+    # A step's POST reloads the page: an element found just before may be gone when read.
+    stale = (StaleElementReferenceException,)
 
     # The site of the registry (its names and coordinates on the page), another alarm of it.
     ev = alarm("TEST-WO-SITE", AlarmLevel.ORANGE, datetime.now(UTC), sensor="CJK",
@@ -374,13 +378,14 @@ def test_the_contractor_accepts_and_reports_in_a_browser_and_chinese_renders(
         body = driver.find_element("tag name", "body").text
         pictures, tofu = glyph_pictures(driver)
         driver.find_element("id", "do-accept").click()
-        WebDriverWait(driver, 30).until(lambda d: d.find_elements("id", "done"))
+        WebDriverWait(driver, 30, ignored_exceptions=stale).until(
+            lambda d: d.find_elements("id", "done"))
         driver.find_element("css selector", "#form-report textarea[name=note]").send_keys(
             "已清扫路面并开启喷淋 road swept, spray on")
         driver.find_element("css selector", "#form-report input[name=photos]").send_keys(
             str(photo))
         driver.find_element("id", "do-report").click()
-        WebDriverWait(driver, 30).until(
+        WebDriverWait(driver, 30, ignored_exceptions=stale).until(
             lambda d: "反馈" in (d.find_elements("id", "done") or [None])[0].text
             if d.find_elements("id", "done") else False)
         after = driver.find_element("tag name", "body").text

@@ -15,10 +15,14 @@ from schemas.reading import Reading, ReadingBatch
 from schemas.registry import Registry, load_registry
 from services.core import topics
 from services.processor.engine import AlarmEngine, FacilityState
-from services.stack.manager import free_port
-from services.stack.services import ServiceProcess
 from simulators.publisher import Publisher
-from tests.support.pipeline import TEST_FACILITIES, Pipeline, faust_ready, write_registry
+from tests.support.pipeline import (
+    TEST_FACILITIES,
+    Pipeline,
+    publish_batches,
+    second_processor,
+    write_registry,
+)
 from tests.support.stack_helpers import now_ms, report, topic_records, wait_for
 
 
@@ -102,37 +106,16 @@ def _gas_scenario(t0: int, facilities: list[str], reports: int) -> list[ReadingB
     return batches
 
 
-def _publish(publisher: Publisher, batches: list[ReadingBatch]) -> None:
-    import json
-
-    for b in batches:
-        body = {"ts": b.readings[0].model_dump(mode="json")["ts"], "seq": b.seq,
-                "readings": [{"sensor": r.sensor, "metric": r.metric.value, "value": r.value,
-                              "unit": r.unit} for r in b.readings]}
-        publisher.publish(f"lifeline/{b.kind.value}/{b.facility_id}/telemetry",
-                          json.dumps(body).encode())
-    assert publisher.flush(30)
-
-
 def test_two_workers_produce_the_same_alarms_as_one(pipeline: Pipeline, publisher: Publisher,
                                                     pipeline_env: dict[str, str],
                                                     registry_file: Path) -> None:
     first = pipeline.services["processor"]
-    alone = first.counters()["assigned_partitions"]
-    second = ServiceProcess("processor", pipeline_env, pipeline.stack.logs, free_port(),
-                            instance="-2")
-    second.start()
-    try:
-        second.wait_ready(90, ready=faust_ready)
-        # Both members hold partitions once the rebalance is over.
-        wait_for(lambda: 0 < first.counters().get("assigned_partitions", 0) < alone
-                 and second.counters().get("assigned_partitions", 0) > 0, timeout=60,
-                 what="partitions shared by two workers")
+    with second_processor(pipeline, pipeline_env) as second:
         facilities = ["SG-BH-001", "SG-BH-002", "SG-OF-001", "SG-OF-002", "SG-KG-001",
                       "SG-KG-002", "SG-KJ-001", "SG-KJ-002"]
         t0 = now_ms() - 3 * 3600_000
         batches = _gas_scenario(t0, facilities, 40)
-        _publish(publisher, batches)
+        publish_batches(publisher, batches)
         expected = {e.event_id: e for e in _reference(load_registry(registry_file), batches)}
         assert len(expected) > 20  # the scenario really alarms
 
@@ -145,8 +128,6 @@ def test_two_workers_produce_the_same_alarms_as_one(pipeline: Pipeline, publishe
         assert set(got) == set(expected)
         assert first.counters().get("processed_batches", 0) > 0
         assert second.counters().get("processed_batches", 0) > 0  # both really worked
-    finally:
-        second.stop()
 
 
 @pytest.mark.chaos
@@ -167,11 +148,11 @@ def test_kill_processor_mid_window_episode(pipeline: Pipeline, publisher: Publis
     assert [e.event.value for e in reference] == ["raised"]
     proc = pipeline.services["processor"]
     before = proc.counters().get("processed_batches", 0)
-    _publish(publisher, batches[:20])
+    publish_batches(publisher, batches[:20])
     wait_for(lambda: proc.counters().get("processed_batches", 0) >= before + 20,
              what="first 20 reports evaluated")
     proc.kill()  # mid-accumulation: the 1 h sum is at 10 mm of the 20 mm threshold
-    _publish(publisher, batches[20:])
+    publish_batches(publisher, batches[20:])
     pipeline.restart("processor", kill=False)
 
     def raised() -> list[dict[str, Any]]:

@@ -192,6 +192,41 @@ def test_rain_restarts_the_dry_count() -> None:
     assert timedelta(hours=30) <= raised.ts - T0 <= timedelta(hours=32)
 
 
+def test_a_storms_first_millimetres_close_the_dry_gate_before_the_pipe_fills() -> None:
+    """A day dry, then a storm begins: 0.5 mm in the first five minutes (under the 2.5 mm/h
+    rain context) already ends the dry weather, so the pipe filling with the storm's water
+    is not a dry-weather flow."""
+    reg = storm()
+    a, b = Worker(reg), Worker(reg)
+    for n in range(26 * 12):
+        t = n * 300
+        storm_on = n >= 25 * 12
+        a.report("GAUGE", t, n + 1, ("GAUGE-R", 0.5 if storm_on else 0.0))
+        b.receive(a.records)
+        a.records.clear()
+        level = 0.03 + (0.5 * (n - 25 * 12 + 1) if storm_on else 0.0)
+        b.report("MH", t, n + 1, ("MH-L", level))
+    assert [e for e in b.events if e.rule == "dry-weather-flow"] == []
+
+
+def test_a_day_with_every_gauge_silent_is_not_a_dry_day() -> None:
+    """The gauges fall silent for three hours (it may have rained): dry counts again from
+    when they report again — so a manhole's water at that moment is not yet a misconnection."""
+    from services.processor.engine.context import SharedContext
+
+    ctx = SharedContext()
+    h = 3_600_000
+    for k in range(30):
+        ctx.apply("kg", k * h, raining=False)
+    assert ctx.dry_for_ms("kg", 29 * h) == 29 * h
+    ctx.apply("kg", 33 * h, raining=False)  # back after a 4-hour gap
+    assert ctx.dry_for_ms("kg", 33 * h) == 0
+    ctx.apply("kg", 32 * h, raining=False)  # a late record of the new run extends it
+    assert ctx.dry_for_ms("kg", 33 * h) == h
+    ctx.apply("kg", 20 * h, raining=False)  # one of the old run does not
+    assert ctx.dry_for_ms("kg", 33 * h) == h
+
+
 def test_without_a_gauge_dry_weather_is_not_assumed() -> None:
     reg = storm()
     w = Worker(reg)

@@ -20,10 +20,13 @@ from services.core import topics
 from services.processor.engine import AlarmEngine, FacilityState
 from services.processor.engine.districts import DistrictBook
 from services.processor.handlers import context_records
-from services.stack.manager import free_port
-from services.stack.services import ServiceProcess
 from simulators.publisher import Publisher
-from tests.support.pipeline import DISTRICT_TEST_DISTRICTS, Pipeline, faust_ready
+from tests.support.pipeline import (
+    DISTRICT_TEST_DISTRICTS,
+    Pipeline,
+    publish_batches,
+    second_processor,
+)
 from tests.support.stack_helpers import now_ms, topic_records, wait_for
 
 # Facilities of the session's registry no other test reports for (tests/support/pipeline.py):
@@ -73,16 +76,6 @@ def _reference(reg: Registry, batches: list[ReadingBatch]) -> tuple[list[AlarmEv
     return facility, district
 
 
-def _publish(publisher: Publisher, batches: list[ReadingBatch]) -> None:
-    for b in batches:
-        body = {"ts": b.readings[0].model_dump(mode="json")["ts"], "seq": b.seq,
-                "readings": [{"sensor": r.sensor, "metric": r.metric.value, "value": r.value,
-                              "unit": r.unit} for r in b.readings]}
-        publisher.publish(f"lifeline/{b.kind.value}/{b.facility_id}/telemetry",
-                          json.dumps(body).encode())
-    assert publisher.flush(30)
-
-
 def test_two_workers_give_one_rainstorm_alarm_per_district(
         pipeline: Pipeline, publisher: Publisher, pipeline_env: dict[str, str],
         registry_file: Path) -> None:
@@ -90,28 +83,20 @@ def test_two_workers_give_one_rainstorm_alarm_per_district(
     assert len(_gauges(reg)) == 6 and reg.district_rules
     t0 = now_ms() - 4 * 3600_000
     first = pipeline.services["processor"]
-    alone = first.counters()["assigned_partitions"]
-    second = ServiceProcess("processor", pipeline_env, pipeline.stack.logs, free_port(),
-                            instance="-2")
-    second.start()
-    try:
-        second.wait_ready(90, ready=faust_ready)
-        wait_for(lambda: 0 < first.counters().get("assigned_partitions", 0) < alone
-                 and second.counters().get("assigned_partitions", 0) > 0, timeout=60,
-                 what="partitions shared by two workers")
+    with second_processor(pipeline, pipeline_env) as second:
         background, rest = _batches(reg, t0)
 
         def shared() -> int:
             return sum(p.counters().get("context_sent", 0) for p in (first, second))
 
         before = shared()
-        _publish(publisher, background)
+        publish_batches(publisher, background)
         # The background's signals reach the site's worker before the site reports (a
         # rule reads the newest background value at or before its own reading).
         wait_for(lambda: shared() >= before + 59, timeout=60,
                  what="the background's signals shared")
         time.sleep(3)
-        _publish(publisher, rest)
+        publish_batches(publisher, rest)
         want_facility, want_district = _reference(reg, background + rest)
         ids = {b.facility_id for b in background + rest}
         end = t0 + 3 * 3600_000
@@ -154,5 +139,4 @@ def test_two_workers_give_one_rainstorm_alarm_per_district(
         assert second.counters().get("processed_batches", 0) > 0
         assert sum(p.counters().get("district_events", 0) for p in (first, second)) >= \
             len(want_district)
-    finally:
-        second.stop()
+

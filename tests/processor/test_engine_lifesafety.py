@@ -310,3 +310,20 @@ def test_ticks_are_validated() -> None:
     for bad in (b"", b"abc", b"-5", b"1e12", str(int((now + 86400 * 365) * 1000)).encode(),
                 b"9" * 40):
         assert parse_tick(bad, now) is None
+
+
+def test_a_gateway_outage_is_dated_on_the_facility_clock_and_clears_on_the_wall_clock() -> None:
+    """A gateway whose reports carry times a month ahead of the receiving clock (a scenario
+    replayed faster than real time): its outage is dated on its own clock — the newest
+    reading plus the silence, where a maintenance window judges it — and the next report
+    ingest receives after the outage began clears it, across a save and a restore."""
+    f = Feeder(make_registry(sensor("L", "water_level", {"levels": [lv("blue", 5.0)]},
+                                    rng=(0, 7))))
+    ahead = 30 * 86400
+    f.report(ahead, ("L", 1.0), received_s=0)
+    [gw] = by_rule(f.tick(200), "gateway-offline")  # silent 200 s > 3 × 60 s
+    assert gw.event is AlarmEventType.RAISED and gw.ts == T0 + timedelta(seconds=ahead + 200)
+    f.state = type(f.state).loads(f.state.dumps())  # a restart in between
+    back = f.report(ahead + 300, ("L", 1.0), received_s=300)
+    assert path(by_rule(back, "gateway-offline")) == [("cleared", None)]
+    assert f.state.offline_wall == 0 and '"ow"' not in f.state.dumps()

@@ -94,3 +94,19 @@ def test_a_sewage_pumping_well_over_its_weir_is_a_sewage_overflow() -> None:
     weir = [e for e in events if e.rule == "weir-overflow" and e.event.value == "raised"]
     assert weir and weir[0].level is not None and weir[0].level.value == "orange"
     assert s.false_alarms == [], s.table()
+
+
+def test_a_haze_day_in_january_raises_nothing_at_the_idle_sites() -> None:
+    """The regional background at its worst (15 January, a haze day: ~120 µg/m³ at the
+    inversions): the trucks' site alarms, the other sites and the station do not — and the
+    trucks' alarm is true by the physics (the air over the city's warning with the site's
+    works in it)."""
+    import random
+    from datetime import UTC, datetime
+
+    assert random.Random("haze 15").random() < 0.1  # simulators/facilities.regional_pm10
+    t0 = datetime(2026, 1, 14, 17, 0, tzinfo=UTC).timestamp()  # 01:00 local on the 15th
+    run, events, s = replay(_registry(), load_scenario(SCENARIOS / "site-dust-episode.yaml"),
+                            t0)
+    assert s.passed(run.scenario) and s.false_alarms == [], s.table()
+    assert {f for f, _ in raised(events)} == {"CS-KG-001"}

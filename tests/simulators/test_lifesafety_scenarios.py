@@ -364,3 +364,28 @@ def test_held_and_silenced_alarms_are_counted_and_updated_is_no_new_raise() -> N
     s = score(sc, T0, 10, paged_too, {})
     assert not s.silenced_expectations[0].met and not s.passed(sc)
     assert "NOT SILENCED" in s.table()
+
+
+def test_outages_are_published_in_real_time_when_asked() -> None:
+    """``lifeline simulate --outages-in-real-time``: the first minutes of a blackout without
+    UPS (or a gateway_offline fault) run at real time, so the processor's wall-clock check
+    sees the silence; everything else at the chosen speed."""
+    from simulators.pacing import Schedule
+    from simulators.scenario import OUTAGE_REAL_TIME_MARGIN_S, outage_windows
+
+    reg = _registry()
+    storm = load_scenario(SCENARIOS / "pump-blackout-storm.yaml")
+    [window] = outage_windows(reg, storm)  # DP-OF-001 (no UPS); DP-KJ-001 has one
+    dark = next(i for i in storm.incidents if i.facility == "DP-OF-001")
+    station = reg.facility("DP-OF-001")
+    assert station is not None
+    limit = reg.policy.gateway_offline_after_intervals * station.min_interval_s
+    assert window == (dark.start_s, dark.start_s + limit + OUTAGE_REAL_TIME_MARGIN_S)
+    works = load_scenario(SCENARIOS / "night-works.yaml")
+    assert len(outage_windows(reg, works)) == 1
+    sched = Schedule(1000.0, [window, (window[0] + 10, window[1] + 60)])  # overlaps merge
+    assert sched.slow == [(window[0], window[1] + 60)]
+    span = window[1] + 60 - window[0]
+    assert sched.wall(window[0]) == pytest.approx(window[0] / 1000)
+    assert sched.wall(storm.duration_s) == pytest.approx(
+        (storm.duration_s - span) / 1000 + span)

@@ -189,6 +189,40 @@ def running_pipeline(stack: Stack, env: dict[str, str]) -> Iterator[Pipeline]:
             svc.stop()
 
 
+def publish_batches(publisher: Any, batches: list[Any]) -> None:
+    """Reading batches (schemas.reading.ReadingBatch) published as their gateways' MQTT
+    reports, in order, then flushed."""
+    import json
+
+    for b in batches:
+        body = {"ts": b.readings[0].model_dump(mode="json")["ts"], "seq": b.seq,
+                "readings": [{"sensor": r.sensor, "metric": r.metric.value, "value": r.value,
+                              "unit": r.unit} for r in b.readings]}
+        publisher.publish(f"lifeline/{b.kind.value}/{b.facility_id}/telemetry",
+                          json.dumps(body).encode())
+    assert publisher.flush(30)
+
+
+@contextmanager
+def second_processor(pipeline: Pipeline, env: dict[str, str]) -> Iterator[ServiceProcess]:
+    """A second processor worker beside the pipeline's, yielded once the rebalance has given
+    both of them partitions; stopped afterwards."""
+    from tests.support.stack_helpers import wait_for
+
+    first = pipeline.services["processor"]
+    alone = first.counters()["assigned_partitions"]
+    second = ServiceProcess("processor", env, pipeline.stack.logs, free_port(), instance="-2")
+    second.start()
+    try:
+        second.wait_ready(90, ready=faust_ready)
+        wait_for(lambda: 0 < first.counters().get("assigned_partitions", 0) < alone
+                 and second.counters().get("assigned_partitions", 0) > 0, timeout=60,
+                 what="partitions shared by two workers")
+        yield second
+    finally:
+        second.stop()
+
+
 def service_children() -> list[tuple[int, str]]:
     """(pid, command line) of Lifeline services this test process started."""
     me = os.getpid()

@@ -8,8 +8,9 @@ are idempotent (the newest event time wins, a shared signal's history is keyed b
 time), so at-least-once redelivery and several workers give the same picture.
 
 - **Rain**: per district, the newest event time one of its gauges had measured at least the
-  policy's hourly rainfall, and when its gauges were first and last heard from (dry
-  heartbeats, at most one an hour per district): "dry for 3 days" is known, not assumed.
+  policy's hourly rainfall, and since when its gauges have been heard from without a gap
+  of two hours (dry heartbeats, at most one an hour per district): "dry for 3 days" is
+  known, not assumed — a day with every gauge silent may have been a wet one.
 - **Shared signals**: per (facility, sensor, signal), its recent values by event time; a
   rule reads the newest at or before its own reading's time (an as-of join), so the answer
   does not depend on which worker published first once both are in.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import bisect
 
 PUBLISH_EVERY_MS = 60_000  # rain: at most one record a minute per district
+WET_MM = 0.1  # a gauge's past hour at least this (its resolution): not a dry hour
 HEARTBEAT_EVERY_MS = 3_600_000  # dry heartbeats: at most one an hour per district
 GAUGES_SILENT_MS = 2 * 3_600_000  # no gauge heard for this long: dry or not is unknown
 SHARE_EVERY_MS = 60_000  # a shared signal: at most one record a minute per signal
@@ -34,7 +36,9 @@ class SharedContext:
 
     def __init__(self) -> None:
         self.last_rain: dict[str, int] = {}
-        self.first_seen: dict[str, int] = {}
+        self.last_wet: dict[str, int] = {}  # any measurable rain (rain included)
+        self._wet_published: dict[str, int] = {}
+        self.first_seen: dict[str, int] = {}  # start of the gauges' current unbroken run
         self.last_seen: dict[str, int] = {}
         self._published: dict[str, int] = {}
         self._heartbeat: dict[str, int] = {}
@@ -50,6 +54,15 @@ class SharedContext:
             return True
         return False
 
+    def observe_wet(self, district: str, ts: int, mm: float) -> bool:
+        """A local gauge measured some rain, under the rain threshold (the start of a storm,
+        a drizzle): not dry. True when other workers should be told (once a minute)."""
+        self.apply(district, ts, raining=False, mm=mm)
+        if ts - self._wet_published.get(district, -PUBLISH_EVERY_MS) >= PUBLISH_EVERY_MS:
+            self._wet_published[district] = ts
+            return True
+        return False
+
     def observe_dry(self, district: str, ts: int) -> bool:
         """A local gauge reported less than the rain threshold at ``ts``; True when a dry
         heartbeat is due for the other workers."""
@@ -59,12 +72,18 @@ class SharedContext:
             return True
         return False
 
-    def apply(self, district: str, ts: int, raining: bool = True) -> None:
+    def apply(self, district: str, ts: int, raining: bool = True, mm: float = 0.0) -> None:
         if raining and ts > self.last_rain.get(district, 0):
             self.last_rain[district] = ts
-        if ts < self.first_seen.get(district, ts + 1):
-            self.first_seen[district] = ts
-        if ts > self.last_seen.get(district, 0):
+        if (raining or mm >= WET_MM) and ts > self.last_wet.get(district, 0):
+            self.last_wet[district] = ts
+        last = self.last_seen.get(district)
+        if last is None or ts - last > GAUGES_SILENT_MS:
+            self.first_seen[district] = ts  # heard again after a gap: observed from now
+        elif ts < self.first_seen.get(district, ts + 1) \
+                and self.first_seen[district] - ts <= GAUGES_SILENT_MS:
+            self.first_seen[district] = ts  # a late record of the same run
+        if last is None or ts > last:
             self.last_seen[district] = ts
 
     def raining(self, district: str, at_ms: int, hold_ms: int) -> bool:
@@ -73,13 +92,14 @@ class SharedContext:
         return last is not None and last >= at_ms - hold_ms
 
     def dry_for_ms(self, district: str, at_ms: int) -> int | None:
-        """How long (ms) the district is known to have had no rain at ``at_ms``: since its
-        last rain or since its gauges were first heard from. None: not known (no gauge
+        """How long (ms) the district is known to have had no rain at ``at_ms``: since any
+        of its gauges last measured rain (any amount: a storm's first millimetres count) or
+        since its gauges' current unbroken run of reports began. None: not known (no gauge
         heard from, or none for two hours)."""
         first, last = self.first_seen.get(district), self.last_seen.get(district)
         if first is None or last is None or last < at_ms - GAUGES_SILENT_MS:
             return None
-        since = max(first, self.last_rain.get(district, first))
+        since = max(first, self.last_wet.get(district, first))
         return max(0, at_ms - since)
 
     # ------------------------------------------------------------------ shared signals

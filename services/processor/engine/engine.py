@@ -55,7 +55,7 @@ from schemas.registry import (
 from schemas.registry import Baseline as BaselineSpec
 from schemas.texts import Bi
 from services.processor.engine import tracker
-from services.processor.engine.context import SharedContext, SignalKey
+from services.processor.engine.context import WET_MM, SharedContext, SignalKey
 from services.processor.engine.history import Baseline, DailyCount, Steps
 from services.processor.engine.maintenance import in_window
 from services.processor.engine.signals import Window
@@ -545,6 +545,9 @@ class AlarmEngine:
         if mm >= self.policy.rain_context_mm_per_h:
             if self.context.observe(d, ts):
                 out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id, True))
+        elif mm >= WET_MM:
+            if self.context.observe_wet(d, ts, mm):
+                out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id, False))
         elif self.context.observe_dry(d, ts):
             out.context.append((d, ts, mm, plan.facility.id, sp.sensor.id, False))
 
@@ -596,7 +599,12 @@ class AlarmEngine:
         event_now = fs.latest_ts + max(0, now_ms - fs.last_received)
         key = f"{facility_id}|{GATEWAY_OFFLINE}"
         if silent_s > limit and fs.active(key) is None:
-            self._apply(plan, fs, key, self.policy.gateway_offline_level.value, now_ms, IMMEDIATE,
+            # Dated on the facility's clock, like facility-dark and the windows judged here:
+            # a maintenance window covers the outage by the facility's time, and a scenario
+            # replayed faster than real time keeps its outages inside its own hours.
+            fs.offline_wall = now_ms
+            self._apply(plan, fs, key, self.policy.gateway_offline_level.value, event_now,
+                        IMMEDIATE,
                         out, sensor=None, value=silent_s, threshold=limit,
                         category=AlarmCategory.GATEWAY,
                         text=texts.gateway_silent(silent_s, plan.facility.min_interval_s))
@@ -640,8 +648,10 @@ class AlarmEngine:
         fid = plan.facility.id
         key = f"{fid}|{GATEWAY_OFFLINE}"
         offline = fs.active(key)
-        # Only a report ingest received after the outage began proves the gateway is back.
-        if offline is not None and received > offline.since:
+        # Only a report ingest received after the outage began proves the gateway is back
+        # (wall clock against wall clock: the alarm itself is dated on the facility's).
+        if offline is not None and received > (fs.offline_wall or offline.since):
+            fs.offline_wall = 0
             fs.resumed_ts = ts
             self._apply(plan, fs, key, None, received, IMMEDIATE, out, sensor=None, value=None,
                         threshold=None, category=AlarmCategory.GATEWAY,

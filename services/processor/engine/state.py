@@ -158,7 +158,7 @@ class RuleState:
 
 class FacilityState:
     __slots__ = ("checkpoint_ts", "first_ts", "gap_ok", "last_received", "last_seq", "latest_ts",
-                 "offline_check_ts", "resumed_ts", "rules", "sensors")
+                 "offline_check_ts", "offline_wall", "resumed_ts", "rules", "sensors")
 
     def __init__(self) -> None:
         self.sensors: dict[str, SensorState] = {}
@@ -171,6 +171,9 @@ class FacilityState:
         self.checkpoint_ts: int = 0  # latest_ts when last saved
         self.resumed_ts: int = 0  # event time the gateway came back after an outage
         self.offline_check_ts: int = 0  # next sensor-offline check (memory only)
+        # Wall clock (ms) at which the current gateway outage was raised (0: none, or saved
+        # before this field: the alarm's own time is then the wall clock's)
+        self.offline_wall: int = 0
 
     def mark_saved(self) -> None:
         """The state as it is now has been written to the table."""
@@ -204,6 +207,7 @@ class FacilityState:
             "seq": self.last_seq, "gap_ok": self.gap_ok, "recv": self.last_received,
             "first": self.first_ts, "latest": self.latest_ts, "ck": self.checkpoint_ts,
             "resumed": self.resumed_ts,
+            **({"ow": self.offline_wall} if self.offline_wall else {}),
         }
 
     def dumps(self) -> str:
@@ -231,4 +235,5 @@ class FacilityState:
         f.last_seq, f.gap_ok, f.last_received = raw["seq"], raw["gap_ok"], raw["recv"]
         f.first_ts, f.latest_ts, f.checkpoint_ts = raw["first"], raw["latest"], raw["ck"]
         f.resumed_ts = raw.get("resumed", 0)
+        f.offline_wall = raw.get("ow", 0)
         return f
