@@ -1,5 +1,6 @@
 """Every processor worker reads ``lifeline.context`` in full (all partitions, no consumer
-group) into its :class:`SharedContext`: what the other workers' rain gauges saw.
+group) into its :class:`SharedContext`: what the other workers' rain gauges saw and the
+signals their sensors share (district rules' members are the district desk's).
 
 A plain aiokafka consumer, not a Faust agent: each worker needs *every* partition, which a
 group would split between them (a Faust GlobalTable would do it through Faust's table

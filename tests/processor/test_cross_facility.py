@@ -364,3 +364,34 @@ def test_a_district_rule_names_known_districts() -> None:
     with pytest.raises(ValidationError, match="unknown district"):
         registry(facility("X", "drainage", "east", sensor("X-L", rng=(0, 7))),
                  district_rules=[{**RAINSTORM, "districts": ["north"]}])
+
+
+def test_the_district_desk_counts_what_it_cannot_read_and_goes_on() -> None:
+    """Garbage on lifeline.context (the context feed dead-letters it): the desk counts it,
+    says where it was, produces nothing for it, and the next member still counts."""
+    import asyncio
+
+    from services.core.health import Counters
+    from services.core.settings import KafkaSettings
+    from services.processor.district_desk import COUNTERS, DistrictDesk
+
+    sent: list[bytes] = []
+
+    class Sink:
+        async def send(self, *, key: bytes | None, value: bytes) -> None:
+            sent.append(value)
+
+    reg = town()
+    counters = Counters(*COUNTERS)
+    desk = DistrictDesk(KafkaSettings(bootstrap="127.0.0.1:9092"), lambda: reg, Sink(),
+                        counters)
+    good = CONTEXT_RECORD.encode(ContextRecord(_member("east1", "orange", 0)))
+
+    async def go() -> None:
+        for offset, raw in enumerate([b"\x00not json", b'{"type":"member"}', None, good]):
+            await desk.take(0, offset, raw)
+
+    asyncio.run(go())
+    assert counters.get("district_rejected") == 2 and counters.get("district_members") == 1
+    [ev] = sent
+    assert b'"rule":"rainstorm"' in ev and b'"category":"district"' in ev

@@ -5,31 +5,16 @@ found them the ones written for the duty."""
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 
 from schemas.alarm import AlarmCategory, AlarmEvent
-from schemas.registry import Registry, load_registry
 from schemas.scenario import load_scenario
-from simulators.scenario import SCENARIOS, ScenarioRun
-from simulators.scoring import Score
-from tests.support.paths import EXAMPLE_REGISTRY
+from simulators.scenario import SCENARIOS
+from tests.simulators.test_physics_and_truth import T0, _registry, replayed
 from tests.support.scenario_replay import replay
 
 ISSUE18 = ["house-excavation", "outfall-misconnection", "plant-storm-and-slug",
            "site-dust-episode"]
-T0 = 1_780_000_000.0
-
-
-@cache
-def _registry() -> Registry:
-    return load_registry(EXAMPLE_REGISTRY)
-
-
-@cache
-def replayed(name: str) -> tuple[ScenarioRun, list[AlarmEvent], Score]:
-    return replay(_registry(), load_scenario(SCENARIOS / f"{name}.yaml"), T0)
 
 
 def raised(events: list[AlarmEvent]) -> set[tuple[str, str]]:
