@@ -16,7 +16,7 @@ run: setup
 ## Everything CI runs: lint, types, known vulnerabilities of the pinned dependencies, unit and
 ## integration tests, benchmark smoke tests.
 test: setup lint audit
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q --durations=15
 
 lint: setup-python
 	.venv/bin/ruff check .

@@ -196,14 +196,31 @@ class Route(Contract):
 
 class Grouping(Contract):
     """Alarm storms: a recipient gets at most ``burst`` messages at once per ``window_s``;
-    what comes after waits for the window and goes out as one message listing it all."""
+    what comes after waits for the window and goes out as one message listing it all. While
+    the storm lasts each window that carried something is twice the one before, up to
+    ``max_window_s``; a window with nothing held ends the storm (services.notifier.grouping)."""
 
     window_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=30.0, description="The grouping window (0: no grouping).")
     burst: Annotated[int, Field(ge=1, le=100)] = Field(
         default=3, description="Messages a recipient may get at once within one window "
                                "(separate incidents seconds apart are not held back).")
+    max_window_s: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        default=None, description="The longest window in a storm (default: ``window_s``, "
+                                  "the window does not grow).")
     max_listed: Annotated[int, Field(ge=1, le=500)] = 20
+
+    @model_validator(mode="after")
+    def _windows(self) -> Grouping:
+        if self.max_window_s is not None and self.max_window_s < self.window_s:
+            raise ValueError(f"max_window_s ({self.max_window_s:g}) is shorter than "
+                             f"window_s ({self.window_s:g})")
+        return self
+
+    def policy(self) -> tuple[float, int, float]:
+        """(window_s, burst, max_window_s) for services.notifier.grouping.Grouper."""
+        return self.window_s, self.burst, (self.window_s if self.max_window_s is None
+                                           else self.max_window_s)
 
 
 class Unit(Contract):

@@ -99,6 +99,20 @@ class ExpectSilenced(Contract):
                                       "the facility id for a gateway alarm.")
 
 
+class ExpectPaging(Contract):
+    """What the scenario's alarms may cost the people on call (simulators.paging: the
+    notifier's escalation and grouping over the events, with the shipped on-call file)."""
+
+    ack_after_s: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=300.0, description="Whoever is paged acknowledges this long after (null: "
+                                   "nobody answers).")
+    max_per_person_hour: Annotated[int, Field(ge=1)] = Field(
+        description="The most messages any one person may get within an hour.")
+    max_message_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0, description="Messages over the notifications the escalator decided: "
+                                 "below 1 when storms are grouped.")
+
+
 class Storm(Contract):
     districts: Annotated[list[str], Field(min_length=1)]
     start_s: Seconds
@@ -270,6 +284,10 @@ class Scenario(Contract):
     expect_silenced: list[ExpectSilenced] = Field(
         default_factory=list, description="Alarms a maintenance window must silence.")
     max_false_alarms_per_1000_sensor_hours: float = Field(default=0.0, ge=0)
+    expect_no_flapping: bool = Field(
+        default=False, description="No facility alarm may flap: no ``flapping`` event, and "
+        "none raised again within 30 minutes of clearing (simulators.scoring.FLAP_GAP_S).")
+    expect_paging: ExpectPaging | None = None
 
     @model_validator(mode="after")
     def _timeline(self) -> Scenario:

@@ -479,28 +479,34 @@ def score(
                                              show_default="<state>/score/<scenario>")] = None,
     idle: Annotated[float, typer.Option(min=0.5, help=f"{IDLE_HELP} (--from kafka).")] = 3.0,
     registry: RegistryOption = Path(DEFAULT_REGISTRY),
+    oncall: OncallOption = Path(DEFAULT_ONCALL),
 ) -> None:
     """Score the alarm engine against a scenario's ground truth: detection per incident
     and delay, false alarms per 1,000 sensor-hours, sensor faults reported as facility
-    alarms. Prints a table, writes report.json, a one-page summary.png (precision and
-    recall per kind, delays, the alarms' timeline) and one PNG per incident; exit 1 if the
-    scenario's expectations are not met."""
+    alarms, flapping, and what the alarms cost the people on call (the notifier's
+    escalation and grouping over them, with the on-call file). Prints a table, writes
+    report.json, a one-page summary.png (precision and recall per kind, delays, the alarms'
+    timeline) and one PNG per incident; exit 1 if the scenario's expectations are not met."""
+    from schemas.oncall import OnCallError, load_oncall
     from schemas.registry import load_registry
     from schemas.scenario import ScenarioError, load_scenario
     from simulators.plot import plot_incidents, plot_summary
     from simulators.scenario import risk_from_document, scenario_path
+    from simulators.scoring import add_paging
     from simulators.scoring import score as score_alarms
 
     try:
         sc = load_scenario(scenario_path(scenario))
+        people = load_oncall(oncall)
         doc = json.loads((truth or _truth_file(scenario)).read_text())
-    except (ScenarioError, OSError, ValueError) as exc:
+    except (ScenarioError, OnCallError, OSError, ValueError) as exc:
         raise _fail(describe(exc) if isinstance(exc, OSError) else str(exc)) from exc
     reg = load_registry(registry)
     alarms = _alarms_from(source, float(doc["t0"]), idle)
     result = score_alarms(sc, float(doc["t0"]), int(doc["sensors"]), alarms,
                           {f.id: f.district for f in reg.facilities}, set(doc["facilities"]),
                           risk=risk_from_document(doc))
+    add_paging(result, sc, alarms, reg, people)
     folder = out or state_dir() / "score" / sc.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(result.as_dict(), indent=2))

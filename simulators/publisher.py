@@ -25,6 +25,7 @@ class Publisher:
         self.qos = qos
         self._window = threading.BoundedSemaphore(max_outstanding)
         self._connected = threading.Event()
+        self._answered = threading.Event()  # connected, refused, or the connection failed
         self.published = 0
         self.acked = 0
         self.refused = 0
@@ -36,13 +37,18 @@ class Publisher:
             c.tls_set(ca_certs=ca_file)
         c.max_inflight_messages_set(max_outstanding)
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *_a: self._connected.clear()
+        c.on_disconnect = self._on_disconnect
+        # A failed TLS handshake (an untrusted broker certificate) or a refused connection:
+        # the broker is up before a gateway's simulator starts, so this is an answer too.
+        c.on_connect_fail = lambda *_a: self._answered.set()
         c.on_publish = self._on_publish
         self.client = c
         self._connect_reason: str | None = None
         c.connect_async(host, port, keepalive=30)
         c.loop_start()
-        if not self._connected.wait(10):
+        # A refusal (bad password, no ACL, wrong CA) ends the wait at once, not after 10 s.
+        self._answered.wait(10)
+        if not self._connected.is_set():
             c.loop_stop()
             raise PublishError(f"cannot connect to MQTT {host}:{port} as {username}: "
                                f"{self._connect_reason or 'timeout'}")
@@ -52,6 +58,11 @@ class Publisher:
         self._connect_reason = str(reason)
         if not reason.is_failure:
             self._connected.set()
+        self._answered.set()
+
+    def _on_disconnect(self, *_a: object) -> None:
+        self._connected.clear()
+        self._answered.set()  # before a CONNACK: the broker closed the connection
 
     def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, reason: ReasonCode,
                     _p: object) -> None:

@@ -53,6 +53,8 @@ from typing import Any
 
 from schemas.alarm import AlarmCategory, AlarmEvent, AlarmEventType
 from schemas.kinds import AlarmLevel
+from schemas.oncall import OnCallConfig
+from schemas.registry import Registry
 from schemas.scenario import Expect, Scenario
 from simulators.facilities import HAZARD_METRICS, Hazard
 from simulators.scenario import Episode
@@ -62,6 +64,7 @@ RISK_LEAD_S = 1800.0  # an alarm this long before a risk episode warned of it
 RISK_GRACE_S = 900.0  # … and one this long after it ended is late, not false
 MIN_EPISODE_S = 60.0  # shorter risk (a truck crossing) explains alarms but is no miss
 MERGE_GAP_S = 1800.0  # episodes of one hazard at one facility closer than this are one
+FLAP_GAP_S = 1800.0  # an alarm raised again sooner than this after it cleared flaps
 RAISING = (AlarmEventType.RAISED, AlarmEventType.ESCALATED, AlarmEventType.FLAPPING)
 # Events that page (unless suppressed or silenced): a raise, or a change of standing.
 REPORTING = (*RAISING, AlarmEventType.UPDATED)
@@ -138,6 +141,11 @@ class Score:
     # District alarms (decision 0023), one row per episode: district, rule, worst level,
     # raised at t_s — not facility alarms, so neither true nor false here.
     district_alarms: list[dict[str, Any]] = field(default_factory=list)
+    # Facility alarms that flapped: a ``flapping`` event, or raised again less than
+    # FLAP_GAP_S after clearing (one row per time).
+    flapping: list[dict[str, Any]] = field(default_factory=list)
+    # What the alarms cost the people on call (simulators.paging), when measured.
+    paging: dict[str, Any] | None = None
 
     @property
     def precision(self) -> float | None:
@@ -199,7 +207,21 @@ class Score:
         return (self.detected == len(self.expectations) and not self.faults_as_facility_alarms
                 and (not scenario.expect_no_alarms or self.facility_alarms == 0)
                 and all(e.met for e in self.silenced_expectations)
-                and self.false_alarm_rate <= scenario.max_false_alarms_per_1000_sensor_hours)
+                and self.false_alarm_rate <= scenario.max_false_alarms_per_1000_sensor_hours
+                and (not scenario.expect_no_flapping or not self.flapping)
+                and self.paging_met(scenario) is not False)
+
+    def paging_met(self, scenario: Scenario) -> bool | None:
+        """The scenario's ``expect_paging`` held (None: it has none; False also when it
+        was not measured)."""
+        x = scenario.expect_paging
+        if x is None:
+            return None
+        p = self.paging
+        if p is None or p["ack_after_s"] != x.ack_after_s:
+            return False
+        ratio = p["messages"] / p["notifications"] if p["notifications"] else 0.0
+        return p["max_per_person_hour"] <= x.max_per_person_hour and ratio <= x.max_message_ratio
 
     def table(self) -> str:
         lines = [f"scenario {self.scenario}: {self.sensors} sensors, {self.hours:.1f} h",
@@ -223,6 +245,18 @@ class Score:
                      f"{self.sensor_or_gateway_alarms}; suppressed: {self.inhibited} "
                      f"(released {self.released}); silenced: {self.silenced}; held by a "
                      f"fault: {self.held_by_fault}")
+        if self.flapping:
+            lines.append(f"flapping: {len(self.flapping)} — " + ", ".join(
+                f"{r['facility']} {r['rule']} at {r['t_s'] / 3600:.1f} h ({r['why']})"
+                for r in self.flapping[:8]))
+        if self.paging is not None:
+            p = self.paging
+            lines.append(
+                f"paging (answered after {p['ack_after_s']:.0f} s): {p['notifications']} "
+                f"notifications in {p['messages']} messages ({p['grouped_messages']} grouped); "
+                f"paged alarms {p['paged_episodes']}, {p['grouped_members']} members paged "
+                f"through a district alarm; busiest hour {p['max_per_person_hour']} messages "
+                f"({p['busiest']})")
         lines += self.summary()
         if self.district_alarms:
             lines.append(f"district alarms: {len(self.district_alarms)} — " + ", ".join(
@@ -366,7 +400,39 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
     if risk is None:  # recall: the expectations met, delays theirs
         s.overall.episodes, s.overall.detected = len(s.expectations), s.detected
         s.delays_s = [e.delay_s for e in s.expectations if e.delay_s is not None]
+    s.flapping = _flapping(mine, scenario.duration_s)
     return s
+
+
+def _flapping(mine: list[tuple[float, AlarmEvent]], duration_s: float) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cleared: dict[tuple[str, str, str], float] = {}
+    for t, ev in mine:
+        if ev.category is not AlarmCategory.FACILITY or t > duration_s:
+            continue
+        key = (ev.facility_id, ev.sensor, ev.rule)
+        row = {"t_s": round(t, 1), "facility": ev.facility_id, "sensor": ev.sensor,
+               "rule": ev.rule}
+        if ev.event is AlarmEventType.FLAPPING:
+            out.append({**row, "why": "flapping event"})
+        elif ev.event is AlarmEventType.CLEARED or (
+                ev.event is AlarmEventType.SETTLED and ev.level is None):
+            cleared[key] = t
+        elif ev.event is AlarmEventType.RAISED and key in cleared:
+            gap = t - cleared.pop(key)
+            if gap < FLAP_GAP_S:
+                out.append({**row, "why": f"raised again {gap / 60:.0f} min after clearing"})
+    return out
+
+
+def add_paging(s: Score, scenario: Scenario, events: list[AlarmEvent], registry: Registry,
+               oncall: OnCallConfig) -> None:
+    """Measure what the alarms cost the people on call (simulators.paging), with the
+    scenario's ``expect_paging`` answer time (5 minutes when it has none)."""
+    from simulators.paging import simulate_paging  # the notifier's code: only when asked
+
+    ack = scenario.expect_paging.ack_after_s if scenario.expect_paging else 300.0
+    s.paging = simulate_paging(events, registry, oncall, ack_after_s=ack).as_dict()
 
 
 def _concerns(hazard: str, ev: AlarmEvent) -> bool:

@@ -214,14 +214,15 @@ def manhole(fid: str) -> dict[str, Any]:
                stuck_after_s=6 * 3600),
         rain_gauge(f"{fid}-R1"),
     ], "composites": [{
-        "id": "rain-and-rising", "level": "orange",
+        "id": "rain-and-rising", "level": "orange", "clear_after_s": 1800,
         "all_of": [
             {"sensor": f"{fid}-R1", "signal": "sum", "window_s": 3600, "op": ">=", "value": 20},
             {"sensor": f"{fid}-L1", "signal": "rate", "window_s": 600, "op": ">=",
              "value": 0.05},
         ],
         "source": ("drainage operation practice: heavy rain (>=20 mm/h, CMA) AND a fast rise "
-                   "warns before levels are reached; placeholder: 5 cm/min"),
+                   "warns before levels are reached; placeholder: 5 cm/min; held 30 min after "
+                   "the last fast rise (a rain band rises in bursts: no flapping)"),
         "default": True}]}
 
 

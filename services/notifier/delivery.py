@@ -1,11 +1,9 @@
 """Delivery: grouping, retries with backoff, channel fall-back, and an audit record for
 every attempt.
 
-Grouping: a recipient (person and channel list) gets up to ``grouping.burst`` messages at
-once within ``grouping.window_s`` — latency matters most for the first pages of
-incidents, and separate incidents seconds apart are not held back; notifications beyond
-that are collected and sent as one message when the window allows. An alarm storm
-therefore costs a recipient at most ``burst`` messages plus one per window.
+Grouping (services.notifier.grouping, on the monotonic clock): a recipient (person and
+channel list) gets up to ``grouping.burst`` messages at once within ``grouping.window_s``;
+notifications beyond that are collected and sent as one message when the window allows.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -27,6 +25,7 @@ from services.core.logging import get_logger
 from services.notifier.channels import Senders
 from services.notifier.errors import ChannelError
 from services.notifier.escalation import Notification, OnCall, alarm_fields
+from services.notifier.grouping import Grouper, grouping_flags
 from services.notifier.links import AckLink, Signer
 from services.notifier.messages import Item, render
 
@@ -42,13 +41,6 @@ class RetryPolicy:
     backoff_max_s: float = 5.0
 
 
-@dataclass
-class _Group:
-    sent: deque[float] = field(default_factory=deque)  # when recent messages went out
-    buffer: list[Notification] = field(default_factory=list)
-    flush: asyncio.Task[None] | None = None
-
-
 class Deliverer:
     def __init__(self, cfg: OnCallConfig | OnCall, senders: Senders, signer: Signer, public_url: str,
                  emit: Emit, counters: Counters, retry: RetryPolicy | None = None,
@@ -60,7 +52,8 @@ class Deliverer:
         self.emit = emit
         self.counters = counters
         self.retry = retry or RetryPolicy()
-        self._groups: dict[tuple[str, tuple[str, ...]], _Group] = {}
+        self._grouper: Grouper[Notification] = Grouper(
+            lambda: self.cfg.grouping.policy())
         self._known: set[str] = set()
         self._known_order: deque[str] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -109,39 +102,27 @@ class Deliverer:
             self.counters.inc("duplicates_dropped")
             return
         key = (n.person, tuple(n.channels))
-        g = self._groups.setdefault(key, _Group())
-        now = time.monotonic()
-        window, burst = self.cfg.grouping.window_s, self.cfg.grouping.burst
-        while g.sent and now - g.sent[0] >= window:
-            g.sent.popleft()
-        if window <= 0 or n.kind == "entry" or (len(g.sent) < burst and not g.buffer):
-            g.sent.append(now)
-            self._spawn(self._send([n]))
-            return
-        g.buffer.append(n)
-        if g.flush is None:
-            g.flush = self._spawn(self._flush_later(g, g.sent[0] + window - now))
+        offer = self._grouper.offer(key, n, time.monotonic(), **grouping_flags(n))
+        if offer.send:
+            if len(offer.send) > 1:
+                self.counters.inc("grouped_messages")
+            self._spawn(self._send(offer.send))
+        if offer.due is not None:
+            self._spawn(self._flush_later(key, offer.due - time.monotonic()))
 
-    async def _flush_later(self, g: _Group, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay))
-        items, g.buffer = g.buffer, []
-        g.flush = None
-        g.sent.append(time.monotonic())
+    async def _flush_later(self, key: tuple[str, tuple[str, ...]], delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay) + 0.0005)
+        items = self._grouper.flush(key, time.monotonic())
         if items:
             self.counters.inc("grouped_messages")
             await self._send(items)
 
     def drop(self, keep: Callable[[Notification], bool]) -> int:
         """Forget buffered notifications ``keep`` rejects (partitions moved to another worker)."""
-        dropped = 0
-        for g in self._groups.values():
-            kept = [n for n in g.buffer if keep(n)]
-            for n in g.buffer:
-                if not keep(n):
-                    self._known.discard(n.notification_id)
-                    dropped += 1
-            g.buffer = kept
-        return dropped
+        dropped = self._grouper.drop(keep)
+        for n in dropped:
+            self._known.discard(n.notification_id)
+        return len(dropped)
 
     async def drain(self, within_s: float = 10.0) -> None:
         """Wait for everything handed over to be sent (tests, shutdown)."""

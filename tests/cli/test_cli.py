@@ -106,7 +106,7 @@ def test_the_registry_is_always_the_same_option() -> None:
 
 def test_the_oncall_file_is_always_the_same_option() -> None:
     found = with_param("oncall")
-    assert set(found) == {"run", "oncall check", "oncall who", "backup create"}
+    assert set(found) == {"run", "oncall check", "oncall who", "backup create", "score"}
     for name, opt in found.items():
         assert (opt.opts, opt.envvar, opt.default) == (  # type: ignore[attr-defined]
             ["--oncall"], "LIFELINE_NOTIFIER_ONCALL", Path("deploy/oncall/wenzhou-bay.yaml")), name

@@ -227,8 +227,55 @@ def test_issue_17_scenario_scores_through_ingest_and_the_engine(name: str) -> No
     # are surcharged by backwater — real, though the old rule calls their alarms false.
     physics = score(run.scenario, run.t0, run.sensor_count, events, {}, {
         g.facility.id for g in run.gateways}, risk=run.risk)
+    physics.paging = s.paging
     assert physics.truth == "physics" and physics.overall.episodes > 0
     assert physics.passed(run.scenario), physics.table()
+
+
+def test_the_typhoon_does_not_flap_and_its_pages_are_grouped() -> None:
+    """Issue 17's typhoon: no alarm comes and goes between bursts (rain-and-rising holds 30
+    minutes after the last fast rise), and the on-call gets the storm grouped — the rain
+    gauges through their districts' rainstorm alarms, the notifications in storm digests."""
+    run, events, s = replayed("typhoon-spring-tide")
+    assert run.scenario.expect_no_flapping and not s.flapping, s.flapping
+    assert not [e for e in events if e.event is AlarmEventType.FLAPPING]
+    p = s.paging
+    assert p is not None and s.paging_met(run.scenario), s.table()
+    assert p["grouped_members"] >= 100  # every gauge's rain alarms, paged by its district
+    assert p["paged_episodes"]["district"] >= 5  # one rainstorm per district at least
+    assert p["grouped_messages"] > 0 and p["messages"] < p["notifications"] / 2
+    assert p["max_per_person_hour"] <= 24
+
+
+def test_flapping_is_found_by_the_scorer() -> None:
+    """A re-raise within 30 minutes of a clear, and the engine's own ``flapping`` event,
+    are both flapping; a re-raise two hours later is a new episode."""
+    sc = Scenario.model_validate({"name": "t", "description": "d", "duration_s": 86400,
+                                  "expect_no_flapping": True,
+                                  "max_false_alarms_per_1000_sensor_hours": 1000})
+
+    def ev(t: float, kind: AlarmEventType, n: int, rule: str = "r") -> AlarmEvent:
+        level = None if kind is AlarmEventType.CLEARED else AlarmLevel.ORANGE
+        at = datetime.fromtimestamp(T0 + t, UTC)
+        aid = alarm_id_for("DR-KG-001", "DR-KG-001-L1", rule,
+                           datetime.fromtimestamp(T0 + n, UTC))
+        return AlarmEvent(
+            event_id=event_id_for(aid, kind, level, at), alarm_id=aid, event=kind,
+            level=level, previous_level=None, facility_id="DR-KG-001",
+            kind=FacilityKind.DRAINAGE, sensor="DR-KG-001-L1", metric=Metric.WATER_LEVEL,
+            rule=rule, value=1.0, threshold=0.5, unit="m",
+            ts=at, message="m")
+
+    steady = [ev(100, AlarmEventType.RAISED, 100), ev(900, AlarmEventType.CLEARED, 100),
+              ev(9000, AlarmEventType.RAISED, 9000), ev(9600, AlarmEventType.CLEARED, 9000)]
+    assert score(sc, T0, 1, steady, {}).flapping == []
+    assert score(sc, T0, 1, steady, {}).passed(sc)
+    again = [*steady, ev(9900, AlarmEventType.RAISED, 9900)]
+    flaps = score(sc, T0, 1, again, {}).flapping
+    assert [r["why"] for r in flaps] == ["raised again 5 min after clearing"]
+    assert not score(sc, T0, 1, again, {}).passed(sc)
+    held = [*steady, ev(9700, AlarmEventType.FLAPPING, 9000)]
+    assert [r["why"] for r in score(sc, T0, 1, held, {}).flapping] == ["flapping event"]
 
 
 def test_the_typhoon_holds_levels_up_between_its_bands() -> None:

@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from schemas.alarm import AlarmEvent
+from schemas.oncall import load_oncall
 from schemas.registry import Registry
 from schemas.scenario import Scenario
 from services.ingest.validate import Validator
 from services.processor.engine import AlarmEngine, FacilityState, Outcome
 from services.processor.engine.districts import DistrictBook
 from simulators.scenario import ScenarioRun, next_start
-from simulators.scoring import Score, score
+from simulators.scoring import Score, add_paging, score
+from tests.support.paths import EXAMPLE_ONCALL
 
 TICK_S = 5.0  # the processor's wall-clock ticks
 
@@ -52,8 +54,11 @@ def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0, 
         fs = states.setdefault(out.batch.facility_id, FacilityState())
         events += _with_districts(book, engine.evaluate(out.batch, fs))
     districts = {f.id: f.district for f in registry.facilities}
-    return run, events, score(scenario, t0, run.sensor_count, events, districts,
-                              {g.facility.id for g in run.gateways}, risk=run.risk)
+    s = score(scenario, t0, run.sensor_count, events, districts,
+              {g.facility.id for g in run.gateways}, risk=run.risk)
+    if scenario.expect_paging is not None:  # the shipped on-call file, as `lifeline score`
+        add_paging(s, scenario, events, registry, load_oncall(EXAMPLE_ONCALL))
+    return run, events, s
 
 
 def _with_districts(book: DistrictBook, out: Outcome) -> list[AlarmEvent]:
