@@ -52,6 +52,7 @@ class Metric(StrEnum):
     FLOW = "flow"
     PUMP_STATE = "pump_state"
     PUMP_CURRENT = "pump_current"
+    COVER_STATE = "cover_state"
     # road bridges
     DEFLECTION = "deflection"
     STRAIN = "strain"
@@ -117,6 +118,8 @@ METRICS: dict[Metric, MetricSpec] = {
         _spec(Metric.FLOW, "L/s", {_D, _S, _P, _O}, "flow rate in the pipe"),
         _spec(Metric.PUMP_STATE, "state", {_D, _S}, "pump run state: 1 running, 0 stopped"),
         _spec(Metric.PUMP_CURRENT, "A", {_D, _S}, "pump motor current"),
+        _spec(Metric.COVER_STATE, "state", {_D, _S},
+              "manhole cover (smart cover, 智能井盖): 0 seated, 1 lifted or displaced"),
         _spec(Metric.DEFLECTION, "mm", {_B}, "vertical deflection of the span"),
         _spec(Metric.STRAIN, "µε", {_B}, "strain in microstrain"),
         _spec(Metric.CRACK_WIDTH, "mm", {_B, _BU}, "crack width"),

@@ -83,6 +83,7 @@ METRIC_WORDS: dict[Metric, Bi] = {
     Metric.FLOW: Bi("流量", "flow"),
     Metric.PUMP_STATE: Bi("水泵运行状态", "pump state"),
     Metric.PUMP_CURRENT: Bi("水泵电流", "pump current"),
+    Metric.COVER_STATE: Bi("井盖状态", "manhole cover"),
     Metric.DEFLECTION: Bi("挠度", "deflection"),
     Metric.STRAIN: Bi("应变", "strain"),
     Metric.CRACK_WIDTH: Bi("裂缝宽度", "crack width"),

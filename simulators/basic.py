@@ -24,6 +24,7 @@ NORMAL: dict[Metric, tuple[float, float, float]] = {
     Metric.FLOW: (120.0, 8.0, 40.0),
     Metric.PUMP_STATE: (0.0, 0.0, 0.0),
     Metric.PUMP_CURRENT: (0.0, 0.0, 0.0),
+    Metric.COVER_STATE: (0.0, 0.0, 0.0),
     Metric.DEFLECTION: (5.0, 0.8, 3.0),
     Metric.STRAIN: (120.0, 8.0, 30.0),
     Metric.CRACK_WIDTH: (0.12, 0.002, 0.01),

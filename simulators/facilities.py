@@ -191,7 +191,7 @@ HAZARD_METRICS: dict[Hazard, set[Metric]] = {
     Hazard.SURCHARGE: _LEVELS, Hazard.OVERFLOW: _LEVELS | {Metric.PONDING_DEPTH},
     Hazard.HEAVY_RAIN: {Metric.RAINFALL}, Hazard.PONDING: {Metric.PONDING_DEPTH},
     Hazard.WET_WELL_HIGH: _PUMPS, Hazard.PUMPS_DOWN: _PUMPS,
-    Hazard.MISCONNECTION: _LEVELS | {Metric.COD}, Hazard.COVER_OPEN: _LEVELS,
+    Hazard.MISCONNECTION: _LEVELS | {Metric.COD}, Hazard.COVER_OPEN: _LEVELS | {Metric.COVER_STATE},
     Hazard.STRUCTURAL_DAMAGE: _STRUCTURE, Hazard.OVERLOAD: _STRUCTURE,
     Hazard.VIBRATION: {Metric.ACCELERATION}, Hazard.TOXIC_GAS: _GAS,
     Hazard.EXPLOSIVE_GAS: _GAS, Hazard.POLLUTION: {Metric.COD, Metric.NH3N, Metric.PH,
@@ -455,6 +455,8 @@ class DrainageModel(Model):
             return min(COVER_M, self.h + self.noise(0.003))
         if m is Metric.PONDING_DEPTH:
             return self.pond_cm
+        if m is Metric.COVER_STATE:  # the smart cover's tilt switch
+            return 1.0 if env.incident(IncidentKind.COVER_OPEN) else 0.0
         if m is Metric.PUMP_STATE:
             return 1.0 if self.pumps.running else 0.0
         if m is Metric.PUMP_CURRENT:

@@ -93,6 +93,9 @@ SRC_CAPACITY = ("GB 50014-2021 full-pipe capacity Q = (1/n) A R^(2/3) S^(1/2) of
 SRC_WEIR = ("厂网一体化: a sewage pumping well whose level reaches its emergency overflow weir "
             "spills raw sewage to the river (污水溢流); crest 6.0 m over the wet-well floor "
             "assumed: replace with the well's drawings")
+SRC_COVER = ("CJJ 68-2016 (排水管渠运行维护): a lifted or missing cover is made safe (barriers, "
+             "a temporary cover) within 2 h of the report; smart cover (智能井盖) tilt switch; "
+             "orange: dispatch at once (Lifeline default), two reports in a row")
 SRC_PUMP = "placeholder: rated motor current of the pump; replace with the nameplate value"
 SRC_TEMP = "placeholder: structural temperature outside the design range"
 
@@ -205,8 +208,12 @@ def manhole(fid: str) -> dict[str, Any]:
                  description="旱天雨水管有水：疑似雨污混接 water in a storm pipe in dry weather"),
         ], stuck_after_s=6 * 3600)
     level["pipe_diameter_m"] = diameter_m  # as the geometry's: the simulator reads it here
+    # A smart cover (智能井盖) reports whether it is seated — the manholes are under the
+    # district's roads, and an open manhole on a road is a fall hazard, not a level.
+    cover = sensor(f"{fid}-C1", "cover_state", "state", (0.0, 1.0), 60, [
+        value_rule([lv("orange", 1, 0.5, SRC_COVER)], raise_after_count=2)])
     return {"geometry": manhole_geometry(fid, diameter_m), "sensors": [
-        level,
+        level, cover,
         sensor(f"{fid}-Q1", "flow", "L/s", (0.0, 5000.0), 60,
                [value_rule([lv("yellow", {"geometry": "capacity", "fraction": 1.0},
                                {"geometry": "capacity", "fraction": 0.9}, SRC_CAPACITY)],

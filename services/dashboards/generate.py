@@ -33,6 +33,7 @@ LEVEL_COLOURS = {"blue": "blue", "yellow": "yellow", "orange": "orange", "red": 
 ZH = {
     Metric.RAINFALL: "降雨量", Metric.WATER_LEVEL: "水位", Metric.PONDING_DEPTH: "积水深度",
     Metric.FLOW: "流量", Metric.PUMP_STATE: "泵运行状态", Metric.PUMP_CURRENT: "泵电流",
+    Metric.COVER_STATE: "井盖状态",
     Metric.DEFLECTION: "挠度", Metric.STRAIN: "应变", Metric.CRACK_WIDTH: "裂缝宽度",
     Metric.TILT: "倾斜", Metric.ACCELERATION: "加速度", Metric.TEMPERATURE: "温度",
     Metric.BEARING_DISPLACEMENT: "支座位移", Metric.H2S: "硫化氢", Metric.CH4: "甲烷",

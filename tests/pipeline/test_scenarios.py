@@ -60,10 +60,8 @@ ORDER = ["summer-rainstorm", pytest.param("sewage-toxic-gas", marks=LONG),
          # real time (`--outages-in-real-time`), about two minutes each; on demand.
          pytest.param("pump-blackout-storm", marks=LONG),
          pytest.param("night-works", marks=LONG),
-         # What the engine cannot meet yet: reported failing, never removed.
-         pytest.param("cover-open", marks=[LONG, pytest.mark.xfail(
-             strict=True, reason="no cover sensor and no rule on a level that drops to the "
-                                 "gauge's minimum: an open manhole raises nothing (0017)")])]
+         # The lifted cover on a main road (its smart cover since decision 0024).
+         pytest.param("cover-open", marks=LONG)]
 # pump-blackout-storm and night-works rest on gateway outages, which the processor judges on
 # the wall clock — at 1,000,000x a 90-minute outage would last milliseconds: `simulate`
 # publishes the start of each outage at real time (simulators/pacing.py Schedule).

@@ -300,8 +300,11 @@ def test_a_misconnection_is_found_in_a_dry_week() -> None:
     assert sum(1 for e in events if e.rule == "dry-weather-flow") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="no cover sensor and no rule on a level that drops "
-                   "to the gauge's minimum: an open manhole raises nothing (0017)")
-def test_an_open_manhole_cover_is_alarmed_within_two_hours() -> None:
-    run, _events, s = replayed("cover-open")
+def test_an_open_manhole_cover_is_alarmed_within_minutes() -> None:
+    """The main-road manholes' smart covers (decision 0024): the lifted cover's own alarm
+    within two reports; the gauge under it, reading the road, raises nothing."""
+    run, events, s = replayed("cover-open")
     assert s.passed(run.scenario), s.table()
+    raised = [e for e in events if e.event is AlarmEventType.RAISED]
+    assert [(e.sensor, e.level) for e in raised] == [("DR-LW-001-C1", AlarmLevel.ORANGE)]
+    assert s.delays_s == [60.0]
