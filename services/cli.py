@@ -506,7 +506,7 @@ def score(
     result = score_alarms(sc, float(doc["t0"]), int(doc["sensors"]), alarms,
                           {f.id: f.district for f in reg.facilities}, set(doc["facilities"]),
                           risk=risk_from_document(doc))
-    add_paging(result, sc, alarms, reg, people)
+    add_paging(result, sc, float(doc["t0"]), alarms, reg, people)
     folder = out or state_dir() / "score" / sc.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(result.as_dict(), indent=2))

@@ -277,13 +277,12 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
     ``districts`` maps facility ids to districts (the registry's), for storms; ``risk``
     (``ScenarioRun.risk``, or ``risk_from_document`` of its truth file) judges alarms
     against the physics instead of the storms' districts."""
-    end = t0 + scenario.duration_s + GRACE_S
     seen: set[str] = set()
     mine: list[tuple[float, AlarmEvent]] = []
     district_episodes: dict[str, dict[str, Any]] = {}
-    for ev in alarms:
+    for ev in scenario_events(scenario, t0, alarms):
         t = ev.ts.timestamp()
-        if ev.event_id in seen or not t0 <= t <= end:
+        if ev.event_id in seen:
             continue
         if ev.category is AlarmCategory.DISTRICT:
             seen.add(ev.event_id)
@@ -404,6 +403,18 @@ def score(scenario: Scenario, t0: float, sensors: int, alarms: list[AlarmEvent],
     return s
 
 
+def scenario_events(scenario: Scenario, t0: float, alarms: list[AlarmEvent]
+                    ) -> list[AlarmEvent]:
+    """The alarm events that are the scenario's: from its start to ``GRACE_S`` after its
+    end, of episodes that began in it. An alarm raised before the start (a scenario run
+    after another on one pipeline: a gauge's alarm left standing while its gateway was
+    silent, cleared or updated by the scenario's first readings) is the earlier one's."""
+    end = t0 + scenario.duration_s + GRACE_S
+    before = {ev.alarm_id for ev in alarms if ev.ts.timestamp() < t0}
+    return [ev for ev in alarms
+            if t0 <= ev.ts.timestamp() <= end and ev.alarm_id not in before]
+
+
 def _flapping(mine: list[tuple[float, AlarmEvent]], duration_s: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     cleared: dict[tuple[str, str, str], float] = {}
@@ -425,14 +436,16 @@ def _flapping(mine: list[tuple[float, AlarmEvent]], duration_s: float) -> list[d
     return out
 
 
-def add_paging(s: Score, scenario: Scenario, events: list[AlarmEvent], registry: Registry,
-               oncall: OnCallConfig) -> None:
-    """Measure what the alarms cost the people on call (simulators.paging), with the
-    scenario's ``expect_paging`` answer time (5 minutes when it has none)."""
+def add_paging(s: Score, scenario: Scenario, t0: float, events: list[AlarmEvent],
+               registry: Registry, oncall: OnCallConfig) -> None:
+    """Measure what the scenario's alarms (``scenario_events``) cost the people on call
+    (simulators.paging), with the scenario's ``expect_paging`` answer time (5 minutes when
+    it has none)."""
     from simulators.paging import simulate_paging  # the notifier's code: only when asked
 
     ack = scenario.expect_paging.ack_after_s if scenario.expect_paging else 300.0
-    s.paging = simulate_paging(events, registry, oncall, ack_after_s=ack).as_dict()
+    s.paging = simulate_paging(scenario_events(scenario, t0, events), registry, oncall,
+                               ack_after_s=ack).as_dict()
 
 
 def _concerns(hazard: str, ev: AlarmEvent) -> bool:

@@ -308,3 +308,29 @@ def test_an_open_manhole_cover_is_alarmed_within_minutes() -> None:
     raised = [e for e in events if e.event is AlarmEventType.RAISED]
     assert [(e.sensor, e.level) for e in raised] == [("DR-LW-001-C1", AlarmLevel.ORANGE)]
     assert s.delays_s == [60.0]
+
+
+def test_an_alarm_left_standing_by_an_earlier_scenario_is_not_this_ones() -> None:
+    """On one pipeline the scenarios run one after another: a gauge's alarm raised before
+    this one started, updated or cleared by its first readings, is neither a false alarm
+    nor a page of this scenario."""
+    sc = Scenario.model_validate({"name": "t", "description": "d", "duration_s": 3600})
+
+    def ev(t: float, kind: AlarmEventType, started: float) -> AlarmEvent:
+        level = None if kind is AlarmEventType.CLEARED else AlarmLevel.BLUE
+        at = datetime.fromtimestamp(T0 + t, UTC)
+        aid = alarm_id_for("DR-KJ-002", "DR-KJ-002-R1", "sum-43200s-upper",
+                           datetime.fromtimestamp(T0 + started, UTC))
+        return AlarmEvent(
+            event_id=event_id_for(aid, kind, level, at), alarm_id=aid, event=kind,
+            level=level, previous_level=None, facility_id="DR-KJ-002",
+            kind=FacilityKind.DRAINAGE, sensor="DR-KJ-002-R1", metric=Metric.RAINFALL,
+            rule="sum-43200s-upper", value=60.0, threshold=50.0, unit="mm", ts=at,
+            message="m")
+
+    earlier = [ev(-20000, AlarmEventType.RAISED, -20000),
+               ev(0, AlarmEventType.UPDATED, -20000), ev(60, AlarmEventType.CLEARED, -20000)]
+    s = score(sc, T0, 1, earlier, {})
+    assert s.facility_alarms == 0 and not s.false_alarms and s.passed(sc)
+    own = [ev(100, AlarmEventType.RAISED, 100)]
+    assert score(sc, T0, 1, earlier + own, {}).facility_alarms == 1

@@ -57,7 +57,7 @@ def replay(registry: Registry, scenario: Scenario, t0: float = 1_780_000_000.0, 
     s = score(scenario, t0, run.sensor_count, events, districts,
               {g.facility.id for g in run.gateways}, risk=run.risk)
     if scenario.expect_paging is not None:  # the shipped on-call file, as `lifeline score`
-        add_paging(s, scenario, events, registry, load_oncall(EXAMPLE_ONCALL))
+        add_paging(s, scenario, t0, events, registry, load_oncall(EXAMPLE_ONCALL))
     return run, events, s
 
 
