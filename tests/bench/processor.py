@@ -37,12 +37,13 @@ from tests.bench.run import cpu_seconds, machine
 from tests.support.paths import EXAMPLE_REGISTRY
 
 NORMAL = {"rainfall": 0.0, "water_level": 0.8, "ponding_depth": 0.0, "flow": 120.0,
-          "pump_state": 1.0, "pump_current": 80.0, "deflection": 5.0, "strain": 120.0,
+          "pump_state": 1.0, "pump_current": 80.0, "cover_state": 0.0, "deflection": 5.0, "strain": 120.0,
           "crack_width": 0.12, "tilt": 0.05, "acceleration": 0.2, "temperature": 18.0,
           "bearing_displacement": 5.0, "h2s": 2.0, "ch4": 3.0, "co": 4.0, "o2": 20.8,
           "cod": 250.0, "nh3n": 25.0, "ph": 7.2}
 UNITS = {"rainfall": "mm", "water_level": "m", "ponding_depth": "cm", "flow": "L/s",
-         "pump_state": "state", "pump_current": "A", "deflection": "mm", "strain": "µε",
+         "pump_state": "state", "pump_current": "A", "cover_state": "state", "deflection": "mm",
+         "strain": "µε",
          "crack_width": "mm", "tilt": "deg", "acceleration": "m/s²", "temperature": "°C",
          "bearing_displacement": "mm", "h2s": "mg/m³", "ch4": "%LEL", "co": "mg/m³",
          "o2": "%vol", "cod": "mg/L", "nh3n": "mg/L", "ph": "pH"}
