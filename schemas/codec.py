@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -149,6 +150,27 @@ class ReadingBatchCodec(Codec[ReadingBatch]):
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError,
                 RecursionError):
             return None
+
+    @staticmethod
+    def pack(values: Sequence[bytes]) -> bytes:
+        """One ``lifeline.readings`` value holding several encoded batches: one per line
+        (JSON Lines). Ingest packs the reports of one partition and window
+        (services/ingest/pack.py, ``LIFELINE_INGEST_PACK_MS``) so that the broker, the
+        processor's Faust loop and the writer pay their per-record cost once per pack.
+        Every encoder here writes compact JSON (a newline inside a string is escaped), so
+        a line is exactly one batch."""
+        return b"\n".join(values)
+
+    @staticmethod
+    def unpack(raw: bytes) -> list[bytes]:
+        """The encoded batches of one ``lifeline.readings`` value, in order: one for an
+        unpacked value (what ingest writes with packing off, and every older record).
+        Each is then decoded on its own, so one bad batch is dead-lettered with its own
+        bytes and the others are kept. Empty lines are not batches (``[]`` for an empty
+        value: the caller's decode of ``b""`` then refuses it)."""
+        if b"\n" not in raw:
+            return [raw]
+        return [line for line in raw.split(b"\n") if line.strip()]
 
     @staticmethod
     def plain(batch: ReadingBatch) -> PlainBatch:

@@ -42,7 +42,8 @@ class Topic:
 
 
 TABLE: tuple[Topic, ...] = (
-    Topic(READINGS, "ReadingBatch", "facility id", codec.READING_BATCH),
+    Topic(READINGS, "ReadingBatch, or a pack of them one per line (READING_BATCH.unpack)",
+          "facility id (a pack: its first report's)", codec.READING_BATCH),
     Topic(READINGS_DLQ, "DeadLetter", "facility id (none when unknown)", codec.DEAD_LETTER,
           dead_letters=None),
     Topic(ALARMS, "AlarmEvent", "facility id", codec.ALARM_EVENT),

@@ -42,6 +42,7 @@ from services.ingest.config import IngestConfig
 from services.ingest.errors import NotStarted
 from services.ingest.handlers import Forwarder, MessageHandler, Producer
 from services.ingest.inflight import Inflight, Pending
+from services.ingest.pack import Packer
 from services.ingest.validate import Outcome
 
 log = get_logger("lifeline.ingest")
@@ -65,7 +66,7 @@ class Ingest:
         self.counters = Counters("received", "accepted_reports", "accepted_readings",
                                  "rejected_messages", "partial_messages", "acked",
                                  "kafka_retries", "rate_limited", "backlog_admitted",
-                                 "backpressure_pauses")
+                                 "backpressure_pauses", "packs_sent", "packed_reports")
         self.health = Health("ingest", self.counters)
         self.handler = MessageHandler(s, registry, self.counters)
         self.inflight = Inflight(s.max_pending, s.max_pending_bytes, self.counters)
@@ -91,6 +92,7 @@ class Ingest:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # retries (Forwarder.deliver)
         self._background: list[asyncio.Task[None]] = []
+        self._packing: asyncio.Task[None] | None = None  # Packer.run while packing is on
         self.health.problem("mqtt", "not connected yet")
         self.health.problem("kafka", "producer not started yet")
 
@@ -101,11 +103,15 @@ class Ingest:
         version = file_version(cfg.common.registry)  # before loading: a later edit is reloaded
         return cls(cfg, load_registry(cfg.common.registry), version)
 
-    def attach(self, producer: Producer, client: Acker) -> None:
+    def attach(self, producer: Producer, client: Acker, packer: Packer | None = None) -> None:
         """Give ingest the running event loop, its Kafka producer and its MQTT client
-        (:meth:`start` does; tests attach stand-ins and run :meth:`pump`)."""
+        (:meth:`start` does; tests attach stand-ins and run :meth:`pump`), and the packer
+        when reports are packed (``LIFELINE_INGEST_PACK_MS``, pack.py)."""
         self._loop = asyncio.get_running_loop()
         self.forwarder.producer = producer
+        self.forwarder.packer = packer
+        if packer is not None:
+            self._packing = self._loop.create_task(packer.run())
         self._client = client
 
     # ------------------------------------------------------------------ MQTT side
@@ -275,12 +281,16 @@ class Ingest:
         if self._producer is None:
             return False
         client = self._mqtt = self.mqtt_client()
-        self.attach(self._producer, client)
+        packer = None
+        if s.pack_ms > 0:
+            packer = Packer(self._producer, topics.READINGS, s.pack_ms / 1000,
+                            s.pack_max_bytes, s.pack_max_reports, self.counters)
+        self.attach(self._producer, client, packer)
         client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port,
                              keepalive=self.cfg.mqtt.keepalive)
         client.loop_start()
         log.info("ingest.started", topic_filter=TOPIC_FILTER, health_port=s.health_port,
-                 kafka=self.cfg.kafka.bootstrap,
+                 kafka=self.cfg.kafka.bootstrap, pack_ms=s.pack_ms,
                  sensors=self.handler.validator.registry.sensor_count)
         self._background = [asyncio.create_task(c) for c in (
             self._report_health(), self.pump(),
@@ -306,6 +316,8 @@ class Ingest:
         while self.inflight and loop.time() < deadline:  # noqa: ASYNC110 — polls a thread-fed deque
             await asyncio.sleep(0.05)
         self.inflight.close()  # a message waiting for room stays unacknowledged (redelivered)
+        if self._packing is not None:
+            self._packing.cancel()
         if self._mqtt is not None:
             self._mqtt.disconnect()
             self._mqtt.loop_stop()

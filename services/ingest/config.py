@@ -43,6 +43,15 @@ class IngestSettings(_Group):
     ack_stall_s: float = Field(default=10.0, gt=0, description=(
         "When the oldest message has waited this long for Kafka, health reports the "
         "problem `kafka` (503)."))
+    pack_ms: float = Field(default=0.0, ge=0, le=1000, description=(
+        "Hold accepted reports up to this long and write those of one partition as one "
+        "lifeline.readings record (one batch per line, services/ingest/pack.py); 0 = one "
+        "record per report. Fewer records cost the broker and the consumers less."))
+    pack_max_reports: int = Field(default=500, ge=1, description=(
+        "A pack is written at once when it holds this many reports."))
+    pack_max_bytes: int = Field(default=262144, ge=1024, description=(
+        "A pack is written before it would pass this size (below the broker's "
+        "message.max.bytes; a single larger report is written alone)."))
     health_host: str = "127.0.0.1"
     health_port: int = 18081
     drain_timeout_s: float = 10.0

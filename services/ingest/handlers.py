@@ -34,6 +34,7 @@ from services.core.logging import get_logger
 from services.ingest.config import IngestSettings
 from services.ingest.errors import NotStarted
 from services.ingest.inflight import Inflight
+from services.ingest.pack import Packer
 from services.ingest.ratelimit import BACKLOG, Decision, GatewayPolicy, gateway_of
 from services.ingest.validate import Outcome, Validator
 
@@ -186,6 +187,7 @@ class Forwarder:
         self.health = health
         self.counters = counters
         self.producer: Producer | None = None  # set by Ingest.attach
+        self.packer: Packer | None = None  # set by Ingest.attach when packing is on
         self.down = False  # Kafka failed and has not taken a message since
         self._retry_lock = asyncio.Lock()
         self._last_retry_log = -1e9
@@ -195,8 +197,13 @@ class Forwarder:
         if self.producer is None:
             raise NotStarted("ingest has no Kafka producer yet")
         k = key(outcome)
-        futures: list[asyncio.Future[Any]] = [
-            await self.producer.send(t, v, key=k) for t, v in records(outcome)]
+        packer = None if self.down else self.packer  # retries go alone, at once
+        futures: list[asyncio.Future[Any]] = []
+        for t, v in records(outcome):
+            if packer is not None and k is not None and t == topics.READINGS:
+                futures.append(await packer.add(k, v))
+            else:
+                futures.append(await self.producer.send(t, v, key=k))
         if len(futures) == 1:
             return futures[0]
         return asyncio.gather(*futures)  # none (a refused flood message) is done at once

@@ -39,7 +39,8 @@ log = get_logger("lifeline.processor")
 
 STATE_WARNING_TTL_S = 3600.0  # how long /health shows "saved state unreadable"
 TICK_SKEW_S = 300.0
-COUNTERS = ("processed_batches", "processed_readings", "rejected", "late_readings",
+COUNTERS = ("processed_batches", "processed_readings", "processed_packs", "rejected",
+            "late_readings",
             "state_saves", "checkpoints_deferred", "readings_coalesced", "context_sent",
             "context_applied", "context_rejected", "state_unreadable")
 
@@ -144,7 +145,19 @@ class Handlers:
     # ------------------------------------------------------------------ records
     async def reading(self, key: bytes | None, value: bytes, src: str, partition: int,
                       offset: int) -> None:
-        """One ``lifeline.readings`` event: evaluated, its alarms and state produced."""
+        """One ``lifeline.readings`` event — one batch, or a pack of them, one per line
+        (services/ingest/pack.py) — each batch evaluated, its alarms and state produced; a
+        batch that is not one is dead-lettered alone (named ``<source>#<line>``)."""
+        self.position[partition] = offset
+        pieces = READING_BATCH.unpack(value)
+        if len(pieces) == 1:
+            await self._batch(key, value, src, partition)
+            return
+        self.counters.inc("processed_packs")
+        for i, piece in enumerate(pieces):
+            await self._batch(key, piece, f"{src}#{i}", partition)
+
+    async def _batch(self, key: bytes | None, value: bytes, src: str, partition: int) -> None:
         try:
             batch = READING_BATCH.decode(value)
         except ValidationError as exc:
@@ -152,7 +165,7 @@ class Handlers:
                 reason=RejectReason.UNDECODABLE_EVENT,
                 detail=f"not a ReadingBatch: {exc.errors()[0]['msg']}"[:300])])
             return
-        self.position[partition] = offset
+        key = batch.facility_id.encode()  # a pack's record key is its first facility's
         delay = self.delay[partition] = max(0, int(time.time() * 1000)
                                             - int(batch.received_at.timestamp() * 1000))
         self._wait.observe(delay / 1000)

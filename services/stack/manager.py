@@ -34,6 +34,7 @@ SIMULATOR_USER = "lifeline-simulator"
 # keys sessions by username (use_username_as_clientid), so one account is one connection.
 BENCH_USER = "lifeline-bench"
 INFLUXD_NICE = 10  # lower CPU priority for the local influxd (see Stack.start)
+LOCAL_PACK_MS = "20"  # LIFELINE_INGEST_PACK_MS of the local stack (Stack.env)
 
 
 class StackError(LifelineError, RuntimeError):
@@ -222,6 +223,9 @@ class Stack:
             "LIFELINE_INFLUX_DATABASE": DATABASE,
             "LIFELINE_NOTIFIER_LINK_SECRET": self._link_secret(),
             "LIFELINE_ORDERS_LINK_SECRET": self._link_secret("order-link-secret"),
+            # Reports that arrive together share a Kafka record (services/ingest/pack.py):
+            # Tansu and the processor pay per record (docs/benchmarks.md, issue 16).
+            "LIFELINE_INGEST_PACK_MS": LOCAL_PACK_MS,
         } | ({"LIFELINE_POSTGRES_URL": self.postgres_url(pg.ORDERS_ROLE)}
              if "postgres" in self.components else {})
 

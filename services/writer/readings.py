@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, wait_exponential
 
+from schemas.codec import READING_BATCH
 from schemas.deadletter import RejectReason
 from services.core import topics
 from services.core.crash import crash_point
@@ -172,16 +173,23 @@ class ReadingsConsumer:
                 for tp, records in batch.items():
                     where = f"kafka:{tp.topic}[{tp.partition}]@"
                     for rec in records:
-                        value = rec.value or b""
-                        try:
-                            lines = self.to_lines(value)
-                        except UNREADABLE as exc:  # pydantic's ValidationError included
-                            await self.dead_letter(value, f"{where}{rec.offset}",
-                                                   decode_reason(exc), error_detail(exc))
-                            continue
-                        events.add(value, f"{where}{rec.offset}", lines)
-                        if rollup is not None:
-                            rollup.add(tp, rec.offset, lines)
+                        # One batch, or a pack of them (one per line, ingest's pack.py):
+                        # each converted, dead-lettered or stored on its own.
+                        pieces = READING_BATCH.unpack(rec.value or b"")
+                        packed = len(pieces) > 1
+                        kept: list[str] = []
+                        for i, value in enumerate(pieces):
+                            at = f"{where}{rec.offset}#{i}" if packed else f"{where}{rec.offset}"
+                            try:
+                                lines = self.to_lines(value)
+                            except UNREADABLE as exc:  # pydantic's ValidationError included
+                                await self.dead_letter(value, at, decode_reason(exc),
+                                                       error_detail(exc))
+                                continue
+                            events.add(value, at, lines)
+                            kept.extend(lines)
+                        if rollup is not None and kept:
+                            rollup.add(tp, rec.offset, kept)
                     self.fetched[tp] = records[-1].offset + 1
                 closed, offsets = self._close_minutes(c, batch)
                 if in_flight is not None:

@@ -113,7 +113,8 @@ def test_crash_after_produce_replays_exactly_the_unacknowledged_report(
             raise AssertionError(f"{exc}; ingest's counters: {counters(ingest)}") from None
         assert (c["received"], c["accepted_reports"]) == (N - K + 1, N - K + 1), c
     finally:
-        ingest.env.pop(ENV, None)
+        if ingest.env.pop(ENV, None) is not None and ingest.running:
+            ingest.stop()  # failed before the crash: still armed, it would crash later
         if not ingest.running:
             ingest.start()
         pipeline.wait_ready("ingest")

@@ -57,7 +57,9 @@ def pipeline_env(stack: Stack) -> dict[str, str]:
     write_registry(path, TEST_FACILITIES)
     return {**stack.env(), "LIFELINE_REGISTRY": str(path),
             "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
-            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_HEALTH_REPORT_S": "2"}
+            "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_HEALTH_REPORT_S": "2",
+            # one record per report here (the local stack packs): both shapes run live
+            "LIFELINE_INGEST_PACK_MS": "0"}
 
 
 @pytest.fixture(scope="module")

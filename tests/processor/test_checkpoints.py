@@ -172,3 +172,29 @@ async def test_the_latency_budget_of_the_processor() -> None:
     assert snap["latency.processor.wait.p50_ms"] > 1e6
     assert snap["latency.processor.alarm_produce.n"] == len(alarms.sent) > 0
     assert 20.0 <= snap["latency.processor.alarm_produce.p50_ms"] <= 100.0
+
+
+async def test_a_pack_is_evaluated_batch_by_batch_and_a_bad_line_goes_alone() -> None:
+    """A ``lifeline.readings`` record packed by ingest (one batch per line, issue 16): the
+    same alarms as the batches one by one; a line that is no batch is dead-lettered with
+    its own bytes and ``#<line>`` in its source, and the lines beside it are evaluated."""
+    registry = make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)))
+    values = [0.8, 1.9, 1.95, 3.0, 2.9, 0.5, 0.6]
+    one, _, alarms_one = handlers_for(registry, 150, 600)
+    for i, v in enumerate(values):
+        await one.reading(b"F-1", batch(v, 60 * i, i + 1), f"test@{i}", 0, i)
+    packed, _, alarms_packed = handlers_for(registry, 150, 600)
+    lines = [batch(v, 60 * i, i + 1) for i, v in enumerate(values)]
+    await packed.reading(b"F-1", READING_BATCH.pack([*lines[:3], b'{"not": "a batch"}']),
+                         "kafka:lifeline.readings[0]@7", 0, 7)
+    await packed.reading(b"F-1", READING_BATCH.pack(lines[3:]), "kafka:lifeline.readings[0]@8",
+                         0, 8)
+    assert alarms_packed.sent == alarms_one.sent and alarms_one.sent
+    assert packed.position[0] == 8
+    [(key, raw)] = packed.dlq.sent  # type: ignore[attr-defined]
+    dl = json.loads(raw)
+    assert key == b"F-1"
+    assert dl["source"] == "kafka:lifeline.readings[0]@7#3" and dl["reason"] == "undecodable_event"
+    counts = packed.counters.snapshot()
+    assert counts["processed_batches"] == 7 and counts["processed_packs"] == 2
+    assert counts["rejected"] == 1

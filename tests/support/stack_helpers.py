@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from schemas.codec import ALARM_EVENT
+from schemas.codec import ALARM_EVENT, READING_BATCH
 from services.core import topics
 from services.core.kafka_tools import read_topic
 from services.core.settings import KafkaSettings
@@ -59,14 +59,16 @@ def topic_records(stack: Stack, topic: str, idle: float = 1.0) -> list[dict[str,
     out: list[dict[str, Any]] = []
 
     def keep(value: bytes) -> None:
-        try:
-            if topic == topics.ALARMS:
-                ALARM_EVENT.decode(value)
-            rec = json.loads(value)
-        except ValueError:
-            return
-        if isinstance(rec, dict):
-            out.append(rec)
+        # a readings record may be a pack of batches, one per line (ingest's pack.py)
+        for piece in READING_BATCH.unpack(value) if topic == topics.READINGS else [value]:
+            try:
+                if topic == topics.ALARMS:
+                    ALARM_EVENT.decode(piece)
+                rec = json.loads(piece)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
 
     kafka = KafkaSettings(bootstrap=f"127.0.0.1:{stack.ports.kafka}", flavor="tansu")
     asyncio.run(read_topic(kafka, topic, keep, idle_timeout=idle))
