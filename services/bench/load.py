@@ -362,7 +362,7 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
                 and w.get("lag", 1) == 0):
             break
         now_progress = (i.get("accepted_reports"), p.get("processed_readings"),
-                        w.get("processed_events"))
+                        w.get("processed_reports"))
         if now_progress != progress:
             progress, still_since = now_progress, time.monotonic()
         elif time.monotonic() - still_since > 30:
@@ -394,7 +394,8 @@ def _drive(stack: Stack, procs: dict[str, ServiceProcess], probe: Probe, gateway
                                                     "checkpoint_bound_s")}
             | {"alarm_events": {k.split(".", 1)[1]: v for k, v in p.items()
                                 if k.startswith("alarm_events.")}},
-            "writer": {k: w.get(k, 0) for k in ("processed_events", "stored_points",
+            "writer": {k: w.get(k, 0) for k in ("processed_events", "processed_reports",
+                                                 "stored_points",
                                                  "rejected", "sink_retries")},
             "notifier": {k: nt.get(k, 0) for k in ("alarm_events", "messages_sent")},
             "lost_reports": pub.published - i.get("accepted_reports", 0)

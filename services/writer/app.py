@@ -48,8 +48,8 @@ log = get_logger("lifeline.writer")
 # fetches (issue 16; the readings consumer waits 250 ms, services/writer/readings.py).
 FAUST_FETCH_WAIT_MS = 500
 
-COUNTERS = ("processed_events", "processed_alarm_events", "stored_points", "written_batches",
-            "sink_retries", "rejected", "refused_batches", "isolation_writes",
+COUNTERS = ("processed_events", "processed_reports", "processed_alarm_events", "stored_points",
+            "written_batches", "sink_retries", "rejected", "refused_batches", "isolation_writes",
             "refused_points", "dead_lettered", "rollup_points",
             "rollup_refused")  # at zero from the start
 

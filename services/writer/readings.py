@@ -150,7 +150,7 @@ class ReadingsConsumer:
         c = self.consumer = AIOKafkaConsumer(**consumer_kwargs(self.kafka))
         c.subscribe([topics.READINGS], listener=_Rebalance(self, c))
         await c.start()
-        in_flight: tuple[asyncio.Task[None], Offsets, int, float, float] | None = None
+        in_flight: tuple[asyncio.Task[None], Offsets, int, float, float, int] | None = None
         try:
             while not self.stopping.is_set():
                 batch = await c.getmany(timeout_ms=self.batch_ms, max_records=self.batch_events)
@@ -163,7 +163,7 @@ class ReadingsConsumer:
                     closed, commits = self._close_minutes(c)
                     if closed:
                         in_flight = (asyncio.ensure_future(self._write(Batch(), closed)),
-                                     commits, 0, time.time() * 1000, time.monotonic())
+                                     commits, 0, time.time() * 1000, time.monotonic(), 0)
                     continue
                 oldest_ms = min(r.timestamp for records in batch.values() for r in records)
                 if self.budget is not None:
@@ -196,7 +196,7 @@ class ReadingsConsumer:
                     await self._finish(c, *in_flight)
                 write = asyncio.ensure_future(self._write(events, closed))
                 in_flight = (write, offsets, sum(len(r) for r in batch.values()), oldest_ms,
-                             time.monotonic())
+                             time.monotonic(), len(events))
             if in_flight is not None:
                 await self._finish(c, *in_flight)
                 in_flight = None
@@ -239,7 +239,7 @@ class ReadingsConsumer:
 
     async def _finish(self, c: AIOKafkaConsumer, write: asyncio.Task[None],
                       offsets: Offsets, events: int, oldest_ms: float,
-                      started: float) -> None:
+                      started: float, reports: int) -> None:
         # Retries until stored (backpressure), refused points isolated and their events
         # dead-lettered; raises only on shutdown.
         await write
@@ -260,7 +260,8 @@ class ReadingsConsumer:
             log.warning("writer.commit_failed", error=repr(exc)[:300])
         for tp, (_, _, stored) in offsets.items():
             self.positions[tp] = stored  # the commit may be held back for the rollup
-        self.counters.inc("processed_events", events)
+        self.counters.inc("processed_events", events)  # Kafka records
+        self.counters.inc("processed_reports", reports)  # batches in them (packs: several)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from schemas.codec import READING_BATCH
 from services.core import topics
 from services.core.kafka_tools import read_topic
 from services.core.settings import KafkaSettings
@@ -193,9 +194,14 @@ def bench_ingest(reports: int = 40000, per_report: int = 10) -> dict[str, Any]:
                             lambda: cpu_seconds(pid))
             result["readings_per_s"] = round(result["reports_per_s"] * per_report)
             kafka = KafkaSettings(bootstrap=f"127.0.0.1:{stack.ports.kafka}", flavor="tansu")
-            in_kafka = asyncio.run(read_topic(kafka, topics.READINGS, lambda _v: None,
-                                              idle_timeout=2))
+            reports = [0]  # a record may be a pack of reports (services/ingest/pack.py)
+
+            def count(value: bytes) -> None:
+                reports[0] += len(READING_BATCH.unpack(value))
+
+            in_kafka = asyncio.run(read_topic(kafka, topics.READINGS, count, idle_timeout=2))
             result["records_in_kafka"] = in_kafka
+            result["reports_in_kafka"] = reports[0]
             result["rejected"] = int(svc.counters().get("rejected_messages", 0))
             svc.stop()
         finally:

@@ -26,7 +26,7 @@ from tests.support.stack_helpers import (
     wait_for,
 )
 
-FACILITIES = ("DR-BH-003", "DR-KJ-003", "DR-LW-002")
+FACILITIES = ("TEST-PK-1", "TEST-PK-2", "TEST-PK-3")  # tests/support/pipeline.py
 
 
 async def _records(bootstrap: str, times: set[str]) -> list[tuple[int, list[dict[str, Any]]]]:

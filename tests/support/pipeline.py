@@ -77,6 +77,14 @@ TEST_FACILITIES = [
                   "rules": [{"levels": [{"level": "blue", "raise_at": 2.0, "source": "test"},
                                         {"level": "yellow", "raise_at": 2.5, "source": "test"},
                                         {"level": "red", "raise_at": 3.0, "source": "test"}]}]}]},
+    # Packed readings through the pipeline (tests/pipeline/test_packed.py): three facilities
+    # of its own (a later test's older readings at a shared one would be late).
+    *({"id": f"TEST-PK-{n}", "kind": "drainage", "name": f"pack test {n}", "district": "test",
+       "lat": 27.9, "lon": 120.8,
+       "sensors": [{"id": f"TEST-PK-{n}-L1", "metric": "water_level", "unit": "m",
+                    "range": [0, 7], "interval_s": 3600,
+                    "rules": [{"levels": [{"level": "blue", "raise_at": 5.0,
+                                           "source": "test"}]}]}]} for n in (1, 2, 3)),
 ]
 
 
