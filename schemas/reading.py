@@ -1,7 +1,9 @@
 """Validated readings: the value of Kafka topic ``lifeline.readings`` (key = facility id).
 
-One Kafka event carries one gateway report: Faust's per-event cost dominates, so many
-readings per event is what makes 20k readings/s possible (LOCAL_STACK.md).
+One batch is one gateway report. A Kafka record carries one batch, or — with
+``LIFELINE_INGEST_PACK_MS`` — a pack of the batches of one partition and window, one per
+line (``READING_BATCH.pack``/``unpack``, services/ingest/pack.py): Faust's and the broker's
+per-record cost dominates, so many readings per record is what makes high rates possible.
 
 Encoded and decoded only by ``schemas.codec.READING_BATCH`` (with the hot path's fast
 encoder and decoder, held equal to these models by tests/schemas/test_codec.py).

@@ -87,8 +87,39 @@ class StackInfo:
     cmdlines: dict[str, str] = field(default_factory=dict)
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port gave this process (never twice)
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port free now, for a server started soon after. Chosen below the
+    kernel's ephemeral range: a port the kernel picked (bind to 0) can be taken in the
+    meantime as the local port of an outgoing connection — found in CI, a service's
+    health server failed with "address already in use" while the stack's clients
+    connected. Never the same port twice in one process."""
+    import random
+
+    low = max(1024, min(20000, _ephemeral_low() - 8000))
+    high = _ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(low, high)  # noqa: S311 — a port, not a secret
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -22,7 +22,9 @@ def test_lifeline_run_shows_readings_and_alarms_and_cleans_up(tmp_path: Path) ->
                           "--breach-every", "10"], env=env, capture_output=True, text=True,
                          timeout=240, check=False)
     text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-3000:]
+    # what the person who ran it reads (not the services' JSON log lines), then the tail
+    said = "\n".join(line for line in text.splitlines() if not line.startswith("{"))
+    assert out.returncode == 0, said[-3000:] + "\n…\n" + text[-1500:]
     assert "Where the data is:" in text and "curl -sG http://127.0.0.1:" in text
     assert "ALARM raised" in text and "ALARM cleared" in text, text[-3000:]
     # The notifier paged the person on duty through the local receiver, with a link.
