@@ -166,11 +166,12 @@ class ReadingBatchCodec(Codec[ReadingBatch]):
         """The encoded batches of one ``lifeline.readings`` value, in order: one for an
         unpacked value (what ingest writes with packing off, and every older record).
         Each is then decoded on its own, so one bad batch is dead-lettered with its own
-        bytes and the others are kept. Empty lines are not batches (``[]`` for an empty
-        value: the caller's decode of ``b""`` then refuses it)."""
+        bytes and the others are kept. Blank lines are not batches; a value with nothing
+        else is returned whole, for the caller's decode to refuse and dead-letter (never
+        nothing: a record must not vanish unrecorded)."""
         if b"\n" not in raw:
             return [raw]
-        return [line for line in raw.split(b"\n") if line.strip()]
+        return [line for line in raw.split(b"\n") if line.strip()] or [raw]
 
     @staticmethod
     def plain(batch: ReadingBatch) -> PlainBatch:

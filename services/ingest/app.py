@@ -311,6 +311,8 @@ class Ingest:
         reporter.cancel()
         reload.cancel()
         log.info("ingest.stopping", pending=len(self.inflight))
+        if self.forwarder.packer is not None:
+            await self.forwarder.packer.flush_all()  # held reports: written now, not later
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.ingest.drain_timeout_s
         while self.inflight and loop.time() < deadline:  # noqa: ASYNC110 — polls a thread-fed deque

@@ -198,3 +198,12 @@ async def test_a_pack_is_evaluated_batch_by_batch_and_a_bad_line_goes_alone() ->
     counts = packed.counters.snapshot()
     assert counts["processed_batches"] == 7 and counts["processed_packs"] == 2
     assert counts["rejected"] == 1
+
+
+async def test_a_record_of_blank_lines_is_dead_lettered_not_dropped() -> None:
+    registry = make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)))
+    h, _, _ = handlers_for(registry, 150, 600)
+    await h.reading(b"F-1", b"\n\n", "kafka:lifeline.readings[0]@3", 0, 3)
+    [(_, raw)] = h.dlq.sent  # type: ignore[attr-defined]
+    assert json.loads(raw)["source"] == "kafka:lifeline.readings[0]@3"
+    assert h.counters.snapshot()["rejected"] == 1

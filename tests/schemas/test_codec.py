@@ -255,3 +255,18 @@ def test_a_rain_record_written_before_heartbeats_reads_as_rain() -> None:
     assert isinstance(rec, DistrictRain) and rec.raining
     with pytest.raises(ValidationError):
         codec.CONTEXT_RECORD.decode(b'{"type":"weather","district":"x"}')
+
+
+def test_a_pack_unpacks_to_its_batches_and_never_to_nothing() -> None:
+    """``lifeline.readings`` packs (services/ingest/pack.py): one batch per line; a value
+    without a newline is one batch; blank lines are dropped, but a value of nothing else is
+    returned whole so its consumer dead-letters it instead of losing it unrecorded."""
+    a, b = b'{"facility_id":"F-1"}', b'{"facility_id":"F-2"}'
+    assert codec.READING_BATCH.unpack(codec.READING_BATCH.pack([a, b])) == [a, b]
+    assert codec.READING_BATCH.unpack(a) == [a]
+    assert codec.READING_BATCH.unpack(a + b"\n\n" + b + b"\n") == [a, b]
+    for blank in (b"", b"\n", b"\n \n"):
+        [whole] = codec.READING_BATCH.unpack(blank)
+        assert whole == blank
+        with pytest.raises(ValidationError, match=r"Invalid JSON|EOF"):
+            codec.READING_BATCH.decode(whole)
