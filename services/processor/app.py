@@ -36,6 +36,7 @@ from services.core.faust import (
     add_health_pages,
     make_app,
     partition_ticks,
+    producer_backlog,
     register_gauges,
     report_health,
 )
@@ -78,7 +79,8 @@ class Processor:
                                          value_type=str)
         flavor = cfg.kafka.flavor
         pacer = CheckpointPacer(cfg.processor.checkpoint_rate(flavor),
-                                cfg.processor.checkpoint_ceiling(flavor))
+                                cfg.processor.checkpoint_ceiling(flavor),
+                                backlog=lambda: producer_backlog(self.app))
         self.handlers = Handlers(AlarmEngine(registry, self.context), self.state, self.health,
                                  alarms=self.alarms, dlq=self.dlq, context=self.context_topic,
                                  pacer=pacer, behind=self.behind)
@@ -115,6 +117,7 @@ class Processor:
         health.counters.gauge("facilities_in_memory", lambda: len(handlers.cache))
         health.counters.gauge("checkpoint_bound_s", handlers.bound_s)
         health.counters.gauge("checkpoint_rate_per_s", lambda: round(handlers.pacer.rate, 1))
+        health.counters.gauge("checkpoints_waited_for_broker", lambda: handlers.pacer.waited)
         add_health_pages(app, health, refresh=handlers.check_bound)
 
     async def _evaluate(self, stream: Any) -> None:

@@ -12,7 +12,13 @@ Pacing (:class:`CheckpointPacer`): a token bucket whose rate follows the need �
 save every facility in memory within the shortest spread interval (half of
 ``checkpoint_interval_s``) — between a floor (150/s on Tansu, the fixed pace before) and
 a ceiling (``LIFELINE_PROCESSOR_CHECKPOINT_CEILING_PER_S``, default measured on Tansu:
-docs/benchmarks.md); ``LIFELINE_PROCESSOR_MAX_CHECKPOINTS_PER_S`` fixes the pace.
+docs/benchmarks.md); ``LIFELINE_PROCESSOR_MAX_CHECKPOINTS_PER_S`` fixes the pace. Above
+both, the broker's own pace: while the producer's buffer of table writes holds
+``MAX_BACKLOG`` or more, a due checkpoint waits (Faust stops the whole stream, alarms
+included, once that buffer passes 100 — on Tansu each changelog record is one produce
+round trip per partition, so under CPU pressure the broker takes fewer than the ceiling:
+``lifeline bench`` at 14,000-20,000 readings/s saw the stream stopped for seconds and
+commits taking 17 s). Alarm transitions are never deferred.
 
 The bound (:class:`UnsavedProgress`): what a crash can really lose is the event-time
 progress of a facility since its last save. It is measured, not assumed: for every
@@ -24,21 +30,32 @@ exceeds twice ``checkpoint_interval_s``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from services.processor.engine import FacilityState
 
 WARN_FACTOR = 2.0  # /health warns when the bound exceeds this × checkpoint_interval_s
+MAX_BACKLOG = 50  # table writes waiting in the producer's buffer (Faust stalls above 100)
 
 
 class CheckpointPacer:
     """A token bucket for periodic checkpoints whose rate is ``need`` clamped to
-    [floor, ceiling]; bursts up to one second of the current rate (at least one)."""
+    [floor, ceiling]; bursts up to one second of the current rate (at least one).
+    ``backlog`` (the table writes still waiting to be produced) defers every checkpoint
+    while it is ``max_backlog`` or more, without spending a token."""
 
-    __slots__ = ("_at", "_tokens", "ceiling", "floor", "rate")
+    __slots__ = ("_at", "_tokens", "backlog", "ceiling", "floor", "max_backlog", "rate",
+                 "waited")
 
-    def __init__(self, floor: float, ceiling: float) -> None:
+    def __init__(self, floor: float, ceiling: float, *,
+                 backlog: Callable[[], int] | None = None,
+                 max_backlog: int = MAX_BACKLOG) -> None:
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
         self.rate = self.floor
+        self.backlog = backlog
+        self.max_backlog = max_backlog
+        self.waited = 0  # checkpoints deferred for the broker's backlog
         self._tokens: float | None = None  # full at the first call
         self._at = 0.0
 
@@ -50,6 +67,9 @@ class CheckpointPacer:
 
     def allow(self, now: float, facilities: int, interval_s: float) -> bool:
         """Whether a due checkpoint may be written at ``now`` (monotonic seconds)."""
+        if self.backlog is not None and self.backlog() >= self.max_backlog:
+            self.waited += 1
+            return False
         rate = self.rate = min(self.ceiling, max(self.floor, self.need(facilities, interval_s)))
         burst = max(1.0, rate)
         tokens = burst if self._tokens is None else min(

@@ -68,3 +68,81 @@ def test_stall_watch_fires_only_when_work_waits_and_nothing_moves() -> None:
     assert not w.check(True, (6, 7), 50.0)  # moved
     assert not w.check(False, (6, 7), 80.0)  # nothing waiting: idle is not a stall
     assert not w.check(True, (6, 7), 85.0)  # the clock starts again when work appears
+
+
+class _TP:
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic, self.partition = topic, partition
+
+
+class _Flow:
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume(self) -> None:
+        self.resumed += 1
+
+
+class _App:
+    def __init__(self) -> None:
+        self.flow_control = _Flow()
+
+
+class _Consumer:
+    """Faust's consumer as the stream watchdog sees it: assignment, committed and read
+    offsets, the broker's high-water marks, and the resume sequence it runs."""
+
+    def __init__(self, tps: list[_TP], end: int) -> None:
+        self.tps = tps
+        self.end = end
+        self._committed_offset = dict.fromkeys(tps, 10)
+        self._read_offset = dict.fromkeys(tps, 10)
+        self._paused_partitions: set[_TP] = set()
+        self.flow_active = True
+        self.seeks = 0
+
+    def assignment(self) -> set[_TP]:
+        return set(self.tps)
+
+    async def highwaters(self, *tps: _TP) -> dict[_TP, int]:
+        return dict.fromkeys(tps, self.end)
+
+    async def perform_seek(self) -> None:
+        self.seeks += 1
+
+    def resume_partitions(self, tps: list[_TP]) -> None:
+        pass
+
+    def resume_flow(self) -> None:
+        pass
+
+
+def test_a_worker_reading_on_while_its_commit_waits_is_not_sent_back() -> None:
+    """Under overload a commit waits for the producer's buffer for longer than the stall
+    time: while the worker reads on, no seek to the committed offsets (which replayed 40 %
+    of an overloaded worker's readings); once reading stops too, it is resumed."""
+    from services.core.faust import StallWatch, check_stream
+
+    tps = [_TP("lifeline.readings", p) for p in range(2)] + [_TP("lifeline.ticks", 0)]
+    consumer, app = _Consumer(tps, end=500), _App()
+    health = Health("processor", Counters())
+    watch = StallWatch(stall_s=15)
+    topics = ("lifeline.readings", "lifeline.ticks")
+
+    async def run() -> list[bool]:
+        fired = []
+        for t in range(0, 60, 3):  # committed offsets never move; reads do
+            for tp in tps:
+                consumer._read_offset[tp] += 7
+            fired.append(await check_stream(app, consumer, watch, health, topics, float(t)))
+        for t in range(60, 100, 3):  # now nothing moves: a stall
+            fired.append(await check_stream(app, consumer, watch, health, topics, float(t)))
+        return fired
+
+    fired = asyncio.run(run())
+    assert not any(fired[:20]) and consumer.seeks >= 1
+    first = fired.index(True)
+    assert 60 + 3 * (first - 20) >= 57 + 15  # 15 s after the last read (t=57)
+    assert app.flow_control.resumed == consumer.seeks
+    code, body = health.payload()
+    assert code == 503 and "stream" in body["problems"]

@@ -207,3 +207,38 @@ async def test_a_record_of_blank_lines_is_dead_lettered_not_dropped() -> None:
     [(_, raw)] = h.dlq.sent  # type: ignore[attr-defined]
     assert json.loads(raw)["source"] == "kafka:lifeline.readings[0]@3"
     assert h.counters.snapshot()["rejected"] == 1
+
+
+def test_checkpoints_wait_while_the_brokers_backlog_is_high() -> None:
+    """The producer's buffer of table writes at 50 or more: every periodic checkpoint
+    waits (Faust would stop the stream at 100), tokens are kept for when it drains."""
+    backlog = [0]
+    pacer = CheckpointPacer(150, 600, backlog=lambda: backlog[0])
+    assert pacer.allow(0.0, 10, 60)
+    backlog[0] = 50
+    assert not any(pacer.allow(0.001 * i, 10, 60) for i in range(1, 100))
+    assert pacer.waited == 99
+    backlog[0] = 49
+    assert pacer.allow(0.2, 10, 60)  # the bucket was not spent while waiting
+
+
+async def test_a_backlogged_broker_defers_checkpoints_but_never_a_transition() -> None:
+    """While the producer's buffer is backlogged no periodic checkpoint is written; the
+    raise and the clear are saved at once all the same, and the bound says what the
+    wait cost."""
+    registry = make_registry(sensor("L", "water_level", {"levels": LEVELS}, rng=(0, 7)),
+                             policy={"checkpoint_interval_s": 60})
+    table: dict[str, str] = {}
+    alarms = Topic()
+    h = Handlers(AlarmEngine(registry), table, Health("processor", Counters(*COUNTERS)),
+                 alarms=alarms, dlq=Topic(), context=Topic(),
+                 pacer=CheckpointPacer(150, 600, backlog=lambda: 80), behind=lambda _p: False)
+    values = [1.0] * 10 + [3.0] + [1.0] * 5
+    for i, v in enumerate(values):
+        await h.reading(b"F-1", batch(v, 120 * i, i + 1), f"test@{i}", 0, i)
+    assert len(alarms.sent) == 2
+    counts = h.counters.snapshot()
+    assert counts["state_saves"] == 2  # the raise and the clear, nothing periodic
+    assert counts["checkpoints_deferred"] == 14 and h.pacer.waited == 14
+    assert json.loads(table["F-1"])["rules"]["L|value-upper"][4] is None  # the clear saved
+    assert h.bound_s() == 1200.0

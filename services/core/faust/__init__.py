@@ -10,19 +10,22 @@ from services.core.faust.app import (
     consumer_lag,
     make_app,
     partition_ticks,
+    producer_backlog,
     register_gauges,
     report_health,
 )
-from services.core.faust.watch import RecoveryWatch, StallWatch
+from services.core.faust.watch import RecoveryWatch, StallWatch, check_stream
 from services.core.faust.worker import run_worker
 
 __all__ = [
     "RecoveryWatch",
     "StallWatch",
     "add_health_pages",
+    "check_stream",
     "consumer_lag",
     "make_app",
     "partition_ticks",
+    "producer_backlog",
     "register_gauges",
     "report_health",
     "run_worker",

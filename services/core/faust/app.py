@@ -88,6 +88,16 @@ def add_health_pages(app: faust.App, health: Health,
         return view.json(health.counters.snapshot())
 
 
+def producer_backlog(app: faust.App) -> int:
+    """Messages waiting in the producer's buffer — a table's changelog writes, which Faust
+    queues (``send_soon``) and, once more than 100 wait, stops the stream to drain; 0
+    before the producer exists."""
+    producer = getattr(app, "_producer", None)  # never create one just to look
+    if producer is None:
+        return 0
+    return int(producer.buffer.size)
+
+
 def consumer_lag(app: faust.App, source_topics: tuple[str, ...]) -> int:
     """Records of the source topics not yet committed on this worker's partitions
     (changelog and internal topics are not work waiting to be done)."""

@@ -93,19 +93,70 @@ class StallWatch:
         return True
 
 
+async def check_stream(app: Any, consumer: Any, watch: StallWatch, health: Health,
+                       source_topics: tuple[str, ...], now: float) -> bool:
+    """One look at the worker's source partitions; True when it found them stalled and
+    resumed them.
+
+    Stalled means records waiting and, for ``watch.stall_s``, neither a committed offset
+    nor a read offset moved. Read offsets count: under overload a commit can take longer
+    than the stall time (Faust's commit waits for the producer's buffer — the changelog's
+    writes — to drain), and resuming then is harmful — the seek to the committed offsets
+    sends the worker back over everything it read since, so an overloaded worker
+    processed 40 % of its readings twice and fell further behind (found by ``lifeline
+    bench`` at 20,000 readings/s, docs/benchmarks.md)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    tps = sorted((tp for tp in consumer.assignment() if tp.topic in source_topics),
+                 key=lambda tp: (tp.topic, tp.partition))
+    if not tps:
+        return False
+    committed = tuple(int(consumer._committed_offset.get(tp) or 0) for tp in tps)
+    read = tuple(int(consumer._read_offset.get(tp) or 0) for tp in tps)
+    # Ask the broker: a consumer that stopped fetching also stopped updating the
+    # high-water marks it reports (on Tansu the end offset is the last batch's base
+    # offset + 1: it still grows with every new batch).
+    try:
+        # Answered by Faust's consumer thread: if that thread is wedged, say so.
+        ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=10.0)
+    except TimeoutError:
+        health.problem("stream", "the consumer thread did not answer within 10s")
+        _log.warning("stream.consumer_unresponsive", partitions=len(tps),
+                     flow_active=consumer.flow_active)
+        return False
+    except (KafkaError, OSError) as exc:  # a broker hiccup is no stall
+        _log.info("stream.watch_skipped", error=repr(exc))
+        return False
+    lag = sum(max(0, int(ends.get(tp) or 0) - c) for tp, c in zip(tps, committed, strict=True))
+    if not watch.check(lag > 0, committed + read, now):
+        if lag == 0 or watch.stalls == 0:
+            health.ok("stream")
+        return False
+    paused = sorted(f"{tp.topic}[{tp.partition}]" for tp in consumer._paused_partitions)
+    health.problem("stream", f"{lag} record(s) waiting and nothing read or committed for "
+                             f"{watch.stall_s:.0f}s; resumed")
+    _log.warning("stream.stalled_resuming", lag=lag, flow_active=consumer.flow_active,
+                 paused=paused, partitions=len(tps))
+    await consumer.perform_seek()
+    consumer.resume_partitions(tps)
+    app.flow_control.resume()
+    consumer.resume_flow()
+    return True
+
+
 def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ...],
                     every_s: float = 3.0) -> StallWatch:
-    """Resume a worker whose source partitions have records waiting but whose committed
-    offsets have not moved for ``STREAM_STALL_S`` outside recovery.
+    """Resume a worker whose source partitions have records waiting but whose read and
+    committed offsets have not moved for ``STREAM_STALL_S`` outside recovery
+    (:func:`check_stream`).
 
     A backstop like :class:`RecoveryWatch` (the stall seen after a second worker left the
     group was fixed at its cause, decision 0013). The remedy is
     the sequence Faust itself runs after a recovery — seek to the committed offsets,
     resume the partitions and the flow — logged with the consumer's state at the time."""
-    import asyncio
     import time
-
-    from aiokafka.errors import KafkaError
 
     watch = StallWatch(STREAM_STALL_S)
 
@@ -114,38 +165,6 @@ def stream_watchdog(app: faust.App, health: Health, source_topics: tuple[str, ..
         consumer: Any = getattr(app, "_consumer", None)
         if consumer is None or app.in_recovery:
             return
-        tps = sorted((tp for tp in consumer.assignment() if tp.topic in source_topics),
-                     key=lambda tp: (tp.topic, tp.partition))
-        committed = tuple(int(consumer._committed_offset.get(tp) or 0) for tp in tps)
-        if not tps:
-            return
-        # Ask the broker: a consumer that stopped fetching also stopped updating the
-        # high-water marks it reports (on Tansu the end offset is the last batch's base
-        # offset + 1: it still grows with every new batch).
-        try:
-            # Answered by Faust's consumer thread: if that thread is wedged, say so.
-            ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=10.0)
-        except TimeoutError:
-            health.problem("stream", "the consumer thread did not answer within 10s")
-            _log.warning("stream.consumer_unresponsive", partitions=len(tps),
-                         flow_active=consumer.flow_active)
-            return
-        except (KafkaError, OSError) as exc:  # a broker hiccup is no stall
-            _log.info("stream.watch_skipped", error=repr(exc))
-            return
-        lag = sum(max(0, int(ends.get(tp) or 0) - c) for tp, c in zip(tps, committed, strict=True))
-        if not watch.check(lag > 0, committed, time.monotonic()):
-            if lag == 0 or watch.stalls == 0:
-                health.ok("stream")
-            return
-        paused = sorted(f"{tp.topic}[{tp.partition}]" for tp in consumer._paused_partitions)
-        health.problem("stream", f"{lag} record(s) waiting and nothing committed for "
-                                 f"{STREAM_STALL_S:.0f}s; resumed")
-        _log.warning("stream.stalled_resuming", lag=lag, flow_active=consumer.flow_active,
-                     paused=paused, partitions=len(tps))
-        await consumer.perform_seek()
-        consumer.resume_partitions(tps)
-        app.flow_control.resume()
-        consumer.resume_flow()
+        await check_stream(app, consumer, watch, health, source_topics, time.monotonic())
 
     return watch
