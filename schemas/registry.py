@@ -1111,6 +1111,19 @@ class Registry(Contract):
     def facility(self, facility_id: str) -> Facility | None:
         return self._by_id.get(facility_id)
 
+    @property
+    def facilities_by_id(self) -> dict[str, Facility]:
+        """Facility id → facility: the registry's own index (read-only by convention). A hot
+        path keeps it — pydantic reaches private attributes through a Python-level
+        ``__getattr__``, ~1 µs a call (ingest: 5 % of its samples for three lookups a
+        message, issue 16)."""
+        return self._by_id
+
+    @property
+    def sensors_by_facility(self) -> dict[str, dict[str, Sensor]]:
+        """Facility id → its sensors by id (the index :meth:`sensors_of` reads)."""
+        return self._by_facility
+
     def sensor(self, facility_id: str, sensor_id: str) -> Sensor | None:
         return self._sensors.get((facility_id, sensor_id))
 
