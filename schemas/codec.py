@@ -10,8 +10,9 @@ validator for one model (``to_json`` writes the bytes directly, without
 
 - :meth:`ReadingBatchCodec.encode_checked` — ingest's encoder for a report it has checked
   field by field: ``orjson.dumps`` of plain values (``json.dumps`` was 11 % of ingest's
-  samples at 12,000 readings/s, issue 16), a fraction of the cost of building the models (services/ingest/validate.py; tests/ingest/test_validate_fast.py holds it equal
-  to the pydantic path).
+  samples at 12,000 readings/s, issue 16), a fraction of the cost of building the
+  models (services/ingest/validate.py; tests/ingest/test_validate_fast.py holds it
+  equal to the pydantic path).
 - :meth:`ReadingBatchCodec.decode_plain` — the writer's decoder: pydantic-core's own JSON
   parser (``from_json``, about twice as fast as ``json.loads`` here) and the
   contract's checks on plain values (ids in the contract's alphabet, known kind and
