@@ -335,6 +335,11 @@ class Stack:
             # district of 163,000 sensors has that many `sensor` tag values (found by
             # `lifeline bench`: writes failed with max-values-per-tag exceeded).
             "  max-values-per-tag = 0\n  max-series-per-database = 0\n"
+            # Over ~100k series the default 25 MB cache is snapshotted every few seconds
+            # into small TSM files that compactions merge again: at 12,500 readings/s,
+            # 128 MB halved influxd's CPU per reading (docs/benchmarks.md, 2026-12-03);
+            # 256 MB saved as much but its larger snapshots stalled one write past 10 s.
+            '  cache-snapshot-memory-size = "128m"\n'
             '  query-log-enabled = false\n'
             "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "127.0.0.1:{self.ports.influx}"\n'

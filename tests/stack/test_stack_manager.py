@@ -30,6 +30,7 @@ def test_generated_configs_bind_loopback_and_keep_sessions(tmp_path: Path) -> No
     assert "pattern write lifeline/+/%u/telemetry" in acl
     influx = stack._influx_conf().read_text()
     assert 'bind-address = "127.0.0.1:3"' in influx and "reporting-disabled = true" in influx
+    assert 'cache-snapshot-memory-size = "128m"' in influx  # issue 16: not the 25 MB default
     env = stack.env()
     assert env["LIFELINE_KAFKA_BOOTSTRAP"] == "127.0.0.1:2"
     assert env["LIFELINE_MQTT_PASSWORD"] != env["LIFELINE_SIMULATOR_MQTT_PASSWORD"]
