@@ -19,7 +19,8 @@ the database refuses some points of a batch, only their events are dead-lettered
 stored before the commit. What one batch does is services/writer/handlers.py's.
 
 The 1-minute aggregates (``long.reading_1m``) are computed here from the same records
-(services/writer/rollup.py): a batch's write also stores the minutes it closes, and each
+(services/writer/rollup.py): the minutes a batch closes are stored beside the next
+readings writes (not in front of them), every later commit waiting for them; each
 partition's commit is held back to the first record of its oldest open minute, with the
 newest closed minute as the commit's metadata, so a restart or a new owner replays every
 open minute whole.
@@ -106,6 +107,9 @@ class ReadingsConsumer:
         self.rollup = rollup
         self.store_rollup = store_rollup
         self.fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
+        # The write of closed minutes in flight, and the commits that wait for it.
+        self.rolling: asyncio.Task[None] | None = None
+        self.held: Offsets = {}
 
     async def supervise(self, health: Health) -> None:
         """run(), restarted with backoff after a Kafka failure. While it fails, health
@@ -151,6 +155,8 @@ class ReadingsConsumer:
         c.subscribe([topics.READINGS], listener=_Rebalance(self, c))
         await c.start()
         in_flight: tuple[asyncio.Task[None], Offsets, int, float, float, int] | None = None
+        self.held = {}
+        self.rolling = None
         try:
             while not self.stopping.is_set():
                 batch = await c.getmany(timeout_ms=self.batch_ms, max_records=self.batch_events)
@@ -162,8 +168,11 @@ class ReadingsConsumer:
                     # A quiet partition's open minutes close by the wall clock.
                     closed, commits = self._close_minutes(c)
                     if closed:
-                        in_flight = (asyncio.ensure_future(self._write(Batch(), closed)),
-                                     commits, 0, time.time() * 1000, time.monotonic(), 0)
+                        await self._roll(c, closed)
+                        self.held.update(commits)
+                        for tp, (_, _, stored) in commits.items():
+                            self.positions[tp] = stored
+                    await self._commit_held(c)
                     continue
                 oldest_ms = min(r.timestamp for records in batch.values() for r in records)
                 if self.budget is not None:
@@ -194,15 +203,24 @@ class ReadingsConsumer:
                 closed, offsets = self._close_minutes(c, batch)
                 if in_flight is not None:
                     await self._finish(c, *in_flight)
-                write = asyncio.ensure_future(self._write(events, closed))
+                write = asyncio.ensure_future(self.store(events))
+                if closed:
+                    await self._roll(c, closed)
                 in_flight = (write, offsets, sum(len(r) for r in batch.values()), oldest_ms,
                              time.monotonic(), len(events))
             if in_flight is not None:
                 await self._finish(c, *in_flight)
                 in_flight = None
+            if self.rolling is not None:
+                await self.rolling
+            await self._commit_held(c)
         finally:
-            if in_flight is not None:
-                in_flight[0].cancel()  # not committed: re-read after the restart
+            # Not committed: re-read after the restart.
+            for task in (in_flight[0] if in_flight is not None else None, self.rolling):
+                if task is not None:
+                    task.cancel()
+            self.rolling = None
+            self.held = {}
             self.consumer = None
             await c.stop()
 
@@ -229,13 +247,42 @@ class ReadingsConsumer:
             commits = {tp: o for tp, o in commits.items() if batch is not None and tp in batch}
         return closed, commits
 
-    async def _write(self, events: Batch, closed: list[str]) -> None:
-        """The batch's points, then the minute aggregates it closed (both before the
-        commit: a crash in between replays the same minutes, with the same values)."""
-        await self.store(events)
-        if closed and self.store_rollup is not None:
+    async def _store_minutes(self, closed: list[str]) -> None:
+        if self.store_rollup is not None:
             await self.store_rollup(closed)
             self.counters.inc("rollup_points", len(closed))
+
+    async def _roll(self, c: AIOKafkaConsumer, closed: list[str]) -> None:
+        """Store the minute aggregates just closed beside the readings, not in front of
+        them: one write of every series' minute (125,000 points at a province's scale)
+        held the next readings batch for seconds (issue 16). Every commit from now on
+        waits for it (``held``): a crash before it is stored replays those minutes whole,
+        with the same values. One such write at a time, in order."""
+        if self.rolling is not None:
+            await self.rolling  # the previous minute's, still being written
+            await self._commit_held(c)
+        self.rolling = asyncio.ensure_future(self._store_minutes(closed))
+
+    async def _commit_held(self, c: AIOKafkaConsumer) -> None:
+        """Commit what waited for the minute aggregates once they are stored."""
+        rolling = self.rolling
+        if rolling is not None:
+            if not rolling.done():
+                return
+            self.rolling = None
+            rolling.result()  # raises only on shutdown (the store retries until stored)
+        if self.held:
+            held, self.held = self.held, {}
+            await self._commit(c, held)
+
+    async def _commit(self, c: AIOKafkaConsumer, offsets: Offsets) -> None:
+        try:
+            await c.commit({tp: (o, meta) if meta else o for tp, (o, meta, _) in offsets.items()})
+        except KafkaError as exc:
+            # A rebalance took the partitions away: their new owner re-reads from the
+            # last commit and overwrites the same points (event time).
+            self.counters.inc("commit_failures")
+            log.warning("writer.commit_failed", error=repr(exc)[:300])
 
     async def _finish(self, c: AIOKafkaConsumer, write: asyncio.Task[None],
                       offsets: Offsets, events: int, oldest_ms: float,
@@ -251,13 +298,9 @@ class ReadingsConsumer:
         # readings count as passes (a quiet partition's minute aggregates alone do not).
         if events:
             crash_point("writer.after_write")
-        try:
-            await c.commit({tp: (o, meta) if meta else o for tp, (o, meta, _) in offsets.items()})
-        except KafkaError as exc:
-            # A rebalance took the partitions away: their new owner re-reads from the
-            # last commit and overwrites the same points (event time).
-            self.counters.inc("commit_failures")
-            log.warning("writer.commit_failed", error=repr(exc)[:300])
+        # While minute aggregates are being written, the commit waits for them too.
+        self.held.update(offsets)
+        await self._commit_held(c)
         for tp, (_, _, stored) in offsets.items():
             self.positions[tp] = stored  # the commit may be held back for the rollup
         self.counters.inc("processed_events", events)  # Kafka records
@@ -275,6 +318,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.owner.fetched.pop(tp, None)
+            self.owner.held.pop(tp, None)  # its new owner replays from the last commit
             if self.owner.rollup is not None:
                 self.owner.rollup.revoke(tp)
 
