@@ -37,6 +37,9 @@ from services.writer.sinks import Sink
 
 log = get_logger("lifeline.writer")
 
+# Points per write of minute aggregates (issue 16: 125,001 in one request timed out).
+ROLLUP_CHUNK_POINTS = 20_000
+
 Send = Callable[[bytes | None, bytes], Awaitable[Any]]
 """Sends (key, value) to the dead-letter topic ``lifeline.readings.dlq``."""
 
@@ -136,12 +139,17 @@ class Handlers:
         """The 1-minute aggregates the readings consumer closed (``long``; retried while
         the database is unavailable). Refused — which only a field type conflict with
         older points could cause — they are logged and counted, not dead-lettered: their
-        readings are stored."""
-        try:
-            await self.writer.store(lines, "rollup", long_term=True)
-        except SinkRejected as exc:
-            self.counters.inc("rollup_refused", len(lines))
-            log.error("writer.rollup_refused", points=len(lines), error=str(exc)[:300])
+        readings are stored.
+
+        In requests of at most ``ROLLUP_CHUNK_POINTS``: a minute of 125,000 series in one
+        request timed out (10 s) beside the readings writes and was sent again whole."""
+        for start in range(0, len(lines), ROLLUP_CHUNK_POINTS):
+            chunk = lines[start:start + ROLLUP_CHUNK_POINTS]
+            try:
+                await self.writer.store(chunk, "rollup", long_term=True)
+            except SinkRejected as exc:
+                self.counters.inc("rollup_refused", len(chunk))
+                log.error("writer.rollup_refused", points=len(chunk), error=str(exc)[:300])
 
     async def store_facilities(self) -> int:
         """The registry's facility points not stored yet (all at start, the new and

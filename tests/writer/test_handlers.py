@@ -11,7 +11,7 @@ from schemas.oncall import OnCallRecord, RecordType
 from services.core import topics
 from services.core.health import Counters, Health
 from services.writer.config import WriterSettings
-from services.writer.handlers import Handlers, Record
+from services.writer.handlers import ROLLUP_CHUNK_POINTS, Handlers, Record
 from services.writer.points import PointBuilder
 from tests.support.engine_helpers import lv, make_registry, sensor
 from tests.support.oncall_helpers import alarm
@@ -69,3 +69,16 @@ async def test_an_acknowledgement_is_stored_in_the_audit_trail_and_the_alarm_sta
     assert state is not None
     assert sink.writes == [([audit], True, "ns"), ([state], True, "ms")]
     assert dead == [] and counters.get("processed_oncall_records") == 1
+
+
+async def test_a_minute_of_many_series_is_stored_in_requests_of_bounded_size() -> None:
+    """Issue 16: one request of a minute's 125,001 aggregates timed out beside the readings
+    writes and was sent again whole; now at most ROLLUP_CHUNK_POINTS a request, in order."""
+    h, sink, _, counters = handlers()
+    lines = [f"reading_1m,sensor=S{i} max=1,mean=1,min=1 60000" for i in range(125_001)]
+    await h.store_rollup(lines)
+    sizes = [len(w[0]) for w in sink.writes]
+    assert max(sizes) <= ROLLUP_CHUNK_POINTS and len(sizes) == -(-125_001 // ROLLUP_CHUNK_POINTS)
+    assert [ln for w in sink.writes for ln in w[0]] == lines  # each once, in order
+    assert all(w[1] for w in sink.writes)  # the long retention policy
+    assert counters.get("stored_points") == 125_001
