@@ -155,8 +155,6 @@ class ReadingsConsumer:
         c.subscribe([topics.READINGS], listener=_Rebalance(self, c))
         await c.start()
         in_flight: tuple[asyncio.Task[None], Offsets, int, float, float, int] | None = None
-        self.held = {}
-        self.rolling = None
         try:
             while not self.stopping.is_set():
                 batch = await c.getmany(timeout_ms=self.batch_ms, max_records=self.batch_events)
@@ -169,10 +167,9 @@ class ReadingsConsumer:
                     closed, commits = self._close_minutes(c)
                     if closed:
                         await self._roll(c, closed)
-                        self.held.update(commits)
-                        for tp, (_, _, stored) in commits.items():
-                            self.positions[tp] = stored
-                    await self._commit_held(c)
+                        await self._stored(c, commits)
+                    else:
+                        await self._commit_held(c)
                     continue
                 oldest_ms = min(r.timestamp for records in batch.values() for r in records)
                 if self.budget is not None:
@@ -263,6 +260,14 @@ class ReadingsConsumer:
             await self._commit_held(c)
         self.rolling = asyncio.ensure_future(self._store_minutes(closed))
 
+    async def _stored(self, c: AIOKafkaConsumer, offsets: Offsets) -> None:
+        """What is stored up to ``offsets``: committed, or held while minute aggregates
+        are being written (the commit waits for them too)."""
+        self.held.update(offsets)
+        await self._commit_held(c)
+        for tp, (_, _, stored) in offsets.items():
+            self.positions[tp] = stored  # the commit may be held back for the rollup
+
     async def _commit_held(self, c: AIOKafkaConsumer) -> None:
         """Commit what waited for the minute aggregates once they are stored."""
         rolling = self.rolling
@@ -271,11 +276,9 @@ class ReadingsConsumer:
                 return
             self.rolling = None
             rolling.result()  # raises only on shutdown (the store retries until stored)
-        if self.held:
-            held, self.held = self.held, {}
-            await self._commit(c, held)
-
-    async def _commit(self, c: AIOKafkaConsumer, offsets: Offsets) -> None:
+        if not self.held:
+            return
+        offsets, self.held = self.held, {}
         try:
             await c.commit({tp: (o, meta) if meta else o for tp, (o, meta, _) in offsets.items()})
         except KafkaError as exc:
@@ -298,11 +301,7 @@ class ReadingsConsumer:
         # readings count as passes (a quiet partition's minute aggregates alone do not).
         if events:
             crash_point("writer.after_write")
-        # While minute aggregates are being written, the commit waits for them too.
-        self.held.update(offsets)
-        await self._commit_held(c)
-        for tp, (_, _, stored) in offsets.items():
-            self.positions[tp] = stored  # the commit may be held back for the rollup
+        await self._stored(c, offsets)
         self.counters.inc("processed_events", events)  # Kafka records
         self.counters.inc("processed_reports", reports)  # batches in them (packs: several)
 
