@@ -270,3 +270,31 @@ def test_a_pack_unpacks_to_its_batches_and_never_to_nothing() -> None:
         assert whole == blank
         with pytest.raises(ValidationError, match=r"Invalid JSON|EOF"):
             codec.READING_BATCH.decode(whole)
+
+
+@pytest.mark.unit
+@given(st.lists(st.tuples(st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True),
+                          st.floats(allow_nan=False, allow_infinity=False) | st.integers(
+                              -2**53, 2**53)), min_size=1, max_size=12),
+       st.integers(0, 2**40))
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+def test_a_stand_in_gateways_report_is_the_json_it_means(
+        readings: list[tuple[str, float | int]], seq: int) -> None:
+    """encode_plain writes orjson's compact JSON: the same document json.dumps wrote."""
+    rs = [{"sensor": s, "metric": "water_level", "value": v, "unit": "m"} for s, v in readings]
+    raw = codec.TELEMETRY.encode_plain("2026-12-03T18:00:00.000Z", seq, rs)
+    assert json.loads(raw) == {"ts": "2026-12-03T18:00:00.000Z", "seq": seq, "readings": rs}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_stand_in_gateways_non_finite_value_is_sent_for_ingest_to_refuse(bad: float) -> None:
+    """Not ``null`` (what orjson would write): the value as a gateway's JSON library sends
+    it, which the contract refuses."""
+    raw = codec.TELEMETRY.encode_plain(
+        0.0, 1, [{"sensor": "s1", "metric": "water_level", "value": bad, "unit": "m"}])
+    assert b"null" not in raw
+    value = json.loads(raw)["readings"][0]["value"]
+    assert isinstance(value, float) and not math.isfinite(value)
+    with pytest.raises(ValidationError):
+        codec.TELEMETRY.decode(raw)
