@@ -77,10 +77,15 @@ from services.notifier.web import recent_readings
 
 log = get_logger("lifeline.notifier")
 
+# At shutdown, how long sends in flight may take before they are cut (and stay pending):
+# inside the 4 s between SIGTERM and SIGKILL of services.stack.services.stop_all, with the
+# second Faust needs to close what follows.
+SHUTDOWN_SENDS_S = 2.5
+
 COUNTERS = ("alarm_events", "acks", "acks_forged", "notifications", "notifications_delivered",
             "notifications_failed", "messages_sent", "rejected", "record_errors", "escalations",
             "links_refused", "links_replayed", "codes_sent", "codes_refused", "codes_failed",
-            "dead_lettered")
+            "dead_lettered", "shutdown_sends_cut")
 
 
 def load_checked_oncall(path: Path) -> OnCallConfig:
@@ -248,7 +253,11 @@ class Notifier:
 
     async def drain(self) -> None:
         if self.delivery is not None:
-            await self.delivery.drain(5.0)  # messages in flight finish and are recorded
+            cut = await self.delivery.shut(SHUTDOWN_SENDS_S)
+            if cut:
+                log.warning("notifier.shutdown_sends_cut", sends=cut,
+                            detail="still pending in the table: sent again when the "
+                                   "partition is next resumed")
             await self.delivery.senders.session.close()
 
     async def watch_files(self) -> None:

@@ -57,6 +57,7 @@ class Deliverer:
         self._known: set[str] = set()
         self._known_order: deque[str] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.Task[None]] = set()  # held batches' flushes (only sleep)
         self._limit = asyncio.Semaphore(max_parallel)
         self.latencies: deque[float] = deque(maxlen=1000)  # created → delivered, seconds
         self.page_stage: Stage | None = None  # the same, in the latency budget
@@ -108,14 +109,16 @@ class Deliverer:
                 self.counters.inc("grouped_messages")
             self._spawn(self._send(offer.send))
         if offer.due is not None:
-            self._spawn(self._flush_later(key, offer.due - time.monotonic()))
+            timer = self._spawn(self._flush_later(key, offer.due - time.monotonic()))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
 
     async def _flush_later(self, key: tuple[str, tuple[str, ...]], delay: float) -> None:
         await asyncio.sleep(max(0.0, delay) + 0.0005)
         items = self._grouper.flush(key, time.monotonic())
         if items:
             self.counters.inc("grouped_messages")
-            await self._send(items)
+            self._spawn(self._send(items))  # its own task: cancelling a timer never cuts a send
 
     def drop(self, keep: Callable[[Notification], bool]) -> int:
         """Forget buffered notifications ``keep`` rejects (partitions moved to another worker)."""
@@ -129,6 +132,27 @@ class Deliverer:
         deadline = time.monotonic() + within_s
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+
+    async def shut(self, within_s: float) -> int:
+        """Shutdown: every held batch goes out now, as the message it would have been at the
+        end of its window (a clear must not wait for the next start), then up to
+        ``within_s`` for what is in flight. A send not done by then is cancelled — never
+        recorded as failed, so the notification stays pending in the table and the worker
+        that next owns its partition sends it again (the at-least-once duplicate, if the
+        cut request had reached the receiver). Returns how many sends were cut."""
+        for timer in list(self._timers):
+            timer.cancel()
+        for items in self._grouper.release():
+            self.counters.inc("grouped_messages")
+            self._spawn(self._send(items))
+        await self.drain(within_s)
+        late = [t for t in self._tasks if not t.done()]
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+            self.counters.inc("shutdown_sends_cut", len(late))
+        return len(late)
 
     def _record(self, type_: RecordType, n: Notification, *parts: object, **fields: object
                 ) -> OnCallRecord:

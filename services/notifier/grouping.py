@@ -97,6 +97,16 @@ class Grouper(Generic[T]):
         r.window = min(top, max(base, 2 * r.window))
         return items
 
+    def release(self) -> list[list[T]]:
+        """Every recipient's held batch, each to go out now as one message (shutdown: the
+        timers that would send them fire after the worker is gone)."""
+        out: list[list[T]] = []
+        for r in self._recipients.values():
+            if r.held:
+                out.append(r.held)
+                r.held, r.due = [], None
+        return out
+
     def drop(self, keep: Callable[[T], bool]) -> list[T]:
         """Forget held items ``keep`` rejects; returns them."""
         dropped: list[T] = []

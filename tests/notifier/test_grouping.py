@@ -104,3 +104,13 @@ def test_dropping_forgets_held_items_and_a_longest_window_below_the_window_is_re
     assert g.flush(KEY, 40.0) == ["keep"]
     with pytest.raises(ValueError, match="shorter than window_s"):
         Grouping(window_s=60, max_window_s=30)
+
+
+def test_release_gives_every_held_batch_and_holds_nothing_after() -> None:
+    g = grouper(burst=1)
+    assert g.offer(KEY, "a", 0.0).send == ["a"]
+    assert g.offer(KEY, "b", 1.0).send == [] and g.offer(KEY, "c", 2.0).send == []
+    assert g.offer("other", "x", 0.0).send == ["x"]
+    assert g.offer("other", "y", 0.5).send == []
+    assert sorted(g.release()) == [["b", "c"], ["y"]]
+    assert g.release() == [] and g.flush(KEY, 1e9) == []  # the timer that fires later

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from email import message_from_bytes
 from typing import Any
@@ -244,6 +245,49 @@ async def test_storm_of_500_alarms_becomes_few_messages(receiver: Receiver) -> N
     assert sorted(r.notification_id or "" for r in delivered) == sorted(f"n-{i}"
                                                                         for i in range(500))
     assert "and 477 more" in receiver.received[3].body["text"]
+
+
+async def test_at_shutdown_what_a_storm_held_goes_out_at_once(receiver: Receiver) -> None:
+    """A held batch (a 30 s window) is not left to a timer that would fire after the worker
+    has gone: shutting down sends it now, as one message, and records it delivered."""
+    cfg = with_steps(config(channels(receiver)), ["hook"], window_s=30)
+    async with aiohttp.ClientSession() as s:
+        h = Harness(cfg, s)
+        for i in range(10):
+            h.d.submit(note(i, ["hook"]))
+        await asyncio.sleep(0.2)
+        assert len(receiver.received) == 3  # the burst; seven held for the window
+        started = time.monotonic()
+        assert await h.d.shut(2.0) == 0
+        waited = time.monotonic() - started
+    assert waited < 10  # not the window's 30 s
+    assert [len(r.body["alarms"]) for r in receiver.received] == [1, 1, 1, 7]
+    delivered = [r for r in h.records if r.type is RecordType.DELIVERED]
+    assert sorted(r.notification_id or "" for r in delivered) == sorted(f"n-{i}"
+                                                                        for i in range(10))
+
+
+async def test_at_shutdown_a_send_still_in_flight_is_cut_and_stays_pending(
+        receiver: Receiver) -> None:
+    """A receiver slower than the shutdown's allowance: the send is cancelled, never
+    recorded as failed (which would end the notification); nothing is recorded for it, so
+    it stays pending in the table for the next worker, which sends it."""
+    cfg = with_steps(config(channels(receiver)), ["hook"])
+    receiver.behaviour.delay_s["webhook"] = 5.0
+    async with aiohttp.ClientSession() as s:
+        h = Harness(cfg, s)
+        h.d.submit(note(1, ["hook"]))
+        await asyncio.sleep(0.2)  # the request is at the receiver
+        assert await h.d.shut(0.3) == 1
+        assert h.records == [] and receiver.received == []
+        assert h.counters.get("shutdown_sends_cut") == 1
+        receiver.behaviour.delay_s.clear()
+        again = Harness(cfg, s)  # the worker that resumes the partition requeues it
+        again.d.submit(note(1, ["hook"]))
+        await again.d.drain()
+    assert [r.notification_id for r in again.records if r.type is RecordType.DELIVERED] == \
+        ["n-1"]
+    assert len(receiver.received) == 1
 
 
 async def test_the_same_notification_is_sent_once(receiver: Receiver) -> None:

@@ -42,10 +42,12 @@ class Received:
 
 @dataclass
 class Behaviour:
-    """How the receiver answers: fail the first N requests of a channel, or always."""
+    """How the receiver answers: fail the first N requests of a channel, or always; answer
+    a channel only after a delay (a slow gateway)."""
 
     fail_first: dict[str, int] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
+    delay_s: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
     def fail(self, channel: str) -> bool:
@@ -109,6 +111,7 @@ class Receiver:
                 rec.problems.append("stale timestamp")
         if rec.body.get("type") != "lifeline.notification" or not rec.body.get("alarms"):
             rec.problems.append("not a lifeline notification")
+        await asyncio.sleep(self.behaviour.delay_s.get("webhook", 0.0))
         if self.behaviour.fail("webhook"):
             return web.Response(status=503, text="down")
         self._keep(rec)
