@@ -34,7 +34,7 @@ from services.core import topics
 from services.core.influx import Endpoint, QueryError, query_sync
 from services.core.kafka_tools import follow_in_thread
 from services.core.settings import KafkaSettings
-from services.stack.manager import Ports, Stack, free_port
+from services.stack.manager import Ports, Stack, StackSettings, free_port
 from services.stack.services import ServiceProcess
 from simulators.publisher import Publisher
 
@@ -122,7 +122,8 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
     gateways = max(1, sensors // 10)
     state.mkdir(parents=True, exist_ok=True)
     _registry(state / "registry.json", gateways, interval_s)
-    stack = Stack(state / "stack", Ports.free())
+    partitions = StackSettings().partitions  # LIFELINE_STACK_PARTITIONS, as `lifeline run`
+    stack = Stack(state / "stack", Ports.free(), partitions=partitions)
     stack.up()
     probe = Probe()
     result: dict[str, Any] = {"sensors": gateways * 10, "interval_s": interval_s,
@@ -177,7 +178,7 @@ def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path
         # second (decision 0012); the local default stays at 2 ms. Packs (ingest's
         # pack.py) make fewer, larger records.
         tuned = {name: os.environ.get(name, default) for name, default in BENCH_SETTINGS}
-        result["settings"] = tuned
+        result["settings"] = {**tuned, "LIFELINE_STACK_PARTITIONS": str(partitions)}
         env = {**stack.env(), "LIFELINE_REGISTRY": str(state / "registry.json"),
                "LIFELINE_LOG_LEVEL": "WARNING", "LIFELINE_HEALTH_REPORT_S": "5", **tuned,
                "LIFELINE_NOTIFIER_ONCALL": str(state / "oncall.yaml")}
