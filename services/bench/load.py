@@ -111,7 +111,10 @@ def _proc_stats(pid: int) -> tuple[float, int]:
 
 
 # What the bench sets for the services unless the environment says otherwise.
-BENCH_SETTINGS = (("LIFELINE_KAFKA_LINGER_MS", "5"), ("LIFELINE_INGEST_PACK_MS", "100"))
+# Packs of 200 ms, not 100: half the batches Tansu lists on every fetch (it grew 0.17 → 0.45
+# cores over ten minutes at 10,000 readings/s with 100, 0.17 → 0.24 with 200) for ~50 ms
+# more on the alarm path (docs/benchmarks.md, 2026-12-04).
+BENCH_SETTINGS = (("LIFELINE_KAFKA_LINGER_MS", "5"), ("LIFELINE_INGEST_PACK_MS", "200"))
 
 
 def run_bench(*, sensors: int, interval_s: float, duration_s: float, state: Path,
