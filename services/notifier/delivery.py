@@ -117,8 +117,13 @@ class Deliverer:
         await asyncio.sleep(max(0.0, delay) + 0.0005)
         items = self._grouper.flush(key, time.monotonic())
         if items:
-            self.counters.inc("grouped_messages")
-            self._spawn(self._send(items))  # its own task: cancelling a timer never cuts a send
+            self._send_held(items)
+
+    def _send_held(self, items: list[Notification]) -> None:
+        """A held batch out as one message, in a task of its own (cancelling a timer never
+        cuts a send)."""
+        self.counters.inc("grouped_messages")
+        self._spawn(self._send(items))
 
     def drop(self, keep: Callable[[Notification], bool]) -> int:
         """Forget buffered notifications ``keep`` rejects (partitions moved to another worker)."""
@@ -143,8 +148,7 @@ class Deliverer:
         for timer in list(self._timers):
             timer.cancel()
         for items in self._grouper.release():
-            self.counters.inc("grouped_messages")
-            self._spawn(self._send(items))
+            self._send_held(items)
         await self.drain(within_s)
         late = [t for t in self._tasks if not t.done()]
         for task in late:
