@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.storage import DATABASE
@@ -50,12 +51,12 @@ class StackSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LIFELINE_STACK_", extra="ignore", frozen=True)
 
-    mqtt_port: int = 11883
-    kafka_port: int = 19092
-    influx_port: int = 18086
-    influx_rpc_port: int = 18088
-    postgres_port: int = 15432
-    partitions: int = 4
+    mqtt_port: int = Field(11883, ge=1, le=65535)
+    kafka_port: int = Field(19092, ge=1, le=65535)
+    influx_port: int = Field(18086, ge=1, le=65535)
+    influx_rpc_port: int = Field(18088, ge=1, le=65535)
+    postgres_port: int = Field(15432, ge=1, le=65535)
+    partitions: int = Field(4, ge=1, le=64)
 
 
 @dataclass

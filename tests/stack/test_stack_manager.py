@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from services.stack import manager
-from services.stack.manager import Ports, Stack
+from services.stack.manager import Ports, Stack, StackSettings
 
 
 def test_missing_system_packages_are_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,6 +19,24 @@ def test_missing_system_packages_are_named_with_the_fix(monkeypatch: pytest.Monk
     assert "mosquitto not found (Debian package mosquitto)" in text
     assert "influxd not found (Debian package influxdb)" in text
     assert all("bootstrap.sh" in m for m in missing if "not found" in m)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LIFELINE_STACK_PARTITIONS", "0"), ("LIFELINE_STACK_PARTITIONS", "-2"),
+    ("LIFELINE_STACK_PARTITIONS", "four"), ("LIFELINE_STACK_MQTT_PORT", "0"),
+    ("LIFELINE_STACK_KAFKA_PORT", "70000")])
+def test_stack_settings_refuse_impossible_values(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                 value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.removeprefix("LIFELINE_STACK_").lower()):
+        StackSettings()
+
+
+def test_stack_settings_take_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFELINE_STACK_PARTITIONS", "2")
+    monkeypatch.setenv("LIFELINE_STACK_MQTT_PORT", "21883")
+    settings = StackSettings()
+    assert (settings.partitions, settings.mqtt_port, settings.kafka_port) == (2, 21883, 19092)
 
 
 def test_generated_configs_bind_loopback_and_keep_sessions(tmp_path: Path) -> None:
