@@ -63,6 +63,7 @@ class Tag:
     CHANNEL: Final = "channel"
     SERVICE: Final = "service"
     INSTANCE: Final = "instance"
+    PARTITION: Final = "partition"  # of lifeline.readings, on district_1h (writer-computed)
 
 
 _READING_TAGS = frozenset({Tag.FACILITY, Tag.SENSOR, Tag.KIND, Tag.METRIC, Tag.DISTRICT})
@@ -71,7 +72,9 @@ TAGS: Final[dict[str, frozenset[str]]] = {
     Measurement.READING: _READING_TAGS,
     Measurement.READING_1M: _READING_TAGS,  # the raw series (writer's rollup; CQs GROUP BY *)
     Measurement.READING_1H: _READING_TAGS,
-    Measurement.DISTRICT_1H: frozenset({Tag.DISTRICT, Tag.KIND, Tag.METRIC}),
+    # One point per partition of lifeline.readings: each writer worker aggregates its own
+    # (InfluxDB 2.x's task, deploy/influxdb/setup.sh, writes one without the tag).
+    Measurement.DISTRICT_1H: frozenset({Tag.DISTRICT, Tag.KIND, Tag.METRIC, Tag.PARTITION}),
     Measurement.ALARM_EVENT: _READING_TAGS | {Tag.RULE, Tag.EVENT, Tag.LEVEL, Tag.CATEGORY},
     Measurement.ALARM_STATE: frozenset({Tag.FACILITY, Tag.SENSOR, Tag.RULE, Tag.CATEGORY,
                                         Tag.KIND, Tag.DISTRICT}),

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import faust
 from mode.types.signals import BaseSignalT
-from tenacity import AsyncRetrying, wait_exponential
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
 from schemas.registry import Registry, load_registry
 from services.core import topics
@@ -37,7 +37,13 @@ from services.writer.errors import StorageSetupError
 from services.writer.handlers import Handlers, Record
 from services.writer.points import PointBuilder
 from services.writer.readings import ReadingsConsumer
-from services.writer.rollup import MinuteRollup
+from services.writer.rollup import (
+    HourRollup,
+    MinuteRollup,
+    Recompute,
+    recompute_lines,
+    recompute_query,
+)
 from services.writer.sinks import make_sink
 from services.writer.storage import ensure_layout
 
@@ -51,7 +57,8 @@ FAUST_FETCH_WAIT_MS = 500
 COUNTERS = ("processed_events", "processed_reports", "processed_alarm_events", "stored_points",
             "written_batches", "sink_retries", "rejected", "refused_batches", "isolation_writes",
             "refused_points", "dead_lettered", "rollup_points",
-            "rollup_refused")  # at zero from the start
+            "rollup_refused", "rollup_hours_recomputed",
+            "rollup_recompute_failed")  # at zero from the start
 
 
 def record(event: Any) -> Record:
@@ -85,11 +92,13 @@ class Writer:
         # The 1-minute tier, from the readings as they are stored (InfluxDB 1.x; on 2.x a
         # task computes it: deploy/influxdb/setup.sh).
         # On Tansu commits keep no metadata (services/writer/rollup.py).
-        self.rollup = MinuteRollup(w.rollup_lateness_s, metadata_kept=cfg.kafka.flavor != "tansu"
+        self.rollup = MinuteRollup(w.rollup_lateness_s, metadata_kept=cfg.kafka.flavor != "tansu",
+                                   hours=HourRollup(w.rollup_hour_refresh_min)
                                    ) if cfg.influx.api == "v1" else None
         self.readings = ReadingsConsumer(cfg.kafka, h.reading_lines, h.store_readings,
                                          h.unreadable_reading, self.counters, w.batch_events,
-                                         w.batch_seconds, self.rollup, h.store_rollup)
+                                         w.batch_seconds, self.rollup, h.store_rollup,
+                                         self.recompute_hours)
         self.readings.budget = Budget(self.counters)  # latency.writer.* on /counters
         self.registry_file = WatchedFile("registry", cfg.common.registry, load_registry,
                                          self.use_registry, self.health,
@@ -105,6 +114,9 @@ class Writer:
         if rollup is not None:
             self.counters.gauge("rollup_open_minutes", rollup.open_minutes)
             self.counters.gauge("rollup_late_readings", lambda: rollup.late)
+            hours = rollup.hours
+            if hours is not None:
+                self.counters.gauge("rollup_open_hours", hours.open_hours)
         report_health(self.app, self.health, cfg.common.health_report_s)
         add_health_pages(self.app, self.health)
 
@@ -182,11 +194,39 @@ class Writer:
             with attempt:
                 try:
                     await ensure_layout(self.cfg.influx, raw_retention=w.raw_retention,
-                                        long_retention=w.long_retention,
-                                        hourly_every=w.cq_hourly_every)
+                                        long_retention=w.long_retention)
                 except (OSError, aiohttp.ClientError, StorageSetupError) as exc:
                     self.health.problem("storage", f"retention/CQ setup pending: {exc}")
                     raise
+
+    async def recompute_hours(self, hours: list[Recompute], partitions: int) -> None:
+        """Hours of partitions this writer took over mid-hour (services/writer/rollup.py):
+        their ``reading_1h`` and ``district_1h`` points from the stored minutes, written
+        over what the previous owner wrote of the hour. A database that does not answer
+        after a few tries leaves the hour as the previous owner last wrote it (logged,
+        ``rollup_recompute_failed``): the readings and minutes are stored either way."""
+        from datetime import UTC, datetime
+
+        from services.core.influx import QueryError, query
+
+        for r in hours:
+            part = getattr(r.part, "partition", None)
+            hour = datetime.fromtimestamp(r.hour / 1000, UTC).isoformat()
+            try:
+                async for attempt in AsyncRetrying(stop=stop_after_attempt(5), reraise=True,
+                                                   wait=wait_exponential(multiplier=0.5, max=10)):
+                    with attempt:
+                        series = await query(self.cfg.influx, recompute_query(r.hour),
+                                             timeout_s=60)
+            except QueryError as exc:
+                self.counters.inc("rollup_recompute_failed")
+                log.error("writer.hour_not_recomputed", partition=part, hour=hour,
+                          error=str(exc)[:300])
+                continue
+            lines = recompute_lines(series, r, partitions)
+            await self.handlers.store_rollup(lines)
+            self.counters.inc("rollup_hours_recomputed")
+            log.info("writer.hour_recomputed", partition=part, hour=hour, points=len(lines))
 
     async def restore_baseline(self) -> None:
         """Seven days of the database's hourly means rebuild the diurnal profiles."""

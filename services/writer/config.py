@@ -32,9 +32,10 @@ class WriterSettings(_Group):
     baseline_warmup_h: float = Field(default=1.0, ge=0, description=(
         "Hours of readings an hour-of-day slot needs before sewage readings carry its "
         "diurnal baseline."))
-    cq_hourly_every: str = Field(default="10m", pattern=r"^\d+[smh]$",
-                                 description="How often the hourly aggregates are recomputed "
-                                             "(over the last 2 hours).")
+    rollup_hour_refresh_min: int = Field(default=5, ge=1, le=60, description=(
+        "Every how many minutes the hour in progress of each series (reading_1h) and "
+        "district (district_1h) is rewritten; a share of the series at each minute. The "
+        "hour is written whole once all its minutes are closed (services/writer/rollup.py)."))
 
 
 class WriterConfig:

@@ -49,12 +49,13 @@ from services.core.logging import get_logger
 from services.core.settings import KafkaSettings
 from services.writer.batch import Batch
 from services.writer.errors import UNREADABLE
-from services.writer.rollup import MinuteRollup
+from services.writer.rollup import MinuteRollup, Recompute
 
 log = get_logger("lifeline.writer.readings")
 
 Store = Callable[[Batch], Awaitable[None]]
 StoreLines = Callable[[list[str]], Awaitable[None]]
+RecomputeHours = Callable[[list[Recompute], int], Awaitable[None]]
 # Per partition: the offset to commit, its metadata, and the next offset stored by then.
 Offsets = dict[TopicPartition, tuple[int, str, int]]
 DeadLetter = Callable[[bytes, str, RejectReason, str], Awaitable[None]]
@@ -87,7 +88,8 @@ class ReadingsConsumer:
                  store: Store, dead_letter: DeadLetter, counters: Counters,
                  batch_events: int, batch_seconds: float,
                  rollup: MinuteRollup | None = None,
-                 store_rollup: StoreLines | None = None) -> None:
+                 store_rollup: StoreLines | None = None,
+                 recompute_hours: RecomputeHours | None = None) -> None:
         self.kafka = kafka
         self.to_lines = to_lines
         self.store = store
@@ -106,6 +108,10 @@ class ReadingsConsumer:
         # The 1-minute tier and how its lines are stored (``long``); None: not computed.
         self.rollup = rollup
         self.store_rollup = store_rollup
+        # Hours of partitions taken over mid-hour, computed from the stored minutes once
+        # closed (services/writer/rollup.py), after the minutes closing them are stored.
+        self.recompute_hours = recompute_hours
+        self.recompute: list[Recompute] = []
         self.fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition
         # The write of closed minutes in flight, and the commits that wait for it.
         self.rolling: asyncio.Task[None] | None = None
@@ -165,7 +171,7 @@ class ReadingsConsumer:
                         in_flight = None
                     # A quiet partition's open minutes close by the wall clock.
                     closed, commits = self._close_minutes(c)
-                    if closed:
+                    if closed or self.recompute:
                         await self._roll(c, closed)
                         await self._stored(c, commits)
                     else:
@@ -201,7 +207,7 @@ class ReadingsConsumer:
                 if in_flight is not None:
                     await self._finish(c, *in_flight)
                 write = asyncio.ensure_future(self.store(events))
-                if closed:
+                if closed or self.recompute:
                     await self._roll(c, closed)
                 in_flight = (write, offsets, sum(len(r) for r in batch.values()), oldest_ms,
                              time.monotonic(), len(events))
@@ -240,14 +246,19 @@ class ReadingsConsumer:
             high = c.highwater(tp)
             closed += rollup.close(tp, now_ms, high is not None and position >= high)
             commits[tp] = (*rollup.commit(tp, position), position)
+        if rollup.hours is not None:
+            self.recompute += rollup.hours.take_recompute()
         if not closed:  # nothing new to commit for quiet partitions
             commits = {tp: o for tp, o in commits.items() if batch is not None and tp in batch}
         return closed, commits
 
-    async def _store_minutes(self, closed: list[str]) -> None:
+    async def _store_minutes(self, closed: list[str], recompute: list[Recompute],
+                             partitions: int) -> None:
         if self.store_rollup is not None:
             await self.store_rollup(closed)
             self.counters.inc("rollup_points", len(closed))
+        if recompute and self.recompute_hours is not None:
+            await self.recompute_hours(recompute, partitions)
 
     async def _roll(self, c: AIOKafkaConsumer, closed: list[str]) -> None:
         """Store the minute aggregates just closed beside the readings, not in front of
@@ -258,7 +269,9 @@ class ReadingsConsumer:
         if self.rolling is not None:
             await self.rolling  # the previous minute's, still being written
             await self._commit_held(c)
-        self.rolling = asyncio.ensure_future(self._store_minutes(closed))
+        recompute, self.recompute = self.recompute, []
+        partitions = len(c.partitions_for_topic(topics.READINGS) or ()) if recompute else 0
+        self.rolling = asyncio.ensure_future(self._store_minutes(closed, recompute, partitions))
 
     async def _stored(self, c: AIOKafkaConsumer, offsets: Offsets) -> None:
         """What is stored up to ``offsets``: committed, or held while minute aggregates
@@ -320,6 +333,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
             self.owner.held.pop(tp, None)  # its new owner replays from the last commit
             if self.owner.rollup is not None:
                 self.owner.rollup.revoke(tp)
+        # Their hours to recompute are their new owners' now.
+        self.owner.recompute = [r for r in self.owner.recompute if r.part not in revoked]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         rollup = self.owner.rollup

@@ -5,10 +5,11 @@ The names are schemas/storage.py's; this module creates what they name:
 - retention policy ``raw`` (default; ``LIFELINE_INFLUX_RAW_RETENTION``, 30 days): readings;
 - retention policy ``long`` (``LIFELINE_INFLUX_LONG_RETENTION``, forever): 1-minute
   aggregates of readings and every alarm event / alarm state;
-- ``long.reading_1m`` (mean/min/max per series and minute) is the writer's own
-  (services/writer/rollup.py); the continuous query that computed it before is dropped;
-- continuous queries ``reading_1h`` (per series) and ``district_1h`` (per district, kind,
-  metric) from the 1-minute aggregates: what month-long dashboard ranges read.
+- ``long.reading_1m`` (mean/min/max per series and minute), ``long.reading_1h`` (per
+  series and hour) and ``long.district_1h`` (per district, kind, metric, partition and
+  hour; what month-long dashboard ranges read) are the writer's own
+  (services/writer/rollup.py); the continuous queries that computed them before are
+  dropped.
 
 InfluxDB 2.x has buckets and tasks instead; with ``LIFELINE_INFLUX_API=v2`` this setup is
 not run (see docs/decisions/0007-storage-layout.md).
@@ -16,7 +17,7 @@ not run (see docs/decisions/0007-storage-layout.md).
 
 from __future__ import annotations
 
-from schemas.storage import LONG, RAW, Field, Measurement, Tag, ident, qualified
+from schemas.storage import LONG, RAW, Measurement
 from services.core.influx import SETUP_TIMEOUT_S, InfluxClient, QueryError, QueryRefused
 from services.core.logging import get_logger
 from services.core.settings import InfluxSettings
@@ -24,46 +25,23 @@ from services.writer.errors import StorageSetupError
 
 log = get_logger("lifeline.writer.storage")
 
-__all__ = ["LONG", "RAW", "StorageSetupError", "ensure_layout", "hourly_queries"]
+__all__ = ["LONG", "RAW", "RETIRED", "StorageSetupError", "ensure_layout"]
 
 
-_MEAN, _MIN, _MAX = (ident(f) for f in (Field.MEAN, Field.MIN, Field.MAX))
-HOURLY = {
-    # name: (source measurement, select, group by) — both from the 1-minute aggregates, so
-    # neither waits for the other.
-    Measurement.READING_1H: (Measurement.READING_1M,
-                             f"mean({_MEAN}) AS {_MEAN}, min({_MIN}) AS {_MIN}, "
-                             f"max({_MAX}) AS {_MAX}", "*"),
-    Measurement.DISTRICT_1H: (Measurement.READING_1M,
-                              f"max({_MAX}) AS {_MAX}, min({_MIN}) AS {_MIN}, "
-                              f"mean({_MEAN}) AS {_MEAN}",
-                              ", ".join(ident(t) for t in (Tag.DISTRICT, Tag.KIND, Tag.METRIC))),
-}
+# Continuous queries earlier versions created and the writer now does without: the
+# 1-minute tier and both hourly tiers are the writer's (services/writer/rollup.py).
+RETIRED = (Measurement.READING_1M, Measurement.READING_1H, Measurement.DISTRICT_1H)
 
 
-def hourly_queries(db: str, every: str) -> dict[str, str]:
-    """Hourly tiers for long ranges: per series (``reading_1h``) and per district, kind and
-    metric (``district_1h``, what the overview's 30-day trend reads). Recomputed every
-    ``every`` over the last two hours."""
-    return {name: (f'CREATE CONTINUOUS QUERY "{name}" ON "{db}" RESAMPLE EVERY {every} FOR 2h '
-                   f"BEGIN SELECT {select} INTO {qualified(name, db)} "
-                   f"FROM {qualified(source, db)} GROUP BY time(1h), {group} END")
-            for name, (source, select, group) in HOURLY.items()}
-
-
-# Continuous queries earlier versions created and the writer now does without.
-RETIRED = (Measurement.READING_1M,)
-
-
-async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention: str,
-                        hourly_every: str = "10m") -> None:
-    """Create or update the database, retention policies and the hourly continuous
-    queries; drop the retired ones (``reading_1m``).
+async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention: str
+                        ) -> None:
+    """Create or update the database and retention policies; drop the continuous queries
+    earlier versions made (:data:`RETIRED`).
 
     Raises :class:`StorageSetupError` for a statement the database refuses or when it
     cannot be reached (the writer retries with backoff)."""
     try:
-        await _ensure_layout(s, raw_retention, long_retention, hourly_every)
+        await _ensure_layout(s, raw_retention, long_retention)
     except StorageSetupError:
         raise
     except QueryError as exc:
@@ -72,8 +50,8 @@ async def ensure_layout(s: InfluxSettings, *, raw_retention: str, long_retention
              long_retention=long_retention)
 
 
-async def _ensure_layout(s: InfluxSettings, raw_retention: str, long_retention: str,
-                         hourly_every: str) -> None:
+async def _ensure_layout(s: InfluxSettings, raw_retention: str, long_retention: str
+                         ) -> None:
     db = s.database
     async with InfluxClient(s, SETUP_TIMEOUT_S) as client:
         async def run(q: str, what: str | None = None) -> None:
@@ -95,6 +73,3 @@ async def _ensure_layout(s: InfluxSettings, raw_retention: str, long_retention: 
                           f"retention policy {rp}")
         for name in RETIRED:
             await run(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')  # gone after the first start
-        for name, cq in hourly_queries(db, hourly_every).items():
-            await run(f'DROP CONTINUOUS QUERY "{name}" ON "{db}"')  # absent the first time
-            await run(cq, f"continuous query {name}")

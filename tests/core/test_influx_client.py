@@ -41,11 +41,11 @@ from services.core.settings import InfluxSettings
 from services.dashboards.generate import dashboards, queries
 from services.stack.manager import free_port
 from services.writer.points import PointBuilder
+from services.writer.rollup import recompute_query
 from services.writer.sinks import SinkRejected, SinkTooLarge, SinkUnavailable, make_sink
 from services.writer.storage import (
     StorageSetupError,
     ensure_layout,
-    hourly_queries,
 )
 
 
@@ -234,26 +234,26 @@ async def test_layout_setup_statements_and_an_existing_policy_altered(influx: In
         return web.json_response({"results": [{"statement_id": 0}]})
 
     influx.answer = answer
-    await ensure_layout(settings(influx.url), raw_retention="30d", long_retention="INF",
-                        hourly_every="10m")
-    hourly = hourly_queries("lifeline", "10m")
+    await ensure_layout(settings(influx.url), raw_retention="30d", long_retention="INF")
     assert [s.form["q"] for s in influx.seen] == [
         'CREATE DATABASE "lifeline"',
         'CREATE RETENTION POLICY "raw" ON "lifeline" DURATION 30d REPLICATION 1 DEFAULT',
         'ALTER RETENTION POLICY "raw" ON "lifeline" DURATION 30d DEFAULT',
         'CREATE RETENTION POLICY "long" ON "lifeline" DURATION INF REPLICATION 1',
-        'DROP CONTINUOUS QUERY "reading_1m" ON "lifeline"',  # retired: the writer's now
-        'DROP CONTINUOUS QUERY "reading_1h" ON "lifeline"', hourly["reading_1h"],
-        'DROP CONTINUOUS QUERY "district_1h" ON "lifeline"', hourly["district_1h"],
+        # Retired: every tier is the writer's now (services/writer/rollup.py).
+        'DROP CONTINUOUS QUERY "reading_1m" ON "lifeline"',
+        'DROP CONTINUOUS QUERY "reading_1h" ON "lifeline"',
+        'DROP CONTINUOUS QUERY "district_1h" ON "lifeline"',
     ]
+    assert not any(s.form["q"].startswith("CREATE CONTINUOUS") for s in influx.seen)
 
 
 async def test_layout_setup_fails_clearly(influx: Influx) -> None:
     influx.answer = lambda s: web.json_response(
-        {"results": [{"error": "continuous query has no aggregate"}]}
-        if s.form["q"].startswith("CREATE CONTINUOUS") else {"results": [{}]})
-    with pytest.raises(StorageSetupError, match=r"^continuous query reading_1h: continuous "
-                                                r"query has no aggregate$"):
+        {"results": [{"error": "retention policy duration must be greater than 1h0m0s"}]}
+        if s.form["q"].startswith(("CREATE RETENTION", "ALTER RETENTION")) else {"results": [{}]})
+    with pytest.raises(StorageSetupError, match=r"^retention policy raw: retention policy "
+                                                r"duration must be greater than 1h0m0s$"):
         await ensure_layout(settings(influx.url), raw_retention="30d", long_retention="INF")
     with pytest.raises(StorageSetupError, match=r"InfluxDB at http://127\.0\.0\.1:"):
         await ensure_layout(settings(f"http://127.0.0.1:{free_port()}"), raw_retention="30d",
@@ -319,7 +319,7 @@ def _targets(q: str) -> list[tuple[str | None, str]]:
 def test_every_reader_names_measurements_where_the_layout_keeps_them(registry: Registry
                                                                       ) -> None:
     reads = [q for board in dashboards(registry).values() for _, q in queries(board)]
-    reads += [*hourly_queries("lifeline", "10m").values()]
+    reads.append(recompute_query(0))  # the writer's own, after a partition changed hands
     checked = 0
     for q in reads:
         for rp, measurement in _targets(q):

@@ -252,7 +252,7 @@ def pipeline_env_of(stack: Stack, registry_file: Path) -> dict[str, str]:
     return {**stack.env(), "LIFELINE_REGISTRY": str(registry_file),
             "LIFELINE_WRITER_BATCH_SECONDS": "0.2", "LIFELINE_WRITER_RETRY_MAX_S": "1",
             "LIFELINE_PROCESSOR_TICK_INTERVAL_S": "1", "LIFELINE_RELOAD_CHECK_S": "1",
-            "LIFELINE_WRITER_CQ_HOURLY_EVERY": "2s", "LIFELINE_WRITER_ROLLUP_LATENESS_S": "2",
+            "LIFELINE_WRITER_ROLLUP_HOUR_REFRESH_MIN": "1", "LIFELINE_WRITER_ROLLUP_LATENESS_S": "2",
             "LIFELINE_WRITER_BASELINE_WARMUP_H": "0",
             "LIFELINE_HEALTH_REPORT_S": "2"}
 
