@@ -36,7 +36,8 @@ duplicated reading overwrites its own point instead of adding one.
                   sensors — the registry, written by the writer at start (time 0)
 - ``reading_1m`` (retention policy ``long``) mean, min, max per reading series and minute,
                   computed by the writer from these lines (services/writer/rollup.py);
-                  ``reading_1h``/``district_1h`` by the database (services/writer/storage.py)
+                  ``reading_1h`` (per series) and ``district_1h`` (per district, kind,
+                  metric and partition) from those minutes, by the writer too
 
 Sensor health is the ``alarm_event``/``alarm_state`` series with category ``sensor`` or
 ``gateway`` (offline, stuck, out of range, sequence gaps).
